@@ -1,0 +1,1 @@
+"""Hexchange PKI: certificate authority, enrollment tokens, CSR signing, TLS contexts."""

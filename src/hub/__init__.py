@@ -1,0 +1,1 @@
+"""Hexchange hub: node API over mutual TLS, enrollment, ingest, index, deliveries."""

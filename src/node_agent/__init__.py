@@ -1,0 +1,1 @@
+"""Hexchange node agent: the clinic-side shell (DICOM SCP, spool, pipeline, outbox, uploader)."""

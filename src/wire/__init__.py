@@ -1,0 +1,1 @@
+"""Wire contract between node agents and the hub: manifest, envelope, HTTP models."""
