@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,346 @@
+"""Apply a de-identification profile to one dataset: dataset in, new dataset out.
+
+`apply` never mutates its input and never decodes pixel data: the output shares the (immutable)
+PixelData bytes of the input. Every attribute, at every depth of every sequence and in the file
+meta, gets the action `Profile.action_for` gives it; see `profile.py` for how combined actions
+are resolved.
+
+Choices worth knowing
+---------------------
+* Patient ID becomes a keyed pseudonym (16 base32 characters of HMAC-SHA256 under the network
+  secret), and Patient's Name becomes the same pseudonym, so a research collection can still
+  group a patient's studies while nobody without the secret can link the pseudonym to the
+  original ID. Accession Number (Z in the table) becomes a keyed pseudonym of its own when it
+  was non-empty, for the same reason.
+* UIDs (action U): `2.25.` + HMAC of the UID, except well-known UIDs (`1.2.840.10008.*`), which
+  are never changed. Sequences with action U or D are kept and processed recursively.
+* Dates with Retain Longitudinal Modified Dates: shifted by a per-patient keyed number of days
+  (see `dates.py`); without a date option, D dates get a dummy date.
+* Text inside sequences whose action is D or C (e.g. Content Sequence) is cleaned with
+  `clean.Scrubber`; text attributes with action C (clean-descriptors etc.) likewise.
+* Overlays: when Overlay Data (60xx,3000) is not kept, the whole overlay group is removed so
+  the output stays valid; Clean Graphics cannot clean overlay bitmaps in the header path, so
+  under that option overlays are removed too (noted in `DeidResult.notes`).
+* Curves (50xx,xxxx), private attributes (except TCIA-safe ones under Retain Safe Private) and
+  group length elements are removed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from deidentify.clean import Scrubber, identifying_values
+from deidentify.dates import cap_age, day_offset, shift_da, shift_dt
+from deidentify.dummies import dummy_value, empty_value
+from deidentify.profile import (
+    BASIC_PROFILE_CODE,
+    OPTION_CODES,
+    Action,
+    Option,
+    Profile,
+    is_private_creator_tag,
+    is_private_tag,
+)
+from deidentify.uids import is_well_known_uid, keyed_token, keyed_uid
+
+MIN_SECRET_BYTES = 32
+
+TAG_PATIENT_NAME = 0x00100010
+TAG_PATIENT_ID = 0x00100020
+TAG_ACCESSION = 0x00080050
+TAG_PIXEL_DATA = 0x7FE00010
+_OVERLAY_DATA_ELEMENT = 0x3000
+# File meta AE titles name the sending/receiving devices: Retain Device Identity keeps them.
+_FILE_META_AE_TAGS = frozenset({0x00020016, 0x00020017, 0x00020018})
+_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "AE", "PN"})
+
+
+@dataclass(frozen=True)
+class PseudonymKeys:
+    """The network secret that keys every pseudonym (UIDs, IDs, date offsets)."""
+
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, bytes | bytearray):
+            raise TypeError("PseudonymKeys.secret must be bytes")
+        if len(self.secret) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"PseudonymKeys.secret must be at least {MIN_SECRET_BYTES} bytes "
+                f"(got {len(self.secret)})"
+            )
+        object.__setattr__(self, "secret", bytes(self.secret))
+
+    def __repr__(self) -> str:
+        return "PseudonymKeys(secret=<redacted>)"
+
+    def patient_pseudonym(self, patient_id: str) -> str:
+        return keyed_token(self.secret, "patient-id", patient_id, 16)
+
+    def accession_pseudonym(self, accession: str) -> str:
+        return keyed_token(self.secret, "accession", accession, 16)
+
+    def uid(self, uid: str) -> str:
+        return keyed_uid(self.secret, uid)
+
+    def day_offset(self, patient_id: str) -> int:
+        return day_offset(self.secret, patient_id)
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    dataset: Dataset
+    changes: Counter[str]  # number of attributes per action taken (X, Z, D, C, U)
+    notes: tuple[str, ...]  # attribute names and decisions, never values
+
+
+@dataclass
+class _Context:
+    profile: Profile
+    keys: PseudonymKeys
+    sop_class_uid: str | None
+    patient_pseudonym: str
+    date_offset: int | None
+    scrubber: Scrubber
+    changes: Counter[str] = field(default_factory=Counter)
+    notes: dict[str, None] = field(default_factory=dict)  # ordered set
+
+    def note(self, text: str) -> None:
+        self.notes[text] = None
+
+
+def apply(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> DeidResult:
+    """De-identify `ds` under `profile`; returns a new dataset and what changed."""
+    patient_id = str(ds.get("PatientID", "") or "")
+    modified_dates = profile.has(Option.RETAIN_LONG_MODIFIED_DATES)
+    ctx = _Context(
+        profile=profile,
+        keys=keys,
+        sop_class_uid=str(ds.get("SOPClassUID", "") or "") or None,
+        patient_pseudonym=keys.patient_pseudonym(patient_id) if patient_id else "",
+        date_offset=keys.day_offset(patient_id) if modified_dates else None,
+        scrubber=Scrubber.for_values(
+            identifying_values(ds, include_dates=not profile.has(Option.RETAIN_LONG_FULL_DATES))
+        ),
+    )
+    if modified_dates and not patient_id:
+        ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
+    out = _walk(ds, ctx, depth=0, clean_text=False)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        new_meta = FileMetaDataset()
+        new_meta.update(_walk(meta, ctx, depth=0, clean_text=False))
+        out.file_meta = new_meta
+    _mark(out, profile, ctx)
+    return DeidResult(dataset=out, changes=ctx.changes, notes=tuple(ctx.notes))
+
+
+def _mark(out: Dataset, profile: Profile, ctx: _Context) -> None:
+    out.PatientIdentityRemoved = "YES"
+    out.DeidentificationMethod = profile.method_values()
+    items = []
+    codes = [BASIC_PROFILE_CODE, *sorted(OPTION_CODES[o] for o in profile.options)]
+    for value, meaning in codes:
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    out.DeidentificationMethodCodeSequence = Sequence(items)
+    if profile.has(Option.RETAIN_LONG_MODIFIED_DATES):
+        out.LongitudinalTemporalInformationModified = "MODIFIED"
+    elif profile.has(Option.RETAIN_LONG_FULL_DATES):
+        out.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    else:
+        out.LongitudinalTemporalInformationModified = "REMOVED"
+    for option in (Option.CLEAN_PIXEL_DATA, Option.CLEAN_RECOGNIZABLE_VISUAL_FEATURES):
+        if profile.has(option):
+            ctx.note(f"{option.value}: pixel data is not changed here; the pixel stage must run")
+
+
+def _walk(src: Dataset, ctx: _Context, *, depth: int, clean_text: bool) -> Dataset:
+    out = Dataset()
+    creators: dict[tuple[int, int], str] = {}
+    for elem in src:
+        if is_private_creator_tag(int(elem.tag)) and isinstance(elem.value, str | bytes):
+            value = elem.value.decode("latin-1") if isinstance(elem.value, bytes) else elem.value
+            creators[(elem.tag.group, elem.tag.element)] = value.strip()
+    dropped_overlays = _overlay_groups_to_drop(src, ctx)
+    kept_blocks: set[tuple[int, int]] = set()
+
+    for elem in src:
+        tag = int(elem.tag)
+        group, element = tag >> 16, tag & 0xFFFF
+        if element == 0x0000:
+            continue  # group length: recomputed on write
+        if group in dropped_overlays:
+            ctx.changes["X"] += 1
+            continue
+        if is_private_tag(tag):
+            if is_private_creator_tag(tag):
+                continue  # added below if any element of its block is kept
+            block = (group, element >> 8)
+            creator = creators.get(block)
+            action = ctx.profile.action_for(tag, vr=elem.VR, private_creator=creator)
+            if action is not Action.K or element < 0x1000:
+                ctx.changes["X"] += 1
+                continue
+            kept_blocks.add(block)
+            new: DataElement | None = _keep(elem, ctx, depth, clean_text)
+        elif tag in _FILE_META_AE_TAGS and not ctx.profile.has(Option.RETAIN_DEVICE_IDENTITY):
+            ctx.changes["X"] += 1
+            continue
+        else:
+            action = ctx.profile.action_for(tag, vr=elem.VR, sop_class_uid=ctx.sop_class_uid)
+            new = _act(elem, action, ctx, depth, clean_text)
+        if new is not None:
+            out.add(new)
+
+    for creator_group, creator_block in sorted(kept_blocks):
+        creator_tag = (creator_group << 16) | creator_block
+        out.add(DataElement(creator_tag, "LO", creators[(creator_group, creator_block)]))
+    return out
+
+
+def _overlay_groups_to_drop(src: Dataset, ctx: _Context) -> set[int]:
+    groups: set[int] = set()
+    for elem in src:
+        tag = int(elem.tag)
+        group = tag >> 16
+        if 0x6000 <= group <= 0x60FF and not group % 2 and tag & 0xFFFF == _OVERLAY_DATA_ELEMENT:
+            action = ctx.profile.action_for(tag, vr=elem.VR, sop_class_uid=ctx.sop_class_uid)
+            if action is not Action.K:
+                groups.add(group)
+                if action is Action.C:
+                    ctx.note(f"clean-graphics: overlay group {group:04X} removed, not cleaned")
+    return groups
+
+
+def _act(
+    elem: DataElement, action: Action, ctx: _Context, depth: int, clean: bool
+) -> DataElement | None:
+    tag, vr = int(elem.tag), elem.VR
+    if action is Action.X:
+        ctx.changes["X"] += 1
+        return None
+    if tag in (TAG_PATIENT_ID, TAG_PATIENT_NAME, TAG_ACCESSION) and action is not Action.K:
+        return _pseudonym(elem, ctx)
+    if action is Action.Z:
+        ctx.changes["Z"] += 1
+        return DataElement(tag, vr, empty_value(vr))
+    if action is Action.K:
+        return _keep(elem, ctx, depth, clean)
+    if action is Action.U or (action is Action.D and vr == "UI"):
+        if vr == "SQ":
+            return _sequence(elem, ctx, depth, clean)
+        if vr == "UI":
+            return _remap_uids(elem, ctx)
+        action = Action.D
+    if action is Action.D:
+        if vr == "SQ":
+            return _sequence(elem, ctx, depth, clean=True)
+        ctx.changes["D"] += 1
+        return DataElement(tag, vr, dummy_value(vr))
+    return _clean(elem, ctx, depth)
+
+
+def _keep(elem: DataElement, ctx: _Context, depth: int, clean: bool) -> DataElement:
+    vr = elem.VR
+    if vr == "SQ":
+        return _sequence(elem, ctx, depth, clean)
+    if vr == "AS" and elem.value:
+        capped = cap_age(str(elem.value))
+        if capped != str(elem.value).strip().upper():
+            ctx.changes["C"] += 1
+            ctx.note(f"{elem.keyword or elem.tag}: age over 89 capped (Safe Harbor)")
+        return DataElement(elem.tag, vr, capped)
+    if clean and vr in _TEXT_VRS and elem.value:
+        return _clean_text(elem, ctx)
+    return DataElement(elem.tag, vr, elem.value)
+
+
+def _sequence(elem: DataElement, ctx: _Context, depth: int, clean: bool) -> DataElement:
+    items = [_walk(item, ctx, depth=depth + 1, clean_text=clean) for item in elem.value or []]
+    return DataElement(elem.tag, "SQ", Sequence(items))
+
+
+def _remap_uids(elem: DataElement, ctx: _Context) -> DataElement:
+    def remap(uid: Any) -> str:
+        text = str(uid).strip()
+        if not text or is_well_known_uid(text):
+            return text
+        return ctx.keys.uid(text)
+
+    value = elem.value
+    if isinstance(value, MultiValue | list | tuple):
+        new: Any = [remap(v) for v in value]
+    elif value is None or value == "":
+        return DataElement(elem.tag, "UI", value)
+    else:
+        new = remap(value)
+    if new != value:
+        ctx.changes["U"] += 1
+    return DataElement(elem.tag, "UI", new)
+
+
+def _pseudonym(elem: DataElement, ctx: _Context) -> DataElement:
+    tag = int(elem.tag)
+    original = str(elem.value or "").strip()
+    if not original:
+        return DataElement(tag, elem.VR, empty_value(elem.VR))
+    ctx.changes["D"] += 1
+    if tag == TAG_ACCESSION:
+        return DataElement(tag, elem.VR, ctx.keys.accession_pseudonym(original))
+    if tag == TAG_PATIENT_ID:
+        return DataElement(tag, elem.VR, ctx.keys.patient_pseudonym(original))
+    return DataElement(tag, elem.VR, ctx.patient_pseudonym or dummy_value(elem.VR))
+
+
+def _clean(elem: DataElement, ctx: _Context, depth: int) -> DataElement | None:
+    vr = elem.VR
+    if vr == "SQ":
+        return _sequence(elem, ctx, depth, clean=True)
+    if vr in ("DA", "DT", "TM"):
+        return _clean_date(elem, ctx)
+    if vr in _TEXT_VRS or vr == "CS":
+        return _clean_text(elem, ctx) if elem.value else DataElement(elem.tag, vr, elem.value)
+    ctx.changes["X"] += 1
+    ctx.note(f"{elem.keyword or elem.tag}: no cleaner for VR {vr}; removed")
+    return None
+
+
+def _clean_text(elem: DataElement, ctx: _Context) -> DataElement:
+    value = elem.value
+    if isinstance(value, MultiValue | list | tuple):
+        new: Any = [ctx.scrubber.scrub(str(v)) for v in value]
+        changed = [str(v) for v in value] != new
+    else:
+        new = ctx.scrubber.scrub(str(value))
+        changed = new != str(value)
+    if changed:
+        ctx.changes["C"] += 1
+    return DataElement(elem.tag, elem.VR, new)
+
+
+def _clean_date(elem: DataElement, ctx: _Context) -> DataElement:
+    vr = elem.VR
+    if vr == "TM" or not elem.value:
+        return DataElement(elem.tag, vr, elem.value)  # whole-day shifts leave times unchanged
+    if ctx.date_offset is None:
+        ctx.changes["D"] += 1
+        return DataElement(elem.tag, vr, dummy_value(vr))
+    shift = shift_da if vr == "DA" else shift_dt
+    values = elem.value if isinstance(elem.value, MultiValue | list | tuple) else [elem.value]
+    shifted = [shift(str(v), ctx.date_offset) for v in values]
+    ctx.changes["C"] += 1
+    if any(s is None for s in shifted):
+        ctx.note(f"{elem.keyword or elem.tag}: unparseable {vr}; replaced by a dummy")
+        return DataElement(elem.tag, vr, dummy_value(vr))
+    return DataElement(elem.tag, vr, shifted[0] if len(shifted) == 1 else shifted)

@@ -1,0 +1,245 @@
+"""The PS3.15 Annex E confidentiality profile and its options, as data.
+
+`Profile.action_for` answers "what happens to this attribute" from the generated Table E.1-1
+(`deidentify/data/ps3_15_e1_1.json`). It is a pure function of the profile, the tag, its VR and
+(for private tags) its private creator.
+
+Combined actions
+----------------
+PS3.15 resolves X/Z, X/D, Z/D, X/Z/D and X/Z/U* by the attribute's Type in the IOD of the SOP
+class (Type 1 -> D, Type 2 -> Z, Type 3 -> X). Until a per-IOD Type table is generated, they are
+resolved conservatively, keeping both privacy and validity: the result never keeps a value, and
+never removes an attribute that might be Type 1 or 2 in the IOD:
+
+    X/Z -> Z     X/D -> D     Z/D -> D     X/Z/D -> D
+    X/Z/U* -> U for UI elements and sequences (keep, remap every UID inside), else Z
+
+Options and precedence
+----------------------
+Each option column overrides the basic action for the rows it lists. When several chosen options
+list the same row (e.g. Date of Last Detector Calibration under retain-device-identity and
+retain-long-modified-dates), K (keep) wins over C (clean), which wins over the basic action.
+
+Attributes not listed in Table E.1-1 are kept (K), except UI elements that are not
+well-known class/syntax/scheme UIDs: those are treated as instance UIDs (U) so that rows added
+by later editions (new Referenced*UID attributes) are not leaked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydicom.datadict import keyword_for_tag
+
+from deidentify.tables import Rule, e1_1, safe_private_signatures
+
+
+class Option(StrEnum):
+    RETAIN_SAFE_PRIVATE = "retain-safe-private"
+    RETAIN_UIDS = "retain-uids"
+    RETAIN_DEVICE_IDENTITY = "retain-device-identity"
+    RETAIN_INSTITUTION_IDENTITY = "retain-institution-identity"
+    RETAIN_PATIENT_CHARACTERISTICS = "retain-patient-characteristics"
+    RETAIN_LONG_FULL_DATES = "retain-long-full-dates"
+    RETAIN_LONG_MODIFIED_DATES = "retain-long-modified-dates"
+    CLEAN_DESCRIPTORS = "clean-descriptors"
+    CLEAN_STRUCTURED_CONTENT = "clean-structured-content"
+    CLEAN_GRAPHICS = "clean-graphics"
+    CLEAN_PIXEL_DATA = "clean-pixel-data"
+    CLEAN_RECOGNIZABLE_VISUAL_FEATURES = "clean-recognizable-visual-features"
+
+
+class Action(StrEnum):
+    """A resolved action of Table E.1-1."""
+
+    D = "D"  # replace with a non-empty dummy value valid for the VR
+    Z = "Z"  # replace with an empty value (zero length); sequences become empty
+    X = "X"  # remove
+    K = "K"  # keep (sequences are still processed recursively)
+    C = "C"  # clean: keep the meaning, remove identifying content (dates: shift)
+    U = "U"  # replace UIDs with keyed pseudonymous UIDs (sequences: recurse)
+
+
+# CID 7050 (scheme DCM) code and meaning for each option, and for the Basic profile.
+BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
+OPTION_CODES: dict[Option, tuple[str, str]] = {
+    Option.CLEAN_PIXEL_DATA: ("113101", "Clean Pixel Data Option"),
+    Option.CLEAN_RECOGNIZABLE_VISUAL_FEATURES: (
+        "113102",
+        "Clean Recognizable Visual Features Option",
+    ),
+    Option.CLEAN_GRAPHICS: ("113103", "Clean Graphics Option"),
+    Option.CLEAN_STRUCTURED_CONTENT: ("113104", "Clean Structured Content Option"),
+    Option.CLEAN_DESCRIPTORS: ("113105", "Clean Descriptors Option"),
+    Option.RETAIN_LONG_FULL_DATES: (
+        "113106",
+        "Retain Longitudinal Temporal Information Full Dates Option",
+    ),
+    Option.RETAIN_LONG_MODIFIED_DATES: (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
+    Option.RETAIN_PATIENT_CHARACTERISTICS: ("113108", "Retain Patient Characteristics Option"),
+    Option.RETAIN_DEVICE_IDENTITY: ("113109", "Retain Device Identity Option"),
+    Option.RETAIN_UIDS: ("113110", "Retain UIDs Option"),
+    Option.RETAIN_SAFE_PRIVATE: ("113111", "Retain Safe Private Option"),
+    Option.RETAIN_INSTITUTION_IDENTITY: ("113112", "Retain Institution Identity Option"),
+}
+
+_CONSERVATIVE: dict[str, Action] = {
+    "X/Z": Action.Z,
+    "X/D": Action.D,
+    "Z/D": Action.D,
+    "X/Z/D": Action.D,
+}
+
+# UI attributes that hold class, syntax or scheme identifiers rather than instance identity.
+# Their values are never remapped, whatever the table says.
+_NON_INSTANCE_UID_KEYWORDS = frozenset(
+    {
+        "TransferSyntaxUID",
+        "ImplementationClassUID",
+        "CodingSchemeUID",
+        "MappingResourceUID",
+        "ContextGroupExtensionCreatorUID",
+        "PrivateInformationCreatorUID",
+        "EncryptedContentTransferSyntaxUID",
+        "MACCalculationTransferSyntaxUID",
+        "ReferencedTransferSyntaxUIDInFile",
+        "SOPClassesInStudy",
+    }
+)
+
+
+def is_non_instance_uid_keyword(keyword: str) -> bool:
+    """True for UI attributes naming a class, transfer syntax or scheme (never remapped)."""
+    return keyword in _NON_INSTANCE_UID_KEYWORDS or keyword.endswith(("ClassUID", "ClassUIDInFile"))
+
+
+def is_private_tag(tag: int) -> bool:
+    return bool((tag >> 16) % 2)
+
+
+def is_private_creator_tag(tag: int) -> bool:
+    return is_private_tag(tag) and 0x0010 <= (tag & 0xFFFF) <= 0x00FF
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The Basic Application Level Confidentiality Profile plus a set of options."""
+
+    options: frozenset[Option] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        opts = frozenset(Option(o) for o in self.options)
+        object.__setattr__(self, "options", opts)
+        if {Option.RETAIN_LONG_FULL_DATES, Option.RETAIN_LONG_MODIFIED_DATES} <= opts:
+            raise ValueError(
+                "options retain-long-full-dates and retain-long-modified-dates are alternatives; "
+                "choose one"
+            )
+
+    @classmethod
+    def basic(cls) -> Profile:
+        return cls()
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> Profile:
+        """Build a profile from option names in kebab case (as on the command line)."""
+        chosen: set[Option] = set()
+        valid = ", ".join(o.value for o in Option)
+        for name in names:
+            key = name.strip().lower().replace("_", "-")
+            try:
+                chosen.add(Option(key))
+            except ValueError:
+                raise ValueError(
+                    f"unknown de-identification option {name!r}; valid options: {valid}"
+                ) from None
+        return cls(frozenset(chosen))
+
+    def has(self, option: Option) -> bool:
+        return option in self.options
+
+    def method_values(self) -> list[str]:
+        """DeidentificationMethod values (LO, each at most 64 characters): profile, then options."""
+        return [
+            f"Hexchange PS3.15 E.1-1 {e1_1().edition} Basic Profile",
+            *sorted(o.value for o in self.options),
+        ]
+
+    @property
+    def description(self) -> str:
+        """Text for DeidentificationMethod: the profile, the options and the table edition."""
+        names = ", ".join(sorted(o.value for o in self.options)) or "none"
+        return f"Hexchange PS3.15 E.1-1 ({e1_1().edition}) Basic Profile; options: {names}"
+
+    def rule_for(self, tag: int) -> Rule | None:
+        """The Table E.1-1 row governing a tag (the private row for odd groups)."""
+        if is_private_tag(tag):
+            return e1_1().private
+        return e1_1().lookup(tag)
+
+    def raw_action_for(self, tag: int) -> str | None:
+        """The action after options, before combined-action resolution; None if unlisted."""
+        rule = self.rule_for(tag)
+        if rule is None:
+            return None
+        chosen = [rule.options[o.value] for o in self.options if o.value in rule.options]
+        if "K" in chosen:
+            return "K"
+        if "C" in chosen:
+            return "C"
+        if chosen:
+            return chosen[0]
+        return rule.basic
+
+    def action_for(
+        self,
+        tag: int,
+        *,
+        vr: str,
+        private_creator: str | None = None,
+        sop_class_uid: str | None = None,
+    ) -> Action:
+        """The resolved action for one attribute.
+
+        `sop_class_uid` is accepted for Type-based resolution of combined actions; the current
+        resolution is the documented conservative one and does not depend on it.
+        """
+        tag = int(tag)
+        if is_private_tag(tag):
+            return self._private_action(tag, private_creator)
+        raw = self.raw_action_for(tag)
+        if raw is None:
+            return self._unlisted_action(tag, vr)
+        return _resolve(raw, vr, sop_class_uid)
+
+    def _private_action(self, tag: int, private_creator: str | None) -> Action:
+        if not self.has(Option.RETAIN_SAFE_PRIVATE) or private_creator is None:
+            return Action.X
+        if is_private_creator_tag(tag):
+            return Action.X  # creators are kept by the engine when one of their elements is
+        key = (private_creator.strip(), tag >> 16, tag & 0xFF)
+        return Action.K if key in safe_private_signatures() else Action.X
+
+    def _unlisted_action(self, tag: int, vr: str) -> Action:
+        if (
+            vr == "UI"
+            and not self.has(Option.RETAIN_UIDS)
+            and (tag >> 16) != 0x0002
+            and not is_non_instance_uid_keyword(keyword_for_tag(tag) or "")
+        ):
+            return Action.U
+        return Action.K
+
+
+def _resolve(raw: str, vr: str, sop_class_uid: str | None) -> Action:
+    del sop_class_uid  # reserved for the per-IOD Type table
+    if raw in _CONSERVATIVE:
+        return _CONSERVATIVE[raw]
+    if raw == "X/Z/U*":
+        return Action.U if vr in ("UI", "SQ") else Action.Z
+    return Action(raw)

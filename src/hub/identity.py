@@ -1,0 +1,44 @@
+"""Who is calling the node API: taken from the verified TLS client certificate, never a header."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from certs.errors import CertsError
+from certs.identity import SiteIdentity, site_identity_from_pem
+from hub.errors import Forbidden, NotAuthenticated
+
+
+def identity_from_scope(scope: dict[str, Any], *, is_revoked: Any) -> SiteIdentity:
+    """Read the ASGI TLS extension filled by `hub.tls_scope` and map it to a site identity."""
+    tls = scope.get("extensions", {}).get("tls")
+    if not tls or not tls.get("client_cert_chain"):
+        raise NotAuthenticated(
+            "this endpoint needs a client certificate issued by the network CA; "
+            "enroll the agent (hexchange-agent enroll) and call the node API port"
+        )
+    if tls.get("client_cert_error"):
+        raise NotAuthenticated("the client certificate was not verified by the server")
+    leaf_pem = next(iter(tls["client_cert_chain"]))
+    try:
+        identity = site_identity_from_pem(
+            leaf_pem.encode() if isinstance(leaf_pem, str) else leaf_pem
+        )
+    except CertsError as exc:
+        raise NotAuthenticated(f"the client certificate names no Hexchange site: {exc}") from exc
+    if is_revoked(identity.serial):
+        raise Forbidden(
+            f"certificate serial {identity.serial:x} was revoked; ask the network admin to "
+            "issue a new enrollment token for this site"
+        )
+    return identity
+
+
+def current_site(request: Request) -> SiteIdentity:
+    registry = request.app.state.ca_directory
+    return identity_from_scope(request.scope, is_revoked=registry.is_revoked)
+
+
+SiteDep = Annotated[SiteIdentity, Depends(current_site)]

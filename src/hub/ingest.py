@@ -1,0 +1,192 @@
+"""Ingest of sealed bundles: header, chunks (resumable, idempotent), completion and receipt.
+
+The hub checks the sender's signature and each chunk's digest against the signed header, but
+it holds no key that opens an identified bundle: it stores ciphertext and indexes the manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlmodel import Session, select
+
+from certs.identity import SiteIdentity
+from hub import audit
+from hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from hub.models import Bundle, Delivery, Organization, ReceivedChunk, Site, utcnow
+from hub.storage import BlobStore
+from wire.envelope import SealedHeader, check_chunk, parse_header, verify_header
+from wire.errors import WireError
+from wire.receipt import Receipt, sign_receipt
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    session: Session
+    blobs: BlobStore
+    receipt_key: ec.EllipticCurvePrivateKey
+
+
+def _site_row(session: Session, identity: SiteIdentity) -> Site:
+    row = session.exec(
+        select(Site).where(Site.org == identity.org, Site.site == identity.site)
+    ).first()
+    if row is None or row.certificate_pem is None:
+        raise Forbidden(f"site {identity.org}/{identity.site} is not enrolled at this hub")
+    return row
+
+
+def _bundle(session: Session, bundle_id: str) -> Bundle:
+    row = session.get(Bundle, bundle_id)
+    if row is None:
+        raise NotFound(f"bundle {bundle_id} is unknown; upload its header first")
+    return row
+
+
+def _load_header(blobs: BlobStore, bundle_id: str) -> SealedHeader:
+    return parse_header(blobs.get_header(bundle_id))
+
+
+def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data: bytes) -> Bundle:
+    """Accept a signed header. Idempotent: the same header again is a no-op."""
+    try:
+        header = parse_header(data)
+    except WireError as exc:
+        raise InvalidRequest(f"bundle header rejected: {exc}") from exc
+    manifest = header.manifest
+    if manifest.bundle_id != bundle_id:
+        raise InvalidRequest("the bundle id in the URL does not match the manifest")
+    if (manifest.sender_org, manifest.sender_site) != (identity.org, identity.site):
+        raise Forbidden(
+            f"site {identity.org}/{identity.site} may only upload bundles it sent itself; "
+            f"this manifest names {manifest.sender_org}/{manifest.sender_site}"
+        )
+    site = _site_row(ctx.session, identity)
+    assert site.certificate_pem is not None
+    cert = x509.load_pem_x509_certificate(site.certificate_pem.encode())
+    public_key = cert.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise InvalidRequest("the site certificate holds no EC key")
+    try:
+        verify_header(header, public_key)
+    except WireError as exc:
+        raise InvalidRequest(f"bundle header signature does not verify: {exc}") from exc
+    for org in manifest.recipients:
+        if ctx.session.get(Organization, org) is None:
+            raise InvalidRequest(f"recipient organization {org!r} is not part of this network")
+    digest = header.digest()
+    existing = ctx.session.get(Bundle, bundle_id)
+    if existing is not None:
+        if existing.header_digest != digest:
+            raise Conflict(
+                f"bundle {bundle_id} was already started with a different header; "
+                "a bundle id is used once — seal the study again under a new id"
+            )
+        return existing
+    ctx.blobs.put_header(bundle_id, header.to_bytes())
+    row = Bundle(
+        bundle_id=bundle_id,
+        sender_org=manifest.sender_org,
+        sender_site=manifest.sender_site,
+        mode=manifest.mode,
+        recipients=json.dumps(sorted(manifest.recipients)),
+        modalities=json.dumps(sorted(manifest.modalities)),
+        instance_count=manifest.instance_count,
+        payload_bytes=manifest.payload_bytes,
+        chunk_count=manifest.chunk_count,
+        chunk_size=manifest.chunk_size,
+        header_digest=digest,
+    )
+    ctx.session.add(row)
+    audit.record(
+        ctx.session,
+        actor=f"site:{identity.org}/{identity.site}",
+        action="bundle.header",
+        subject=bundle_id,
+    )
+    ctx.session.commit()
+    ctx.session.refresh(row)
+    return row
+
+
+def _check_participant(bundle: Bundle, identity: SiteIdentity) -> None:
+    recipients = json.loads(bundle.recipients)
+    is_sender = (bundle.sender_org, bundle.sender_site) == (identity.org, identity.site)
+    if not is_sender and identity.org not in recipients:
+        raise NotFound(f"bundle {bundle.bundle_id} is unknown")
+
+
+def put_chunk(
+    ctx: IngestContext, identity: SiteIdentity, bundle_id: str, index: int, data: bytes
+) -> None:
+    bundle = _bundle(ctx.session, bundle_id)
+    if (bundle.sender_org, bundle.sender_site) != (identity.org, identity.site):
+        raise Forbidden("only the sending site may upload chunks of a bundle")
+    if not 0 <= index < bundle.chunk_count:
+        raise InvalidRequest(f"chunk index {index} is outside 0..{bundle.chunk_count - 1}")
+    header = _load_header(ctx.blobs, bundle_id)
+    try:
+        check_chunk(header, index, data)
+    except WireError as exc:
+        raise InvalidRequest(f"chunk {index} does not match the signed header: {exc}") from exc
+    if ctx.session.get(ReceivedChunk, (bundle_id, index)) is not None:
+        return
+    ctx.blobs.put_chunk(bundle_id, index, data)
+    ctx.session.add(ReceivedChunk(bundle_id=bundle_id, index=index, size=len(data)))
+    ctx.session.commit()
+
+
+def received_indexes(session: Session, bundle_id: str) -> list[int]:
+    rows = session.exec(select(ReceivedChunk.index).where(ReceivedChunk.bundle_id == bundle_id))
+    return sorted(rows)
+
+
+def status(ctx: IngestContext, identity: SiteIdentity, bundle_id: str) -> tuple[Bundle, list[int]]:
+    bundle = _bundle(ctx.session, bundle_id)
+    _check_participant(bundle, identity)
+    return bundle, received_indexes(ctx.session, bundle_id)
+
+
+def make_receipt(ctx: IngestContext, bundle: Bundle) -> Receipt:
+    assert bundle.completed_at is not None
+    completed_at = bundle.completed_at
+    if completed_at.tzinfo is None:  # SQLite and PostgreSQL hand back naive UTC values
+        completed_at = completed_at.replace(tzinfo=dt.UTC)
+    return sign_receipt(
+        bundle.bundle_id, bundle.header_digest, bundle.chunk_count, completed_at, ctx.receipt_key
+    )
+
+
+def complete(ctx: IngestContext, identity: SiteIdentity, bundle_id: str) -> Receipt:
+    """Mark a whole bundle complete, queue one delivery per recipient org, return a receipt."""
+    bundle = _bundle(ctx.session, bundle_id)
+    if (bundle.sender_org, bundle.sender_site) != (identity.org, identity.site):
+        raise Forbidden("only the sending site may complete a bundle")
+    if bundle.state != "complete":
+        have = received_indexes(ctx.session, bundle_id)
+        missing = bundle.chunk_count - len(have)
+        if missing:
+            raise Conflict(
+                f"bundle {bundle_id} is missing {missing} of {bundle.chunk_count} chunks; "
+                "ask for its status and upload the rest"
+            )
+        bundle.state = "complete"
+        bundle.completed_at = utcnow().replace(microsecond=0)
+        for org in json.loads(bundle.recipients):
+            if ctx.session.get(Delivery, (bundle_id, org)) is None:
+                ctx.session.add(Delivery(bundle_id=bundle_id, recipient_org=org))
+        ctx.session.add(bundle)
+        audit.record(
+            ctx.session,
+            actor=f"site:{identity.org}/{identity.site}",
+            action="bundle.complete",
+            subject=bundle_id,
+            detail=json.dumps({"recipients": json.loads(bundle.recipients)}),
+        )
+        ctx.session.commit()
+        ctx.session.refresh(bundle)
+    return make_receipt(ctx, bundle)

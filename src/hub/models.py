@@ -1,0 +1,80 @@
+"""Hub tables. The index holds what manifests say and nothing about patient identity."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Organization(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=63)
+    name: str = Field(default="", max_length=200)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class Site(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(foreign_key="organization.id", index=True, max_length=63)
+    site: str = Field(index=True, max_length=63)
+    name: str = Field(default="", max_length=200)
+    certificate_serial: str | None = Field(default=None, index=True, max_length=64)
+    certificate_pem: str | None = None
+    encryption_key_id: str | None = Field(default=None, max_length=64)
+    encryption_public_key: str | None = None
+    encryption_key_signature: str | None = None
+    enrolled_at: dt.datetime | None = None
+    last_seen_at: dt.datetime | None = None
+    last_heartbeat: str | None = None
+
+
+class Bundle(SQLModel, table=True):
+    """One sealed study bundle, indexed from its plaintext manifest only."""
+
+    bundle_id: str = Field(primary_key=True, max_length=32)
+    sender_org: str = Field(index=True, max_length=63)
+    sender_site: str = Field(max_length=63)
+    mode: str = Field(max_length=16)
+    recipients: str = Field(description="JSON list of org ids")
+    modalities: str = Field(default="[]")
+    instance_count: int = 0
+    payload_bytes: int = 0
+    chunk_count: int = 0
+    chunk_size: int = 0
+    header_digest: str = Field(max_length=64)
+    state: str = Field(default="receiving", index=True, max_length=16)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    completed_at: dt.datetime | None = None
+
+
+class ReceivedChunk(SQLModel, table=True):
+    bundle_id: str = Field(primary_key=True, foreign_key="bundle.bundle_id", max_length=32)
+    index: int = Field(primary_key=True)
+    size: int = 0
+    received_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class Delivery(SQLModel, table=True):
+    bundle_id: str = Field(primary_key=True, foreign_key="bundle.bundle_id", max_length=32)
+    recipient_org: str = Field(primary_key=True, max_length=63)
+    state: str = Field(default="queued", index=True, max_length=16)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    acked_at: dt.datetime | None = None
+    acked_by_site: str | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only, hash-chained log of decisions and transfers (no patient identity)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=140)
+    action: str = Field(max_length=64)
+    subject: str = Field(default="", max_length=200)
+    detail: str = Field(default="")
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)

@@ -1,0 +1,48 @@
+"""Annotated dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from hub.ingest import IngestContext
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_ingest(request: Request, session: SessionDep) -> IngestContext:
+    return IngestContext(
+        session=session, blobs=request.app.state.blobs, receipt_key=request.app.state.receipt_key
+    )
+
+
+IngestDep = Annotated[IngestContext, Depends(get_ingest)]
+
+MAX_HEADER_BODY = 1 << 20
+MAX_CHUNK_BODY = (4 << 20) + 1024
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read a request body, refusing it as soon as it passes `limit` bytes."""
+    from hub.errors import InvalidRequest
+
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise InvalidRequest(f"request body of {declared} bytes is over the limit of {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for piece in request.stream():
+        size += len(piece)
+        if size > limit:
+            raise InvalidRequest(f"request body is over the limit of {limit} bytes")
+        parts.append(piece)
+    return b"".join(parts)

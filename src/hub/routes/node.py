@@ -1,0 +1,128 @@
+"""Node API (mutual TLS): bundles in, deliveries out, keys, heartbeat."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
+
+from hub import deliveries, ingest
+from hub.identity import SiteDep
+from hub.models import Site, utcnow
+from hub.routes.deps import MAX_CHUNK_BODY, MAX_HEADER_BODY, IngestDep, SessionDep, read_body
+from wire.api import BundleStatus, DeliveryList, Heartbeat, OrgKeys, SiteKey
+from wire.receipt import Receipt
+
+router = APIRouter(prefix="/node/v1", tags=["node"])
+
+BundleId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+OrgId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+OCTETS = "application/octet-stream"
+
+
+@router.get("/whoami")
+def whoami(site: SiteDep) -> dict[str, str]:
+    return {"org": site.org, "site": site.site, "serial": f"{site.serial:x}"}
+
+
+@router.get("/orgs/{org}/keys")
+def org_keys(org: OrgId, site: SiteDep, session: SessionDep) -> OrgKeys:
+    rows = session.exec(select(Site).where(Site.org == org)).all()
+    keys = [
+        SiteKey(
+            org=row.org,
+            site=row.site,
+            key_id=row.encryption_key_id,
+            public_key=row.encryption_public_key,
+            signature=row.encryption_key_signature,
+            certificate_pem=row.certificate_pem,
+        )
+        for row in rows
+        if row.encryption_public_key
+        and row.certificate_pem
+        and row.encryption_key_id
+        and row.encryption_key_signature
+    ]
+    return OrgKeys(org=org, keys=keys)
+
+
+def _status(ctx: ingest.IngestContext, site: SiteDep, bundle_id: str) -> BundleStatus:
+    bundle, have = ingest.status(ctx, site, bundle_id)
+    receipt = ingest.make_receipt(ctx, bundle) if bundle.state == "complete" else None
+    return BundleStatus(
+        bundle_id=bundle_id,
+        state="complete" if bundle.state == "complete" else "receiving",
+        chunk_count=bundle.chunk_count,
+        received_chunks=have,
+        receipt=receipt,
+    )
+
+
+@router.put("/bundles/{bundle_id}")
+async def put_header(
+    bundle_id: BundleId, request: Request, site: SiteDep, ctx: IngestDep
+) -> BundleStatus:
+    body = await read_body(request, MAX_HEADER_BODY)
+    await run_in_threadpool(ingest.put_header, ctx, site, bundle_id, body)
+    return await run_in_threadpool(_status, ctx, site, bundle_id)
+
+
+@router.get("/bundles/{bundle_id}")
+def bundle_status(bundle_id: BundleId, site: SiteDep, ctx: IngestDep) -> BundleStatus:
+    return _status(ctx, site, bundle_id)
+
+
+@router.put("/bundles/{bundle_id}/chunks/{index}", status_code=204)
+async def put_chunk(
+    bundle_id: BundleId, index: int, request: Request, site: SiteDep, ctx: IngestDep
+) -> Response:
+    body = await read_body(request, MAX_CHUNK_BODY)
+    await run_in_threadpool(ingest.put_chunk, ctx, site, bundle_id, index, body)
+    return Response(status_code=204)
+
+
+@router.post("/bundles/{bundle_id}/complete")
+def complete(bundle_id: BundleId, site: SiteDep, ctx: IngestDep) -> Receipt:
+    return ingest.complete(ctx, site, bundle_id)
+
+
+@router.get("/deliveries")
+def list_deliveries(request: Request, site: SiteDep, session: SessionDep) -> DeliveryList:
+    limit = request.app.state.settings.delivery_page_size
+    return DeliveryList(deliveries=deliveries.pending_for(session, site, limit))
+
+
+@router.get("/deliveries/{bundle_id}/header")
+def delivery_header(bundle_id: BundleId, site: SiteDep, ctx: IngestDep) -> Response:
+    deliveries.require_recipient(ctx.session, site, bundle_id)
+    return Response(content=ctx.blobs.get_header(bundle_id), media_type=OCTETS)
+
+
+@router.get("/deliveries/{bundle_id}/chunks/{index}")
+def delivery_chunk(bundle_id: BundleId, index: int, site: SiteDep, ctx: IngestDep) -> Response:
+    bundle = deliveries.require_recipient(ctx.session, site, bundle_id)
+    if not 0 <= index < bundle.chunk_count:
+        from hub.errors import NotFound
+
+        raise NotFound(f"chunk {index} is outside 0..{bundle.chunk_count - 1}")
+    return Response(content=ctx.blobs.get_chunk(bundle_id, index), media_type=OCTETS)
+
+
+@router.post("/deliveries/{bundle_id}/ack", status_code=204)
+def ack_delivery(bundle_id: BundleId, site: SiteDep, session: SessionDep) -> Response:
+    deliveries.acknowledge(session, site, bundle_id)
+    return Response(status_code=204)
+
+
+@router.post("/heartbeat", status_code=204)
+def heartbeat(body: Heartbeat, site: SiteDep, session: SessionDep) -> Response:
+    row = session.exec(select(Site).where(Site.org == site.org, Site.site == site.site)).first()
+    if row is not None:
+        row.last_seen_at = utcnow()
+        row.last_heartbeat = json.dumps(body.model_dump(mode="json"))
+        session.add(row)
+        session.commit()
+    return Response(status_code=204)

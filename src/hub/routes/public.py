@@ -1,0 +1,22 @@
+"""Public listener (server TLS only): enrollment and health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from hub import enrollment
+from hub.routes.deps import SessionDep
+from wire.api import EnrollRequest, EnrollResponse
+
+router = APIRouter(prefix="/api/v1", tags=["public"])
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.post("/enroll")
+def enroll(body: EnrollRequest, request: Request, session: SessionDep) -> EnrollResponse:
+    state = request.app.state
+    return enrollment.enroll(session, state.ca_directory, body, state.receipt_public_pem)

@@ -1,0 +1,77 @@
+"""Run the hub's two listeners in one process.
+
+- node API: mutual TLS required (CERT_REQUIRED against the network CA); the protocol class
+  from `hub.tls_scope` hands the verified client certificate to the app.
+- public API: server TLS only (enrollment, health, later the user API and web UI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import FastAPI
+
+from hub.main import create_app
+from hub.settings import HubSettings
+from hub.tls_scope import TLSScopeH11Protocol
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server whose signals are handled once for both listeners by `serve`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _configs(app: FastAPI, settings: HubSettings) -> tuple[uvicorn.Config, uvicorn.Config]:
+    common = {
+        "host": settings.host,
+        "ssl_certfile": str(settings.server_cert_file),
+        "ssl_keyfile": str(settings.server_key_file),
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "off",
+    }
+    node = uvicorn.Config(
+        app,
+        port=settings.node_port,
+        http=TLSScopeH11Protocol,
+        ssl_ca_certs=str(settings.ca_cert_file),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        **common,  # type: ignore[arg-type]
+    )
+    public = uvicorn.Config(app, port=settings.public_port, http="h11", **common)  # type: ignore[arg-type]
+    return node, public
+
+
+async def serve(settings: HubSettings, *, ready: asyncio.Event | None = None) -> None:
+    app = create_app(settings)
+    node_config, public_config = _configs(app, settings)
+    servers = [_Server(node_config), _Server(public_config)]
+    loop = asyncio.get_running_loop()
+
+    def _stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, _stop)
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    while not all(server.started for server in servers):
+        if any(task.done() for task in tasks):
+            break
+        await asyncio.sleep(0.05)
+    if ready is not None:
+        ready.set()
+    await asyncio.gather(*tasks)
+
+
+def run(settings: HubSettings) -> None:
+    asyncio.run(serve(settings))

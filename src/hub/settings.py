@@ -1,0 +1,69 @@
+"""Hub settings: built once by the composition root and passed down (never a module global)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HubSettings(BaseSettings):
+    """Where the hub keeps its state and where it listens.
+
+    Defaults are the embedded ones: SQLite and local files under `data_dir`.
+    Environment variables use the prefix ``HEXCHANGE_HUB_`` (for example
+    ``HEXCHANGE_HUB_DATABASE_URL=postgresql+psycopg://...``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HEXCHANGE_HUB_", extra="forbid")
+
+    data_dir: Path = Field(
+        description="Folder for the CA, TLS files, blobs and the SQLite database"
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/hub.db"
+    )
+    host: str = "127.0.0.1"
+    node_port: int = Field(default=8443, description="Node API: mutual TLS required")
+    public_port: int = Field(default=8444, description="Enrollment and user API: server TLS")
+    server_hostnames: list[str] = Field(default_factory=lambda: ["localhost"])
+    server_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    delivery_page_size: int = 100
+
+    @model_validator(mode="after")
+    def _absolute_data_dir(self) -> HubSettings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'hub.db'}"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir / "ca"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def server_cert_file(self) -> Path:
+        return self.tls_dir / "hub.pem"
+
+    @property
+    def server_key_file(self) -> Path:
+        return self.tls_dir / "hub.key"
+
+    @property
+    def ca_cert_file(self) -> Path:
+        return self.ca_dir / "ca.pem"
+
+    @property
+    def receipt_key_file(self) -> Path:
+        return self.tls_dir / "receipt.key"

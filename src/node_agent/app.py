@@ -1,0 +1,134 @@
+"""The agent's composition root: build every part from the config, run the loops."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from node_agent.config import AgentConfig
+from node_agent.hubclient import HubClient, HubUnavailable
+from node_agent.identity import AgentIdentity, load_identity
+from node_agent.inbound import Inbound
+from node_agent.pipeline import Pipeline
+from node_agent.recipients import RecipientDirectory
+from node_agent.scp import start_scp
+from node_agent.spool import Spool
+from node_agent.state import AgentState
+from node_agent.store import make_store
+from node_agent.uploader import Uploader
+from wire.api import Heartbeat
+
+log = structlog.get_logger("hexchange.agent")
+
+AGENT_VERSION = "0.1.0"
+
+
+@dataclass
+class Agent:
+    config: AgentConfig
+    state: AgentState
+    identity: AgentIdentity
+    client: HubClient
+    spool: Spool
+    pipeline: Pipeline
+    uploader: Uploader
+    inbound: Inbound
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def heartbeat(self) -> None:
+        with self.state.connect() as conn:
+            pending = conn.execute(
+                "SELECT COUNT(*), MIN(created_at), COALESCE(SUM(sealed_bytes), 0) FROM outbox "
+                "WHERE state IN ('sealed', 'uploading')"
+            ).fetchone()
+            last_error = conn.execute(
+                "SELECT last_error FROM outbox WHERE last_error IS NOT NULL "
+                "ORDER BY updated_at DESC LIMIT 1"
+            ).fetchone()
+        oldest = time.time() - pending[1] if pending[1] else None
+        beat = Heartbeat(
+            agent_version=AGENT_VERSION,
+            queue_depth=pending[0],
+            oldest_item_age_s=oldest,
+            bytes_pending=pending[2],
+            disk_free_bytes=shutil.disk_usage(self.config.agent.data_dir).free,
+            last_error=last_error[0] if last_error else None,
+            policy_version=None,
+        )
+        self.client.heartbeat(beat)
+
+    def _loop(self, name: str, interval: float, step: Callable[[], object]) -> None:
+        while not self.stop_event.is_set():
+            try:
+                step()
+            except HubUnavailable as exc:
+                log.warning("hub unavailable", loop=name, reason=str(exc))
+            except Exception as exc:  # a loop must survive one bad item; it is logged
+                log.exception("loop step failed", loop=name, error=type(exc).__name__)
+            self.stop_event.wait(interval)
+
+    def _outbound_step(self) -> None:
+        from node_agent.pipeline import mark_stable
+
+        mark_stable(self.state, self.config.pipeline.quiet_period_seconds)
+        self.pipeline.process_stable()
+        self.uploader.run_once()
+
+    def run(self) -> None:
+        self.pipeline.recover()
+        server = start_scp(self.config.dicom, self.spool)
+        log.info(
+            "agent running",
+            org=self.identity.org,
+            site=self.identity.site,
+            dicom_port=self.config.dicom.port,
+        )
+        loops = [
+            ("outbound", self.config.pipeline.poll_seconds, self._outbound_step),
+            ("heartbeat", 30.0, self.heartbeat),
+        ]
+        if self.config.inbound.enabled:
+            loops.append(("inbound", self.config.inbound.poll_seconds, self.inbound.run_once))
+        threads = [
+            threading.Thread(target=self._loop, args=loop, name=loop[0], daemon=True)
+            for loop in loops
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while not self.stop_event.is_set():
+                self.stop_event.wait(0.5)
+        finally:
+            server.shutdown()
+            for thread in threads:
+                thread.join(timeout=10)
+            self.client.close()
+
+
+def build_agent(config: AgentConfig) -> Agent:
+    state = AgentState(config.agent.data_dir / "state.db")
+    identity = load_identity(config.agent.data_dir / "identity")
+    client = HubClient(config.hub.node_url, identity, timeout=config.hub.timeout_seconds)
+    directory = RecipientDirectory(client, identity)
+    deidentify = None
+    if any(d.mode == "deidentified" for d in config.destinations):
+        from node_agent.deid_step import make_deidentifier
+
+        deidentify = make_deidentifier(config)
+    pipeline = Pipeline(config, state, identity, directory.keys_for, deidentify)
+    store = make_store(config.inbound, config.received_folder, config.dicom.ae_title)
+    return Agent(
+        config=config,
+        state=state,
+        identity=identity,
+        client=client,
+        spool=Spool(config.agent.data_dir / "spool", state),
+        pipeline=pipeline,
+        uploader=Uploader(config, state, identity, client),
+        inbound=Inbound(config, state, identity, client, store),
+    )

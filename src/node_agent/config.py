@@ -1,0 +1,119 @@
+"""Agent configuration: one TOML file, validated at start with errors that name the key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSection(_Model):
+    data_dir: Path = Field(description="Spool, outbox, keys and the agent's SQLite state")
+    name: str = Field(default="hexchange-agent", description="Free text shown in status")
+
+
+class HubSection(_Model):
+    public_url: str = Field(description="Hub public API (enrollment), e.g. https://hub:8444")
+    node_url: str = Field(description="Hub node API (mutual TLS), e.g. https://hub:8443")
+    ca_file: Path = Field(description="The network CA certificate, given by the network admin")
+    timeout_seconds: float = 30.0
+
+
+class DicomSection(_Model):
+    ae_title: str = "HEXCHANGE"
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=1, le=65535)
+    allowed_calling_aes: list[str] = Field(default_factory=list)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, value: str) -> str:
+        if not 0 < len(value) <= 16 or "\\" in value:
+            raise ValueError("an AE title is 1 to 16 characters without backslashes")
+        return value
+
+
+class PipelineSection(_Model):
+    quiet_period_seconds: float = Field(default=30.0, ge=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+
+class Destination(_Model):
+    org: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    mode: Literal["identified", "deidentified"] = "identified"
+    priority: int = Field(default=100, description="Lower is sent first")
+
+
+class InboundSection(_Model):
+    enabled: bool = True
+    store: Literal["folder", "pacs"] = "folder"
+    folder: Path | None = None
+    pacs_host: str = "127.0.0.1"
+    pacs_port: int = 4242
+    pacs_ae_title: str = "ORTHANC"
+    poll_seconds: float = Field(default=2.0, gt=0)
+
+
+class DeidentifySection(_Model):
+    key_file: Path | None = Field(
+        default=None, description="Pseudonym secret (>= 32 bytes) issued for the network"
+    )
+    options: list[str] = Field(default_factory=list)
+
+
+class UploadSection(_Model):
+    retry_base_seconds: float = Field(default=2.0, gt=0)
+    retry_max_seconds: float = Field(default=600.0, gt=0)
+
+
+class AgentConfig(_Model):
+    agent: AgentSection
+    hub: HubSection
+    dicom: DicomSection = DicomSection()
+    pipeline: PipelineSection = PipelineSection()
+    destinations: list[Destination] = Field(default_factory=list)
+    inbound: InboundSection = InboundSection()
+    deidentify: DeidentifySection = DeidentifySection()
+    upload: UploadSection = UploadSection()
+
+    @property
+    def received_folder(self) -> Path:
+        return self.inbound.folder or self.agent.data_dir / "received"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate the TOML file; errors name the key and say what is expected."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    base = path.parent.resolve()
+    for section, key in (
+        ("agent", "data_dir"),
+        ("hub", "ca_file"),
+        ("inbound", "folder"),
+        ("deidentify", "key_file"),
+    ):
+        value = raw.get(section, {}).get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            raw[section][key] = str(base / value)
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            key = ".".join(str(p) for p in error["loc"])
+            lines.append(f"  {key}: {error['msg']}")
+        raise ConfigError(f"{path} has invalid settings:\n" + "\n".join(lines)) from exc

@@ -1,0 +1,96 @@
+"""HTTP client for the hub's node API over mutual TLS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from certs.tls import client_ssl_context
+from node_agent.identity import AgentIdentity
+from wire.api import BundleStatus, DeliveryList, Heartbeat, OrgKeys
+from wire.receipt import Receipt
+
+
+class HubRefused(Exception):
+    """The hub answered with a 4xx: retrying the same request will not help."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"hub refused ({status}): {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class HubUnavailable(Exception):
+    """Network error or 5xx: retry later."""
+
+
+class HubClient:
+    def __init__(self, node_url: str, identity: AgentIdentity, timeout: float = 30.0) -> None:
+        context = client_ssl_context(
+            identity.ca_file, cert_file=identity.cert_file, key_file=identity.key_file
+        )
+        self._client = httpx.Client(base_url=node_url.rstrip("/"), verify=context, timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise HubUnavailable(f"{type(exc).__name__} talking to the hub") from exc
+        if response.status_code >= 500:
+            raise HubUnavailable(f"hub error {response.status_code}")
+        if response.status_code >= 400:
+            try:
+                detail = str(response.json().get("detail", ""))
+            except ValueError:
+                detail = response.text[:200]
+            raise HubRefused(response.status_code, detail)
+        return response
+
+    def org_keys(self, org: str) -> OrgKeys:
+        return OrgKeys.model_validate(self._request("GET", f"/node/v1/orgs/{org}/keys").json())
+
+    def put_header(self, bundle_id: str, header: bytes) -> BundleStatus:
+        response = self._request(
+            "PUT",
+            f"/node/v1/bundles/{bundle_id}",
+            content=header,
+            headers={"content-type": "application/octet-stream"},
+        )
+        return BundleStatus.model_validate(response.json())
+
+    def bundle_status(self, bundle_id: str) -> BundleStatus:
+        return BundleStatus.model_validate(
+            self._request("GET", f"/node/v1/bundles/{bundle_id}").json()
+        )
+
+    def put_chunk(self, bundle_id: str, index: int, data: bytes) -> None:
+        self._request(
+            "PUT",
+            f"/node/v1/bundles/{bundle_id}/chunks/{index}",
+            content=data,
+            headers={"content-type": "application/octet-stream"},
+        )
+
+    def complete(self, bundle_id: str) -> Receipt:
+        return Receipt.model_validate(
+            self._request("POST", f"/node/v1/bundles/{bundle_id}/complete").json()
+        )
+
+    def deliveries(self) -> DeliveryList:
+        return DeliveryList.model_validate(self._request("GET", "/node/v1/deliveries").json())
+
+    def delivery_header(self, bundle_id: str) -> bytes:
+        return self._request("GET", f"/node/v1/deliveries/{bundle_id}/header").content
+
+    def delivery_chunk(self, bundle_id: str, index: int) -> bytes:
+        return self._request("GET", f"/node/v1/deliveries/{bundle_id}/chunks/{index}").content
+
+    def ack(self, bundle_id: str) -> None:
+        self._request("POST", f"/node/v1/deliveries/{bundle_id}/ack")
+
+    def heartbeat(self, beat: Heartbeat) -> None:
+        self._request("POST", "/node/v1/heartbeat", json=beat.model_dump(mode="json"))

@@ -1,0 +1,202 @@
+"""Inbound deliveries: download, verify the sender, open, store locally, then acknowledge."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from certs.errors import CertsError
+from certs.identity import site_identity_from_certificate
+from certs.keys import verify_issued_by
+from node_agent.backoff import next_delay
+from node_agent.config import AgentConfig
+from node_agent.files import durable_write
+from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
+from node_agent.identity import AgentIdentity
+from node_agent.state import AgentState
+from node_agent.store import InstanceStore, StoreError
+from wire.api import Delivery
+from wire.envelope import (
+    SealedHeader,
+    check_chunk,
+    open_data_key,
+    open_stream,
+    parse_header,
+    verify_header,
+)
+from wire.errors import WireError
+from wire.payload import read_payload
+
+log = structlog.get_logger("hexchange.agent.inbound")
+
+
+class _ChunkFileReader:
+    """File-like view over the concatenated plaintext stream, for the payload reader."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._buffer = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            try:
+                self._buffer.extend(next(self._pieces))
+            except StopIteration:
+                break
+        if size < 0:
+            size = len(self._buffer)
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
+
+
+class Inbound:
+    def __init__(
+        self,
+        config: AgentConfig,
+        state: AgentState,
+        identity: AgentIdentity,
+        client: HubClient,
+        store: InstanceStore,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.identity = identity
+        self.client = client
+        self.store = store
+        self.folder = config.agent.data_dir / "inbound"
+
+    def run_once(self) -> int:
+        try:
+            listing = self.client.deliveries()
+        except HubUnavailable as exc:
+            log.warning("cannot list deliveries", reason=str(exc))
+            return 0
+        done = 0
+        now = time.time()
+        for delivery in listing.deliveries:
+            with self.state.connect() as conn:
+                row = conn.execute(
+                    "SELECT state, next_attempt_at FROM inbound WHERE bundle_id = ?",
+                    (delivery.bundle_id,),
+                ).fetchone()
+            if row is not None and (row["state"] == "failed" or row["next_attempt_at"] > now):
+                continue
+            if self.receive(delivery):
+                done += 1
+        return done
+
+    def _verify_sender(self, delivery: Delivery, header: SealedHeader) -> None:
+        try:
+            cert = x509.load_pem_x509_certificate(delivery.sender_certificate_pem.encode())
+            verify_issued_by(cert, self.identity.ca_certificate)
+            sender = site_identity_from_certificate(cert)
+        except (CertsError, ValueError) as exc:
+            raise WireError(f"sender certificate not issued by the network CA: {exc}") from exc
+        manifest = header.manifest
+        if (sender.org, sender.site) != (manifest.sender_org, manifest.sender_site):
+            raise WireError("the manifest's sender is not the certificate's site")
+        if self.identity.org not in manifest.recipients:
+            raise WireError("this organization is not a recipient of the bundle")
+        public_key = cert.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise WireError("sender certificate holds no EC key")
+        verify_header(header, public_key)
+
+    def receive(self, delivery: Delivery) -> bool:
+        bundle_id = delivery.bundle_id
+        folder = self.folder / bundle_id
+        self._upsert(bundle_id, "downloading", f"{delivery.sender_org}/{delivery.sender_site}")
+        try:
+            header_path = folder / "header.bin"
+            if not header_path.exists():
+                durable_write(header_path, self.client.delivery_header(bundle_id))
+            header = parse_header(header_path.read_bytes())
+            self._verify_sender(delivery, header)
+            data_key = open_data_key(
+                header, key_id=self.identity.key_id, private_key=self.identity.encryption_key
+            )
+            for index in range(header.manifest.chunk_count):
+                path = folder / f"chunk-{index:07d}.bin"
+                if path.exists():
+                    continue
+                data = self.client.delivery_chunk(bundle_id, index)
+                check_chunk(header, index, data)
+                durable_write(path, data)
+            chunks = (
+                (folder / f"chunk-{i:07d}.bin").read_bytes()
+                for i in range(header.manifest.chunk_count)
+            )
+            stream = _ChunkFileReader(open_stream(header, data_key, chunks))
+            count = 0
+            for _name, data in read_payload(stream):  # type: ignore[arg-type]
+                self.store.store(data)
+                count += 1
+            with self.state.transaction() as conn:
+                conn.execute(
+                    "UPDATE inbound SET state = 'stored', instance_count = ?, updated_at = ? "
+                    "WHERE bundle_id = ?",
+                    (count, time.time(), bundle_id),
+                )
+            self.client.ack(bundle_id)
+        except (HubUnavailable, StoreError, OSError) as exc:
+            self._retry(bundle_id, f"{type(exc).__name__}: {exc}")
+            return False
+        except (WireError, HubRefused) as exc:
+            self._fail(bundle_id, str(exc))
+            return False
+        with self.state.transaction() as conn:
+            conn.execute(
+                "UPDATE inbound SET state = 'acked', last_error = NULL, updated_at = ? "
+                "WHERE bundle_id = ?",
+                (time.time(), bundle_id),
+            )
+        self._cleanup(folder)
+        log.info("delivery stored", bundle_id=bundle_id, instances=count)
+        return True
+
+    @staticmethod
+    def _cleanup(folder: Path) -> None:
+        for chunk in folder.glob("chunk-*.bin"):
+            chunk.unlink(missing_ok=True)
+
+    def _upsert(self, bundle_id: str, new_state: str, sender: str) -> None:
+        with self.state.transaction() as conn:
+            conn.execute(
+                "INSERT INTO inbound(bundle_id, state, sender, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(bundle_id) DO UPDATE SET state = excluded.state, "
+                "updated_at = excluded.updated_at",
+                (bundle_id, new_state, sender, time.time()),
+            )
+
+    def _retry(self, bundle_id: str, reason: str) -> None:
+        with self.state.transaction() as conn:
+            row = conn.execute(
+                "SELECT attempts FROM inbound WHERE bundle_id = ?", (bundle_id,)
+            ).fetchone()
+            attempts = (row["attempts"] if row else 0) + 1
+            delay = next_delay(
+                attempts,
+                base=self.config.upload.retry_base_seconds,
+                cap=self.config.upload.retry_max_seconds,
+            )
+            conn.execute(
+                "UPDATE inbound SET attempts = ?, next_attempt_at = ?, last_error = ? "
+                "WHERE bundle_id = ?",
+                (attempts, time.time() + delay, reason, bundle_id),
+            )
+        log.warning("delivery will be retried", bundle_id=bundle_id, reason=reason)
+
+    def _fail(self, bundle_id: str, reason: str) -> None:
+        with self.state.transaction() as conn:
+            conn.execute(
+                "UPDATE inbound SET state = 'failed', last_error = ? WHERE bundle_id = ?",
+                (reason, bundle_id),
+            )
+        self.state.quarantine("delivery", bundle_id, reason)
+        log.error("delivery refused and quarantined", bundle_id=bundle_id, reason=reason)

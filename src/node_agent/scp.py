@@ -1,0 +1,64 @@
+"""DICOM C-STORE / C-ECHO service class provider of the agent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from node_agent.config import DicomSection
+from node_agent.spool import Spool, SpoolError
+
+log = structlog.get_logger("hexchange.agent.scp")
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+def make_store_handler(spool: Spool) -> Any:
+    def handle_store(event: Any) -> int:
+        try:
+            encoded = event.encoded_dataset()
+        except Exception:
+            log.warning("c-store refused: data set could not be encoded")
+            return CANNOT_UNDERSTAND
+        try:
+            stored = spool.store(encoded)
+        except SpoolError as exc:
+            log.warning("c-store refused", reason=str(exc))
+            return CANNOT_UNDERSTAND
+        except OSError as exc:
+            log.error(
+                "c-store failed: spool not writable",
+                error=type(exc).__name__,
+                errno=exc.errno,
+                hint="check disk space and permissions of data_dir",
+            )
+            return OUT_OF_RESOURCES
+        log.info("instance stored", duplicate=stored.duplicate)
+        return SUCCESS
+
+    return handle_store
+
+
+def make_ae(config: DicomSection) -> AE:
+    ae = AE(ae_title=config.ae_title)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(Verification)
+    if config.allowed_calling_aes:
+        ae.require_calling_aet = list(config.allowed_calling_aes)
+    ae.maximum_pdu_size = 0
+    return ae
+
+
+def start_scp(config: DicomSection, spool: Spool) -> ThreadedAssociationServer:
+    ae = make_ae(config)
+    handlers = [(evt.EVT_C_STORE, make_store_handler(spool))]
+    server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
+    assert server is not None
+    return server

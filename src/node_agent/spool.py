@@ -1,0 +1,83 @@
+"""The spool: every received instance is durable on disk before the sender hears success."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from node_agent.files import durable_write
+from node_agent.state import AgentState
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class SpoolError(Exception):
+    """The instance cannot be accepted; the message says why (never patient data)."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    sop_uid: str
+    study_uid: str
+    path: Path
+    duplicate: bool
+
+
+def study_folder(spool_dir: Path, study_uid: str) -> Path:
+    return spool_dir / hashlib.sha256(study_uid.encode()).hexdigest()[:24]
+
+
+class Spool:
+    def __init__(self, root: Path, state: AgentState) -> None:
+        self.root = root
+        self.state = state
+        root.mkdir(parents=True, exist_ok=True)
+
+    def store(self, encoded: bytes) -> Stored:
+        """Store one Part 10 encoded instance durably and record it; idempotent by UID + hash."""
+        try:
+            ds = dcmread(
+                io.BytesIO(encoded),
+                stop_before_pixels=True,
+                specific_tags=["StudyInstanceUID", "SOPInstanceUID"],
+            )
+        except (InvalidDicomError, EOFError, ValueError) as exc:
+            raise SpoolError(
+                f"the data set could not be parsed as DICOM ({type(exc).__name__})"
+            ) from exc
+        study_uid = str(ds.get("StudyInstanceUID", ""))
+        sop_uid = str(ds.get("SOPInstanceUID", ""))
+        if not _UID.match(study_uid) or not _UID.match(sop_uid):
+            raise SpoolError("the data set has no valid StudyInstanceUID or SOPInstanceUID")
+        digest = hashlib.sha256(encoded).hexdigest()
+        with self.state.connect() as conn:
+            row = conn.execute(
+                "SELECT sha256, path FROM instances WHERE sop_uid = ?", (sop_uid,)
+            ).fetchone()
+        if row is not None and row["sha256"] == digest and Path(row["path"]).exists():
+            return Stored(sop_uid, study_uid, Path(row["path"]), duplicate=True)
+        path = study_folder(self.root, study_uid) / f"{sop_uid}.dcm"
+        durable_write(path, encoded)
+        now = time.time()
+        with self.state.transaction() as conn:
+            conn.execute(
+                "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, received_at) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET "
+                "sha256=excluded.sha256, path=excluded.path, size=excluded.size, "
+                "received_at=excluded.received_at",
+                (sop_uid, study_uid, str(path), digest, len(encoded), now),
+            )
+            conn.execute(
+                "INSERT INTO studies(study_uid, state, first_at, last_at) "
+                "VALUES (?, 'receiving', ?, ?) "
+                "ON CONFLICT(study_uid) DO UPDATE SET state='receiving', last_at=excluded.last_at",
+                (study_uid, now, now),
+            )
+        return Stored(sop_uid, study_uid, path, duplicate=False)

@@ -1,0 +1,122 @@
+"""The agent's durable state: one SQLite database in WAL mode, one connection per operation.
+
+Every pipeline arrow is a row update here, so a kill -9 at any point resumes where it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    state TEXT NOT NULL,            -- receiving | stable | sealed | waiting
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    bundle_id TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    dest_org TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    state TEXT NOT NULL,            -- sealed | uploading | delivered | failed
+    priority INTEGER NOT NULL DEFAULT 100,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    payload_bytes INTEGER NOT NULL DEFAULT 0,
+    sealed_bytes INTEGER NOT NULL DEFAULT 0,
+    instance_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, priority, created_at);
+CREATE TABLE IF NOT EXISTS bundle_instances (
+    bundle_id TEXT NOT NULL,
+    dest_org TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (bundle_id, sop_uid)
+);
+CREATE INDEX IF NOT EXISTS bundle_instances_dest ON bundle_instances(dest_org, sop_uid);
+CREATE TABLE IF NOT EXISTS inbound (
+    bundle_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,            -- downloading | stored | acked | failed
+    sender TEXT NOT NULL,
+    instance_count INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    path TEXT,
+    created_at REAL NOT NULL
+);
+"""
+
+
+class AgentState:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as conn:
+            conn.executescript(SCHEMA)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def quarantine(self, kind: str, ref: str, reason: str, path: str | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO quarantine(kind, ref, reason, path, created_at) VALUES (?,?,?,?,?)",
+                (kind, ref, reason, path, time.time()),
+            )
+
+    def counts(self) -> dict[str, int]:
+        with self.connect() as conn:
+            out: dict[str, int] = {}
+            for table, column in (("studies", "state"), ("outbox", "state"), ("inbound", "state")):
+                for row in conn.execute(f"SELECT {column}, COUNT(*) FROM {table} GROUP BY 1"):  # noqa: S608
+                    out[f"{table}.{row[0]}"] = row[1]
+            out["quarantine"] = conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
+            return out

@@ -1,0 +1,136 @@
+"""Uploader: outbox bundles go to the hub chunk by chunk, resuming from what the hub has."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import structlog
+
+from node_agent.backoff import next_delay
+from node_agent.config import AgentConfig
+from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
+from node_agent.identity import AgentIdentity
+from node_agent.state import AgentState
+from wire.errors import WireError
+from wire.receipt import verify_receipt
+
+log = structlog.get_logger("hexchange.agent.uploader")
+
+
+class Uploader:
+    def __init__(
+        self, config: AgentConfig, state: AgentState, identity: AgentIdentity, client: HubClient
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.identity = identity
+        self.client = client
+        self.outbox = config.agent.data_dir / "outbox"
+
+    def due(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        with self.state.connect() as conn:
+            rows = conn.execute(
+                "SELECT bundle_id FROM outbox WHERE state IN ('sealed', 'uploading') "
+                "AND next_attempt_at <= ? ORDER BY priority, created_at",
+                (now,),
+            ).fetchall()
+        return [r["bundle_id"] for r in rows]
+
+    def run_once(self) -> int:
+        done = 0
+        for bundle_id in self.due():
+            if self.upload(bundle_id):
+                done += 1
+        return done
+
+    def upload(self, bundle_id: str) -> bool:
+        folder = self.outbox / bundle_id
+        try:
+            self._set(bundle_id, "uploading")
+            header = (folder / "header.bin").read_bytes()
+            status = self.client.put_header(bundle_id, header)
+            if status.state != "complete":
+                have = set(status.received_chunks)
+                for index in range(status.chunk_count):
+                    if index in have:
+                        continue
+                    data = (folder / f"chunk-{index:07d}.bin").read_bytes()
+                    self.client.put_chunk(bundle_id, index, data)
+            receipt = self.client.complete(bundle_id)
+            verify_receipt(receipt, self.identity.hub_receipt_key)
+        except HubUnavailable as exc:
+            self._retry(bundle_id, str(exc))
+            return False
+        except HubRefused as exc:
+            self._fail(bundle_id, str(exc))
+            return False
+        except WireError as exc:
+            self._retry(bundle_id, f"receipt did not verify: {exc}")
+            return False
+        except OSError as exc:
+            self._fail(bundle_id, f"sealed files unreadable ({type(exc).__name__}); reseal needed")
+            return False
+        with self.state.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET state = 'delivered', receipt = ?, last_error = NULL, "
+                "updated_at = ? WHERE bundle_id = ?",
+                (json.dumps(receipt.model_dump(mode="json")), time.time(), bundle_id),
+            )
+        self._free_chunks(folder)
+        log.info("bundle uploaded", bundle_id=bundle_id)
+        return True
+
+    @staticmethod
+    def _free_chunks(folder: Path) -> None:
+        for chunk in folder.glob("chunk-*.bin"):
+            chunk.unlink(missing_ok=True)
+
+    def _set(self, bundle_id: str, new_state: str) -> None:
+        with self.state.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET state = ?, updated_at = ? WHERE bundle_id = ?",
+                (new_state, time.time(), bundle_id),
+            )
+
+    def _retry(self, bundle_id: str, reason: str) -> None:
+        with self.state.transaction() as conn:
+            row = conn.execute(
+                "SELECT attempts FROM outbox WHERE bundle_id = ?", (bundle_id,)
+            ).fetchone()
+            attempts = (row["attempts"] if row else 0) + 1
+            delay = next_delay(
+                attempts,
+                base=self.config.upload.retry_base_seconds,
+                cap=self.config.upload.retry_max_seconds,
+            )
+            conn.execute(
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?, "
+                "updated_at = ? WHERE bundle_id = ?",
+                (attempts, time.time() + delay, reason, time.time(), bundle_id),
+            )
+        log.warning("upload will be retried", bundle_id=bundle_id, reason=reason)
+
+    def _fail(self, bundle_id: str, reason: str) -> None:
+        with self.state.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET state = 'failed', last_error = ?, updated_at = ? "
+                "WHERE bundle_id = ?",
+                (reason, time.time(), bundle_id),
+            )
+        log.error("upload refused; needs an operator", bundle_id=bundle_id, reason=reason)
+
+
+def retry_failed(state: AgentState, bundle_id: str) -> bool:
+    with state.transaction() as conn:
+        cursor = conn.execute(
+            "UPDATE outbox SET state = 'sealed', next_attempt_at = 0, attempts = 0 "
+            "WHERE bundle_id = ? AND state = 'failed'",
+            (bundle_id,),
+        )
+        return cursor.rowcount > 0
+
+
+__all__ = ["Uploader", "retry_failed"]

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from deidentify.tables import e1_1, safe_private_signatures
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "dicom-standard"
+E11_SOURCE = SHARED / "ps3.15-table-E.1-1.json"
+TCIA_SOURCE = SHARED / "tcia-private-tag-kb-2024-02-01.csv"
+
+
+def _packaged(name: str) -> dict[str, object]:
+    text = resources.files("deidentify.data").joinpath(name).read_text(encoding="utf-8")
+    data: dict[str, object] = json.loads(text)
+    return data
+
+
+def test_e1_1_header_and_rows() -> None:
+    data = _packaged("ps3_15_e1_1.json")
+    assert data["edition"] == "2024b"
+    assert data["generated_by"] == "tools/gen_deid_tables.py"
+    assert str(data["source"]).endswith("ps3.15-table-E.1-1.json")
+    assert len(str(data["source_sha256"])) == 64
+    rows = data["rows"]
+    assert isinstance(rows, list)
+    assert len(rows) == data["row_count"] == 621
+    table = e1_1()
+    assert len(table) == 621
+    patterns = {r["tag"]: r["pattern"] for r in rows}
+    assert patterns["(50XX,XXXX)"] == {"kind": "mask", "mask": 0xFF000000, "value": 0x50000000}
+    assert patterns["(60XX,3000)"] == {"kind": "mask", "mask": 0xFF00FFFF, "value": 0x60003000}
+    assert table.private is not None and table.private.options == {"retain-safe-private": "C"}
+    assert table.lookup(0x60023000) is not None and table.lookup(0x60023001) is None
+    assert table.lookup(0x501E0010) is not None
+
+
+@pytest.mark.skipif(not E11_SOURCE.exists(), reason="../shared/dicom-standard not present")
+def test_e1_1_matches_source_checksum_and_count() -> None:
+    data = _packaged("ps3_15_e1_1.json")
+    assert data["source_sha256"] == hashlib.sha256(E11_SOURCE.read_bytes()).hexdigest()
+    source_rows = json.loads(E11_SOURCE.read_text(encoding="utf-8"))
+    assert data["row_count"] == len(source_rows)
+    packaged = {r["tag"]: r for r in data["rows"]}  # type: ignore[union-attr]
+    for row in source_rows:
+        assert packaged[row["tag"]]["basic"] == row["basicProfile"]
+
+
+@pytest.mark.skipif(not TCIA_SOURCE.exists(), reason="../shared/dicom-standard not present")
+def test_tcia_matches_source_checksum() -> None:
+    data = _packaged("tcia_private_tags.json")
+    assert data["source_sha256"] == hashlib.sha256(TCIA_SOURCE.read_bytes()).hexdigest()
+    assert data["source_row_count"] == 8787
+
+
+def test_tcia_safe_signatures() -> None:
+    safe = safe_private_signatures()
+    assert ("SIEMENS MR HEADER", 0x0019, 0x0C) in safe
+    assert ("SIEMENS CSA REPORT", 0x0029, 0x08) not in safe  # 'd' in the KB
+    assert all(group % 2 for _, group, _ in safe)
+
+
+@pytest.mark.skipif(not E11_SOURCE.exists(), reason="../shared/dicom-standard not present")
+def test_generator_is_reproducible(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(REPO / "tools" / "gen_deid_tables.py"), "--out-dir", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    for name in ("ps3_15_e1_1.json", "tcia_private_tags.json"):
+        committed = resources.files("deidentify.data").joinpath(name).read_bytes()
+        assert (tmp_path / name).read_bytes() == committed, f"{name} is stale: rerun the generator"
