@@ -49,11 +49,36 @@ _TEXT_KEYWORDS = (
 )
 _DATE_KEYWORDS = ("PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 
-_PATTERNS = (
-    re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),  # e-mail
-    re.compile(r"(?<!\w)\+?\(?\d{1,4}\)?(?:[ \-./]?\(?\d{2,5}\)?){2,5}(?!\w)"),  # phone
-    re.compile(r"(?<!\w)[A-Za-z]{0,4}[-#]?\d{6,}(?!\w)"),  # MRN-like
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"(?<![\w.])\+?\(?\d{1,4}\)?(?:[ \-./]?\(?\d{2,5}\)?){2,5}(?![\w.])")
+_MRN = re.compile(r"(?<!\w)[A-Za-z]{0,4}[-#]?\d{6,}(?!\w)")
+_PHONE_MIN_DIGITS = 7
+
+# Coded entries are vocabulary, not free text: never cleaned.
+CODE_KEYWORDS = frozenset(
+    {
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "ContextIdentifier",
+        "ContextGroupVersion",
+        "MappingResource",
+        "MappingResourceName",
+        "TemplateIdentifier",
+        "ValueType",
+        "RelationshipType",
+        "ContinuityOfContent",
+    }
 )
+
+
+def _phone(match: re.Match[str]) -> str:
+    digits = sum(c.isdigit() for c in match.group(0))
+    return REDACTED if digits >= _PHONE_MIN_DIGITS else match.group(0)
+
 
 MIN_NEEDLE = 3
 
@@ -135,6 +160,6 @@ class Scrubber:
     def scrub(self, text: str) -> str:
         if self.pattern is not None:
             text = self.pattern.sub(REDACTED, text)
-        for pattern in _PATTERNS:
-            text = pattern.sub(REDACTED, text)
-        return text
+        text = _EMAIL.sub(REDACTED, text)
+        text = _PHONE.sub(_phone, text)
+        return _MRN.sub(REDACTED, text)

@@ -36,7 +36,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
-from deidentify.clean import Scrubber, identifying_values
+from deidentify.clean import CODE_KEYWORDS, Scrubber, identifying_values
 from deidentify.dates import cap_age, day_offset, shift_da, shift_dt
 from deidentify.dummies import dummy_value, empty_value
 from deidentify.profile import (
@@ -261,7 +261,7 @@ def _keep(elem: DataElement, ctx: _Context, depth: int, clean: bool) -> DataElem
             ctx.changes["C"] += 1
             ctx.note(f"{elem.keyword or elem.tag}: age over 89 capped (Safe Harbor)")
         return DataElement(elem.tag, vr, capped)
-    if clean and vr in _TEXT_VRS and elem.value:
+    if clean and vr in _TEXT_VRS and elem.value and elem.keyword not in CODE_KEYWORDS:
         return _clean_text(elem, ctx)
     return DataElement(elem.tag, vr, elem.value)
 
@@ -310,7 +310,9 @@ def _clean(elem: DataElement, ctx: _Context, depth: int) -> DataElement | None:
     if vr in ("DA", "DT", "TM"):
         return _clean_date(elem, ctx)
     if vr in _TEXT_VRS or vr == "CS":
-        return _clean_text(elem, ctx) if elem.value else DataElement(elem.tag, vr, elem.value)
+        if not elem.value or elem.keyword in CODE_KEYWORDS:
+            return DataElement(elem.tag, vr, elem.value)
+        return _clean_text(elem, ctx)
     ctx.changes["X"] += 1
     ctx.note(f"{elem.keyword or elem.tag}: no cleaner for VR {vr}; removed")
     return None

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import ssl
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import uvicorn
 from fastapi import FastAPI
@@ -50,7 +50,17 @@ def _configs(app: FastAPI, settings: HubSettings) -> tuple[uvicorn.Config, uvico
     return node, public
 
 
-async def serve(settings: HubSettings, *, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: HubSettings,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run both listeners until SIGINT/SIGTERM or, if given, until `stop` is set.
+
+    `stop` lets an embedding thread (tests) shut the hub down cleanly: set it on this loop,
+    e.g. with `loop.call_soon_threadsafe(stop.set)`.
+    """
     app = create_app(settings)
     node_config, public_config = _configs(app, settings)
     servers = [_Server(node_config), _Server(public_config)]
@@ -64,13 +74,24 @@ async def serve(settings: HubSettings, *, ready: asyncio.Event | None = None) ->
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, _stop)
     tasks = [asyncio.create_task(server.serve()) for server in servers]
+    watcher = asyncio.create_task(_stop_when(stop, _stop)) if stop is not None else None
     while not all(server.started for server in servers):
         if any(task.done() for task in tasks):
             break
         await asyncio.sleep(0.05)
     if ready is not None:
         ready.set()
-    await asyncio.gather(*tasks)
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        app.state.engine.dispose()
+
+
+async def _stop_when(event: asyncio.Event, stop: Callable[[], None]) -> None:
+    await event.wait()
+    stop()
 
 
 def run(settings: HubSettings) -> None:

@@ -46,8 +46,15 @@ def test_basic_profile_removes_identity(tmp_path: Path, keys: PseudonymKeys) -> 
     study = make_ct_study(tmp_path, instances=2)
     result = _deid_file(study.files[0], BASIC, keys)
     out = result.dataset
-    for keyword in ("PatientAddress", "PatientTelephoneNumbers", "OtherPatientIDs",
-                    "InstitutionAddress", "StudyDescription", "SeriesDescription", "PatientAge"):
+    for keyword in (
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "OtherPatientIDs",
+        "InstitutionAddress",
+        "StudyDescription",
+        "SeriesDescription",
+        "PatientAge",
+    ):
         assert keyword not in out, keyword
     assert out.PatientBirthDate == ""
     assert out.ReferringPhysicianName == ""
@@ -62,9 +69,21 @@ def test_basic_profile_removes_identity(tmp_path: Path, keys: PseudonymKeys) -> 
 
     data = _bytes(out)
     patient = study.patient
-    leaks = [*study.identifying_strings, patient.birth_date, patient.address, patient.phone,
-             "ALT-99120", "Rural Clinic A", "Sancho", "Panza", "Rocinante", "CTSTATION01",
-             "SN-0042-77", "Smallville", "Windmill"]
+    leaks = [
+        *study.identifying_strings,
+        patient.birth_date,
+        patient.address,
+        patient.phone,
+        "ALT-99120",
+        "Rural Clinic A",
+        "Sancho",
+        "Panza",
+        "Rocinante",
+        "CTSTATION01",
+        "SN-0042-77",
+        "Smallville",
+        "Windmill",
+    ]
     for value in leaks:
         assert value.encode() not in data, value
         assert value.upper().encode() not in data.upper(), value
@@ -86,8 +105,12 @@ def test_keyed_uids_deterministic_and_key_dependent(tmp_path: Path, keys: Pseudo
     a = apply(ds, BASIC, keys).dataset
     b = apply(ds, BASIC, PseudonymKeys(SECRET)).dataset
     c = apply(ds, BASIC, PseudonymKeys(OTHER_SECRET)).dataset
-    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
-                    "FrameOfReferenceUID"):
+    for keyword in (
+        "SOPInstanceUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "FrameOfReferenceUID",
+    ):
         assert a[keyword].value == b[keyword].value
         assert a[keyword].value != c[keyword].value
         assert a[keyword].value != ds[keyword].value
@@ -100,8 +123,14 @@ def test_keyed_uids_deterministic_and_key_dependent(tmp_path: Path, keys: Pseudo
     assert a.file_meta.MediaStorageSOPInstanceUID == a.SOPInstanceUID
     ref = a.ReferencedPerformedProcedureStepSequence[0]
     assert ref.ReferencedSOPClassUID == "1.2.840.10008.3.1.2.3.1"
-    assert ref.ReferencedSOPInstanceUID == b.ReferencedPerformedProcedureStepSequence[0].ReferencedSOPInstanceUID
-    assert ref.ReferencedSOPInstanceUID != ds.ReferencedPerformedProcedureStepSequence[0].ReferencedSOPInstanceUID
+    assert (
+        ref.ReferencedSOPInstanceUID
+        == b.ReferencedPerformedProcedureStepSequence[0].ReferencedSOPInstanceUID
+    )
+    assert (
+        ref.ReferencedSOPInstanceUID
+        != ds.ReferencedPerformedProcedureStepSequence[0].ReferencedSOPInstanceUID
+    )
 
 
 def test_nested_references_remapped_consistently(tmp_path: Path, keys: PseudonymKeys) -> None:
@@ -148,7 +177,9 @@ def test_modified_dates_keep_intervals(keys: PseudonymKeys) -> None:
     profile = Profile.from_names(["retain-long-modified-dates"])
     first = apply(ct_dataset(study_date="20200110"), profile, keys).dataset
     second = apply(ct_dataset(study_date="20230301"), profile, keys).dataset
-    other = apply(ct_dataset(FakePatient(patient_id="OTHER-1"), study_date="20200110"), profile, keys).dataset
+    other = apply(
+        ct_dataset(FakePatient(patient_id="OTHER-1"), study_date="20200110"), profile, keys
+    ).dataset
 
     def day(value: str) -> dt.date:
         return dt.datetime.strptime(value, "%Y%m%d").date()
@@ -176,7 +207,9 @@ def test_modified_dates_shift_dt_consistently(keys: PseudonymKeys) -> None:
 
 
 def test_full_dates_retained(keys: PseudonymKeys) -> None:
-    out = apply(ct_dataset(study_date="20200110"), Profile.from_names(["retain-long-full-dates"]), keys).dataset
+    out = apply(
+        ct_dataset(study_date="20200110"), Profile.from_names(["retain-long-full-dates"]), keys
+    ).dataset
     assert out.StudyDate == "20200110"
     assert out.LongitudinalTemporalInformationModified == "UNMODIFIED"
 
@@ -187,8 +220,10 @@ def test_dates_without_option_are_dummy_or_empty(keys: PseudonymKeys) -> None:
         assert out[keyword].value in ("", "19000101")
 
 
-@pytest.mark.parametrize(("age", "expected"), [("095Y", "090Y"), ("089Y", "089Y"), ("067Y", "067Y"),
-                                               ("120Y", "090Y"), ("999M", "999M")])
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [("095Y", "090Y"), ("089Y", "089Y"), ("067Y", "067Y"), ("120Y", "090Y"), ("999M", "999M")],
+)
 def test_age_cap_with_patient_characteristics(keys: PseudonymKeys, age: str, expected: str) -> None:
     ds = ct_dataset()
     ds.PatientAge = age
@@ -243,18 +278,45 @@ def test_clean_descriptors_scrubs_identity(keys: PseudonymKeys) -> None:
 
 
 def test_options_codes_and_method(keys: PseudonymKeys) -> None:
-    profile = Profile.from_names([o.value for o in Option if o is not Option.RETAIN_LONG_FULL_DATES])
+    profile = Profile.from_names(
+        [o.value for o in Option if o is not Option.RETAIN_LONG_FULL_DATES]
+    )
     result = apply(ct_dataset(), profile, keys)
     codes = [item.CodeValue for item in result.dataset.DeidentificationMethodCodeSequence]
     assert codes == ["113100", *[f"1131{n:02d}" for n in range(1, 13) if n != 6]]
-    assert all(item.CodingSchemeDesignator == "DCM" for item in result.dataset.DeidentificationMethodCodeSequence)
+    assert all(
+        item.CodingSchemeDesignator == "DCM"
+        for item in result.dataset.DeidentificationMethodCodeSequence
+    )
     assert any("pixel" in note for note in result.notes)
 
 
 def test_notes_and_changes_hold_no_values(keys: PseudonymKeys) -> None:
     ds = ct_dataset()
     ds.PatientAge = "097Y"
-    result = apply(ds, Profile.from_names(["retain-patient-characteristics", "clean-graphics"]), keys)
+    result = apply(
+        ds, Profile.from_names(["retain-patient-characteristics", "clean-graphics"]), keys
+    )
     blob = repr(result.notes) + repr(result.changes)
     for value in ("Quixote", "MRN-48213377", "097Y", "19580214"):
         assert value not in blob
+
+
+def test_structured_content_codes_untouched(tmp_path: Path, keys: PseudonymKeys) -> None:
+    study = make_ct_study(tmp_path, instances=2)
+    sr = apply(
+        sr_referencing(study), Profile.from_names(["clean-structured-content"]), keys
+    ).dataset
+    assert sr.ContentSequence[0].ConceptNameCodeSequence[0].CodeValue == "121071"
+    assert sr.ConceptNameCodeSequence[0].CodeValue == "18748-4"
+    assert sr.ContentSequence[0].ValueType == "TEXT"
+
+
+def test_scrubber_patterns() -> None:
+    from deidentify.clean import Scrubber
+
+    s = Scrubber.for_values(["Quixote"])
+    assert s.scrub("mail a.b@example.org now") == "mail *** now"
+    assert s.scrub("call +1 (555) 014-8227 or 5550148") == "call *** or ***"
+    assert s.scrub("WINDOW 40 400 slice 1.25 kVp 120") == "WINDOW 40 400 slice 1.25 kVp 120"
+    assert s.scrub("QUIXOTE's scan, MRN 00482133") == "***'s scan, MRN ***"

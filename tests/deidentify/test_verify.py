@@ -33,8 +33,14 @@ def test_clean_output_passes(tmp_path: Path, keys: PseudonymKeys) -> None:
 
 def test_options_output_passes(keys: PseudonymKeys) -> None:
     profile = Profile.from_names(
-        ["retain-safe-private", "retain-long-modified-dates", "retain-patient-characteristics",
-         "clean-descriptors", "retain-institution-identity", "retain-device-identity"]
+        [
+            "retain-safe-private",
+            "retain-long-modified-dates",
+            "retain-patient-characteristics",
+            "clean-descriptors",
+            "retain-institution-identity",
+            "retain-device-identity",
+        ]
     )
     ds = with_private_tags(ct_dataset())
     assert verify(ds, apply(ds, profile, keys).dataset, profile) == []
@@ -99,6 +105,10 @@ def test_unchanged_input_fails(keys: PseudonymKeys) -> None:
     ds: Dataset = ct_dataset()
     findings = verify(ds, ds, BASIC)
     codes = {f.code for f in findings}
-    assert {"removed-attribute-present", "identifying-value-present", "uid-not-remapped",
-            "identity-not-marked"} <= codes
+    assert {
+        "removed-attribute-present",
+        "identifying-value-present",
+        "uid-not-remapped",
+        "identity-not-marked",
+    } <= codes
     _no_values(findings)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up Hexchange on a Debian/Ubuntu machine: Debian packages, a virtual environment, the
+# project. Safe to run again: it only installs what is missing.
+#   scripts/setup.sh          runtime (dcmtk for the demo's DICOM sender)
+#   scripts/setup.sh --test   also what the tests need
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+say() { printf '==> %s\n' "$*"; }
+
+packages=(dcmtk)
+if [ "$want_test" = 1 ]; then
+  packages+=(dicom3tools postgresql-client)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  say "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  say "Debian packages present: ${packages[*]}"
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  say "creating virtual environment .venv"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.hexchange-installed
+extras=""
+[ "$want_test" = 1 ] && extras="[test]"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qx "hexchange$extras" "$stamp"; then
+  say "installing hexchange$extras into .venv (pip)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".$extras"
+  echo "hexchange$extras" > "$stamp"
+else
+  say "hexchange$extras already installed in .venv"
+fi

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One command: install what the tests need (Debian packages, .venv, PostgreSQL running),
+# then lint, type-check and run the whole test suite. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && ls /etc/postgresql >/dev/null 2>&1; then
+    echo "==> starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || echo "==> PostgreSQL is not reachable: the postgresql tests will fail"
+
+echo "==> ruff"
+.venv/bin/ruff check src tests scripts tools bench
+echo "==> mypy --strict (wire, deidentify, certs)"
+.venv/bin/mypy src/wire src/deidentify src/certs
+echo "==> pytest"
+exec .venv/bin/pytest "$@"

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from typer.testing import CliRunner
+
+from deidentify.cli import app
+from tests.deidentify.factories import SECRET
+from tests.factories.dicom import make_ct_study
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> tuple[Path, Path]:
+    src = tmp_path / "in"
+    study = make_ct_study(src / "Quixote_Dulcinea", instances=3)
+    (src / "notes.txt").write_text("not dicom")
+    (src / "broken.dcm").write_bytes(study.files[0].read_bytes()[:400])
+    (src / "short.dcm").write_bytes(study.files[0].read_bytes()[:-100])
+    key = tmp_path / "key"
+    key.write_text(SECRET.hex())
+    return src, key
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_cli_batch_quarantines_and_continues(
+    tmp_path: Path, corpus: tuple[Path, Path], workers: str
+) -> None:
+    src, key = corpus
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    result = runner.invoke(
+        app,
+        [
+            str(src),
+            str(out),
+            "--key-file",
+            str(key),
+            "--report",
+            str(report),
+            "--option",
+            "retain-long-modified-dates",
+            "--workers",
+            workers,
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    written = sorted(out.rglob("*.dcm"))
+    assert len(written) == 3
+    for path in written:
+        ds = dcmread(path)
+        assert ds.PatientIdentityRemoved == "YES"
+        assert b"Quixote" not in path.read_bytes()
+        assert "Quixote" not in str(path)  # input folder names are not reused
+    quarantine = tmp_path / "quarantine"
+    reasons = {p.name: json.loads(p.read_text()) for p in quarantine.rglob("*.reason.json")}
+    assert set(reasons) == {
+        "notes.txt.reason.json",
+        "broken.dcm.reason.json",
+        "short.dcm.reason.json",
+    }
+    assert reasons["notes.txt.reason.json"]["reason"].startswith("not-dicom")
+    assert reasons["short.dcm.reason.json"]["reason"].startswith("truncated")
+    data = json.loads(report.read_text())
+    assert data["instances"] == 6 and data["written"] == 3 and data["quarantined"] == 3
+    assert data["options"] == ["retain-long-modified-dates"]
+
+
+def test_cli_clean_batch_exits_zero(tmp_path: Path) -> None:
+    make_ct_study(tmp_path / "in", instances=2)
+    key = tmp_path / "key"
+    key.write_bytes(SECRET)
+    result = runner.invoke(
+        app, [str(tmp_path / "in"), str(tmp_path / "out"), "--key-file", str(key), "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 2
+
+
+def test_cli_rejects_unknown_option_and_short_key(tmp_path: Path) -> None:
+    make_ct_study(tmp_path / "in", instances=1)
+    key = tmp_path / "key"
+    key.write_bytes(b"short")
+    result = runner.invoke(
+        app, [str(tmp_path / "in"), str(tmp_path / "out"), "--key-file", str(key)]
+    )
+    assert result.exit_code == 2
+    key.write_bytes(SECRET)
+    result = runner.invoke(
+        app,
+        [
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+            "--key-file",
+            str(key),
+            "--option",
+            "retain-all",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "retain-all" in result.output

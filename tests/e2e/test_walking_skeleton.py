@@ -1,0 +1,138 @@
+"""A study goes from a modality (dcmtk storescu) to another organization over mutual TLS.
+
+Real processes: `hexchange-hub serve`, two `hexchange-agent run`, dcmtk `storescu`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.factories.dicom import FakePatient, make_ct_study, pixel_bytes
+from tests.federation import Federation, storescu
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk storescu not installed"),
+]
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def hub_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None
+        return
+    name = f"hexchange_e2e_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def federation(tmp_path: Path, hub_database: str | None) -> Iterator[Federation]:
+    fed = Federation(tmp_path / "fed", database_url=hub_database, quiet_period=1.0)
+    try:
+        fed.start_hub()
+        yield fed
+    finally:
+        fed.stop()
+
+
+def _files_containing(folder: Path, needles: list[str]) -> list[tuple[str, str]]:
+    hits = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            hits += [(str(path), n) for n in needles if n.encode() in data]
+    return hits
+
+
+def _database_rows(url: str) -> str:
+    engine = create_engine(url)
+    out = []
+    with engine.connect() as conn:
+        tables = conn.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ).scalars()
+        for table in list(tables):
+            out += [repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"'))]
+    engine.dispose()
+    return "\n".join(out)
+
+
+def test_study_reaches_other_org_byte_identical_and_hub_holds_no_identity(
+    federation: Federation, tmp_path: Path, hub_database: str | None
+) -> None:
+    b = federation.add_agent("org-b", "archive", org_name="Regional Archive")
+    a = federation.add_agent(
+        "org-a", "clinic-a", org_name="Rural Clinic A", destinations=[("org-b", "identified")]
+    )
+    patient = FakePatient(name="Zebulon^Quimby^Orpheus", patient_id="PID-77310042")
+    study = make_ct_study(tmp_path / "modality", instances=5, patient=patient,
+                          accession="ACC99887766")
+
+    result = storescu(a.dicom_port, a.ae_title, study.files)
+    assert result.returncode == 0, result.stderr.decode()
+
+    federation.wait_for(lambda: len(b.received_files()) == 5, 60, "delivery to org B")
+
+    assert pixel_bytes(b.received_files()) == pixel_bytes(study.files)
+    # identified share: org B receives the identity; nothing at the hub may hold it
+    assert _files_containing(federation.hub_dir, study.identifying_strings) == []
+    if hub_database:
+        rows = _database_rows(hub_database)
+        assert "org-a" in rows  # the dump really holds the index
+        for needle in study.identifying_strings:
+            assert needle not in rows
+    # the agents' logs carry no patient identity either
+    for agent in (a, b):
+        log = agent.log_file.read_text()
+        assert "bundle" in log
+        for needle in study.identifying_strings:
+            assert needle not in log
+
+
+def test_sending_the_same_study_twice_delivers_it_once(
+    federation: Federation, tmp_path: Path
+) -> None:
+    b = federation.add_agent("org-b", "archive")
+    a = federation.add_agent("org-a", "clinic-a", destinations=[("org-b", "identified")])
+    study = make_ct_study(tmp_path / "modality", instances=3)
+    assert storescu(a.dicom_port, a.ae_title, study.files).returncode == 0
+    federation.wait_for(lambda: len(b.received_files()) == 3, 60, "first delivery")
+    # the modality resends the identical study: duplicates are recognised, nothing new is sent
+    assert storescu(a.dicom_port, a.ae_title, study.files).returncode == 0
+    time.sleep(federation.quiet_period * 4)  # a new bundle would be sealed and sent by now
+    bundles = federation.hub_cli("bundles", "--json")
+    assert len(json.loads(bundles)) == 1
+    assert len(b.received_files()) == 3
+
+
+def test_study_growing_after_it_was_sent_goes_out_as_an_addition(
+    federation: Federation, tmp_path: Path
+) -> None:
+    b = federation.add_agent("org-b", "archive")
+    a = federation.add_agent("org-a", "clinic-a", destinations=[("org-b", "identified")])
+    study = make_ct_study(tmp_path / "modality", instances=4)
+    assert storescu(a.dicom_port, a.ae_title, study.files[:2]).returncode == 0
+    federation.wait_for(lambda: len(b.received_files()) == 2, 60, "first part")
+    assert storescu(a.dicom_port, a.ae_title, study.files[2:]).returncode == 0
+    federation.wait_for(lambda: len(b.received_files()) == 4, 60, "the addition")
+    bundles = json.loads(federation.hub_cli("bundles", "--json"))
+    assert sorted(x["instances"] for x in bundles) == [2, 2]
+    assert pixel_bytes(b.received_files()) == pixel_bytes(study.files)
