@@ -86,7 +86,7 @@ def main() -> int:
         identical = sent == got
         leaks = hub_files_contain(fed.hub_dir, study.identifying_strings)
         steps.done(f"pixel data byte-identical: {'yes' if identical else 'NO'}; patient "
-                   f"identity in hub files: {'none' if not leaks else leaks}")
+                   f"identity in hub files: {leaks or 'none'}")
         print(f"total {time.monotonic() - steps.start:.1f}s. Inspect: "
               f".venv/bin/hexchange-hub bundles --data-dir {fed.hub_dir} ; "
               f".venv/bin/hexchange-agent status -c {a.config_file}")
