@@ -7,6 +7,7 @@ own console command (`hexchange-hub`, `hexchange-agent`), exactly as an operator
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -91,6 +92,14 @@ class Federation:
             )
         return result.stdout.decode()
 
+    def pseudonym_key_file(self) -> Path:
+        """The network's pseudonym secret (one per federation, as the hub would issue it)."""
+        path = self.root / "pseudonym.key"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path
+
     def start_hub(self, timeout: float = 30.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.hub_cli("init", "--network-name", "Hexchange demo network")
@@ -137,6 +146,7 @@ class Federation:
         ae_title: str | None = None,
         inbound: bool = True,
         start: bool = True,
+        deid_options: Sequence[str] = (),
     ) -> AgentHandle:
         token = self.hub_cli(
             "site", "add", "--org", org, "--site", site, "--org-name", org_name or org
@@ -175,6 +185,13 @@ class Federation:
         ]
         for dest_org, mode in destinations:
             lines += ["[[destinations]]", f'org = "{dest_org}"', f'mode = "{mode}"', ""]
+        if any(mode == "deidentified" for _org, mode in destinations):
+            lines += [
+                "[deidentify]",
+                f'key_file = "{self.pseudonym_key_file()}"',
+                f"options = {list(deid_options)!r}".replace("'", '"'),
+                "",
+            ]
         config_file = data_dir / "agent.toml"
         config_file.write_text("\n".join(lines))
         handle = AgentHandle(org, site, config_file, data_dir, port, ae, data_dir / "agent.log")

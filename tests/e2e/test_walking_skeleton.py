@@ -83,8 +83,9 @@ def test_study_reaches_other_org_byte_identical_and_hub_holds_no_identity(
         "org-a", "clinic-a", org_name="Rural Clinic A", destinations=[("org-b", "identified")]
     )
     patient = FakePatient(name="Zebulon^Quimby^Orpheus", patient_id="PID-77310042")
-    study = make_ct_study(tmp_path / "modality", instances=5, patient=patient,
-                          accession="ACC99887766")
+    study = make_ct_study(
+        tmp_path / "modality", instances=5, patient=patient, accession="ACC99887766"
+    )
 
     result = storescu(a.dicom_port, a.ae_title, study.files)
     assert result.returncode == 0, result.stderr.decode()
@@ -136,3 +137,32 @@ def test_study_growing_after_it_was_sent_goes_out_as_an_addition(
     bundles = json.loads(federation.hub_cli("bundles", "--json"))
     assert sorted(x["instances"] for x in bundles) == [2, 2]
     assert pixel_bytes(b.received_files()) == pixel_bytes(study.files)
+
+
+def test_deidentified_destination_receives_no_identity(
+    federation: Federation, tmp_path: Path
+) -> None:
+    research = federation.add_agent("org-r", "research", org_name="Research Collection")
+    a = federation.add_agent(
+        "org-a",
+        "clinic-a",
+        destinations=[("org-r", "deidentified")],
+        deid_options=["retain-long-modified-dates"],
+    )
+    study = make_ct_study(tmp_path / "modality", instances=3)
+    assert storescu(a.dicom_port, a.ae_title, study.files).returncode == 0
+    federation.wait_for(lambda: len(research.received_files()) == 3, 60, "de-identified copy")
+
+    received = research.received_files()
+    for path in received:
+        data = path.read_bytes()
+        for needle in study.identifying_strings:
+            assert needle.encode() not in data
+    from pydicom import dcmread
+
+    first = dcmread(received[0])
+    assert first.PatientIdentityRemoved == "YES"
+    assert str(first.StudyInstanceUID) != study.study_instance_uid
+    assert str(first.StudyInstanceUID).startswith("2.25.")
+    # header work never touches pixel data: same pixels, under new UIDs
+    assert sorted(pixel_bytes(received).values()) == sorted(pixel_bytes(study.files).values())
