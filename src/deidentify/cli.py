@@ -52,14 +52,7 @@ class Outcome:
 
 
 def read_key(path: Path) -> PseudonymKeys:
-    data = path.read_bytes()
-    text = data.strip()
-    try:
-        if len(text) >= 64 and len(text) % 2 == 0:
-            data = bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        pass
-    return PseudonymKeys(data)
+    return PseudonymKeys.from_key_file_bytes(path.read_bytes())
 
 
 def iter_inputs(root: Path) -> Iterator[Path]:

@@ -81,6 +81,18 @@ class PseudonymKeys:
     def __repr__(self) -> str:
         return "PseudonymKeys(secret=<redacted>)"
 
+    @classmethod
+    def from_key_file_bytes(cls, data: bytes) -> PseudonymKeys:
+        """The one key-file format (CLI and agent alike): hex text (>= 64 hex digits, surrounding
+        whitespace ignored) is decoded; anything else is used as raw bytes, whitespace-stripped."""
+        text = data.strip()
+        if len(text) >= 2 * MIN_SECRET_BYTES and len(text) % 2 == 0:
+            try:
+                return cls(bytes.fromhex(text.decode("ascii")))
+            except (UnicodeDecodeError, ValueError):
+                pass
+        return cls(text)
+
     def patient_pseudonym(self, patient_id: str) -> str:
         return keyed_token(self.secret, "patient-id", patient_id, 16)
 

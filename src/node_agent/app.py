@@ -16,10 +16,10 @@ from node_agent.identity import AgentIdentity, load_identity
 from node_agent.inbound import Inbound
 from node_agent.pipeline import Pipeline
 from node_agent.recipients import RecipientDirectory
-from node_agent.scp import start_scp
+from node_agent.dicom.scp import start_scp
 from node_agent.spool import Spool
 from node_agent.state import AgentState
-from node_agent.store import make_store
+from node_agent.dicom.store import make_store
 from node_agent.uploader import Uploader
 from wire.api import Heartbeat
 

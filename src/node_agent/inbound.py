@@ -19,7 +19,7 @@ from node_agent.files import durable_write
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity
 from node_agent.state import AgentState
-from node_agent.store import InstanceStore, StoreError
+from node_agent.dicom.store import InstanceStore, StoreError
 from wire.api import Delivery
 from wire.envelope import (
     SealedHeader,

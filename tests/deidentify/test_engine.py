@@ -320,3 +320,11 @@ def test_scrubber_patterns() -> None:
     assert s.scrub("call +1 (555) 014-8227 or 5550148") == "call *** or ***"
     assert s.scrub("WINDOW 40 400 slice 1.25 kVp 120") == "WINDOW 40 400 slice 1.25 kVp 120"
     assert s.scrub("QUIXOTE's scan, MRN 00482133") == "***'s scan, MRN ***"
+
+
+def test_key_file_formats_agree() -> None:
+    raw = PseudonymKeys.from_key_file_bytes(SECRET + b"\n")
+    hexed = PseudonymKeys.from_key_file_bytes(SECRET.hex().encode() + b"\n")
+    assert raw.secret == hexed.secret == SECRET
+    with pytest.raises(ValueError, match="32 bytes"):
+        PseudonymKeys.from_key_file_bytes(b"  short \n")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,9 @@ E11_SOURCE = SHARED / "ps3.15-table-E.1-1.json"
 TCIA_SOURCE = SHARED / "tcia-private-tag-kb-2024-02-01.csv"
 
 
-def _packaged(name: str) -> dict[str, object]:
+def _packaged(name: str) -> dict[str, Any]:
     text = resources.files("deidentify.data").joinpath(name).read_text(encoding="utf-8")
-    data: dict[str, object] = json.loads(text)
+    data: dict[str, Any] = json.loads(text)
     return data
 
 
@@ -48,7 +49,7 @@ def test_e1_1_matches_source_checksum_and_count() -> None:
     assert data["source_sha256"] == hashlib.sha256(E11_SOURCE.read_bytes()).hexdigest()
     source_rows = json.loads(E11_SOURCE.read_text(encoding="utf-8"))
     assert data["row_count"] == len(source_rows)
-    packaged = {r["tag"]: r for r in data["rows"]}  # type: ignore[union-attr]
+    packaged = {r["tag"]: r for r in data["rows"]}
     for row in source_rows:
         assert packaged[row["tag"]]["basic"] == row["basicProfile"]
 
