@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 import structlog
 
 from node_agent.config import AgentConfig
+from node_agent.dicom.scp import start_scp
+from node_agent.dicom.store import make_store
 from node_agent.hubclient import HubClient, HubUnavailable
 from node_agent.identity import AgentIdentity, load_identity
 from node_agent.inbound import Inbound
 from node_agent.pipeline import Pipeline
 from node_agent.recipients import RecipientDirectory
-from node_agent.dicom.scp import start_scp
 from node_agent.spool import Spool
 from node_agent.state import AgentState
-from node_agent.dicom.store import make_store
 from node_agent.uploader import Uploader
 from wire.api import Heartbeat
 

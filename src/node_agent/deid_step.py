@@ -27,7 +27,7 @@ def load_keys(path: Path | None) -> PseudonymKeys:
             "issued for the network (at least 32 random bytes)"
         )
     try:
-        return PseudonymKeys(path.read_bytes().strip())
+        return PseudonymKeys.from_key_file_bytes(path.read_bytes())
     except FileNotFoundError as exc:
         raise ValueError(f"deidentify.key_file {path} does not exist") from exc
 

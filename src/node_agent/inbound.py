@@ -15,11 +15,11 @@ from certs.identity import site_identity_from_certificate
 from certs.keys import verify_issued_by
 from node_agent.backoff import next_delay
 from node_agent.config import AgentConfig
+from node_agent.dicom.store import InstanceStore, StoreError
 from node_agent.files import durable_write
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity
 from node_agent.state import AgentState
-from node_agent.dicom.store import InstanceStore, StoreError
 from wire.api import Delivery
 from wire.envelope import (
     SealedHeader,

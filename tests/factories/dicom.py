@@ -114,7 +114,9 @@ def ct_slice(
     ds.SeriesNumber = "2"
     ds.AcquisitionNumber = "1"
     ds.InstanceNumber = str(index + 1)
-    ds.FrameOfReferenceUID = study_uid + ".9"
+    ds.FrameOfReferenceUID = generate_uid(
+        prefix=None, entropy_srcs=[study_uid, "frame-of-reference"]
+    )
     ds.PositionReferenceIndicator = ""
     ds.ImagePositionPatient = ["-160.0", "-160.0", f"{-100.0 + 5.0 * index:.1f}"]
     ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
@@ -134,7 +136,7 @@ def ct_slice(
     ds.WindowWidth = "400"
     ref = Dataset()
     ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
-    ref.ReferencedSOPInstanceUID = study_uid + ".77"
+    ref.ReferencedSOPInstanceUID = generate_uid(prefix=None, entropy_srcs=[study_uid, "mpps"])
     ds.ReferencedPerformedProcedureStepSequence = DicomSequence([ref])
     yy, xx = np.mgrid[0:rows, 0:columns]
     pixels = ((xx * 13 + yy * 7 + index * 101) % 4096).astype(np.uint16)
