@@ -68,7 +68,7 @@ def main() -> int:
         a = fed.add_agent("org-a", "clinic-a", org_name="Rural Clinic A",
                           destinations=[("org-b", "identified")])
         steps.done(f"agent org-a/clinic-a (Rural Clinic A) enrolled and running, DICOM "
-                   f"{a.ae_title}@127.0.0.1:{a.dicom_port}, routes identified studies to org-b")
+                   f"{a.ae_title}@127.0.0.1:{a.dicom_port}; policy: identified to org-b")
         study = make_ct_study(args.data / "modality", instances=args.instances)
         steps.done(f"synthetic CT study generated: {args.instances} instances, fake patient")
         result = storescu(a.dicom_port, a.ae_title, study.files)

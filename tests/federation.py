@@ -173,6 +173,7 @@ class Federation:
             "[pipeline]",
             f"quiet_period_seconds = {self.quiet_period}",
             "poll_seconds = 0.5",
+            "policy_poll_seconds = 1",
             "",
             "[inbound]",
             f"enabled = {'true' if inbound else 'false'}",
@@ -184,14 +185,20 @@ class Federation:
             "",
         ]
         for dest_org, mode in destinations:
-            lines += ["[[destinations]]", f'org = "{dest_org}"', f'mode = "{mode}"', ""]
-        if any(mode == "deidentified" for _org, mode in destinations):
-            lines += [
-                "[deidentify]",
-                f'key_file = "{self.pseudonym_key_file()}"',
-                f"options = {list(deid_options)!r}".replace("'", '"'),
-                "",
-            ]
+            self.hub_cli(
+                "policy",
+                "add",
+                "--org",
+                org,
+                "--site",
+                site,
+                "--to",
+                dest_org,
+                "--mode",
+                mode,
+                *[f"--option={o}" for o in deid_options],
+            )
+        lines += ["[deidentify]", f'key_file = "{self.pseudonym_key_file()}"', ""]
         config_file = data_dir / "agent.toml"
         config_file.write_text("\n".join(lines))
         handle = AgentHandle(org, site, config_file, data_dir, port, ae, data_dir / "agent.log")

@@ -20,10 +20,13 @@ from hub.db import create_schema, make_engine
 from hub.enrollment import ensure_site
 from hub.models import Bundle, Delivery, Site
 from hub.settings import HubSettings
+from wire.policy import PolicyMatch, PolicyRule, SitePolicy
 
 app = typer.Typer(help="Hexchange hub: the centre of a federation.", no_args_is_help=True)
 site_app = typer.Typer(help="Organizations and sites.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
+policy_app = typer.Typer(help="Sharing policy of a site (deny by default).", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 err = Console(stderr=True)
 
 DataDir = Annotated[
@@ -89,6 +92,99 @@ def site_list(data_dir: DataDir) -> None:
                 str(row.last_seen_at or "-"),
             )
     Console().print(table)
+
+
+def _print_policy(current: SitePolicy, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(current.model_dump_json(indent=2) + "\n")
+        return
+    table = Table(
+        "to",
+        "mode",
+        "modalities",
+        "priority",
+        "de-id options",
+        title=f"{current.org}/{current.site} policy version {current.version}",
+    )
+    for rule in current.rules:
+        table.add_row(
+            rule.destination_org,
+            rule.mode,
+            ",".join(rule.match.modalities) or "any",
+            str(rule.priority),
+            ",".join(rule.deid_options) or "-",
+        )
+    Console().print(table)
+
+
+@policy_app.command("add")
+def policy_add(
+    data_dir: DataDir,
+    org: Annotated[str, typer.Option(help="Organization of the sending site")],
+    site: Annotated[str, typer.Option(help="The sending site")],
+    to: Annotated[str, typer.Option("--to", help="Destination organization")],
+    mode: Annotated[str, typer.Option(help="identified or deidentified")] = "identified",
+    modality: Annotated[list[str] | None, typer.Option(help="Only these modalities")] = None,
+    priority: Annotated[int, typer.Option(help="Lower is sent first")] = 100,
+    option: Annotated[list[str] | None, typer.Option(help="PS3.15 option (kebab case)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Allow a site to send matching studies to an organization (bumps the version)."""
+    from pydantic import ValidationError
+
+    from deidentify.profile import Profile
+    from hub import policy
+
+    try:
+        rule = PolicyRule(
+            destination_org=to,
+            mode=mode,
+            priority=priority,  # type: ignore[arg-type]
+            deid_options=list(option or []),
+            match=PolicyMatch(modalities=list(modality or [])),
+        )
+        Profile.from_names(rule.deid_options)
+    except (ValidationError, ValueError) as exc:
+        err.print(f"[red]invalid rule:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    settings = _settings(data_dir)
+    engine = make_engine(settings.db_url)
+    create_schema(engine)
+    with Session(engine) as session:
+        if session.exec(select(Site).where(Site.org == org, Site.site == site)).first() is None:
+            err.print(f"[red]site {org}/{site} is not registered; run `hexchange-hub site add`")
+            raise typer.Exit(2)
+        current = policy.add_rule(session, org, site, rule, actor="cli:network-admin")
+    _print_policy(current, as_json)
+
+
+@policy_app.command("show")
+def policy_show(
+    data_dir: DataDir,
+    org: Annotated[str, typer.Option()],
+    site: Annotated[str, typer.Option()],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The current policy of a site."""
+    from hub import policy
+
+    settings = _settings(data_dir)
+    with Session(make_engine(settings.db_url)) as session:
+        _print_policy(policy.current(session, org, site), as_json)
+
+
+@policy_app.command("clear")
+def policy_clear(
+    data_dir: DataDir, org: Annotated[str, typer.Option()], site: Annotated[str, typer.Option()]
+) -> None:
+    """Remove every rule: nothing more leaves the site (bumps the version)."""
+    from hub import policy
+
+    settings = _settings(data_dir)
+    with Session(make_engine(settings.db_url)) as session:
+        _print_policy(
+            policy.replace_rules(session, org, site, [], actor="cli:network-admin"), False
+        )
 
 
 @app.command()

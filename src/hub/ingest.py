@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import Session, select
 
 from certs.identity import SiteIdentity
-from hub import audit
+from hub import audit, policy
 from hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from hub.models import Bundle, Delivery, Organization, ReceivedChunk, Site, utcnow
 from hub.storage import BlobStore
@@ -78,6 +78,14 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
     for org in manifest.recipients:
         if ctx.session.get(Organization, org) is None:
             raise InvalidRequest(f"recipient organization {org!r} is not part of this network")
+    site_policy = policy.current(ctx.session, identity.org, identity.site)
+    for org in manifest.recipients:
+        if not site_policy.allows(org, manifest.mode):
+            raise Forbidden(
+                f"the sharing policy of {identity.org}/{identity.site} (version "
+                f"{site_policy.version}) does not allow {manifest.mode} studies to {org}; "
+                "an org admin must add a rule, then the agent reseals"
+            )
     digest = header.digest()
     existing = ctx.session.get(Bundle, bundle_id)
     if existing is not None:

@@ -78,3 +78,13 @@ class AuditEvent(SQLModel, table=True):
     detail: str = Field(default="")
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+class SharingPolicy(SQLModel, table=True):
+    """The current sharing policy of a site; every change bumps `version` (history in audit)."""
+
+    org: str = Field(primary_key=True, max_length=63)
+    site: str = Field(primary_key=True, max_length=63)
+    version: int = 0
+    rules: str = Field(default="[]", description="JSON list of wire.policy.PolicyRule")
+    updated_at: dt.datetime = Field(default_factory=utcnow)

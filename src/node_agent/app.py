@@ -17,6 +17,7 @@ from node_agent.hubclient import HubClient, HubUnavailable
 from node_agent.identity import AgentIdentity, load_identity
 from node_agent.inbound import Inbound
 from node_agent.pipeline import Pipeline
+from node_agent.policy import PolicyCache
 from node_agent.recipients import RecipientDirectory
 from node_agent.spool import Spool
 from node_agent.state import AgentState
@@ -38,6 +39,7 @@ class Agent:
     pipeline: Pipeline
     uploader: Uploader
     inbound: Inbound
+    policy: PolicyCache
     stop_event: threading.Event = field(default_factory=threading.Event)
 
     def heartbeat(self) -> None:
@@ -58,7 +60,7 @@ class Agent:
             bytes_pending=pending[2],
             disk_free_bytes=shutil.disk_usage(self.config.agent.data_dir).free,
             last_error=last_error[0] if last_error else None,
-            policy_version=None,
+            policy_version=cached.version if (cached := self.policy.load()) else None,
         )
         self.client.heartbeat(beat)
 
@@ -72,6 +74,9 @@ class Agent:
                 log.exception("loop step failed", loop=name, error=type(exc).__name__)
             self.stop_event.wait(interval)
 
+    def _refresh_policy(self) -> None:
+        self.policy.refresh(self.client)
+
     def _outbound_step(self) -> None:
         from node_agent.pipeline import mark_stable
 
@@ -82,6 +87,10 @@ class Agent:
     def run(self) -> None:
         self.pipeline.recover()
         server = start_scp(self.config.dicom, self.spool)
+        if self.config.metrics.enabled:
+            from node_agent.metrics import serve_metrics
+
+            serve_metrics(self.state, self.config.metrics.host, self.config.metrics.port)
         log.info(
             "agent running",
             org=self.identity.org,
@@ -91,9 +100,20 @@ class Agent:
         loops = [
             ("outbound", self.config.pipeline.poll_seconds, self._outbound_step),
             ("heartbeat", 30.0, self.heartbeat),
+            ("policy", self.config.pipeline.policy_poll_seconds, self._refresh_policy),
         ]
         if self.config.inbound.enabled:
             loops.append(("inbound", self.config.inbound.poll_seconds, self.inbound.run_once))
+        if self.config.pacs and self.config.pacs.schedule:
+            from node_agent.dicom.pull import pull_loop_step
+
+            loops.append(
+                (
+                    "pacs-pull",
+                    self.config.pacs.schedule,
+                    lambda: pull_loop_step(self.config, self.state),
+                )
+            )
         threads = [
             threading.Thread(target=self._loop, args=loop, name=loop[0], daemon=True)
             for loop in loops
@@ -115,12 +135,17 @@ def build_agent(config: AgentConfig) -> Agent:
     identity = load_identity(config.agent.data_dir / "identity")
     client = HubClient(config.hub.node_url, identity, timeout=config.hub.timeout_seconds)
     directory = RecipientDirectory(client, identity)
-    deidentify = None
-    if any(d.mode == "deidentified" for d in config.destinations):
-        from node_agent.deid_step import make_deidentifier
+    from node_agent.deid_step import make_deidentifier
 
-        deidentify = make_deidentifier(config)
-    pipeline = Pipeline(config, state, identity, directory.keys_for, deidentify)
+    policy_cache = PolicyCache(config.agent.data_dir / "policy.json")
+    pipeline = Pipeline(
+        config,
+        state,
+        identity,
+        directory.keys_for,
+        policy_cache.destinations_for,
+        make_deidentifier(config),
+    )
     store = make_store(config.inbound, config.received_folder, config.dicom.ae_title)
     return Agent(
         config=config,
@@ -130,5 +155,6 @@ def build_agent(config: AgentConfig) -> Agent:
         spool=Spool(config.agent.data_dir / "spool", state),
         pipeline=pipeline,
         uploader=Uploader(config, state, identity, client),
+        policy=policy_cache,
         inbound=Inbound(config, state, identity, client, store),
     )

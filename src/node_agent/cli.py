@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -126,6 +127,262 @@ def status(config: ConfigOpt) -> None:
                 r["last_error"] or "",
             )
         Console().print(outbox)
+
+
+@app.command()
+def pull(
+    config: ConfigOpt,
+    since: Annotated[
+        str | None, typer.Option(help="First study date, YYYYMMDD (default: lookback_days)")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Last study date, YYYYMMDD")] = None,
+    modality: Annotated[
+        list[str] | None, typer.Option("--modality", "-m", help="e.g. CT; repeat for more")
+    ] = None,
+    study_uid: Annotated[
+        list[str] | None, typer.Option("--study-uid", help="Only this study; repeat for more")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show what would be fetched")
+    ] = False,
+) -> None:
+    """Pull studies from the PACS now: C-FIND, then C-MOVE to this agent or C-GET."""
+    import datetime as dt
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from node_agent.dicom.pull import Puller, PullError, PullQuery, PullResult, RemoteStudy
+    from node_agent.dicom.scp import start_scp
+    from node_agent.spool import Spool
+
+    cfg = _load(config)
+    if cfg.pacs is None:
+        err.print(
+            f"[red]{config} has no [pacs] section.[/red] Add one with host, port and ae_title "
+            "(see node_agent/dicom/pacs_config.py)."
+        )
+        raise typer.Exit(2)
+
+    def _date(option: str, value: str | None) -> dt.date | None:
+        if value is None:
+            return None
+        try:
+            return dt.datetime.strptime(value, "%Y%m%d").date()
+        except ValueError as exc:
+            err.print(f"[red]{option} {value!r} is not a date YYYYMMDD[/red]")
+            raise typer.Exit(2) from exc
+
+    first, last = _date("--since", since), _date("--until", until)
+    if first is None and last is None and not study_uid:
+        first = dt.date.today() - dt.timedelta(days=cfg.pacs.lookback_days)
+    query = PullQuery(
+        since=first,
+        until=last,
+        modalities=tuple(m.upper() for m in (modality or cfg.pacs.query.modalities)),
+        study_uids=tuple(study_uid or ()),
+        keys=tuple(cfg.pacs.query.keys.items()),
+    )
+    state = AgentState(cfg.agent.data_dir / "state.db")
+    spool = Spool(cfg.agent.data_dir / "spool", state)
+    puller = Puller.from_config(cfg, state, spool)
+    try:
+        todo, done = puller.plan(query)
+    except PullError as exc:
+        err.print(f"[red]query failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    results = [
+        PullResult(s, "skipped", "already pulled", puller.local_count(s.study_uid)) for s in done
+    ]
+    server = None
+    if todo and not dry_run and cfg.pacs.retrieve == "move":
+        try:  # the agent is not running: receive the C-MOVE here for the pull's duration
+            server = start_scp(cfg.dicom, spool)
+        except OSError:
+            err.print(
+                f"port {cfg.dicom.port} is in use: assuming the running agent receives the "
+                f"C-MOVE as AE {puller.move_destination}"
+            )
+    try:
+        if dry_run:
+            results += [PullResult(s, "planned", f"would fetch: {why}") for s, why in todo]
+        elif todo:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=err,
+            ) as bar:
+                studies = bar.add_task("studies", total=len(todo))
+                instances = bar.add_task("instances", total=None)
+
+                def _progress(study: RemoteStudy, count: int, total: int | None) -> None:
+                    bar.update(instances, completed=count, total=total)
+
+                for study, _why in todo:
+                    bar.update(
+                        instances,
+                        completed=0,
+                        total=study.instances,
+                        description=f"study {study.study_date or '?'} "
+                        f"{'/'.join(study.modalities) or '?'}",
+                    )
+                    results.append(puller.retrieve(study, _progress))
+                    bar.advance(studies)
+    finally:
+        if server is not None:
+            server.shutdown()
+    table = Table("study UID", "date", "modalities", "PACS", "spool", "result", "note")
+    style = {
+        "fetched": "green",
+        "partial": "yellow",
+        "failed": "red",
+        "skipped": "dim",
+        "planned": "cyan",
+    }
+    for r in results:
+        table.add_row(
+            r.study.study_uid,
+            r.study.study_date or "",
+            "/".join(r.study.modalities),
+            "" if r.study.instances is None else str(r.study.instances),
+            str(r.local_instances),
+            f"[{style[r.outcome]}]{r.outcome}[/{style[r.outcome]}]",
+            r.reason,
+        )
+    Console().print(table)
+    if not results:
+        err.print("no study on the PACS matches the query")
+    if any(r.outcome in ("failed", "partial") for r in results):
+        raise typer.Exit(1)
+
+
+quarantine_app = typer.Typer(help="Items that need a human decision.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+def _state(config: Path) -> AgentState:
+    return AgentState(_load(config).agent.data_dir / "state.db")
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def queue(
+    config: ConfigOpt,
+    all_bundles: Annotated[bool, typer.Option("--all", help="Include delivered bundles")] = False,
+) -> None:
+    """Outbox bundles in priority order, with attempts and the last error."""
+    from node_agent import operations
+
+    table = Table(
+        "bundle",
+        "to",
+        "mode",
+        "state",
+        "prio",
+        "instances",
+        "bytes",
+        "attempts",
+        "next attempt",
+        "last error",
+    )
+    for r in operations.queue(_state(config), include_done=all_bundles):
+        table.add_row(
+            r["bundle_id"],
+            r["dest_org"],
+            r["mode"],
+            r["state"],
+            str(r["priority"]),
+            str(r["instance_count"]),
+            f"{r['sealed_bytes']:,}",
+            str(r["attempts"]),
+            _when(r["next_attempt_at"]),
+            r["last_error"] or "",
+        )
+    Console().print(table)
+
+
+@app.command()
+def retry(config: ConfigOpt, bundle_id: Annotated[str, typer.Argument()]) -> None:
+    """Send a failed (or backing-off) bundle again at once."""
+    from node_agent import operations
+
+    try:
+        previous = operations.retry(_state(config), bundle_id)
+    except operations.OperationError as exc:
+        err.print(f"[red]{exc}")
+        raise typer.Exit(1) from exc
+    err.print(f"bundle {bundle_id} ({previous}) queued for upload now")
+
+
+@quarantine_app.command("list")
+def quarantine_list(config: ConfigOpt) -> None:
+    """Quarantined instances and deliveries."""
+    from node_agent import operations
+
+    table = Table("id", "kind", "reference", "since", "reason")
+    for item in operations.quarantine_list(_state(config)):
+        table.add_row(str(item.id), item.kind, item.ref, _when(item.created_at), item.reason)
+    Console().print(table)
+
+
+@quarantine_app.command("show")
+def quarantine_show(config: ConfigOpt, item_id: Annotated[int, typer.Argument()]) -> None:
+    """One item in full."""
+    from node_agent import operations
+
+    try:
+        item = operations.quarantine_get(_state(config), item_id)
+    except operations.OperationError as exc:
+        err.print(f"[red]{exc}")
+        raise typer.Exit(1) from exc
+    table = Table("field", "value", show_header=False)
+    for name, value in (
+        ("id", item.id),
+        ("kind", item.kind),
+        ("reference", item.ref),
+        ("since", _when(item.created_at)),
+        ("reason", item.reason),
+        ("file", item.path or "-"),
+    ):
+        table.add_row(name, str(value))
+    Console().print(table)
+
+
+@quarantine_app.command("release")
+def quarantine_release(config: ConfigOpt, item_id: Annotated[int, typer.Argument()]) -> None:
+    """Try the item again (it passes every check again before anything leaves)."""
+    from node_agent import operations
+
+    try:
+        kind = operations.release(_state(config), item_id)
+    except operations.OperationError as exc:
+        err.print(f"[red]{exc}")
+        raise typer.Exit(1) from exc
+    err.print(f"{kind} {item_id} released: it will be processed again")
+
+
+@quarantine_app.command("discard")
+def quarantine_discard(
+    config: ConfigOpt,
+    item_id: Annotated[int, typer.Argument()],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False,
+) -> None:
+    """Give up on the item (an instance is deleted from the spool)."""
+    from node_agent import operations
+
+    if not yes and not typer.confirm(f"discard quarantine item {item_id}?"):
+        raise typer.Exit(1)
+    try:
+        kind = operations.discard(_state(config), item_id)
+    except operations.OperationError as exc:
+        err.print(f"[red]{exc}")
+        raise typer.Exit(1) from exc
+    err.print(f"{kind} {item_id} discarded")
 
 
 def main() -> None:

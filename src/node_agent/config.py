@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from node_agent.dicom.pacs_config import PacsSection
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -42,12 +44,16 @@ class DicomSection(_Model):
 class PipelineSection(_Model):
     quiet_period_seconds: float = Field(default=30.0, ge=0)
     poll_seconds: float = Field(default=1.0, gt=0)
+    policy_poll_seconds: float = Field(default=60.0, gt=0, description="Policy refresh period")
 
 
 class Destination(_Model):
+    """Where one study goes, as the site's sharing policy (from the hub) decides."""
+
     org: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     mode: Literal["identified", "deidentified"] = "identified"
     priority: int = Field(default=100, description="Lower is sent first")
+    deid_options: tuple[str, ...] = ()
 
 
 class InboundSection(_Model):
@@ -70,6 +76,20 @@ class DeidentifySection(_Model):
 class UploadSection(_Model):
     retry_base_seconds: float = Field(default=2.0, gt=0)
     retry_max_seconds: float = Field(default=600.0, gt=0)
+    chunk_size_bytes: int = Field(
+        default=1 << 20,
+        ge=256 << 10,
+        le=4 << 20,
+        description="Sealed chunk size, the unit of upload and resume: a cut link resends at "
+        "most one chunk, so slow links want small chunks. The hub accepts up to 4 MiB; a header "
+        "lists at most ~15,000 chunks (256 KiB chunks: studies up to ~3.9 GB)",
+    )
+
+
+class MetricsSection(_Model):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=1, le=65535)
 
 
 class AgentConfig(_Model):
@@ -77,10 +97,11 @@ class AgentConfig(_Model):
     hub: HubSection
     dicom: DicomSection = DicomSection()
     pipeline: PipelineSection = PipelineSection()
-    destinations: list[Destination] = Field(default_factory=list)
     inbound: InboundSection = InboundSection()
     deidentify: DeidentifySection = DeidentifySection()
     upload: UploadSection = UploadSection()
+    metrics: MetricsSection = MetricsSection()
+    pacs: PacsSection | None = None
 
     @property
     def received_folder(self) -> Path:

@@ -48,10 +48,26 @@ def deidentify_file(path: Path, profile: Profile, keys: PseudonymKeys) -> bytes:
 
 
 def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination], bytes]:
-    keys = load_keys(config.deidentify.key_file)
-    profile = Profile.from_names(config.deidentify.options)
+    """The policy rule's options win; the site's [deidentify] options are the default."""
+    default = Profile.from_names(config.deidentify.options)
+    keys: list[PseudonymKeys] = []
 
-    def transform(path: Path, _destination: Destination) -> bytes:
-        return deidentify_file(path, profile, keys)
+    def transform(path: Path, destination: Destination) -> bytes:
+        if not keys:
+            try:
+                keys.append(load_keys(config.deidentify.key_file))
+            except ValueError as exc:
+                raise InstanceRejected(str(exc)) from exc
+        try:
+            profile = (
+                Profile.from_names(destination.deid_options)
+                if destination.deid_options
+                else default
+            )
+        except ValueError as exc:
+            raise InstanceRejected(
+                f"policy names an unknown de-identification option: {exc}"
+            ) from exc
+        return deidentify_file(path, profile, keys[0])
 
     return transform

@@ -9,6 +9,7 @@ import httpx
 from certs.tls import client_ssl_context
 from node_agent.identity import AgentIdentity
 from wire.api import BundleStatus, DeliveryList, Heartbeat, OrgKeys
+from wire.policy import SitePolicy
 from wire.receipt import Receipt
 
 
@@ -49,6 +50,9 @@ class HubClient:
                 detail = response.text[:200]
             raise HubRefused(response.status_code, detail)
         return response
+
+    def policy(self) -> SitePolicy:
+        return SitePolicy.model_validate(self._request("GET", "/node/v1/policy").json())
 
     def org_keys(self, org: str) -> OrgKeys:
         return OrgKeys.model_validate(self._request("GET", f"/node/v1/orgs/{org}/keys").json())

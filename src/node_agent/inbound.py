@@ -85,7 +85,9 @@ class Inbound:
                     "SELECT state, next_attempt_at FROM inbound WHERE bundle_id = ?",
                     (delivery.bundle_id,),
                 ).fetchone()
-            if row is not None and (row["state"] == "failed" or row["next_attempt_at"] > now):
+            if row is not None and (
+                row["state"] in ("failed", "discarded") or row["next_attempt_at"] > now
+            ):
                 continue
             if self.receive(delivery):
                 done += 1
@@ -133,10 +135,11 @@ class Inbound:
                 for i in range(header.manifest.chunk_count)
             )
             stream = _ChunkFileReader(open_stream(header, data_key, chunks))
-            count = 0
+            sop_uids: list[str] = []
             for _name, data in read_payload(stream):  # type: ignore[arg-type]
-                self.store.store(data)
-                count += 1
+                sop_uids.append(self.store.store(data))
+            self.store.confirm(sop_uids)
+            count = len(sop_uids)
             with self.state.transaction() as conn:
                 conn.execute(
                     "UPDATE inbound SET state = 'stored', instance_count = ?, updated_at = ? "

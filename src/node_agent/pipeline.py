@@ -21,6 +21,7 @@ from pydicom import dcmread
 from node_agent.config import AgentConfig, Destination
 from node_agent.files import durable_write, fsync_dir
 from node_agent.identity import AgentIdentity
+from node_agent.policy import NoPolicy
 from node_agent.state import AgentState
 from wire.envelope import RecipientKey, seal
 from wire.manifest import ManifestDraft
@@ -29,6 +30,7 @@ from wire.payload import instance_name, write_payload
 log = structlog.get_logger("hexchange.agent.pipeline")
 
 RecipientLookup = Callable[[str], list[RecipientKey]]
+DestinationLookup = Callable[[set[str]], list[Destination]]
 Transform = Callable[[Path, Destination], bytes]
 
 
@@ -134,12 +136,14 @@ class Pipeline:
         state: AgentState,
         identity: AgentIdentity,
         recipients: RecipientLookup,
+        destinations: DestinationLookup,
         deidentify: Transform | None = None,
     ) -> None:
         self.config = config
         self.state = state
         self.identity = identity
         self.recipients = recipients
+        self.destinations = destinations
         self.deidentify = deidentify
         self.outbox = outbox_dir(config)
         self.outbox.mkdir(parents=True, exist_ok=True)
@@ -173,13 +177,32 @@ class Pipeline:
             sealed += self._process_study(row["study_uid"])
         return sealed
 
+    def _study_modalities(self, study_uid: str) -> set[str]:
+        with self.state.connect() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT modality FROM instances WHERE study_uid = ? "
+                "AND modality IS NOT NULL",
+                (study_uid,),
+            ).fetchall()
+        return {r["modality"] for r in rows}
+
     def _process_study(self, study_uid: str) -> int:
         sealed = 0
         try:
-            for destination in self.config.destinations:
+            destinations = self.destinations(self._study_modalities(study_uid))
+            if not destinations:
+                with self.state.transaction() as conn:
+                    conn.execute(
+                        "UPDATE studies SET state = 'held', last_error = ? WHERE study_uid = ? "
+                        "AND state IN ('stable', 'waiting')",
+                        ("no sharing rule matches this study; it stays at the site", study_uid),
+                    )
+                log.info("study held: no sharing rule matches")
+                return 0
+            for destination in destinations:
                 if self._seal_for(study_uid, destination):
                     sealed += 1
-        except NoRecipients as exc:
+        except (NoRecipients, NoPolicy) as exc:
             with self.state.transaction() as conn:
                 conn.execute(
                     "UPDATE studies SET state = 'waiting', next_attempt_at = ?, last_error = ? "
@@ -256,6 +279,7 @@ class Pipeline:
                     recipients=recipients,
                     signing_key=self.identity.signing_key,
                     signer_key_id=self.identity.serial_hex,
+                    chunk_size=self.config.upload.chunk_size_bytes,
                 )
             durable_write(staging / "header.bin", header.to_bytes())
             final = self.outbox / bundle_id

@@ -46,7 +46,7 @@ class Spool:
             ds = dcmread(
                 io.BytesIO(encoded),
                 stop_before_pixels=True,
-                specific_tags=["StudyInstanceUID", "SOPInstanceUID"],
+                specific_tags=["StudyInstanceUID", "SOPInstanceUID", "Modality"],
             )
         except (InvalidDicomError, EOFError, ValueError) as exc:
             raise SpoolError(
@@ -68,11 +68,12 @@ class Spool:
         now = time.time()
         with self.state.transaction() as conn:
             conn.execute(
-                "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, received_at) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET "
+                "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, modality, "
+                "received_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET "
                 "sha256=excluded.sha256, path=excluded.path, size=excluded.size, "
-                "received_at=excluded.received_at",
-                (sop_uid, study_uid, str(path), digest, len(encoded), now),
+                "modality=excluded.modality, received_at=excluded.received_at",
+                (sop_uid, study_uid, str(path), digest, len(encoded),
+                 str(ds.get("Modality", "") or "") or None, now),
             )
             conn.execute(
                 "INSERT INTO studies(study_uid, state, first_at, last_at) "

@@ -18,12 +18,13 @@ CREATE TABLE IF NOT EXISTS instances (
     path TEXT NOT NULL,
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL,
+    modality TEXT,
     received_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
-    state TEXT NOT NULL,            -- receiving | stable | sealed | waiting
+    state TEXT NOT NULL,            -- receiving | stable | sealed | waiting | held
     first_at REAL NOT NULL,
     last_at REAL NOT NULL,
     next_attempt_at REAL NOT NULL DEFAULT 0,
@@ -106,7 +107,11 @@ class AgentState:
             conn.execute("COMMIT")
 
     def quarantine(self, kind: str, ref: str, reason: str, path: str | None = None) -> None:
+        """Record an item a human must look at (once per kind and ref)."""
         with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM quarantine WHERE kind = ? AND ref = ?",
+                            (kind, ref)).fetchone():
+                return
             conn.execute(
                 "INSERT INTO quarantine(kind, ref, reason, path, created_at) VALUES (?,?,?,?,?)",
                 (kind, ref, reason, path, time.time()),

@@ -166,3 +166,22 @@ def test_deidentified_destination_receives_no_identity(
     assert str(first.StudyInstanceUID).startswith("2.25.")
     # header work never touches pixel data: same pixels, under new UIDs
     assert sorted(pixel_bytes(received).values()) == sorted(pixel_bytes(study.files).values())
+
+
+def test_without_a_sharing_rule_nothing_leaves_the_site(
+    federation: Federation, tmp_path: Path
+) -> None:
+    federation.add_agent("org-b", "archive")
+    a = federation.add_agent("org-a", "clinic-a")  # enrolled, but no policy rule: deny
+    study = make_ct_study(tmp_path / "modality", instances=2)
+    assert storescu(a.dicom_port, a.ae_title, study.files).returncode == 0
+
+    def held() -> bool:
+        import sqlite3
+
+        with sqlite3.connect(a.data_dir / "state.db") as conn:
+            row = conn.execute("SELECT state FROM studies").fetchone()
+        return row is not None and row[0] == "held"
+
+    federation.wait_for(held, 30, "the study to be held")
+    assert json.loads(federation.hub_cli("bundles", "--json")) == []

@@ -39,6 +39,7 @@ from certs.keys import build_csr, new_site_key, private_key_pem
 from certs.registry import CADirectory
 from certs.tls import client_ssl_context
 from certs.tokens import issue_token
+from hub import policy
 from hub.bootstrap import init_hub
 from hub.db import make_engine
 from hub.server import serve
@@ -52,6 +53,7 @@ from wire.api import (
 )
 from wire.envelope import RecipientKey, SealedHeader, seal
 from wire.manifest import ManifestDraft, Mode, new_bundle_id
+from wire.policy import PolicyRule
 from wire.receipt import Receipt
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
@@ -71,12 +73,17 @@ def _pg_admin() -> psycopg.Connection[Any]:
             autocommit=True, connect_timeout=5,
         )  # fmt: skip
     except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as user {PG_USER!r} ({exc}). "
-            f"Start the server (CI starts it itself), or set {SKIP_POSTGRES_ENV}=1 to skip "
-            "the PostgreSQL runs of the hub suite.",
-            pytrace=False,
-        )
+        reason = str(exc).strip()
+    pytest.fail(
+        f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as user {PG_USER!r} ({reason}). "
+        f"Start the server (CI starts it itself), or set {SKIP_POSTGRES_ENV}=1 to skip "
+        "the PostgreSQL runs of the hub suite.",
+        pytrace=False,
+    )
+
+
+# Not UTC on purpose: production servers often run in local time, and the hub must not care.
+PG_SESSION_TIMEZONE = "America/New_York"
 
 
 @contextmanager
@@ -85,6 +92,11 @@ def postgres_database() -> Iterator[str]:
     name = f"hexchange_test_{secrets.token_hex(6)}"
     with _pg_admin() as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} SET timezone TO {}").format(
+                sql.Identifier(name), sql.Literal(PG_SESSION_TIMEZONE)
+            )
+        )
     try:
         yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     finally:
@@ -127,7 +139,11 @@ def running_hub(settings: HubSettings) -> Iterator[None]:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         ready, stop = asyncio.Event(), asyncio.Event()
-        control["stop"] = lambda: loop.call_soon_threadsafe(stop.set)
+
+        def request_stop() -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        control["stop"] = request_stop
 
         async def relay() -> None:
             await ready.wait()
@@ -142,7 +158,7 @@ def running_hub(settings: HubSettings) -> Iterator[None]:
     def target() -> None:
         try:
             asyncio.run(main())
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:  # reported to the test thread
             failure.append(exc)
         finally:
             started.set()
@@ -372,6 +388,12 @@ class Hub:
     ) -> str:
         return issue_token(self.registry().load(), org=org, site=site, ttl=ttl, **kw)
 
+    def allow(self, org: str, site: str, to: str, mode: Mode = "identified") -> None:
+        """As the network admin (`hexchange-hub policy add`): let org/site send to `to`."""
+        rule = PolicyRule(destination_org=to, mode=mode)
+        with self.session() as session:
+            policy.add_rule(session, org, site, rule, actor="test:network-admin")
+
     def client(
         self, url: str, *, cert_file: Path | None = None, key_file: Path | None = None
     ) -> httpx.Client:
@@ -397,7 +419,9 @@ class Hub:
         return self.site_from(attempt, EnrollResponse.model_validate(response.json()))
 
     def site_from(self, attempt: EnrollAttempt, response: EnrollResponse) -> EnrolledSite:
-        folder = self.workdir / "agents" / f"{response.org}--{response.site}--{secrets.token_hex(3)}"
+        folder = (
+            self.workdir / "agents" / f"{response.org}--{response.site}--{secrets.token_hex(3)}"
+        )
         folder.mkdir(parents=True)
         cert_file, key_file, ca_file = folder / "site.pem", folder / "site.key", folder / "ca.pem"
         key_file.touch(mode=0o600)
@@ -458,5 +482,13 @@ def hub(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
 
 @pytest.fixture
 def sites(hub: Hub) -> tuple[EnrolledSite, EnrolledSite, EnrolledSite]:
-    """Three enrolled sites in three organizations: org-a/site-a, org-b/site-b, org-c/site-c."""
-    return hub.enroll("org-a", "site-a"), hub.enroll("org-b", "site-b"), hub.enroll("org-c", "site-c")
+    """org-a/site-a, org-b/site-b, org-c/site-c; each may send identified studies to the
+    other two organizations (policy is deny by default)."""
+    enrolled = (
+        hub.enroll("org-a", "site-a"), hub.enroll("org-b", "site-b"), hub.enroll("org-c", "site-c")
+    )  # fmt: skip
+    for sender in enrolled:
+        for receiver in enrolled:
+            if receiver.org != sender.org:
+                hub.allow(sender.org, sender.site, receiver.org)
+    return enrolled

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
+import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from sqlmodel import select
 
 from certs.keys import new_site_key
 from certs.registry import CADirectory
+from certs.tls import client_ssl_context
 from certs.tokens import issue_token
 from hub.bootstrap import load_receipt_key
 from hub.models import Site
@@ -47,7 +49,7 @@ def test_a_token_works_once(hub: Hub) -> None:
     token = hub.token("org-a", "site-a")
     first = hub.post_enroll(enroll_request(token, "org-a", "site-a").request)
     assert first.status_code == 200, first.text
-    serial = EnrollResponse.model_validate(first.json())
+    EnrollResponse.model_validate(first.json())
 
     second = hub.post_enroll(enroll_request(token, "org-a", "site-a").request)
     assert second.status_code == 403, second.text
@@ -56,7 +58,6 @@ def test_a_token_works_once(hub: Hub) -> None:
     # Only the first enrollment produced a certificate.
     issued = [r for r in CADirectory(hub.settings.ca_dir).list_issued() if r.site == "site-a"]
     assert len(issued) == 1
-    assert serial.certificate_pem  # the first response was a real certificate
 
 
 def test_an_expired_token_is_refused(hub: Hub) -> None:
@@ -69,10 +70,8 @@ def test_an_expired_token_is_refused(hub: Hub) -> None:
     assert CADirectory(hub.settings.ca_dir).list_issued() == []
 
 
-def test_a_token_from_another_ca_is_refused(hub: Hub, tmp_path: object) -> None:
-    from pathlib import Path
-
-    other = CADirectory(Path(str(tmp_path)) / "other-ca")
+def test_a_token_from_another_ca_is_refused(hub: Hub, tmp_path: Path) -> None:
+    other = CADirectory(tmp_path / "other-ca")
     token = issue_token(other.init("Other network"), org="org-a", site="site-a")
     response = hub.post_enroll(enroll_request(token, "org-a", "site-a").request)
     assert response.status_code == 403, response.text
@@ -115,10 +114,6 @@ def test_malformed_enrollment_requests_are_problem_json(hub: Hub) -> None:
     attempt = enroll_request(hub.token("org-a", "site-a"), "org-a", "site-a")
     body = attempt.request.model_dump(mode="json")
     body["encryption_public_key"] = "not base64!"
-    import httpx
-
-    from certs.tls import client_ssl_context
-
     with httpx.Client(verify=client_ssl_context(hub.ca_file), timeout=10.0) as client:
         response = client.post(hub.public_url + "/api/v1/enroll", json=body)
     assert response.status_code == 422, response.text
@@ -126,4 +121,3 @@ def test_malformed_enrollment_requests_are_problem_json(hub: Hub) -> None:
     assert "encryption_public_key" in response.json()["detail"]
     # The token survived the malformed attempt.
     assert hub.post_enroll(attempt.request).status_code == 200
-    _ = serialization  # keep import list honest for type checkers

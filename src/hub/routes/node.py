@@ -9,11 +9,12 @@ from fastapi import APIRouter, Path, Request, Response
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
-from hub import deliveries, ingest
+from hub import deliveries, ingest, policy
 from hub.identity import SiteDep
 from hub.models import Site, utcnow
 from hub.routes.deps import MAX_CHUNK_BODY, MAX_HEADER_BODY, IngestDep, SessionDep, read_body
 from wire.api import BundleStatus, DeliveryList, Heartbeat, OrgKeys, SiteKey
+from wire.policy import SitePolicy
 from wire.receipt import Receipt
 
 router = APIRouter(prefix="/node/v1", tags=["node"])
@@ -26,6 +27,11 @@ OCTETS = "application/octet-stream"
 @router.get("/whoami")
 def whoami(site: SiteDep) -> dict[str, str]:
     return {"org": site.org, "site": site.site, "serial": f"{site.serial:x}"}
+
+
+@router.get("/policy")
+def site_policy(site: SiteDep, session: SessionDep) -> SitePolicy:
+    return policy.current(session, site.org, site.site)
 
 
 @router.get("/orgs/{org}/keys")
