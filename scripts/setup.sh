@@ -11,9 +11,9 @@ want_test=0
 
 say() { printf '==> %s\n' "$*"; }
 
-packages=(dcmtk)
+packages=(dcmtk tesseract-ocr)
 if [ "$want_test" = 1 ]; then
-  packages+=(dicom3tools postgresql-client)
+  packages+=(dicom3tools postgresql-client orthanc tesseract-ocr fonts-dejavu-core)
 fi
 
 missing=()
@@ -26,6 +26,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  if printf '%s\n' "${missing[@]}" | grep -qx orthanc && [ -d /run/systemd/system ]; then
+    say "orthanc is for the tests only (they start their own): disabling its system service"
+    $sudo systemctl disable --now orthanc >/dev/null 2>&1 || true
+  fi
 else
   say "Debian packages present: ${packages[*]}"
 fi

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -263,9 +264,10 @@ class Federation:
 
 def storescu(port: int, ae_title: str, files: Sequence[Path]) -> subprocess.CompletedProcess[bytes]:
     """Send files with dcmtk's storescu, as a modality would."""
+    binary = shutil.which("storescu", path="/usr/bin:/usr/local/bin") or "storescu"
     return subprocess.run(
         [
-            "storescu",
+            binary,
             "-aet",
             "MODALITY",
             "-aec",

@@ -7,6 +7,10 @@ Inputs (read at build time only; the runtime never reads them):
   ``<repo>/../shared/dicom-standard/ps3.15-table-E.1-1.json``.
 * The TCIA private tag knowledge base CSV, default
   ``<repo>/../shared/dicom-standard/tcia-private-tag-kb-2024-02-01.csv``.
+* highdicom's copy of the standard's IOD/module/attribute tables
+  (``highdicom/_standard/{sop_class_iod_map,iod_module_map,module_attribute_map}.json``), from
+  the installed ``highdicom`` package (``pip install highdicom`` for the generator only) or
+  ``--highdicom-dir``. highdicom is never imported, here or at runtime.
 
 Outputs (committed):
 
@@ -17,11 +21,19 @@ Outputs (committed):
   ``(creator, group, element-byte)`` that TCIA marks ``k`` (safe to keep) wherever they occur as
   the leaf of a signature; a signature marked ``k`` in one context and anything else in another
   is left out (not safe).
+* ``src/deidentify/data/iod_types.json`` - for the attributes that have a combined action
+  (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) in some column of Table E.1-1 only: their Type (1, 1C, 2,
+  2C) at the top level of each IOD, and the IOD of each SOP class. When an attribute occurs in
+  several modules of an IOD the strongest Type wins (1 > 1C > 2 > 2C > 3), whatever the
+  module's usage (a module that is present must be complete). Type 3 attributes and those
+  absent from an IOD are left out (the runtime treats both as Type 3).
 
-Both files record the source file name, its SHA-256 and the generator, so a reviewer can
-check which edition of which table the runtime enforces.
+Every file records its source (file names, package and version where it comes from a package),
+their SHA-256 and the generator, so a reviewer can check which edition of which table the
+runtime enforces.
 
-Usage: ``python tools/gen_deid_tables.py [--source PATH] [--tcia-source PATH] [--out-dir DIR]``
+Usage: ``python tools/gen_deid_tables.py [--source PATH] [--tcia-source PATH]
+[--highdicom-dir DIR] [--out-dir DIR]``
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import re
 import sys
@@ -190,6 +204,81 @@ def build_tcia(source: Path) -> dict[str, Any]:
     }
 
 
+HIGHDICOM_FILES = ("sop_class_iod_map.json", "iod_module_map.json", "module_attribute_map.json")
+COMBINED_ACTIONS = {"X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
+# Strength of a Type: a lower rank is a stronger requirement.
+TYPE_RANK = {"1": 0, "1C": 1, "2": 2, "2C": 3, "3": 4}
+
+
+def find_highdicom() -> tuple[Path, str]:
+    """The installed highdicom's ``_standard`` folder and its version (without importing it)."""
+    spec = importlib.util.find_spec("highdicom")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            "highdicom is not installed: `pip install highdicom` (generator only) "
+            "or pass --highdicom-dir"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "_standard"
+    return folder, importlib.metadata.version("highdicom")
+
+
+def combined_action_tags(e1_1: dict[str, Any]) -> dict[int, str]:
+    """tag -> keyword for the exact rows with a combined action in any column."""
+    tags: dict[int, str] = {}
+    for row in e1_1["rows"]:
+        actions = {row["basic"], *row["options"].values()}
+        if actions & COMBINED_ACTIONS:
+            if row["pattern"]["kind"] != "exact":
+                raise ValueError(f"combined action on a non-exact row {row['tag']}")
+            tags[int(row["pattern"]["tag"])] = str(row["keyword"])
+    return tags
+
+
+def build_iod_types(folder: Path, version: str, e1_1: dict[str, Any]) -> dict[str, Any]:
+    from pydicom.datadict import tag_for_keyword
+
+    raw = {n: json.loads((folder / n).read_text(encoding="utf-8")) for n in HIGHDICOM_FILES}
+    sop_iod: dict[str, str] = raw["sop_class_iod_map.json"]
+    iod_modules: dict[str, list[dict[str, Any]]] = raw["iod_module_map.json"]
+    module_attrs: dict[str, list[dict[str, Any]]] = raw["module_attribute_map.json"]
+    wanted = combined_action_tags(e1_1)
+    by_keyword = {keyword: tag for tag, keyword in wanted.items() if keyword}
+    for tag, keyword in wanted.items():
+        if not keyword or tag_for_keyword(keyword) != tag:
+            raise ValueError(f"no keyword for combined-action row {tag:08X}")
+
+    missing = sorted({iod for iod in sop_iod.values() if not iod_modules.get(iod)})
+    if missing:  # no module list: those SOP classes stay unknown (conservative resolution)
+        print(f"IOD types: no modules for {', '.join(missing)}; left out", file=sys.stderr)
+    sop_iod = {uid: iod for uid, iod in sop_iod.items() if iod_modules.get(iod)}
+    iods: dict[str, dict[str, str]] = {}
+    for iod in sorted(set(sop_iod.values())):
+        types: dict[int, str] = {}
+        for module in iod_modules.get(iod, []):
+            for attr in module_attrs.get(module["key"], []):
+                if attr["path"] or attr["keyword"] not in by_keyword:
+                    continue  # nested attributes keep the conservative resolution
+                typ = str(attr["type"])
+                if typ not in TYPE_RANK:
+                    continue  # "None": no Type given by the source
+                tag = by_keyword[attr["keyword"]]
+                if tag not in types or TYPE_RANK[typ] < TYPE_RANK[types[tag]]:
+                    types[tag] = typ
+        iods[iod] = {f"{tag:08X}": types[tag] for tag in sorted(types) if types[tag] != "3"}
+    return {
+        "source": "highdicom/_standard/" + ",".join(HIGHDICOM_FILES),
+        "source_package": "highdicom",
+        "source_version": version,
+        "source_sha256": {name: sha256_of(folder / name) for name in HIGHDICOM_FILES},
+        "generated_by": GENERATED_BY,
+        "rule": "top-level Type per IOD of the attributes with a combined action in E.1-1; "
+        "strongest Type over the IOD's modules; Type 3 and absent are left out (resolved as 3)",
+        "tags": {f"{tag:08X}": wanted[tag] for tag in sorted(wanted)},
+        "sop_classes": dict(sorted(sop_iod.items())),
+        "iods": iods,
+    }
+
+
 def write_json(path: Path, payload: dict[str, Any], list_key: str) -> None:
     """Write the header fields one per line and each list entry on its own line (diffable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,11 +287,18 @@ def write_json(path: Path, payload: dict[str, Any], list_key: str) -> None:
         if key != list_key:
             lines.append(f" {json.dumps(key)}: {json.dumps(value)},")
     items = payload[list_key]
-    lines.append(f" {json.dumps(list_key)}: [")
-    for i, item in enumerate(items):
-        comma = "," if i < len(items) - 1 else ""
-        lines.append(f"  {json.dumps(item, ensure_ascii=False)}{comma}")
-    lines.append(" ]")
+    if isinstance(items, dict):  # one "key": value per line
+        lines.append(f" {json.dumps(list_key)}: {{")
+        entries = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in items.items()]
+        close = " }"
+    else:
+        lines.append(f" {json.dumps(list_key)}: [")
+        entries = [json.dumps(item, ensure_ascii=False) for item in items]
+        close = " ]"
+    for i, entry in enumerate(entries):
+        comma = "," if i < len(entries) - 1 else ""
+        lines.append(f"  {entry}{comma}")
+    lines.append(close)
     lines.append("}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -213,6 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tcia-source", type=Path, default=DEFAULT_TCIA)
     parser.add_argument("--edition", default="2024b")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--highdicom-dir", type=Path, default=None, help="highdicom/_standard (default: installed)"
+    )
+    parser.add_argument(
+        "--highdicom-version", default=None, help="version to record with --highdicom-dir"
+    )
+    parser.add_argument(
+        "--no-iod-types", action="store_true", help="leave iod_types.json alone (no highdicom)"
+    )
     args = parser.parse_args(argv)
 
     table = build_e1_1(args.source, args.edition)
@@ -223,6 +328,20 @@ def main(argv: list[str] | None = None) -> int:
     tcia_out = args.out_dir / "tcia_private_tags.json"
     write_json(tcia_out, tcia, "entries")
     print(f"TCIA: {len(tcia['entries'])} safe signatures -> {tcia_out}")
+
+    if args.no_iod_types:
+        return 0
+    if args.highdicom_dir is not None:
+        folder, version = args.highdicom_dir, args.highdicom_version or "unknown"
+    else:
+        folder, version = find_highdicom()
+    iod_types = build_iod_types(folder, version, table)
+    iod_out = args.out_dir / "iod_types.json"
+    write_json(iod_out, iod_types, "iods")
+    print(
+        f"IOD types: {len(iod_types['tags'])} attributes x {len(iod_types['iods'])} IODs "
+        f"(highdicom {version}) -> {iod_out}"
+    )
     return 0
 
 

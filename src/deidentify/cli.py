@@ -1,7 +1,7 @@
 """`hexchange-deid`: a thin file-system shell over `deidentify.apply` and `deidentify.verify`.
 
-    hexchange-deid IN OUT [--option NAME ...] --key-file KEY [--report report.json]
-                   [--quarantine DIR] [--workers N]
+    hexchange-deid IN OUT [--option NAME ...] [--recipe site.toml] --key-file KEY
+                   [--report report.json] [--quarantine DIR] [--workers N]
 
 IN is a DICOM file or a folder (searched recursively). De-identified instances are written
 under OUT as ``<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm`` (input paths are not reused: folder
@@ -10,14 +10,19 @@ fails verification, is copied unchanged into the quarantine folder (default ``OU
 with a ``.reason.json`` naming the problem (attributes, never values); the batch continues and
 the exit status is 1 when anything was quarantined.
 
+A recipe (``--recipe``) adds site overrides, validated before anything is read (see
+`deidentify.recipe`); an invalid recipe stops the run with every problem, its line and fix.
+
 The key file holds the network secret: at least 32 bytes, raw or as hex text.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+import struct
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -27,14 +32,17 @@ from typing import Annotated, Any
 
 import typer
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
 from deidentify.profile import Option, Profile
+from deidentify.recipe import Recipe, RecipeError, parse_recipe
 from deidentify.verify import verify
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -76,28 +84,42 @@ def _quarantine(src: Path, qdir: Path, rel: str, outcome: Outcome) -> None:
 
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+PIXEL_DATA = 0x7FE00010
+UNDEFINED_LENGTH = 0xFFFFFFFF
+# Values larger than this stay on disk when reading (Pixel Data is streamed, never loaded).
+DEFER_SIZE = "1 KB"
 
 
-def incomplete(ds: Dataset) -> str:
-    """Why a parsed file is not a complete instance ("" when it is): catches truncation."""
+def incomplete(ds: Dataset, file_size: int | None = None) -> str:
+    """Why a parsed file is not a complete instance ("" when it is): catches truncation.
+
+    Pixel Data read with `defer_size` is not loaded: its length and position are checked
+    against `file_size` instead.
+    """
     missing = [k for k in REQUIRED_UIDS if not ds.get(k)]
     if missing:
         return f"incomplete: missing {', '.join(missing)}"
-    pixel = ds.get("PixelData")
+    pixel = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
     if pixel is not None and "TransferSyntaxUID" in ds.file_meta:
+        deferred = pixel if isinstance(pixel, RawDataElement) and pixel.value is None else None
+        if deferred and file_size is not None and deferred.value_tell + deferred.length > file_size:
+            return "truncated: PixelData runs past the end of the file"
         if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             bits = int(ds.get("BitsAllocated", 8) or 8)
             samples = int(ds.get("SamplesPerPixel", 1) or 1)
             expected = int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * samples * frames
-            if len(pixel) * 8 < expected * bits:
+            length = deferred.length if deferred else len(pixel.value or b"")
+            if length * 8 < expected * bits:
                 return "truncated: PixelData shorter than Rows x Columns x frames"
-        elif not bytes(pixel)[-8:].endswith(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"):
+        elif not deferred and not bytes(pixel.value or b"")[-8:].endswith(
+            b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        ):
             return "truncated: encapsulated PixelData has no sequence delimiter"
     return ""
 
 
-def _write(out: Dataset, out_dir: Path) -> str:
+def _write(out: Dataset, out_dir: Path, source: Path | None = None) -> str:
     target = (
         out_dir
         / str(out.StudyInstanceUID)
@@ -106,20 +128,94 @@ def _write(out: Dataset, out_dir: Path) -> str:
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
-    out.save_as(tmp, enforce_file_format=True)
+    if source is None or not write_streamed(out, tmp, source):
+        out.save_as(tmp, enforce_file_format=True)
     tmp.replace(target)
     return str(target.relative_to(out_dir))
 
 
+def write_streamed(ds: Dataset, path: Path, source: Path) -> bool:
+    """Write `ds` with its deferred Pixel Data copied from `source` file to file (the kernel's
+    copy_file_range where available), never through memory. False (nothing written) when the
+    Pixel Data is not a deferred, defined-length element of a little endian transfer syntax;
+    the caller then writes the ordinary way."""
+    pixel = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if (
+        not isinstance(pixel, RawDataElement)
+        or pixel.value is not None
+        or pixel.length in (0, UNDEFINED_LENGTH)
+        or syntax is None
+        or not syntax.is_little_endian
+        or syntax.is_deflated
+        or (not syntax.is_implicit_VR and pixel.VR not in ("OB", "OW"))
+    ):
+        return False
+    implicit = bool(syntax.is_implicit_VR)
+    encodings = ds.get("SpecificCharacterSet") or None
+    tags = sorted(ds.keys())
+    header = encode_file_meta(meta) + encode_elements(
+        ds, [t for t in tags if t < PIXEL_DATA], implicit=implicit, encodings=encodings
+    )
+    if implicit:
+        header += struct.pack("<HHI", 0x7FE0, 0x0010, pixel.length)
+    else:
+        header += struct.pack("<HH2sHI", 0x7FE0, 0x0010, pixel.VR.encode(), 0, pixel.length)
+    tail = encode_elements(
+        ds, [t for t in tags if t > PIXEL_DATA], implicit=implicit, encodings=encodings
+    )
+    with path.open("wb") as fp:
+        fp.write(header)
+        fp.flush()
+        _copy_range(source, fp.fileno(), pixel.value_tell, pixel.length, len(header))
+        fp.seek(0, os.SEEK_END)
+        fp.write(tail)
+    return True
+
+
+def _copy_range(source: Path, dst_fd: int, offset: int, length: int, dst_offset: int) -> None:
+    with source.open("rb") as src:
+        copied = 0
+        if hasattr(os, "copy_file_range"):
+            try:
+                while copied < length:
+                    n = os.copy_file_range(
+                        src.fileno(),
+                        dst_fd,
+                        length - copied,
+                        offset + copied,
+                        dst_offset + copied,
+                    )
+                    if n == 0:
+                        break
+                    copied += n
+            except OSError:
+                pass  # e.g. across file systems on old kernels: copy in chunks below
+        src.seek(offset + copied)
+        while copied < length:
+            chunk = src.read(min(1 << 20, length - copied))
+            if not chunk:
+                raise EOFError("source ended inside Pixel Data")
+            os.pwrite(dst_fd, chunk, dst_offset + copied)
+            copied += len(chunk)
+
+
 def process_file(
-    src: Path, rel: str, out_dir: Path, qdir: Path, options: list[str], secret: bytes
+    src: Path,
+    rel: str,
+    out_dir: Path,
+    qdir: Path,
+    options: list[str],
+    secret: bytes,
+    recipe: Recipe | None = None,
 ) -> Outcome:
     """De-identify, verify and write one file (runs in a worker process)."""
     outcome = Outcome(source=rel)
-    profile = Profile.from_names(options)
+    profile = _profile(tuple(options))
     try:
-        ds = dcmread(src)
-        problem = incomplete(ds)
+        ds = dcmread(src, defer_size=DEFER_SIZE)
+        problem = incomplete(ds, src.stat().st_size)
     except InvalidDicomError:
         problem = "not-dicom: no DICOM preamble/prefix or unreadable header"
     except Exception as exc:  # truncated/corrupt files raise many kinds of errors
@@ -128,8 +224,8 @@ def process_file(
         outcome.reason = problem
     else:
         try:
-            result = apply(ds, profile, PseudonymKeys(secret))
-            findings = verify(ds, result.dataset, profile)
+            result = apply(ds, profile, PseudonymKeys(secret), recipe)
+            findings = verify(ds, result.dataset, profile, recipe)
         except Exception as exc:
             outcome.reason = f"deidentify-failed: {type(exc).__name__}"
         else:
@@ -140,13 +236,18 @@ def process_file(
                 outcome.findings = [asdict(f) for f in findings]
             else:
                 try:
-                    outcome.output = _write(result.dataset, out_dir)
+                    outcome.output = _write(result.dataset, out_dir, src)
                     return outcome
                 except Exception as exc:
                     outcome.reason = f"write-failed: {type(exc).__name__}"
     outcome.quarantined = True
     _quarantine(src, qdir, rel, outcome)
     return outcome
+
+
+@functools.lru_cache(maxsize=16)
+def _profile(options: tuple[str, ...]) -> Profile:
+    return Profile.from_names(options)
 
 
 def _summary(outcomes: list[Outcome], console: Console) -> Counter[str]:
@@ -179,6 +280,9 @@ def run(
     key_file: Annotated[
         Path | None, typer.Option("--key-file", help="network secret (>= 32 bytes, raw or hex)")
     ] = None,
+    recipe_file: Annotated[
+        Path | None, typer.Option("--recipe", help="site overrides (TOML), validated first")
+    ] = None,
     report: Annotated[Path | None, typer.Option("--report", help="write a JSON report")] = None,
     quarantine: Annotated[
         Path | None, typer.Option("--quarantine", help="default: OUT/../quarantine")
@@ -203,6 +307,18 @@ def run(
     except (OSError, ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--key-file") from None
 
+    recipe: Recipe | None = None
+    if recipe_file is not None:
+        try:
+            recipe = parse_recipe(recipe_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(
+                f"cannot read {recipe_file}: {type(exc).__name__}", param_hint="--recipe"
+            ) from None
+        except RecipeError as exc:
+            raise typer.BadParameter(f"{recipe_file}: {exc}", param_hint="--recipe") from None
+        profile = recipe.apply_to(profile)
+
     output_path.mkdir(parents=True, exist_ok=True)
     qdir = quarantine or output_path.resolve().parent / "quarantine"
     root = input_path if input_path.is_dir() else input_path.parent
@@ -219,12 +335,16 @@ def run(
         task = progress.add_task("de-identifying", total=len(jobs))
         if workers == 1 or len(jobs) < 2:
             for src, rel in jobs:
-                outcomes.append(process_file(src, rel, output_path, qdir, options, keys.secret))
+                outcomes.append(
+                    process_file(src, rel, output_path, qdir, options, keys.secret, recipe)
+                )
                 progress.advance(task)
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 futures = [
-                    pool.submit(process_file, src, rel, output_path, qdir, options, keys.secret)
+                    pool.submit(
+                        process_file, src, rel, output_path, qdir, options, keys.secret, recipe
+                    )
                     for src, rel in jobs
                 ]
                 for future in futures:

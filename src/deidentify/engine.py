@@ -27,11 +27,13 @@ Choices worth knowing
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydicom.dataelem import DataElement
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -46,9 +48,12 @@ from deidentify.profile import (
     Option,
     Profile,
     is_private_creator_tag,
-    is_private_tag,
 )
 from deidentify.uids import is_well_known_uid, keyed_token, keyed_uid
+from deidentify.vrs import element_vr
+
+if TYPE_CHECKING:
+    from deidentify.recipe import Recipe
 
 MIN_SECRET_BYTES = 32
 
@@ -94,16 +99,32 @@ class PseudonymKeys:
         return cls(text)
 
     def patient_pseudonym(self, patient_id: str) -> str:
-        return keyed_token(self.secret, "patient-id", patient_id, 16)
+        return _cached_token(self.secret, "patient-id", patient_id)
 
     def accession_pseudonym(self, accession: str) -> str:
-        return keyed_token(self.secret, "accession", accession, 16)
+        return _cached_token(self.secret, "accession", accession)
 
     def uid(self, uid: str) -> str:
-        return keyed_uid(self.secret, uid)
+        return _cached_uid(self.secret, uid)
 
     def day_offset(self, patient_id: str) -> int:
-        return day_offset(self.secret, patient_id)
+        return _cached_offset(self.secret, patient_id)
+
+
+# A study repeats the same UIDs, IDs and patient keys in every instance: memoise the HMACs.
+@functools.lru_cache(maxsize=65536)
+def _cached_uid(secret: bytes, uid: str) -> str:
+    return keyed_uid(secret, uid)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_token(secret: bytes, domain: str, value: str) -> str:
+    return keyed_token(secret, domain, value, 16)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_offset(secret: bytes, patient_id: str) -> int:
+    return day_offset(secret, patient_id)
 
 
 @dataclass(frozen=True)
@@ -117,30 +138,43 @@ class DeidResult:
 class _Context:
     profile: Profile
     keys: PseudonymKeys
+    source: Dataset
     sop_class_uid: str | None
     patient_pseudonym: str
     date_offset: int | None
-    scrubber: Scrubber
     changes: Counter[str] = field(default_factory=Counter)
     notes: dict[str, None] = field(default_factory=dict)  # ordered set
+    _scrubber: Scrubber | None = None
 
     def note(self, text: str) -> None:
         self.notes[text] = None
 
+    @property
+    def scrubber(self) -> Scrubber:
+        """Built on first use: most instances have no free text to clean."""
+        if self._scrubber is None:
+            include_dates = not self.profile.has(Option.RETAIN_LONG_FULL_DATES)
+            values = identifying_values(self.source, include_dates=include_dates)
+            self._scrubber = Scrubber.for_values(values)
+        return self._scrubber
 
-def apply(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> DeidResult:
-    """De-identify `ds` under `profile`; returns a new dataset and what changed."""
+
+def apply(
+    ds: Dataset, profile: Profile, keys: PseudonymKeys, recipe: Recipe | None = None
+) -> DeidResult:
+    """De-identify `ds` under `profile` (plus a validated site `recipe`, see `recipe.py`);
+    returns a new dataset and what changed."""
+    if recipe is not None:
+        profile = _with_recipe(recipe, profile)
     patient_id = str(ds.get("PatientID", "") or "")
     modified_dates = profile.has(Option.RETAIN_LONG_MODIFIED_DATES)
     ctx = _Context(
         profile=profile,
         keys=keys,
+        source=ds,
         sop_class_uid=str(ds.get("SOPClassUID", "") or "") or None,
         patient_pseudonym=keys.patient_pseudonym(patient_id) if patient_id else "",
         date_offset=keys.day_offset(patient_id) if modified_dates else None,
-        scrubber=Scrubber.for_values(
-            identifying_values(ds, include_dates=not profile.has(Option.RETAIN_LONG_FULL_DATES))
-        ),
     )
     if modified_dates and not patient_id:
         ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
@@ -150,8 +184,22 @@ def apply(ds: Dataset, profile: Profile, keys: PseudonymKeys) -> DeidResult:
         new_meta = FileMetaDataset()
         new_meta.update(_walk(meta, ctx, depth=0, clean_text=False))
         out.file_meta = new_meta
+    # Deferred values (Pixel Data read with `defer_size`) stay on disk: the output reads them
+    # from the same file when it is written.
+    carry_deferred_source(ds, out)
     _mark(out, profile, ctx)
     return DeidResult(dataset=out, changes=ctx.changes, notes=tuple(ctx.notes))
+
+
+_DEFERRED_SOURCE_ATTRS = ("filename", "buffer", "fileobj_type", "timestamp")
+
+
+def carry_deferred_source(src: Dataset, dst: Dataset) -> None:
+    """Let `dst` read deferred values of `src`'s elements from where `src` was read."""
+    if getattr(src, "filename", None) is None and getattr(src, "buffer", None) is None:
+        return
+    for attr in _DEFERRED_SOURCE_ATTRS:
+        setattr(dst, attr, getattr(src, attr, None))
 
 
 def _mark(out: Dataset, profile: Profile, ctx: _Context) -> None:
@@ -178,61 +226,104 @@ def _mark(out: Dataset, profile: Profile, ctx: _Context) -> None:
 
 
 def _walk(src: Dataset, ctx: _Context, *, depth: int, clean_text: bool) -> Dataset:
-    out = Dataset()
+    """The de-identified copy of one dataset (the top level, file meta or a sequence item).
+
+    Elements are read with `get_item(..., keep_deferred=True)`: kept elements that need no
+    change are passed through as they are (raw bytes stay raw, deferred values stay on disk);
+    only elements whose value the profile needs are decoded.
+    """
+    elements: dict[Any, DataElement | RawDataElement] = {}
+    tags = list(src.keys())
     creators: dict[tuple[int, int], str] = {}
-    for elem in src:
-        if is_private_creator_tag(int(elem.tag)) and isinstance(elem.value, str | bytes):
-            value = elem.value.decode("latin-1") if isinstance(elem.value, bytes) else elem.value
-            creators[(elem.tag.group, elem.tag.element)] = value.strip()
-    dropped_overlays = _overlay_groups_to_drop(src, ctx)
+    for tag in tags:
+        if is_private_creator_tag(int(tag)):
+            value = src.get_item(tag, keep_deferred=True).value
+            if isinstance(value, bytes):
+                value = value.decode("latin-1").rstrip("\x00 ")
+            if isinstance(value, str):
+                creators[(tag >> 16, tag & 0xFFFF)] = value.strip()
+    dropped_overlays = _overlay_groups_to_drop(src, tags, ctx)
+    # Types in the IOD apply to top-level attributes only (nested ones: conservative).
+    sop_class = ctx.sop_class_uid if depth == 0 else None
+    action_for = ctx.profile.action_for
     kept_blocks: set[tuple[int, int]] = set()
 
-    for elem in src:
-        tag = int(elem.tag)
+    for tag in tags:
         group, element = tag >> 16, tag & 0xFFFF
         if element == 0x0000:
             continue  # group length: recomputed on write
         if group in dropped_overlays:
             ctx.changes["X"] += 1
             continue
-        if is_private_tag(tag):
-            if is_private_creator_tag(tag):
-                continue  # added below if any element of its block is kept
+        elem = src.get_item(tag, keep_deferred=True)
+        vr = element_vr(elem)
+        if group % 2:  # private
+            if 0x0010 <= element <= 0x00FF:
+                continue  # creator: added below if any element of its block is kept
             block = (group, element >> 8)
-            creator = creators.get(block)
-            action = ctx.profile.action_for(tag, vr=elem.VR, private_creator=creator)
+            action = action_for(tag, vr=vr, private_creator=creators.get(block))
             if action is not Action.K or element < 0x1000:
                 ctx.changes["X"] += 1
                 continue
             kept_blocks.add(block)
-            new: DataElement | None = _keep(elem, ctx, depth, clean_text)
         elif tag in _FILE_META_AE_TAGS and not ctx.profile.has(Option.RETAIN_DEVICE_IDENTITY):
             ctx.changes["X"] += 1
             continue
         else:
-            action = ctx.profile.action_for(tag, vr=elem.VR, sop_class_uid=ctx.sop_class_uid)
-            new = _act(elem, action, ctx, depth, clean_text)
+            action = action_for(tag, vr=vr, sop_class_uid=sop_class)
+        if action is Action.X:
+            ctx.changes["X"] += 1
+            continue
+        if action is Action.K and _passes_through(tag, vr, clean_text):
+            elements[elem.tag] = (
+                elem if isinstance(elem, RawDataElement) else DataElement(tag, vr, elem.value)
+            )
+            continue
+        full = src[tag]  # decoded (the value is needed)
+        new = (
+            _keep(full, ctx, depth, clean_text)
+            if action is Action.K
+            else (_act(full, action, ctx, depth, clean_text))
+        )
         if new is not None:
-            out.add(new)
+            elements[new.tag] = new
 
     for creator_group, creator_block in sorted(kept_blocks):
         creator_tag = (creator_group << 16) | creator_block
-        out.add(DataElement(creator_tag, "LO", creators[(creator_group, creator_block)]))
+        creator_elem = DataElement(creator_tag, "LO", creators[(creator_group, creator_block)])
+        elements[creator_elem.tag] = creator_elem
+    out = Dataset(dict(sorted(elements.items())))
+    # Same encoding as the source, so raw elements are written as they are (no re-encoding).
+    implicit, little = src.original_encoding
+    out.set_original_encoding(implicit, little, src.original_character_set or None)
+    out.is_undefined_length_sequence_item = src.is_undefined_length_sequence_item
     return out
 
 
-def _overlay_groups_to_drop(src: Dataset, ctx: _Context) -> set[int]:
+def _passes_through(tag: int, vr: str, clean_text: bool) -> bool:
+    """A kept element whose value needs no look: not a sequence, age, or text to clean."""
+    if vr in ("SQ", "AS"):
+        return False
+    return not (clean_text and vr in _TEXT_VRS and keyword_for_tag(tag) not in CODE_KEYWORDS)
+
+
+def _overlay_groups_to_drop(src: Dataset, tags: list[Any], ctx: _Context) -> set[int]:
     groups: set[int] = set()
-    for elem in src:
-        tag = int(elem.tag)
+    for tag in tags:
         group = tag >> 16
         if 0x6000 <= group <= 0x60FF and not group % 2 and tag & 0xFFFF == _OVERLAY_DATA_ELEMENT:
-            action = ctx.profile.action_for(tag, vr=elem.VR, sop_class_uid=ctx.sop_class_uid)
+            vr = element_vr(src.get_item(tag, keep_deferred=True))
+            action = ctx.profile.action_for(int(tag), vr=vr, sop_class_uid=ctx.sop_class_uid)
             if action is not Action.K:
                 groups.add(group)
                 if action is Action.C:
                     ctx.note(f"clean-graphics: overlay group {group:04X} removed, not cleaned")
     return groups
+
+
+@functools.lru_cache(maxsize=256)
+def _with_recipe(recipe: Recipe, profile: Profile) -> Profile:
+    return recipe.apply_to(profile)
 
 
 def _act(
@@ -242,7 +333,11 @@ def _act(
     if action is Action.X:
         ctx.changes["X"] += 1
         return None
-    if tag in (TAG_PATIENT_ID, TAG_PATIENT_NAME, TAG_ACCESSION) and action is not Action.K:
+    if (
+        tag in (TAG_PATIENT_ID, TAG_PATIENT_NAME, TAG_ACCESSION)
+        and action is not Action.K
+        and tag not in ctx.profile.override_map
+    ):
         return _pseudonym(elem, ctx)
     if action is Action.Z:
         ctx.changes["Z"] += 1
@@ -259,7 +354,8 @@ def _act(
         if vr == "SQ":
             return _sequence(elem, ctx, depth, clean=True)
         ctx.changes["D"] += 1
-        return DataElement(tag, vr, dummy_value(vr))
+        site_value = ctx.profile.replacement_for(tag)
+        return DataElement(tag, vr, dummy_value(vr) if site_value is None else site_value)
     return _clean(elem, ctx, depth)
 
 

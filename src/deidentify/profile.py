@@ -7,9 +7,18 @@
 Combined actions
 ----------------
 PS3.15 resolves X/Z, X/D, Z/D, X/Z/D and X/Z/U* by the attribute's Type in the IOD of the SOP
-class (Type 1 -> D, Type 2 -> Z, Type 3 -> X). Until a per-IOD Type table is generated, they are
-resolved conservatively, keeping both privacy and validity: the result never keeps a value, and
-never removes an attribute that might be Type 1 or 2 in the IOD:
+class. With `sop_class_uid` of a SOP class in the generated Type table
+(`deidentify/data/iod_types.json`, built from highdicom's copy of the standard's IOD tables),
+a top-level attribute resolves to:
+
+    Type 1 / 1C  -> D  (X/Z/U* on a UI element or a sequence: U, keep and remap every UID)
+    Type 2 / 2C  -> Z  (X/D, which has no Z: D)
+    Type 3 / not in the IOD -> X
+
+Without a SOP class (nested elements, whose Type depends on the enclosing sequence), or for a SOP
+class the table does not know, they are resolved conservatively, keeping both privacy and
+validity: the result never keeps a value, and never removes an attribute that might be Type 1
+or 2 in the IOD:
 
     X/Z -> Z     X/D -> D     Z/D -> D     X/Z/D -> D
     X/Z/U* -> U for UI elements and sequences (keep, remap every UID inside), else Z
@@ -20,6 +29,13 @@ Each option column overrides the basic action for the rows it lists. When severa
 list the same row (e.g. Date of Last Detector Calibration under retain-device-identity and
 retain-long-modified-dates), K (keep) wins over C (clean), which wins over the basic action.
 
+Site recipes
+------------
+A validated site recipe (`deidentify.recipe`) becomes part of the profile
+(`Recipe.apply_to(profile)`): its per-attribute overrides win over everything above, wherever
+the attribute occurs (keep -> K, remove -> X, empty -> Z, replace -> D with the site's value,
+see `Profile.replacement_for`), and its private keeps are kept as K whatever the options.
+
 Attributes not listed in Table E.1-1 are kept (K), except UI elements that are not
 well-known class/syntax/scheme UIDs: those are treated as instance UIDs (U) so that rows added
 by later editions (new Referenced*UID attributes) are not leaked.
@@ -27,13 +43,13 @@ by later editions (new Referenced*UID attributes) are not leaked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pydicom.datadict import keyword_for_tag
 
-from deidentify.tables import Rule, e1_1, safe_private_signatures
+from deidentify.tables import Rule, e1_1, iod_types, safe_private_signatures
 
 
 class Option(StrEnum):
@@ -88,6 +104,8 @@ OPTION_CODES: dict[Option, tuple[str, str]] = {
     Option.RETAIN_INSTITUTION_IDENTITY: ("113112", "Retain Institution Identity Option"),
 }
 
+_ACTION_CACHE_SIZE = 100_000  # distinct (tag, VR, creator, SOP class) keys memoised per profile
+_COMBINED = frozenset({"X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"})
 _CONSERVATIVE: dict[str, Action] = {
     "X/Z": Action.Z,
     "X/D": Action.D,
@@ -127,14 +145,31 @@ def is_private_creator_tag(tag: int) -> bool:
 
 
 @dataclass(frozen=True)
+class Override:
+    """A site recipe's decision for one public attribute (K, X, Z, or D with `value`)."""
+
+    action: Action
+    value: str | None = None  # the replacement (DICOM string form) when action is D
+
+
+@dataclass(frozen=True)
 class Profile:
-    """The Basic Application Level Confidentiality Profile plus a set of options."""
+    """The Basic Application Level Confidentiality Profile plus a set of options.
+
+    `overrides`, `private_keep` and `recipe_id` come from a site recipe (empty by default).
+    """
 
     options: frozenset[Option] = field(default_factory=frozenset)
+    overrides: frozenset[tuple[int, Override]] = field(default_factory=frozenset)
+    # (private creator, group, element byte or None for every element of the creator's block)
+    private_keep: frozenset[tuple[str, int, int | None]] = field(default_factory=frozenset)
+    recipe_id: str = ""
 
     def __post_init__(self) -> None:
         opts = frozenset(Option(o) for o in self.options)
         object.__setattr__(self, "options", opts)
+        object.__setattr__(self, "_override_map", dict(self.overrides))
+        object.__setattr__(self, "_action_cache", {})
         if {Option.RETAIN_LONG_FULL_DATES, Option.RETAIN_LONG_MODIFIED_DATES} <= opts:
             raise ValueError(
                 "options retain-long-full-dates and retain-long-modified-dates are alternatives; "
@@ -163,11 +198,25 @@ class Profile:
     def has(self, option: Option) -> bool:
         return option in self.options
 
+    @property
+    def override_map(self) -> Mapping[int, Override]:
+        """Recipe overrides by tag."""
+        overrides: Mapping[int, Override] = self.__dict__["_override_map"]
+        return overrides
+
+    def replacement_for(self, tag: int) -> str | None:
+        """The site recipe's replacement value for a D override (None: use the dummy)."""
+        override = self.override_map.get(int(tag))
+        return override.value if override is not None else None
+
     def method_values(self) -> list[str]:
-        """DeidentificationMethod values (LO, each at most 64 characters): profile, then options."""
+        """DeidentificationMethod values (LO, each at most 64 characters): profile, options, and
+        the site recipe's checksum when there is one."""
+        recipe = [f"site recipe sha256:{self.recipe_id[:16]}"] if self.recipe_id else []
         return [
             f"Hexchange PS3.15 E.1-1 {e1_1().edition} Basic Profile",
             *sorted(o.value for o in self.options),
+            *recipe,
         ]
 
     @property
@@ -206,23 +255,45 @@ class Profile:
     ) -> Action:
         """The resolved action for one attribute.
 
-        `sop_class_uid` is accepted for Type-based resolution of combined actions; the current
-        resolution is the documented conservative one and does not depend on it.
+        `sop_class_uid` selects Type-based resolution of combined actions (see the module
+        docstring); pass it for top-level attributes only: a nested attribute's Type depends on
+        its sequence, so nested combined actions resolve conservatively.
         """
-        tag = int(tag)
+        key = (tag, vr, private_creator, sop_class_uid)
+        cache: dict[tuple[int, str, str | None, str | None], Action]
+        cache = self.__dict__["_action_cache"]
+        action = cache.get(key)
+        if action is None:
+            action = self._action_for(int(tag), vr, private_creator, sop_class_uid)
+            if len(cache) < _ACTION_CACHE_SIZE:
+                cache[key] = action
+        return action
+
+    def _action_for(
+        self, tag: int, vr: str, private_creator: str | None, sop_class_uid: str | None
+    ) -> Action:
         if is_private_tag(tag):
             return self._private_action(tag, private_creator)
+        override = self.override_map.get(tag)
+        if override is not None:
+            return override.action
         raw = self.raw_action_for(tag)
         if raw is None:
             return self._unlisted_action(tag, vr)
-        return _resolve(raw, vr, sop_class_uid)
+        return _resolve(raw, tag, vr, sop_class_uid)
 
     def _private_action(self, tag: int, private_creator: str | None) -> Action:
-        if not self.has(Option.RETAIN_SAFE_PRIVATE) or private_creator is None:
-            return Action.X
-        if is_private_creator_tag(tag):
+        if private_creator is None or is_private_creator_tag(tag):
             return Action.X  # creators are kept by the engine when one of their elements is
-        key = (private_creator.strip(), tag >> 16, tag & 0xFF)
+        creator, group = private_creator.strip(), tag >> 16
+        if self.private_keep and (
+            (creator, group, tag & 0xFF) in self.private_keep
+            or (creator, group, None) in self.private_keep
+        ):
+            return Action.K
+        if not self.has(Option.RETAIN_SAFE_PRIVATE):
+            return Action.X
+        key = (creator, group, tag & 0xFF)
         return Action.K if key in safe_private_signatures() else Action.X
 
     def _unlisted_action(self, tag: int, vr: str) -> Action:
@@ -236,10 +307,17 @@ class Profile:
         return Action.K
 
 
-def _resolve(raw: str, vr: str, sop_class_uid: str | None) -> Action:
-    del sop_class_uid  # reserved for the per-IOD Type table
-    if raw in _CONSERVATIVE:
+def _resolve(raw: str, tag: int, vr: str, sop_class_uid: str | None) -> Action:
+    if raw not in _COMBINED:
+        return Action(raw)
+    types = iod_types().types_for(sop_class_uid) if sop_class_uid else None
+    if types is None:  # unknown SOP class or nested attribute: conservative
+        if raw == "X/Z/U*":
+            return Action.U if vr in ("UI", "SQ") else Action.Z
         return _CONSERVATIVE[raw]
-    if raw == "X/Z/U*":
-        return Action.U if vr in ("UI", "SQ") else Action.Z
-    return Action(raw)
+    typ = types.get(tag, "3")
+    if typ in ("1", "1C"):
+        return Action.U if raw == "X/Z/U*" and vr in ("UI", "SQ") else Action.D
+    if typ in ("2", "2C"):
+        return Action.Z if "Z" in raw.split("/") else Action.D
+    return Action.X

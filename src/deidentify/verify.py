@@ -18,12 +18,15 @@ Findings name the attribute (tag, keyword) and its location (path) - never the v
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.charset import convert_encodings
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -35,6 +38,10 @@ from deidentify.profile import (
     is_private_creator_tag,
     is_private_tag,
 )
+from deidentify.vrs import element_vr
+
+if TYPE_CHECKING:
+    from deidentify.recipe import Recipe
 
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _MIN_NEEDLE = 3
@@ -65,6 +72,7 @@ _IDENTIFYING: dict[str, bool] = {
     "StationName": False,
     "DeviceSerialNumber": False,
 }
+IDENTIFYING_KEYWORDS = frozenset(_IDENTIFYING)
 
 
 @dataclass(frozen=True)
@@ -80,35 +88,88 @@ def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def _walk(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, DataElement, dict[int, str]]]:
-    """(path, element, private creators of its dataset) for every element at every depth."""
+_IDENTIFYING_TAGS: dict[int, bool] = {
+    int(tag_for_keyword(k) or 0): is_name for k, is_name in _IDENTIFYING.items()
+}
+_WORD = rb"[0-9A-Za-z]"
+
+
+@functools.lru_cache(maxsize=8192)
+def _keyword(tag: int) -> str:
+    return str(keyword_for_tag(tag) or "")
+
+
+@dataclass
+class _Element:
+    """One element of a dataset as verify sees it: never decoded unless needed."""
+
+    tag: int
+    vr: str
+    elem: DataElement | RawDataElement
+    prefix: str  # path of the enclosing item, e.g. "ContentSequence[0]."
+    creators: dict[int, str]
+    ds: Dataset  # the dataset (or sequence item) holding the element
+
+    @property
+    def path(self) -> str:
+        return f"{self.prefix}{_keyword(self.tag) or _tag_text(self.tag)}"
+
+
+def _items(elem: DataElement | RawDataElement, ds: Dataset) -> list[Dataset]:
+    if isinstance(elem, RawDataElement):
+        elem = ds[elem.tag]  # sequences are decoded into their items (values stay raw)
+    return list(elem.value or [])
+
+
+def _walk(ds: Dataset, prefix: str = "") -> Iterator[_Element]:
+    """Every element at every depth, in file order (tag order within a dataset)."""
     creators: dict[int, str] = {}
-    for elem in ds:
-        if is_private_creator_tag(int(elem.tag)):
-            value = elem.value.decode("latin-1") if isinstance(elem.value, bytes) else elem.value
-            creators[(int(elem.tag) >> 16 << 8) | (int(elem.tag) & 0xFF)] = str(value).strip()
-    for elem in ds:
-        name = elem.keyword or _tag_text(int(elem.tag))
-        path = f"{prefix}{name}"
-        yield path, elem, creators
-        if elem.VR == "SQ":
-            for i, item in enumerate(elem.value or []):
-                yield from _walk(item, f"{path}[{i}].")
+    tags = list(ds.keys())
+    for tag in tags:
+        if is_private_creator_tag(int(tag)):
+            text = _text(ds.get_item(tag, keep_deferred=True))
+            creators[(int(tag) >> 16 << 8) | (int(tag) & 0xFF)] = text.strip()
+    for tag in tags:
+        elem = ds.get_item(tag, keep_deferred=True)
+        vr = element_vr(elem)
+        found = _Element(int(tag), vr, elem, prefix, creators, ds)
+        yield found
+        if vr == "SQ":
+            for i, item in enumerate(_items(elem, ds)):
+                yield from _walk(item, f"{found.path}[{i}].")
 
 
-def _all_elements(ds: Dataset) -> Iterator[tuple[str, DataElement, dict[int, str]]]:
+def _all_elements(ds: Dataset) -> Iterator[_Element]:
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         yield from _walk(meta, "file_meta.")
     yield from _walk(ds)
 
 
-def _text_values(elem: DataElement) -> list[str]:
+def _value_bytes(elem: DataElement | RawDataElement, ds: Dataset | None = None) -> bytes:
+    """The element's value as bytes: raw bytes as read, or decoded values joined by '\\'."""
     value = elem.value
+    if value is None and isinstance(elem, RawDataElement) and elem.length and ds is not None:
+        value = ds[elem.tag].value  # deferred (large) value: read it to search it
     if value is None:
-        return []
+        return b""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
     items = value if isinstance(value, MultiValue | list | tuple) else [value]
-    return [str(v).strip() for v in items if str(v).strip()]
+    return "\\".join(str(v) for v in items).encode("utf-8", "replace")
+
+
+def _text(elem: DataElement | RawDataElement) -> str:
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1").rstrip("\x00 ")
+    if value is None:
+        return ""
+    return str(value)
+
+
+def _split(data: bytes) -> list[bytes]:
+    return [v for v in (p.strip(b"\x00 ") for p in data.split(b"\\")) if v]
 
 
 def _name_forms(value: str) -> set[str]:
@@ -126,107 +187,133 @@ def _name_forms(value: str) -> set[str]:
     return forms
 
 
-def _needles(original: Dataset, profile: Profile) -> dict[str, set[str]]:
-    """keyword -> identifying values of the original that must not appear in the output."""
-    found: dict[str, set[str]] = {}
-    for path, elem, _ in _walk(original):
-        keyword = elem.keyword
-        if keyword not in _IDENTIFYING or elem.VR == "SQ":
-            continue
-        if profile.action_for(int(elem.tag), vr=elem.VR) is Action.K:
-            continue  # retained by an option (e.g. institution identity)
-        del path
-        values: set[str] = set()
-        for text in _text_values(elem):
-            values |= _name_forms(text) if _IDENTIFYING[keyword] else {text}
-        values = {v for v in values if len(v) >= _MIN_NEEDLE}
-        if values:
-            found.setdefault(keyword, set()).update(values)
+def _codecs(ds: Dataset) -> list[str]:
+    """Python codecs the output's text may be encoded with (utf-8 for decoded values)."""
+    found = ["utf-8"]
+    charset = ds.get_item(0x00080005, keep_deferred=True) if 0x00080005 in ds else None
+    if charset is not None:
+        terms = [t.decode("ascii", "replace") for t in _split(_value_bytes(charset))]
+        for codec in convert_encodings(terms or [""]):
+            if codec not in found:
+                found.append(codec)
+    else:
+        found.append("iso8859")
     return found
 
 
-def _element_bytes(elem: DataElement) -> bytes:
+def _from_original(original: Dataset, profile: Profile) -> tuple[dict[str, set[str]], set[bytes]]:
+    """One pass over the original: (keyword -> identifying values that must not appear in the
+    output, instance UIDs that must not survive)."""
+    needles: dict[str, set[str]] = {}
+    uids: set[bytes] = set()
+    for item in _all_elements(original):
+        if item.vr == "UI":
+            keyword = _keyword(item.tag)
+            if is_non_instance_uid_keyword(keyword):
+                continue
+            if item.tag >> 16 == 0x0002 and keyword != "MediaStorageSOPInstanceUID":
+                continue
+            uids.update(
+                u for u in _split(_value_bytes(item.elem)) if not u.startswith(b"1.2.840.10008.")
+            )
+            continue
+        is_name = _IDENTIFYING_TAGS.get(item.tag)
+        if is_name is None or item.vr == "SQ" or item.tag >> 16 == 0x0002:
+            continue
+        if profile.action_for(item.tag, vr=item.vr) is Action.K:
+            continue  # retained by an option or the site recipe (e.g. institution identity)
+        values: set[str] = set()
+        texts = [str(v).strip() for v in _decoded_values(item.ds[item.tag])]
+        for text in (t for t in texts if t):
+            values |= _name_forms(text) if is_name else {text}
+        values = {v for v in values if len(v) >= _MIN_NEEDLE}
+        if values:
+            needles.setdefault(_keyword(item.tag), set()).update(values)
+    return needles, uids
+
+
+def _decoded_values(elem: DataElement) -> list[Any]:
     value = elem.value
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    return "\\".join(_text_values(elem)).encode("utf-8", "replace")
+    if value is None:
+        return []
+    return list(value) if isinstance(value, MultiValue | list | tuple) else [value]
 
 
-def _instance_uids(ds: Dataset) -> set[str]:
-    uids: set[str] = set()
-    for _, elem, _ in _all_elements(ds):
-        if elem.VR != "UI" or is_non_instance_uid_keyword(elem.keyword or ""):
-            continue
-        if int(elem.tag) >> 16 == 0x0002 and elem.keyword != "MediaStorageSOPInstanceUID":
-            continue
-        uids.update(u for u in _text_values(elem) if not u.startswith("1.2.840.10008."))
-    return uids
+def _needle_pattern(
+    needles: dict[str, set[str]], codecs: list[str]
+) -> tuple[re.Pattern[bytes] | None, dict[bytes, set[str]]]:
+    """One case-insensitive pattern for every needle in every codec, and needle -> sources."""
+    sources: dict[bytes, set[str]] = {}
+    for keyword, values in needles.items():
+        for value in values:
+            for codec in codecs:
+                try:
+                    encoded = value.encode(codec)
+                except (UnicodeEncodeError, LookupError):
+                    continue
+                sources.setdefault(encoded.lower(), set()).add(keyword)
+    if not sources:
+        return None, sources
+    alternation = b"|".join(re.escape(v) for v in sorted(sources, key=len, reverse=True))
+    pattern = re.compile(
+        rb"(?<!" + _WORD + rb")(?:" + alternation + rb")(?!" + _WORD + rb")", re.IGNORECASE
+    )
+    return pattern, sources
 
 
-def verify(original: Dataset, output: Dataset, profile: Profile) -> list[Finding]:
-    """Check `output` (the de-identified `original`) against `profile`; [] when clean."""
+def verify(
+    original: Dataset, output: Dataset, profile: Profile, recipe: Recipe | None = None
+) -> list[Finding]:
+    """Check `output` (the de-identified `original`) against `profile` (and the site recipe it
+    was made with: attributes the recipe keeps are neither "removed" nor searched for); [] when
+    clean."""
+    if recipe is not None:
+        profile = recipe.apply_to(profile)
     findings: list[Finding] = []
     sop_class = str(original.get("SOPClassUID", "") or "") or None
+    needles, original_uids = _from_original(original, profile)
+    pattern, sources = _needle_pattern(needles, _codecs(output))
+    old_uids = set() if profile.has(Option.RETAIN_UIDS) else original_uids
 
-    needles = _needles(original, profile)
-    patterns = {
-        keyword: re.compile(
-            rb"(?<![0-9A-Za-z])(?:"
-            + b"|".join(re.escape(v.encode("utf-8")) for v in sorted(values, key=len, reverse=True))
-            + rb")(?![0-9A-Za-z])",
-            re.IGNORECASE,
-        )
-        for keyword, values in needles.items()
-    }
-    old_uids = set() if profile.has(Option.RETAIN_UIDS) else _instance_uids(original)
+    def finding(code: str, item: _Element, message: str) -> None:
+        keyword = _keyword(item.tag)
+        name = keyword or _tag_text(item.tag)
+        findings.append(Finding(code, _tag_text(item.tag), keyword, item.path, f"{name} {message}"))
 
-    for path, elem, creators in _all_elements(output):
-        tag = int(elem.tag)
-        keyword = elem.keyword or keyword_for_tag(tag) or ""
+    # One pass over the output; text is searched in one buffer, attributed only on a hit.
+    chunks: list[bytes] = []
+    owners: list[_Element] = []
+    for item in _all_elements(output):
+        tag = item.tag
         if tag & 0xFFFF and not is_private_creator_tag(tag):
             creator = (
-                creators.get((tag >> 16 << 8) | ((tag >> 8) & 0xFF))
+                item.creators.get((tag >> 16 << 8) | ((tag >> 8) & 0xFF))
                 if is_private_tag(tag)
                 else None
             )
             action = profile.action_for(
-                tag, vr=elem.VR, private_creator=creator, sop_class_uid=sop_class
+                tag,
+                vr=item.vr,
+                private_creator=creator,
+                sop_class_uid=None if "[" in item.path else sop_class,  # Types: top level only
             )
             if action is Action.X:
-                findings.append(
-                    Finding(
-                        "removed-attribute-present",
-                        _tag_text(tag),
-                        keyword,
-                        path,
-                        f"{keyword or _tag_text(tag)} is removed by the profile but present",
-                    )
-                )
-        if tag in _PIXEL_TAGS or elem.VR == "SQ":
+                finding("removed-attribute-present", item, "is removed by the profile but present")
+        if tag in _PIXEL_TAGS or item.vr == "SQ":
             continue
-        data = _element_bytes(elem)
-        for source, pattern in patterns.items():
-            if pattern.search(data):
-                findings.append(
-                    Finding(
-                        "identifying-value-present",
-                        _tag_text(tag),
-                        keyword,
-                        path,
-                        f"{keyword or _tag_text(tag)} contains the original {source}",
-                    )
-                )
-        if elem.VR == "UI" and old_uids and old_uids.intersection(_text_values(elem)):
-            findings.append(
-                Finding(
-                    "uid-not-remapped",
-                    _tag_text(tag),
-                    keyword,
-                    path,
-                    f"{keyword or _tag_text(tag)} still holds a UID of the original",
-                )
-            )
+        data = _value_bytes(item.elem, item.ds)
+        if not data:
+            continue
+        if item.vr == "UI" and old_uids and old_uids.intersection(_split(data)):
+            finding("uid-not-remapped", item, "still holds a UID of the original")
+        chunks.append(data)
+        owners.append(item)
 
+    if pattern is not None:
+        for data, item in zip(chunks, owners, strict=True) if _any_hit(pattern, chunks) else ():
+            hits = {m.group(0).lower() for m in pattern.finditer(data)}
+            for source in sorted(set().union(*(sources[h] for h in hits)) if hits else ()):
+                finding("identifying-value-present", item, f"contains the original {source}")
     if str(output.get("PatientIdentityRemoved", "")).upper() != "YES":
         findings.append(
             Finding(
@@ -238,3 +325,8 @@ def verify(original: Dataset, output: Dataset, profile: Profile) -> list[Finding
             )
         )
     return findings
+
+
+def _any_hit(pattern: re.Pattern[bytes], chunks: list[bytes]) -> bool:
+    # NUL separators: a needle never spans two elements, word boundaries hold at the edges.
+    return pattern.search(b"\x00".join(chunks)) is not None

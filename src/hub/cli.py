@@ -64,6 +64,15 @@ def site_add(
     ttl_minutes: Annotated[int, typer.Option(help="Token lifetime in minutes")] = 60,
 ) -> None:
     """Register a site and print a one-time enrollment token for it on stdout."""
+    from certs.identity import is_valid_name
+
+    for label, value in (("--org", org), ("--site", site)):
+        if not is_valid_name(value):
+            err.print(
+                f"[red]{label} {value!r} is not a valid id: use 1-63 lowercase letters, "
+                "digits and hyphens, starting with a letter or digit"
+            )
+            raise typer.Exit(2)
     settings = _settings(data_dir)
     engine = make_engine(settings.db_url)
     create_schema(engine)
@@ -185,6 +194,25 @@ def policy_clear(
         _print_policy(
             policy.replace_rules(session, org, site, [], actor="cli:network-admin"), False
         )
+
+
+audit_app = typer.Typer(help="The hub's append-only audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(data_dir: DataDir) -> None:
+    """Check every link of the audit hash chain; exit 1 at the first break."""
+    from hub.audit import verify_chain
+
+    settings = _settings(data_dir)
+    with Session(make_engine(settings.db_url)) as session:
+        try:
+            count = verify_chain(session)
+        except ValueError as exc:
+            err.print(f"[red]{exc}")
+            raise typer.Exit(1) from exc
+    err.print(f"audit chain intact: {count} events")
 
 
 @app.command()

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from certs.identity import SiteIdentity
 from hub import audit
 from hub.errors import NotFound
-from hub.models import Bundle, Delivery, Site, utcnow
+from hub.models import Bundle, Delivery, SiteCertificate, utcnow
 from wire.api import Delivery as DeliveryModel
 
 
@@ -28,9 +28,7 @@ def pending_for(session: Session, identity: SiteIdentity, limit: int) -> list[De
     ).all()
     out: list[DeliveryModel] = []
     for delivery, bundle in rows:
-        sender = session.exec(
-            select(Site).where(Site.org == bundle.sender_org, Site.site == bundle.sender_site)
-        ).first()
+        sender = session.get(SiteCertificate, bundle.signer_serial)
         out.append(
             DeliveryModel(
                 bundle_id=bundle.bundle_id,
@@ -41,7 +39,7 @@ def pending_for(session: Session, identity: SiteIdentity, limit: int) -> list[De
                 payload_bytes=bundle.payload_bytes,
                 chunk_count=bundle.chunk_count,
                 created_at=_aware(delivery.created_at),
-                sender_certificate_pem=(sender.certificate_pem or "") if sender else "",
+                sender_certificate_pem=sender.certificate_pem if sender else "",
             )
         )
     return out

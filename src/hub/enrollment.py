@@ -16,8 +16,14 @@ from certs.identity import site_identity_from_certificate
 from certs.registry import CADirectory
 from hub import audit
 from hub.errors import EnrollmentRefused
-from hub.models import Organization, Site, utcnow
-from wire.api import EnrollRequest, EnrollResponse, encryption_key_message
+from hub.models import Organization, Site, SiteCertificate, utcnow
+from wire.api import (
+    EnrollRequest,
+    EnrollResponse,
+    RenewRequest,
+    RenewResponse,
+    encryption_key_message,
+)
 
 
 def ensure_site(
@@ -63,6 +69,14 @@ def enroll(
     cert_pem = cert.public_bytes(Encoding.PEM).decode()
     site.certificate_pem = cert_pem
     site.certificate_serial = f"{cert.serial_number:x}"
+    session.add(
+        SiteCertificate(
+            serial=site.certificate_serial,
+            org=identity.org,
+            site=identity.site,
+            certificate_pem=cert_pem,
+        )
+    )
     site.encryption_public_key = request.encryption_public_key
     site.encryption_key_signature = request.encryption_key_signature
     site.encryption_key_id = hashlib.sha256(raw_key).hexdigest()[:32]
@@ -83,3 +97,57 @@ def enroll(
         site=identity.site,
         hub_receipt_public_key_pem=receipt_public_pem,
     )
+
+
+def renew(
+    session: Session, registry: CADirectory, current_pem: str, request: RenewRequest
+) -> RenewResponse:
+    """A fresh certificate for a new key of the same site; the encryption key is re-signed."""
+    from cryptography import x509
+
+    current = x509.load_pem_x509_certificate(current_pem.encode())
+    identity = site_identity_from_certificate(current)
+    site = session.exec(
+        select(Site).where(Site.org == identity.org, Site.site == identity.site)
+    ).first()
+    if site is None or site.encryption_public_key is None:
+        raise EnrollmentRefused(f"site {identity.org}/{identity.site} is not enrolled here")
+    try:
+        signature = base64.b64decode(request.encryption_key_signature, validate=True)
+    except ValueError as exc:
+        raise EnrollmentRefused("the encryption key signature is not valid base64") from exc
+    try:
+        cert = registry.renew(current, request.csr_pem.encode())
+    except CertsError as exc:
+        raise EnrollmentRefused(str(exc)) from exc
+    public_key = cert.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    raw_key = base64.b64decode(site.encryption_public_key)
+    try:
+        public_key.verify(signature, encryption_key_message(raw_key), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature as exc:
+        registry.revoke(cert.serial_number, reason="renewal aborted: bad key signature")
+        raise EnrollmentRefused(
+            "the encryption key is not signed by the key in the CSR; renewal refused"
+        ) from exc
+    cert_pem = cert.public_bytes(Encoding.PEM).decode()
+    site.certificate_pem = cert_pem
+    site.certificate_serial = f"{cert.serial_number:x}"
+    session.add(
+        SiteCertificate(
+            serial=site.certificate_serial,
+            org=identity.org,
+            site=identity.site,
+            certificate_pem=cert_pem,
+        )
+    )
+    site.encryption_key_signature = request.encryption_key_signature
+    session.add(site)
+    audit.record(
+        session,
+        actor=f"site:{identity.org}/{identity.site}",
+        action="site.renew",
+        subject=site.certificate_serial,
+    )
+    session.commit()
+    return RenewResponse(certificate_pem=cert_pem)

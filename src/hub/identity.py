@@ -36,6 +36,12 @@ def identity_from_scope(scope: dict[str, Any], *, is_revoked: Any) -> SiteIdenti
     return identity
 
 
+def client_certificate_pem(scope: dict[str, Any]) -> str:
+    """PEM of the verified client certificate of this connection (after `identity_from_scope`)."""
+    leaf = next(iter(scope["extensions"]["tls"]["client_cert_chain"]))
+    return leaf.decode() if isinstance(leaf, bytes) else str(leaf)
+
+
 def current_site(request: Request) -> SiteIdentity:
     registry = request.app.state.ca_directory
     return identity_from_scope(request.scope, is_revoked=registry.is_revoked)

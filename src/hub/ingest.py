@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -17,7 +18,15 @@ from sqlmodel import Session, select
 from certs.identity import SiteIdentity
 from hub import audit, policy
 from hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from hub.models import Bundle, Delivery, Organization, ReceivedChunk, Site, utcnow
+from hub.models import (
+    Bundle,
+    Delivery,
+    Organization,
+    ReceivedChunk,
+    Site,
+    SiteCertificate,
+    utcnow,
+)
 from hub.storage import BlobStore
 from wire.envelope import SealedHeader, check_chunk, parse_header, verify_header
 from wire.errors import WireError
@@ -29,6 +38,7 @@ class IngestContext:
     session: Session
     blobs: BlobStore
     receipt_key: ec.EllipticCurvePrivateKey
+    is_revoked: Callable[[int], bool] = lambda _serial: False
 
 
 def _site_row(session: Session, identity: SiteIdentity) -> Site:
@@ -65,9 +75,15 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
             f"site {identity.org}/{identity.site} may only upload bundles it sent itself; "
             f"this manifest names {manifest.sender_org}/{manifest.sender_site}"
         )
-    site = _site_row(ctx.session, identity)
-    assert site.certificate_pem is not None
-    cert = x509.load_pem_x509_certificate(site.certificate_pem.encode())
+    _site_row(ctx.session, identity)
+    signer = ctx.session.get(SiteCertificate, header.signer_key_id)
+    if signer is None or (signer.org, signer.site) != (identity.org, identity.site):
+        raise InvalidRequest(
+            "the header names a signing certificate that was not issued to this site"
+        )
+    if ctx.is_revoked(int(signer.serial, 16)):
+        raise Forbidden("the header was signed with a revoked certificate; reseal the study")
+    cert = x509.load_pem_x509_certificate(signer.certificate_pem.encode())
     public_key = cert.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         raise InvalidRequest("the site certificate holds no EC key")
@@ -108,6 +124,7 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
         chunk_count=manifest.chunk_count,
         chunk_size=manifest.chunk_size,
         header_digest=digest,
+        signer_serial=signer.serial,
     )
     ctx.session.add(row)
     audit.record(

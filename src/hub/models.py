@@ -46,6 +46,7 @@ class Bundle(SQLModel, table=True):
     chunk_count: int = 0
     chunk_size: int = 0
     header_digest: str = Field(max_length=64)
+    signer_serial: str = Field(default="", max_length=64)
     state: str = Field(default="receiving", index=True, max_length=16)
     created_at: dt.datetime = Field(default_factory=utcnow)
     completed_at: dt.datetime | None = None
@@ -88,3 +89,13 @@ class SharingPolicy(SQLModel, table=True):
     version: int = 0
     rules: str = Field(default="[]", description="JSON list of wire.policy.PolicyRule")
     updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class SiteCertificate(SQLModel, table=True):
+    """Every certificate issued to a site: headers signed before a renewal still verify."""
+
+    serial: str = Field(primary_key=True, max_length=64)
+    org: str = Field(index=True, max_length=63)
+    site: str = Field(max_length=63)
+    certificate_pem: str
+    issued_at: dt.datetime = Field(default_factory=utcnow)

@@ -13,7 +13,7 @@ import structlog
 from node_agent.config import AgentConfig
 from node_agent.dicom.scp import start_scp
 from node_agent.dicom.store import make_store
-from node_agent.hubclient import HubClient, HubUnavailable
+from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity, load_identity
 from node_agent.inbound import Inbound
 from node_agent.pipeline import Pipeline
@@ -65,14 +65,26 @@ class Agent:
         self.client.heartbeat(beat)
 
     def _loop(self, name: str, interval: float, step: Callable[[], object]) -> None:
+        failures = 0
         while not self.stop_event.is_set():
             try:
                 step()
-            except HubUnavailable as exc:
+                failures = 0
+            except HubUnavailable as exc:  # the link: retried at the normal pace
                 log.warning("hub unavailable", loop=name, reason=str(exc))
+            except HubRefused as exc:  # e.g. revoked: say so plainly, and slow down
+                failures += 1
+                log.error("hub refused this agent", loop=name, status=exc.status, detail=exc.detail)
             except Exception as exc:  # a loop must survive one bad item; it is logged
+                failures += 1
                 log.exception("loop step failed", loop=name, error=type(exc).__name__)
-            self.stop_event.wait(interval)
+            self.stop_event.wait(min(interval * (2 ** min(failures, 8)), max(interval, 300.0)))
+
+    def _renew_if_due(self) -> None:
+        from node_agent.renewal import needs_renewal, renew
+
+        if needs_renewal(self.identity.certificate):
+            renew(self.identity, self.client)
 
     def _refresh_policy(self) -> None:
         self.policy.refresh(self.client)
@@ -101,6 +113,7 @@ class Agent:
             ("outbound", self.config.pipeline.poll_seconds, self._outbound_step),
             ("heartbeat", 30.0, self.heartbeat),
             ("policy", self.config.pipeline.policy_poll_seconds, self._refresh_policy),
+            ("renewal", 600.0, self._renew_if_due),
         ]
         if self.config.inbound.enabled:
             loops.append(("inbound", self.config.inbound.poll_seconds, self.inbound.run_once))

@@ -186,12 +186,13 @@ def pull(
     spool = Spool(cfg.agent.data_dir / "spool", state)
     puller = Puller.from_config(cfg, state, spool)
     try:
-        todo, done = puller.plan(query)
+        todo, done = puller.plan(query, retry_now=True)
     except PullError as exc:
         err.print(f"[red]query failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     results = [
-        PullResult(s, "skipped", "already pulled", puller.local_count(s.study_uid)) for s in done
+        PullResult(s, "skipped", puller.skip_reason(s), puller.local_count(s.study_uid))
+        for s in done
     ]
     server = None
     if todo and not dry_run and cfg.pacs.retrieve == "move":
@@ -227,6 +228,7 @@ def pull(
                         f"{'/'.join(study.modalities) or '?'}",
                     )
                     results.append(puller.retrieve(study, _progress))
+                    bar.update(instances, completed=results[-1].local_instances)
                     bar.advance(studies)
     finally:
         if server is not None:

@@ -8,7 +8,14 @@ import httpx
 
 from certs.tls import client_ssl_context
 from node_agent.identity import AgentIdentity
-from wire.api import BundleStatus, DeliveryList, Heartbeat, OrgKeys
+from wire.api import (
+    BundleStatus,
+    DeliveryList,
+    Heartbeat,
+    OrgKeys,
+    RenewRequest,
+    RenewResponse,
+)
 from wire.policy import SitePolicy
 from wire.receipt import Receipt
 
@@ -28,10 +35,24 @@ class HubUnavailable(Exception):
 
 class HubClient:
     def __init__(self, node_url: str, identity: AgentIdentity, timeout: float = 30.0) -> None:
+        self._node_url = node_url.rstrip("/")
+        self._timeout = timeout
+        self._client = self._make_client(identity)
+
+    def _make_client(self, identity: AgentIdentity) -> httpx.Client:
         context = client_ssl_context(
             identity.ca_file, cert_file=identity.cert_file, key_file=identity.key_file
         )
-        self._client = httpx.Client(base_url=node_url.rstrip("/"), verify=context, timeout=timeout)
+        return httpx.Client(base_url=self._node_url, verify=context, timeout=self._timeout)
+
+    def reload(self, identity: AgentIdentity) -> None:
+        """Use the identity's (renewed) certificate for new connections."""
+        old, self._client = self._client, self._make_client(identity)
+        old.close()
+
+    def renew(self, request: RenewRequest) -> RenewResponse:
+        response = self._request("POST", "/node/v1/renew", json=request.model_dump(mode="json"))
+        return RenewResponse.model_validate(response.json())
 
     def close(self) -> None:
         self._client.close()

@@ -73,6 +73,9 @@ def load_identity(folder: Path) -> AgentIdentity:
             "`hexchange-agent enroll --config FILE --token TOKEN` with a token from the "
             "network admin"
         )
+    from node_agent.renewal import complete_pending
+
+    complete_pending(folder)
     meta = json.loads(meta_file.read_text())
     signing_key = serialization.load_pem_private_key((folder / "site.key").read_bytes(), None)
     encryption_key = serialization.load_pem_private_key(

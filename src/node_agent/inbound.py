@@ -15,7 +15,7 @@ from certs.identity import site_identity_from_certificate
 from certs.keys import verify_issued_by
 from node_agent.backoff import next_delay
 from node_agent.config import AgentConfig
-from node_agent.dicom.store import InstanceStore, StoreError
+from node_agent.dicom.store import InstanceInvalid, InstanceStore, StoreError
 from node_agent.files import durable_write
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity
@@ -96,7 +96,8 @@ class Inbound:
     def _verify_sender(self, delivery: Delivery, header: SealedHeader) -> None:
         try:
             cert = x509.load_pem_x509_certificate(delivery.sender_certificate_pem.encode())
-            verify_issued_by(cert, self.identity.ca_certificate)
+            # valid when it signed (a bundle may wait longer than a certificate lives)
+            verify_issued_by(cert, self.identity.ca_certificate, now=header.manifest.created_at)
             sender = site_identity_from_certificate(cert)
         except (CertsError, ValueError) as exc:
             raise WireError(f"sender certificate not issued by the network CA: {exc}") from exc
@@ -150,7 +151,7 @@ class Inbound:
         except (HubUnavailable, StoreError, OSError) as exc:
             self._retry(bundle_id, f"{type(exc).__name__}: {exc}")
             return False
-        except (WireError, HubRefused) as exc:
+        except (WireError, HubRefused, InstanceInvalid) as exc:
             self._fail(bundle_id, str(exc))
             return False
         with self.state.transaction() as conn:

@@ -151,14 +151,32 @@ class Pipeline:
         self.work.mkdir(parents=True, exist_ok=True)
 
     def recover(self) -> int:
-        """After a crash: drop half-sealed folders that no outbox row points at."""
+        """After a crash: drop half-sealed folders that no outbox row points at.
+
+        Studies that were still receiving get a fresh quiet period: while the agent was down
+        the modality could not send, and its resend of a broken association must join the
+        same study rather than find it sealed half-way (and sent again as an addition).
+        Chunks of bundles already delivered (a crash before they were freed) are freed.
+        """
         removed = 0
+        with self.state.transaction() as conn:
+            conn.execute(
+                "UPDATE studies SET last_at = MAX(last_at, ?) WHERE state = 'receiving'",
+                (time.time(),),
+            )
         with self.state.connect() as conn:
             known = {r["bundle_id"] for r in conn.execute("SELECT bundle_id FROM outbox")}
+            delivered = {
+                r["bundle_id"]
+                for r in conn.execute("SELECT bundle_id FROM outbox WHERE state = 'delivered'")
+            }
         for entry in self.outbox.iterdir():
             if entry.name.startswith(".") or entry.name not in known:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
+            elif entry.name in delivered:
+                for chunk in entry.glob("chunk-*.bin"):
+                    chunk.unlink(missing_ok=True)
         for entry in self.work.iterdir():
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
         return removed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +11,9 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from node_agent.dicom.uids import is_valid_uid
 from node_agent.files import durable_write
 from node_agent.state import AgentState
-
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 class SpoolError(Exception):
@@ -54,7 +52,7 @@ class Spool:
             ) from exc
         study_uid = str(ds.get("StudyInstanceUID", ""))
         sop_uid = str(ds.get("SOPInstanceUID", ""))
-        if not _UID.match(study_uid) or not _UID.match(sop_uid):
+        if not is_valid_uid(study_uid) or not is_valid_uid(sop_uid):
             raise SpoolError("the data set has no valid StudyInstanceUID or SOPInstanceUID")
         digest = hashlib.sha256(encoded).hexdigest()
         with self.state.connect() as conn:
@@ -72,8 +70,15 @@ class Spool:
                 "received_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET "
                 "sha256=excluded.sha256, path=excluded.path, size=excluded.size, "
                 "modality=excluded.modality, received_at=excluded.received_at",
-                (sop_uid, study_uid, str(path), digest, len(encoded),
-                 str(ds.get("Modality", "") or "") or None, now),
+                (
+                    sop_uid,
+                    study_uid,
+                    str(path),
+                    digest,
+                    len(encoded),
+                    str(ds.get("Modality", "") or "") or None,
+                    now,
+                ),
             )
             conn.execute(
                 "INSERT INTO studies(study_uid, state, first_at, last_at) "

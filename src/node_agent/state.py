@@ -77,12 +77,31 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
+SCHEMA_VERSION = 2
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older state database up to SCHEMA_VERSION (PRAGMA user_version)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version < 2:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
+        if "modality" not in columns:
+            conn.execute("ALTER TABLE instances ADD COLUMN modality TEXT")
+    if version != SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 class AgentState:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self.connect() as conn:
             conn.executescript(SCHEMA)
+            _migrate(conn)
+        for suffix in ("", "-wal", "-shm"):  # UIDs and queue state: readable by the agent only
+            candidate = path.with_name(path.name + suffix)
+            if candidate.exists():
+                candidate.chmod(0o600)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -109,8 +128,9 @@ class AgentState:
     def quarantine(self, kind: str, ref: str, reason: str, path: str | None = None) -> None:
         """Record an item a human must look at (once per kind and ref)."""
         with self.transaction() as conn:
-            if conn.execute("SELECT 1 FROM quarantine WHERE kind = ? AND ref = ?",
-                            (kind, ref)).fetchone():
+            if conn.execute(
+                "SELECT 1 FROM quarantine WHERE kind = ? AND ref = ?", (kind, ref)
+            ).fetchone():
                 return
             conn.execute(
                 "INSERT INTO quarantine(kind, ref, reason, path, created_at) VALUES (?,?,?,?,?)",

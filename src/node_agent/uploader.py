@@ -13,6 +13,7 @@ from node_agent.config import AgentConfig
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity
 from node_agent.state import AgentState
+from wire.envelope import parse_header
 from wire.errors import WireError
 from wire.receipt import verify_receipt
 
@@ -48,6 +49,7 @@ class Uploader:
 
     def upload(self, bundle_id: str) -> bool:
         folder = self.outbox / bundle_id
+        progressed = False  # a chunk got through in this attempt: the link works again
         try:
             self._set(bundle_id, "uploading")
             header = (folder / "header.bin").read_bytes()
@@ -59,10 +61,14 @@ class Uploader:
                         continue
                     data = (folder / f"chunk-{index:07d}.bin").read_bytes()
                     self.client.put_chunk(bundle_id, index, data)
+                    progressed = True
             receipt = self.client.complete(bundle_id)
             verify_receipt(receipt, self.identity.hub_receipt_key)
+            expected = parse_header(header).digest()
+            if receipt.bundle_id != bundle_id or receipt.header_digest != expected:
+                raise WireError("the hub's receipt is for another bundle or another header")
         except HubUnavailable as exc:
-            self._retry(bundle_id, str(exc))
+            self._retry(bundle_id, str(exc), progressed=progressed)
             return False
         except HubRefused as exc:
             self._fail(bundle_id, str(exc))
@@ -95,12 +101,14 @@ class Uploader:
                 (new_state, time.time(), bundle_id),
             )
 
-    def _retry(self, bundle_id: str, reason: str) -> None:
+    def _retry(self, bundle_id: str, reason: str, *, progressed: bool = False) -> None:
         with self.state.transaction() as conn:
             row = conn.execute(
                 "SELECT attempts FROM outbox WHERE bundle_id = ?", (bundle_id,)
             ).fetchone()
-            attempts = (row["attempts"] if row else 0) + 1
+            # backoff counts failures in a row: after progress a cut starts again from the
+            # base delay, or a long upload on a flaky link would idle up to retry_max each time
+            attempts = 1 if progressed else (row["attempts"] if row else 0) + 1
             delay = next_delay(
                 attempts,
                 base=self.config.upload.retry_base_seconds,

@@ -65,6 +65,18 @@ class EnrollResponse(_Model):
     hub_receipt_public_key_pem: str
 
 
+class RenewRequest(_Model):
+    """Agent -> hub over mutual TLS, before its certificate expires: a CSR for a NEW site key,
+    and the site's (unchanged) encryption key signed again by that new key."""
+
+    csr_pem: str = Field(min_length=1, max_length=16384)
+    encryption_key_signature: SignatureB64
+
+
+class RenewResponse(_Model):
+    certificate_pem: str
+
+
 class SiteKey(_Model):
     """A site's published encryption key, signed by the site's certified signing key."""
 

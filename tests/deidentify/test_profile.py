@@ -105,3 +105,40 @@ def test_method_values_fit_lo() -> None:
     values = p.method_values()
     assert values[0].startswith("Hexchange PS3.15 E.1-1 2024b")
     assert all(len(v) <= 64 for v in values)
+
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+
+
+def test_combined_actions_by_type_in_ct_iod() -> None:
+    p = Profile.basic()
+    # X/Z Acquisition Date: Type 3 in CT Image -> X
+    assert p.action_for(0x00080022, vr="DA", sop_class_uid=CT) is Action.X
+    # X/Z/D Contrast/Bolus Agent: Type 2 (Contrast/Bolus module) -> Z
+    assert p.action_for(0x00180010, vr="LO", sop_class_uid=CT) is Action.Z
+    # Z/D Content Date: Type 2C (General Image) -> Z; Patient ID: Type 2 -> Z
+    assert p.action_for(0x00080023, vr="DA", sop_class_uid=CT) is Action.Z
+    assert p.action_for(PATIENT_ID, vr="LO", sop_class_uid=CT) is Action.Z
+    # X/Z/D Institution Name: Type 3 -> X
+    assert p.action_for(INSTITUTION_NAME, vr="LO", sop_class_uid=CT) is Action.X
+    # X/Z/U* Referenced Image Sequence: Type 3 in CT Image -> X
+    assert p.action_for(REFERENCED_IMAGE_SEQ, vr="SQ", sop_class_uid=CT) is Action.X
+    # X/Z/D Acquisition DateTime: Type 1C in US Multi-frame (Cine module) -> D
+    assert p.action_for(0x0008002A, vr="DT", sop_class_uid=US_MULTIFRAME) is Action.D
+    assert p.action_for(0x0008002A, vr="DT", sop_class_uid=CT) is Action.X
+    # options still win over the Type
+    retain = Profile.from_names(["retain-institution-identity", "retain-uids"])
+    assert retain.action_for(INSTITUTION_NAME, vr="LO", sop_class_uid=CT) is Action.K
+    assert retain.action_for(REFERENCED_IMAGE_SEQ, vr="SQ", sop_class_uid=CT) is Action.K
+    # non-combined actions do not depend on the SOP class
+    assert p.action_for(PATIENT_NAME, vr="PN", sop_class_uid=CT) is Action.Z
+    assert p.action_for(SOP_INSTANCE_UID, vr="UI", sop_class_uid=CT) is Action.U
+
+
+def test_unknown_sop_class_or_nested_is_conservative() -> None:
+    p = Profile.basic()
+    for sop in (None, "1.2.3.4.5.6.7.8.9"):
+        assert p.action_for(0x00080022, vr="DA", sop_class_uid=sop) is Action.Z
+        assert p.action_for(INSTITUTION_NAME, vr="LO", sop_class_uid=sop) is Action.D
+        assert p.action_for(REFERENCED_IMAGE_SEQ, vr="SQ", sop_class_uid=sop) is Action.U

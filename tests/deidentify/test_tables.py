@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from deidentify.tables import e1_1, safe_private_signatures
+from deidentify.tables import e1_1, iod_types, safe_private_signatures
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "dicom-standard"
 E11_SOURCE = SHARED / "ps3.15-table-E.1-1.json"
 TCIA_SOURCE = SHARED / "tcia-private-tag-kb-2024-02-01.csv"
+HAVE_HIGHDICOM = importlib.util.find_spec("highdicom") is not None
 
 
 def _packaged(name: str) -> dict[str, Any]:
@@ -70,11 +72,37 @@ def test_tcia_safe_signatures() -> None:
 
 @pytest.mark.skipif(not E11_SOURCE.exists(), reason="../shared/dicom-standard not present")
 def test_generator_is_reproducible(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(REPO / "tools" / "gen_deid_tables.py"), "--out-dir", str(tmp_path)],
-        check=True,
-        capture_output=True,
-    )
-    for name in ("ps3_15_e1_1.json", "tcia_private_tags.json"):
+    args = [sys.executable, str(REPO / "tools" / "gen_deid_tables.py"), "--out-dir", str(tmp_path)]
+    names = ["ps3_15_e1_1.json", "tcia_private_tags.json"]
+    if HAVE_HIGHDICOM:  # build-time input only; compared when installed
+        names.append("iod_types.json")
+    else:
+        args.append("--no-iod-types")
+    subprocess.run(args, check=True, capture_output=True)
+    for name in names:
         committed = resources.files("deidentify.data").joinpath(name).read_bytes()
         assert (tmp_path / name).read_bytes() == committed, f"{name} is stale: rerun the generator"
+
+
+def test_iod_types_header_and_content() -> None:
+    data = _packaged("iod_types.json")
+    assert data["source_package"] == "highdicom" and data["source_version"]
+    assert set(data["source_sha256"]) == {
+        "sop_class_iod_map.json",
+        "iod_module_map.json",
+        "module_attribute_map.json",
+    }
+    assert all(len(h) == 64 for h in data["source_sha256"].values())
+    # only the attributes with combined actions in Table E.1-1
+    combined = {
+        f"{r['pattern']['tag']:08X}"
+        for r in _packaged("ps3_15_e1_1.json")["rows"]
+        if "/" in r["basic"] or any("/" in a for a in r["options"].values())
+    }
+    assert set(data["tags"]) == combined
+    for types in data["iods"].values():
+        assert set(types) <= combined
+        assert set(types.values()) <= {"1", "1C", "2", "2C"}
+    ct = iod_types().types_for("1.2.840.10008.5.1.4.1.1.2")
+    assert ct is not None and ct[0x00100020] == "2" and 0x00080080 not in ct
+    assert iod_types().types_for("1.2.3.4") is None

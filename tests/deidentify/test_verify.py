@@ -60,11 +60,11 @@ def test_planted_name_in_image_comments(keys: PseudonymKeys) -> None:
 def test_planted_id_in_private_tag_inside_sequence(keys: PseudonymKeys) -> None:
     ds = ct_dataset()
     out = apply(ds, BASIC, keys).dataset
-    item = out.ReferencedPerformedProcedureStepSequence[0]
+    item = out.DeidentificationMethodCodeSequence[0]
     item.private_block(0x0009, "ACME 1.0", create=True).add_new(0x01, "LO", "x MRN-48213377 y")
     findings = verify(ds, out, BASIC)
     leaks = [f for f in findings if f.code == "identifying-value-present"]
-    assert leaks and leaks[0].path.startswith("ReferencedPerformedProcedureStepSequence[0].")
+    assert leaks and leaks[0].path.startswith("DeidentificationMethodCodeSequence[0].")
     assert leaks[0].tag == "(0009,1001)"
     assert any(f.code == "removed-attribute-present" and f.tag == "(0009,1001)" for f in findings)
     _no_values(findings)

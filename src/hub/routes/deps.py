@@ -21,7 +21,10 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def get_ingest(request: Request, session: SessionDep) -> IngestContext:
     return IngestContext(
-        session=session, blobs=request.app.state.blobs, receipt_key=request.app.state.receipt_key
+        session=session,
+        blobs=request.app.state.blobs,
+        receipt_key=request.app.state.receipt_key,
+        is_revoked=request.app.state.ca_directory.is_revoked,
     )
 
 

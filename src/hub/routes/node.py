@@ -9,11 +9,19 @@ from fastapi import APIRouter, Path, Request, Response
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
-from hub import deliveries, ingest, policy
-from hub.identity import SiteDep
+from hub import deliveries, enrollment, ingest, policy
+from hub.identity import SiteDep, client_certificate_pem
 from hub.models import Site, utcnow
 from hub.routes.deps import MAX_CHUNK_BODY, MAX_HEADER_BODY, IngestDep, SessionDep, read_body
-from wire.api import BundleStatus, DeliveryList, Heartbeat, OrgKeys, SiteKey
+from wire.api import (
+    BundleStatus,
+    DeliveryList,
+    Heartbeat,
+    OrgKeys,
+    RenewRequest,
+    RenewResponse,
+    SiteKey,
+)
 from wire.policy import SitePolicy
 from wire.receipt import Receipt
 
@@ -29,14 +37,28 @@ def whoami(site: SiteDep) -> dict[str, str]:
     return {"org": site.org, "site": site.site, "serial": f"{site.serial:x}"}
 
 
+@router.post("/renew")
+def renew(
+    body: RenewRequest, request: Request, site: SiteDep, session: SessionDep
+) -> RenewResponse:
+    """A new short-lived certificate for a new key, while the current one is still valid."""
+    current_pem = client_certificate_pem(request.scope)
+    return enrollment.renew(session, request.app.state.ca_directory, current_pem, body)
+
+
 @router.get("/policy")
 def site_policy(site: SiteDep, session: SessionDep) -> SitePolicy:
     return policy.current(session, site.org, site.site)
 
 
 @router.get("/orgs/{org}/keys")
-def org_keys(org: OrgId, site: SiteDep, session: SessionDep) -> OrgKeys:
-    rows = session.exec(select(Site).where(Site.org == org)).all()
+def org_keys(org: OrgId, request: Request, site: SiteDep, session: SessionDep) -> OrgKeys:
+    is_revoked = request.app.state.ca_directory.is_revoked
+    rows = [
+        row
+        for row in session.exec(select(Site).where(Site.org == org)).all()
+        if row.certificate_serial and not is_revoked(int(row.certificate_serial, 16))
+    ]
     keys = [
         SiteKey(
             org=row.org,

@@ -1,0 +1,334 @@
+"""Clean Pixel Data: blank burned-in identity on every frame, verify by reading again, fail closed.
+
+    result = scrub(ds, PixelPolicy.default(), TesseractBackend())
+    if result.quarantined:
+        reason, preview = result.reason, result.preview   # preview: PNG bytes, caller writes
+    else:
+        out = result.dataset                                # a new dataset; ds is unchanged
+
+Order: overlays (60xx) and Icon Image Sequences are removed; region rules and (for US) the
+complement of Sequence of Ultrasound Regions are blanked on every frame; OCR reads the frames
+the policy plans and blanks words that match the instance's identifying values or PHI
+patterns, with a margin; a second OCR pass over the changed frames must then read nothing
+identifying. A missing decoder, a missing OCR backend when the plan needs OCR, a decode or
+encode failure, or a second-pass finding quarantines the instance (`dataset` is None).
+
+Identifying values come from the dataset itself (`deidentify.clean.identifying_values`); when
+scrubbing an already de-identified copy, pass the original's values as `identifying`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+
+from deidentify.clean import identifying_values
+from deidentify.pixels.detect import Hit, Needles, find_hits
+from deidentify.pixels.frames import Decoded, PixelError, decode, fill_value, output_syntax, write
+from deidentify.pixels.frames import rgb8 as _rgb8
+from deidentify.pixels.ocr import Box, OcrBackend, OcrUnavailable
+from deidentify.pixels.ocr_input import ocr_image
+from deidentify.pixels.policy import OcrPlan, PixelPolicy
+from deidentify.pixels.preview import Preview, encode_png, outline
+
+_OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
+
+
+@dataclass
+class ScrubResult:
+    """What was done. `dataset` is None when quarantined. Never holds header or OCR text."""
+
+    dataset: Dataset | None = field(repr=False)
+    reason: str | None = None  # quarantine reason (no PHI)
+    boxes: dict[int, list[Box]] = field(default_factory=dict)  # blanked, per frame
+    rules: list[str] = field(default_factory=list)  # names of the region rules applied
+    ocr_frames: tuple[int, ...] = ()
+    ocr_complete: bool = False
+    hits: Counter[str] = field(default_factory=Counter)  # kinds of OCR hits blanked
+    residual: dict[int, list[Hit]] = field(default_factory=dict)  # second-pass hits
+    notes: list[str] = field(default_factory=list)
+    pixels_changed: bool = False
+    preview: Preview | None = field(default=None, repr=False)
+
+    @property
+    def quarantined(self) -> bool:
+        return self.reason is not None
+
+    @property
+    def blanked_box_count(self) -> int:
+        return sum(len(b) for b in self.boxes.values())
+
+
+def scrub(
+    ds: Dataset,
+    policy: PixelPolicy | None = None,
+    ocr: OcrBackend | None = None,
+    *,
+    identifying: Iterable[str] | None = None,
+    preview: bool = True,
+) -> ScrubResult:
+    """Scrub burned-in identity from `ds` (not modified); see the module docstring."""
+    policy = policy or PixelPolicy.default()
+    out = copy.deepcopy(ds)
+    result = ScrubResult(out)
+    _remove_overlays_and_icons(out, result)
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            result.notes.append("float pixel data is not scanned")
+        return result
+    frames_n = int(ds.get("NumberOfFrames", 1) or 1)
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    static = _static_mask(ds, policy, rows, columns, result)
+    plan = policy.ocr_plan(ds, frames_n)
+    result.ocr_frames, result.ocr_complete = plan.frames, plan.complete
+    if plan.frames:
+        if ocr is None:
+            return _quarantine(result, "OCR is required by the policy but no OCR backend is set")
+        if not ocr.is_available():
+            return _quarantine(
+                result, f"OCR is required but unavailable: {ocr.unavailable_reason()}"
+            )
+    if static is None and not plan.frames:
+        return result
+    try:
+        decoded = decode(ds)
+    except PixelError as exc:
+        return _quarantine(result, str(exc))
+    if static is not None:
+        _blank_mask(decoded, static)
+        result.pixels_changed = True
+    needles = Needles.from_values(
+        identifying if identifying is not None else identifying_values(ds)
+    )
+    changed_by_ocr: set[int] = set()
+    if plan.frames:
+        try:
+            changed_by_ocr = _ocr_pass(decoded, plan, policy, ocr, needles, result)  # type: ignore[arg-type]
+            if changed_by_ocr:
+                result.pixels_changed = True
+            if policy.second_pass and changed_by_ocr:
+                _second_pass(decoded, sorted(changed_by_ocr), policy, ocr, needles, result)  # type: ignore[arg-type]
+        except OcrUnavailable as exc:
+            return _quarantine(result, f"OCR failed: {exc}")
+    if result.residual:
+        frames = ", ".join(str(i) for i in sorted(result.residual)[:10])
+        kinds = sorted({h.kind for hits in result.residual.values() for h in hits})
+        _quarantine(
+            result,
+            f"second OCR pass still reads identifying text "
+            f"({', '.join(kinds)}) on frame(s) {frames}",
+        )
+        if preview:
+            result.preview = _make_preview(ds, decoded, result)
+        return result
+    if result.pixels_changed:
+        try:
+            write(out, decoded, output_syntax(decoded.source_syntax, policy.output_syntax))
+        except PixelError as exc:
+            return _quarantine(result, str(exc))
+    if plan.complete:
+        out.BurnedInAnnotation = "NO"
+    modality = str(ds.get("Modality", "")).upper()
+    if modality in ("XC", "GM") and "RecognizableVisualFeatures" not in out:
+        out.RecognizableVisualFeatures = "YES"  # photographs: faces are not removed here
+    return result
+
+
+def _quarantine(result: ScrubResult, reason: str) -> ScrubResult:
+    result.reason = reason
+    result.dataset = None
+    return result
+
+
+def _remove_overlays_and_icons(ds: Dataset, result: ScrubResult) -> None:
+    removed = 0
+    for group in _OVERLAY_GROUPS:
+        tags = [elem.tag for elem in ds if elem.tag.group == group]
+        if tags:
+            removed += 1
+            for tag in tags:
+                del ds[tag]
+    if removed:
+        result.notes.append(f"removed {removed} overlay group(s)")
+    icons = _remove_icons(ds)
+    if icons:
+        result.notes.append(f"removed {icons} Icon Image Sequence(s)")
+
+
+def _remove_icons(ds: Dataset) -> int:
+    count = 0
+    if "IconImageSequence" in ds:
+        del ds["IconImageSequence"]
+        count += 1
+    for elem in list(ds.iterall()):
+        if elem.VR == "SQ" and isinstance(elem.value, DicomSequence):
+            for item in elem.value:
+                if "IconImageSequence" in item:
+                    del item["IconImageSequence"]
+                    count += 1
+    return count
+
+
+def _static_mask(
+    ds: Dataset, policy: PixelPolicy, rows: int, columns: int, result: ScrubResult
+) -> npt.NDArray[np.bool_] | None:
+    """Pixels to blank on every frame: region rules and, for US, outside the regions."""
+    mask = np.zeros((rows, columns), dtype=bool)
+    boxes: list[Box] = []
+    for rule in policy.rules.matching(ds):
+        result.rules.append(rule.name)
+        boxes.extend(rule.boxes(columns, rows))
+    for box in boxes:
+        mask[box.top : box.bottom, box.left : box.right] = True
+    if policy.ultrasound_regions_only and str(ds.get("Modality", "")).upper() == "US":
+        regions = ds.get("SequenceOfUltrasoundRegions", None)
+        if regions:
+            keep = np.zeros_like(mask)
+            for item in regions:
+                try:
+                    x0, y0 = int(item.RegionLocationMinX0), int(item.RegionLocationMinY0)
+                    x1, y1 = int(item.RegionLocationMaxX1), int(item.RegionLocationMaxY1)
+                except (AttributeError, TypeError, ValueError):
+                    continue
+                keep[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+            if keep.any():
+                mask |= ~keep
+                result.notes.append("kept only the ultrasound regions")
+        else:
+            result.notes.append("no Sequence of Ultrasound Regions: OCR and rules only")
+    if boxes:
+        for frame in range(int(ds.get("NumberOfFrames", 1) or 1)):
+            result.boxes.setdefault(frame, []).extend(boxes)
+    return mask if mask.any() else None
+
+
+def _blank_mask(decoded: Decoded, mask: npt.NDArray[np.bool_]) -> None:
+    for i in range(decoded.count):
+        frame = decoded.frames[i]
+        frame[mask] = fill_value(frame, decoded.photometric)
+
+
+def _blank_box(decoded: Decoded, index: int, box: Box) -> None:
+    frame = decoded.frames[index]
+    frame[box.top : box.bottom, box.left : box.right] = fill_value(frame, decoded.photometric)
+
+
+def _read(
+    decoded: Decoded,
+    indices: Sequence[int],
+    policy: PixelPolicy,
+    ocr: OcrBackend,
+    needles: Needles,
+) -> dict[int, list[Hit]]:
+    scale = max(policy.ocr_upscale, 1)
+    images = [ocr_image(decoded.frames[i], decoded.photometric, upscale=scale) for i in indices]
+    words = ocr.read(images)
+    if len(words) != len(indices):
+        raise OcrUnavailable("OCR returned a different number of pages than it was given")
+    found: dict[int, list[Hit]] = {}
+    for index, page in zip(indices, words, strict=True):
+        hits = find_hits(page, needles, patterns=policy.patterns)
+        if hits:
+            found[index] = [Hit(h.box.scaled(scale), h.kind) for h in hits]
+    return found
+
+
+def _ocr_pass(
+    decoded: Decoded,
+    plan: OcrPlan,
+    policy: PixelPolicy,
+    ocr: OcrBackend,
+    needles: Needles,
+    result: ScrubResult,
+) -> set[int]:
+    changed: set[int] = set()
+    for index, hits in _read(decoded, plan.frames, policy, ocr, needles).items():
+        for hit in hits:
+            result.hits[hit.kind] += 1
+        grown = [h.box.grow(policy.margin) for h in hits]
+        for box in merge_boxes(grown):
+            clipped = box.clip(decoded.columns, decoded.rows)
+            if clipped is None:
+                continue
+            _blank_box(decoded, index, clipped)
+            result.boxes.setdefault(index, []).append(clipped)
+            changed.add(index)
+    return changed
+
+
+def merge_boxes(boxes: Sequence[Box]) -> list[Box]:
+    """Join boxes of one text line that touch or are at most one text height apart, so the
+    gaps between blanked words of a value do not stay as slivers; drop duplicates."""
+    merged = sorted(set(boxes), key=lambda b: (b.top, b.left))
+    changed = True
+    while changed:
+        changed = False
+        out: list[Box] = []
+        for box in merged:
+            for i, other in enumerate(out):
+                overlap_rows = min(box.bottom, other.bottom) - max(box.top, other.top)
+                gap = max(box.left, other.left) - min(box.right, other.right)
+                if overlap_rows >= min(box.height, other.height) // 2 and gap <= min(
+                    box.height, other.height
+                ):
+                    left, top = min(box.left, other.left), min(box.top, other.top)
+                    right, bottom = max(box.right, other.right), max(box.bottom, other.bottom)
+                    out[i] = Box(left, top, right - left, bottom - top)
+                    changed = True
+                    break
+            else:
+                out.append(box)
+        merged = out
+    return merged
+
+
+def _second_pass(
+    decoded: Decoded,
+    indices: Sequence[int],
+    policy: PixelPolicy,
+    ocr: OcrBackend,
+    needles: Needles,
+    result: ScrubResult,
+) -> None:
+    for index, hits in _read(decoded, indices, policy, ocr, needles).items():
+        result.residual[index] = hits
+
+
+def _make_preview(source: Dataset, scrubbed: Decoded, result: ScrubResult) -> Preview | None:
+    """Before (input, blanked boxes outlined) and after (output, residual hits outlined)."""
+    frames = sorted(result.residual) or sorted(result.boxes) or [0]
+    index = frames[0]
+    try:
+        original = decode(source)
+    except PixelError:
+        return None
+    before = outline(
+        _rgb8(original.frames[index], original.photometric), result.boxes.get(index, [])
+    )
+    after = outline(
+        _rgb8(scrubbed.frames[index], scrubbed.photometric),
+        [h.box for h in result.residual.get(index, [])],
+    )
+    return Preview(index, encode_png(before), encode_png(after))
+
+
+def make_preview(source: Dataset, result: ScrubResult, frame: int | None = None) -> Preview:
+    """A preview for any finished result with a dataset (e.g. for spot checks)."""
+    if result.dataset is None:
+        if result.preview is None:
+            raise ValueError("this result has no output and no preview")
+        return result.preview
+    index = frame if frame is not None else (sorted(result.boxes) or [0])[0]
+    before_px, after_px = decode(source), decode(result.dataset)
+    before = outline(
+        _rgb8(before_px.frames[index], before_px.photometric), result.boxes.get(index, [])
+    )
+    after = _rgb8(after_px.frames[index], after_px.photometric)
+    return Preview(index, encode_png(before), encode_png(after))
