@@ -71,6 +71,10 @@ class DeidentifySection(_Model):
         default=None, description="Pseudonym secret (>= 32 bytes) issued for the network"
     )
     options: list[str] = Field(default_factory=list)
+    pixel_rules_file: Path | None = Field(
+        default=None,
+        description="The site's own burned-in text layouts (TOML), added to the starter library",
+    )
 
 
 class UploadSection(_Model):
@@ -126,6 +130,7 @@ def load_config(path: Path) -> AgentConfig:
         ("hub", "ca_file"),
         ("inbound", "folder"),
         ("deidentify", "key_file"),
+        ("deidentify", "pixel_rules_file"),
     ):
         value = raw.get(section, {}).get(key)
         if isinstance(value, str) and not Path(value).is_absolute():

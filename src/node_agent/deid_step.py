@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from deidentify.engine import PseudonymKeys, apply
-from deidentify.profile import Profile
+from deidentify.pixels import OcrBackend, PixelPolicy, TesseractBackend, scrub
+from deidentify.profile import Option, Profile
 from deidentify.verify import verify
 from node_agent.config import AgentConfig, Destination
 from node_agent.pipeline import InstanceRejected
@@ -32,12 +34,34 @@ def load_keys(path: Path | None) -> PseudonymKeys:
         raise ValueError(f"deidentify.key_file {path} does not exist") from exc
 
 
-def deidentify_file(path: Path, profile: Profile, keys: PseudonymKeys) -> bytes:
+@dataclass(frozen=True)
+class PixelStage:
+    """Clean Pixel Data: region rules and OCR, verified by a second read; fails closed."""
+
+    policy: PixelPolicy
+    ocr: OcrBackend
+
+
+def deidentify_file(
+    path: Path, profile: Profile, keys: PseudonymKeys, pixels: PixelStage | None = None
+) -> bytes:
     try:
         original = dcmread(path)
     except (InvalidDicomError, EOFError, ValueError) as exc:
         raise InstanceRejected(f"unreadable DICOM ({type(exc).__name__})") from exc
-    result = apply(original, profile, keys)
+    source = original
+    if pixels is not None and "PixelData" in original:
+        scrubbed = scrub(original, pixels.policy, pixels.ocr)
+        if scrubbed.quarantined or scrubbed.dataset is None:
+            previews = {}
+            if scrubbed.preview is not None:
+                previews = {
+                    "before.png": scrubbed.preview.before_png,
+                    "after.png": scrubbed.preview.after_png,
+                }
+            raise InstanceRejected(f"pixel scrub: {scrubbed.reason}", previews=previews)
+        source = scrubbed.dataset
+    result = apply(source, profile, keys)
     findings = verify(original, result.dataset, profile)
     if findings:
         summary = "; ".join(f"{f.code} {f.keyword or f.tag} at {f.path}" for f in findings[:10])
@@ -48,9 +72,17 @@ def deidentify_file(path: Path, profile: Profile, keys: PseudonymKeys) -> bytes:
 
 
 def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination], bytes]:
-    """The policy rule's options win; the site's [deidentify] options are the default."""
+    """The policy rule's options win; the site's [deidentify] options are the default.
+
+    Every de-identified instance also goes through the pixel stage (Clean Pixel Data): its
+    policy decides when OCR runs, and a missing OCR backend quarantines instead of sending.
+    """
     default = Profile.from_names(config.deidentify.options)
     keys: list[PseudonymKeys] = []
+    pixel_policy = PixelPolicy.default()
+    if config.deidentify.pixel_rules_file is not None:
+        pixel_policy = pixel_policy.with_site_rules(config.deidentify.pixel_rules_file.read_bytes())
+    pixels = PixelStage(pixel_policy, TesseractBackend())
 
     def transform(path: Path, destination: Destination) -> bytes:
         if not keys:
@@ -68,6 +100,7 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination], byte
             raise InstanceRejected(
                 f"policy names an unknown de-identification option: {exc}"
             ) from exc
-        return deidentify_file(path, profile, keys[0])
+        profile = Profile(profile.options | {Option.CLEAN_PIXEL_DATA})
+        return deidentify_file(path, profile, keys[0], pixels)
 
     return transform

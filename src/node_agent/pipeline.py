@@ -82,7 +82,14 @@ class NoRecipients(Exception):
 
 
 class InstanceRejected(Exception):
-    """An instance may not leave (verification failed); it is quarantined, never sent."""
+    """An instance may not leave (verification failed); it is quarantined, never sent.
+
+    `previews` are files (name -> bytes, e.g. before/after PNGs) kept for the reviewer.
+    """
+
+    def __init__(self, reason: str, *, previews: dict[str, bytes] | None = None) -> None:
+        super().__init__(reason)
+        self.previews = previews or {}
 
 
 @dataclass
@@ -147,6 +154,7 @@ class Pipeline:
         self.deidentify = deidentify
         self.outbox = outbox_dir(config)
         self.outbox.mkdir(parents=True, exist_ok=True)
+        self.quarantine_dir = config.agent.data_dir / "quarantine"
         self.work = config.agent.data_dir / "work"
         self.work.mkdir(parents=True, exist_ok=True)
 
@@ -262,6 +270,8 @@ class Pipeline:
                     try:
                         data = transform(source_path, destination)
                     except InstanceRejected as exc:
+                        for name, data in exc.previews.items():
+                            durable_write(self.quarantine_dir / sop_uid / name, data)
                         self.state.quarantine("instance", sop_uid, str(exc), path)
                         log.warning("instance quarantined", reason=str(exc))
                         continue

@@ -185,3 +185,42 @@ def test_without_a_sharing_rule_nothing_leaves_the_site(
 
     federation.wait_for(held, 30, "the study to be held")
     assert json.loads(federation.hub_cli("bundles", "--json")) == []
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract-ocr not installed")
+def test_burned_in_name_is_blanked_before_a_deidentified_copy_leaves(
+    federation: Federation, tmp_path: Path
+) -> None:
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    from tests.deidentify.pixels.synth import corner_texts, mono_image
+
+    research = federation.add_agent("org-r", "research")
+    a = federation.add_agent("org-a", "clinic-a", destinations=[("org-r", "deidentified")])
+    drawn = mono_image(texts=corner_texts(480, 640, 20), modality="OT")
+    ds = drawn.ds
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    source = tmp_path / "sc.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    before = ds.pixel_array.copy()
+
+    assert storescu(a.dicom_port, a.ae_title, [source]).returncode == 0
+    federation.wait_for(lambda: len(research.received_files()) == 1, 90, "scrubbed copy")
+
+    from pydicom import dcmread
+
+    out = dcmread(research.received_files()[0])
+    after = out.pixel_array
+    assert out.BurnedInAnnotation == "NO"
+    identifying = [box for box, is_id in drawn.boxes if is_id]
+    for box in identifying:  # every drawn identifying text box was blanked
+        region = (slice(box.top, box.top + box.height), slice(box.left, box.left + box.width))
+        assert not np.array_equal(before[region], after[region])
+    outside = np.ones(before.shape, dtype=bool)
+    for box, _ in drawn.boxes:
+        outside[
+            max(box.top - 12, 0) : box.top + box.height + 12,
+            max(box.left - 12, 0) : box.left + box.width + 12,
+        ] = False
+    assert (before[outside] == after[outside]).mean() >= 0.98
