@@ -80,6 +80,27 @@ class DeidentifySection(_Model):
 class UploadSection(_Model):
     retry_base_seconds: float = Field(default=2.0, gt=0)
     retry_max_seconds: float = Field(default=600.0, gt=0)
+    max_bytes_per_second: int | None = Field(
+        default=None, gt=0, description="Bandwidth cap for uploads (leave room on a small link)"
+    )
+    offpeak_windows: list[str] = Field(
+        default_factory=list,
+        description="Local-time windows like 19:00-07:00; when set, bundles above "
+        "urgent_priority are only uploaded inside them",
+    )
+    urgent_priority: int = Field(
+        default=10, description="Bundles at or below this priority go at any time"
+    )
+
+    @field_validator("offpeak_windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        from node_agent.throttle import Window
+
+        for text in value:
+            Window.parse(text)
+        return value
+
     chunk_size_bytes: int = Field(
         default=1 << 20,
         ge=256 << 10,

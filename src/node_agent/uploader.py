@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from node_agent.config import AgentConfig
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity
 from node_agent.state import AgentState
+from node_agent.throttle import TokenBucket, Window, in_any_window
 from wire.envelope import parse_header
 from wire.errors import WireError
 from wire.receipt import verify_receipt
@@ -29,14 +31,20 @@ class Uploader:
         self.identity = identity
         self.client = client
         self.outbox = config.agent.data_dir / "outbox"
+        self.bucket = TokenBucket(config.upload.max_bytes_per_second)
+        self.windows = [Window.parse(w) for w in config.upload.offpeak_windows]
 
     def due(self, now: float | None = None) -> list[str]:
+        """Bundles to upload now, most urgent first; bulk waits for an off-peak window."""
         now = time.time() if now is None else now
+        max_priority = 1 << 30
+        if self.windows and not in_any_window(self.windows, dt.datetime.fromtimestamp(now)):
+            max_priority = self.config.upload.urgent_priority
         with self.state.connect() as conn:
             rows = conn.execute(
                 "SELECT bundle_id FROM outbox WHERE state IN ('sealed', 'uploading') "
-                "AND next_attempt_at <= ? ORDER BY priority, created_at",
-                (now,),
+                "AND next_attempt_at <= ? AND priority <= ? ORDER BY priority, created_at",
+                (now, max_priority),
             ).fetchall()
         return [r["bundle_id"] for r in rows]
 
@@ -60,6 +68,7 @@ class Uploader:
                     if index in have:
                         continue
                     data = (folder / f"chunk-{index:07d}.bin").read_bytes()
+                    self.bucket.consume(len(data))
                     self.client.put_chunk(bundle_id, index, data)
                     progressed = True
             receipt = self.client.complete(bundle_id)

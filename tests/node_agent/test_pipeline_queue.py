@@ -3,6 +3,7 @@ operator actions and metrics. No hub: recipients and policy are given directly."
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from pathlib import Path
 
@@ -213,3 +214,33 @@ def test_crash_between_seal_and_row_leaves_nothing_behind(agent_parts, tmp_path)
     staging.mkdir()
     assert pipeline.recover() == 2
     assert list((config.agent.data_dir / "outbox").iterdir()) == []
+
+
+def test_bulk_waits_for_the_offpeak_window_but_urgent_goes_now(agent_parts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from node_agent.uploader import Uploader
+
+    config, _cf, state, spool, identity, _r, keys = agent_parts
+    _store_study(spool, tmp_path, 1)
+    pipeline = Pipeline(
+        config,
+        state,
+        identity,
+        lambda org: keys,
+        lambda mods: [Destination(org="org-b", priority=100), Destination(org="org-c", priority=5)],
+    )
+    mark_stable(state, 0.0)
+    pipeline.process_stable()
+    now = dt.datetime.now()
+    closed = f"{(now + dt.timedelta(hours=2)):%H:%M}-{(now + dt.timedelta(hours=3)):%H:%M}"
+    opened = f"{(now - dt.timedelta(hours=1)):%H:%M}-{(now + dt.timedelta(hours=1)):%H:%M}"
+    by_org = {r["bundle_id"]: r["dest_org"] for r in operations.queue(state)}
+
+    def due_orgs(window: str) -> list[str]:
+        cfg = config.model_copy(
+            update={"upload": config.upload.model_copy(update={"offpeak_windows": [window]})}
+        )
+        uploader = Uploader(cfg, state, identity, client=None)  # type: ignore[arg-type]
+        return [by_org[b] for b in uploader.due()]
+
+    assert due_orgs(closed) == ["org-c"]  # only the urgent one outside the window
+    assert due_orgs(opened) == ["org-c", "org-b"]  # urgent first, then bulk
