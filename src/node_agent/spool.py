@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import io
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from node_agent.dicom.uids import is_valid_uid
-from node_agent.files import durable_write
+from node_agent.files import fsync_dir
 from node_agent.state import AgentState
 
 
@@ -40,13 +42,26 @@ class Spool:
 
     def store(self, encoded: bytes) -> Stored:
         """Store one Part 10 encoded instance durably and record it; idempotent by UID + hash."""
+        incoming = self.root / ".incoming"
+        incoming.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".dcm")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded)
+        try:
+            return self.store_file(Path(tmp))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def store_file(self, source: Path) -> Stored:
+        """Take a received Part 10 file into the spool (moved when it can be, else copied),
+        durably, before anything answers success. Streams: never holds the instance whole."""
         try:
             ds = dcmread(
-                io.BytesIO(encoded),
+                source,
                 stop_before_pixels=True,
                 specific_tags=["StudyInstanceUID", "SOPInstanceUID", "Modality"],
             )
-        except (InvalidDicomError, EOFError, ValueError) as exc:
+        except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
             raise SpoolError(
                 f"the data set could not be parsed as DICOM ({type(exc).__name__})"
             ) from exc
@@ -54,7 +69,7 @@ class Spool:
         sop_uid = str(ds.get("SOPInstanceUID", ""))
         if not is_valid_uid(study_uid) or not is_valid_uid(sop_uid):
             raise SpoolError("the data set has no valid StudyInstanceUID or SOPInstanceUID")
-        digest = hashlib.sha256(encoded).hexdigest()
+        digest, size = _sha256_file(source)
         with self.state.connect() as conn:
             row = conn.execute(
                 "SELECT sha256, path FROM instances WHERE sop_uid = ?", (sop_uid,)
@@ -62,7 +77,7 @@ class Spool:
         if row is not None and row["sha256"] == digest and Path(row["path"]).exists():
             return Stored(sop_uid, study_uid, Path(row["path"]), duplicate=True)
         path = study_folder(self.root, study_uid) / f"{sop_uid}.dcm"
-        durable_write(path, encoded)
+        _durable_take(source, path)
         now = time.time()
         with self.state.transaction() as conn:
             conn.execute(
@@ -75,7 +90,7 @@ class Spool:
                     study_uid,
                     str(path),
                     digest,
-                    len(encoded),
+                    size,
                     str(ds.get("Modality", "") or "") or None,
                     now,
                 ),
@@ -87,3 +102,27 @@ class Spool:
                 (study_uid, now, now),
             )
         return Stored(sop_uid, study_uid, path, duplicate=False)
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _durable_take(source: Path, target: Path) -> None:
+    """Rename `source` onto `target` (same filesystem), else copy it; fsync file and folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f".{target.name}.part")
+    try:
+        os.replace(source, staged)
+    except OSError:  # another filesystem (e.g. the system temp folder): copy instead
+        shutil.copyfile(source, staged)
+    with open(staged, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(staged, target)
+    fsync_dir(target.parent)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import structlog
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -19,15 +20,29 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 
 
+def receive_in_chunks() -> None:
+    """Have pynetdicom write each received data set to a temporary file as it arrives, so a
+    large instance is never held in memory (the handler moves the file into the spool)."""
+    _config.STORE_RECV_CHUNKED_DATASET = True
+
+
+def _received_path(event: Any) -> Path | None:
+    try:
+        path = event.dataset_path
+    except AttributeError:
+        return None
+    return Path(path) if path else None
+
+
 def make_store_handler(spool: Spool) -> Any:
     def handle_store(event: Any) -> int:
+        received = _received_path(event)
         try:
-            encoded = event.encoded_dataset()
-        except Exception:
-            log.warning("c-store refused: data set could not be encoded")
-            return CANNOT_UNDERSTAND
-        try:
-            stored = spool.store(encoded)
+            if received is not None:
+                # the temporary file is deleted when this handler returns: take it now
+                stored = spool.store_file(received)
+            else:
+                stored = spool.store(event.encoded_dataset())
         except SpoolError as exc:
             log.warning("c-store refused", reason=str(exc))
             return CANNOT_UNDERSTAND
@@ -57,6 +72,7 @@ def make_ae(config: DicomSection) -> AE:
 
 
 def start_scp(config: DicomSection, spool: Spool) -> ThreadedAssociationServer:
+    receive_in_chunks()
     ae = make_ae(config)
     handlers = [(evt.EVT_C_STORE, make_store_handler(spool))]
     server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)

@@ -1,0 +1,113 @@
+"""The agent's C-STORE SCP in-process on a free port: durable before success, clear statuses."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ImplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+from node_agent.config import DicomSection
+from node_agent.dicom.scp import start_scp
+from node_agent.spool import Spool
+from node_agent.state import AgentState
+from tests.factories.dicom import make_ct_study
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def scp(tmp_path: Path) -> Iterator[tuple[int, Spool, AgentState]]:
+    state = AgentState(tmp_path / "state.db")
+    spool = Spool(tmp_path / "spool", state)
+    port = _free_port()
+    server = start_scp(DicomSection(ae_title="HEXTEST", port=port), spool)
+    try:
+        yield port, spool, state
+    finally:
+        server.shutdown()
+
+
+def _send(port: int, datasets: list[Dataset]) -> list[int]:
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="HEXTEST")
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def test_instances_are_in_the_spool_when_success_is_answered(scp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port, spool, state = scp
+    study = make_ct_study(tmp_path / "study", instances=3, rows=256, columns=256)
+    datasets = [dcmread(p) for p in study.files]
+    assert _send(port, datasets) == [0, 0, 0]
+    with state.connect() as conn:
+        rows = conn.execute("SELECT sop_uid, path FROM instances").fetchall()
+    assert sorted(r["sop_uid"] for r in rows) == sorted(study.sop_instance_uids)
+    for row in rows:
+        stored = dcmread(row["path"])
+        original = next(ds for ds in datasets if ds.SOPInstanceUID == row["sop_uid"])
+        assert stored.PixelData == original.PixelData
+    assert not list((spool.root).rglob("*.part"))
+
+
+def test_a_resent_instance_is_a_duplicate_not_a_second_copy(scp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port, _spool, state = scp
+    ds = dcmread(make_ct_study(tmp_path / "s", instances=1).files[0])
+    assert _send(port, [ds, ds]) == [0, 0]
+    with state.connect() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 1
+
+
+def test_unwritable_spool_answers_out_of_resources(tmp_path: Path) -> None:
+    state = AgentState(tmp_path / "state.db")
+    blocker = tmp_path / "not-a-folder"
+    blocker.mkdir()
+    spool = Spool(blocker / "spool", state)
+    # the study folder cannot be created: a file stands where it must go
+    port = _free_port()
+    server = start_scp(DicomSection(ae_title="HEXTEST", port=port), spool)
+    try:
+        ds = dcmread(make_ct_study(tmp_path / "s", instances=1).files[0])
+        from node_agent.spool import study_folder
+
+        study_folder(spool.root, str(ds.StudyInstanceUID)).write_text("in the way")
+        assert _send(port, [ds]) == [0xA700]
+    finally:
+        server.shutdown()
+
+
+def test_a_data_set_without_uids_is_refused_as_not_understood(scp) -> None:  # type: ignore[no-untyped-def]
+    port, _spool, state = scp
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.PatientName = "No^Study"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    assert _send(port, [ds]) == [0xC000]
+    with state.connect() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
+
+
+def test_echo(scp) -> None:  # type: ignore[no-untyped-def]
+    port, *_ = scp
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="HEXTEST")
+    assert assoc.is_established
+    assert int(assoc.send_c_echo().Status) == 0
+    assoc.release()
