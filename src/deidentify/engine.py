@@ -1,9 +1,11 @@
 """Apply a de-identification profile to one dataset: dataset in, new dataset out.
 
-`apply` never mutates its input and never decodes pixel data: the output shares the (immutable)
-PixelData bytes of the input. Every attribute, at every depth of every sequence and in the file
-meta, gets the action `Profile.action_for` gives it; see `profile.py` for how combined actions
-are resolved.
+`apply` never mutates its input and never decodes pixel data: kept elements that need no change
+are passed through as pydicom `RawDataElement`s (immutable; raw bytes stay raw, values read with
+`dcmread(..., defer_size=...)` stay on disk and the output reads them from the same file when it
+is written), so only the values the profile needs are decoded. Every attribute, at every depth
+of every sequence and in the file meta, gets the action `Profile.action_for` gives it; see
+`profile.py` for how combined actions are resolved.
 
 Choices worth knowing
 ---------------------

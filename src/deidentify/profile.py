@@ -11,9 +11,13 @@ class. With `sop_class_uid` of a SOP class in the generated Type table
 (`deidentify/data/iod_types.json`, built from highdicom's copy of the standard's IOD tables),
 a top-level attribute resolves to:
 
-    Type 1 / 1C  -> D  (X/Z/U* on a UI element or a sequence: U, keep and remap every UID)
+    Type 1 / 1C  -> D
     Type 2 / 2C  -> Z  (X/D, which has no Z: D)
     Type 3 / not in the IOD -> X
+
+X/Z/U* on a UI element or a sequence is always U (keep, remap every UID inside), whatever the
+Type: U* is one of the actions the standard allows, and it keeps references (Referenced Image
+Sequence, Source Image Sequence, ...) linked within the de-identified collection.
 
 Without a SOP class (nested elements, whose Type depends on the enclosing sequence), or for a SOP
 class the table does not know, they are resolved conservatively, keeping both privacy and
@@ -310,6 +314,10 @@ class Profile:
 def _resolve(raw: str, tag: int, vr: str, sop_class_uid: str | None) -> Action:
     if raw not in _COMBINED:
         return Action(raw)
+    if raw == "X/Z/U*" and vr in ("UI", "SQ"):
+        # U* is one of the allowed choices whatever the Type: references (and the UIDs in
+        # them) are kept and remapped, so a collection keeps its internal links
+        return Action.U
     types = iod_types().types_for(sop_class_uid) if sop_class_uid else None
     if types is None:  # unknown SOP class or nested attribute: conservative
         if raw == "X/Z/U*":

@@ -122,8 +122,9 @@ def test_combined_actions_by_type_in_ct_iod() -> None:
     assert p.action_for(PATIENT_ID, vr="LO", sop_class_uid=CT) is Action.Z
     # X/Z/D Institution Name: Type 3 -> X
     assert p.action_for(INSTITUTION_NAME, vr="LO", sop_class_uid=CT) is Action.X
-    # X/Z/U* Referenced Image Sequence: Type 3 in CT Image -> X
-    assert p.action_for(REFERENCED_IMAGE_SEQ, vr="SQ", sop_class_uid=CT) is Action.X
+    # X/Z/U* Referenced Image Sequence: Type 3 in CT Image, still kept and remapped (U*), so
+    # references between the de-identified instances survive
+    assert p.action_for(REFERENCED_IMAGE_SEQ, vr="SQ", sop_class_uid=CT) is Action.U
     # X/Z/D Acquisition DateTime: Type 1C in US Multi-frame (Cine module) -> D
     assert p.action_for(0x0008002A, vr="DT", sop_class_uid=US_MULTIFRAME) is Action.D
     assert p.action_for(0x0008002A, vr="DT", sop_class_uid=CT) is Action.X
