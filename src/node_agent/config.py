@@ -6,7 +6,14 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from node_agent.dicom.pacs_config import PacsSection
 
@@ -32,6 +39,21 @@ class DicomSection(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=11112, ge=1, le=65535)
     allowed_calling_aes: list[str] = Field(default_factory=list)
+    tls_cert_file: Path | None = Field(
+        default=None, description="DICOM TLS: the receiver's certificate (PEM); off when unset"
+    )
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="DICOM TLS: require client certificates issued by this CA"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> DicomSection:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("dicom.tls_cert_file and dicom.tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("dicom.tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
 
     @field_validator("ae_title")
     @classmethod
@@ -152,6 +174,9 @@ def load_config(path: Path) -> AgentConfig:
         ("inbound", "folder"),
         ("deidentify", "key_file"),
         ("deidentify", "pixel_rules_file"),
+        ("dicom", "tls_cert_file"),
+        ("dicom", "tls_key_file"),
+        ("dicom", "tls_client_ca_file"),
     ):
         value = raw.get(section, {}).get(key)
         if isinstance(value, str) and not Path(value).is_absolute():

@@ -111,3 +111,45 @@ def test_echo(scp) -> None:  # type: ignore[no-untyped-def]
     assert assoc.is_established
     assert int(assoc.send_c_echo().Status) == 0
     assoc.release()
+
+
+def test_dicom_tls_with_client_certificates(tmp_path: Path) -> None:
+    import ssl
+
+    from tests.factories.pki import make_network
+
+    network = make_network(tmp_path / "pki")
+    modality = network.site("org-a", "modality")
+    state = AgentState(tmp_path / "state.db")
+    spool = Spool(tmp_path / "spool", state)
+    port = _free_port()
+    config = DicomSection(
+        ae_title="HEXTEST",
+        port=port,
+        tls_cert_file=network.hub_cert_file,
+        tls_key_file=network.hub_key_file,
+        tls_client_ca_file=network.ca_file,
+    )
+    server = start_scp(config, spool)
+    ds = dcmread(make_ct_study(tmp_path / "s", instances=1).files[0])
+    try:
+        client = ssl.create_default_context(cafile=str(network.ca_file))
+        client.load_cert_chain(modality.cert_file, modality.key_file)
+        ae = AE(ae_title="MODALITY")
+        ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 3
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", port, ae_title="HEXTEST", tls_args=(client, "127.0.0.1"))
+        assert assoc.is_established
+        assert int(assoc.send_c_store(ds).Status) == 0
+        assoc.release()
+        # without TLS, or without a client certificate, no association
+        assert not ae.associate("127.0.0.1", port, ae_title="HEXTEST").is_established
+        anonymous = ssl.create_default_context(cafile=str(network.ca_file))
+        refused = ae.associate(
+            "127.0.0.1", port, ae_title="HEXTEST", tls_args=(anonymous, "127.0.0.1")
+        )
+        assert not refused.is_established
+    finally:
+        server.shutdown()
+    with state.connect() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,28 @@ def make_ae(config: DicomSection) -> AE:
     return ae
 
 
+def dicom_tls_context(config: DicomSection) -> ssl.SSLContext | None:
+    """The optional DICOM TLS context (PS3.15 Annex B style: TLS 1.2+, client certs optional)."""
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    if config.tls_client_ca_file is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(config.tls_client_ca_file)
+    return context
+
+
 def start_scp(config: DicomSection, spool: Spool) -> ThreadedAssociationServer:
     receive_in_chunks()
     ae = make_ae(config)
     handlers = [(evt.EVT_C_STORE, make_store_handler(spool))]
-    server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
+    server = ae.start_server(
+        (config.host, config.port),
+        block=False,
+        evt_handlers=handlers,
+        ssl_context=dicom_tls_context(config),
+    )
     assert server is not None
     return server
