@@ -87,18 +87,38 @@ def site_add(
 
 @site_app.command("list")
 def site_list(data_dir: DataDir) -> None:
-    """Sites with enrollment state and last contact."""
+    """The fleet: enrollment, last contact and what each agent last reported."""
     settings = _settings(data_dir)
     engine = make_engine(settings.db_url)
-    table = Table("org", "site", "enrolled", "certificate serial", "last seen")
+    table = Table(
+        "org",
+        "site",
+        "enrolled",
+        "certificate",
+        "last seen",
+        "queue",
+        "oldest",
+        "pending bytes",
+        "disk free",
+        "policy",
+        "last error",
+    )
     with Session(engine) as session:
         for row in session.exec(select(Site).order_by(Site.org, Site.site)):
+            beat = json.loads(row.last_heartbeat) if row.last_heartbeat else {}
+            oldest = beat.get("oldest_item_age_s")
             table.add_row(
                 row.org,
                 row.site,
                 "yes" if row.enrolled_at else "no",
                 row.certificate_serial or "-",
-                str(row.last_seen_at or "-"),
+                f"{row.last_seen_at:%Y-%m-%d %H:%M:%S}" if row.last_seen_at else "never",
+                str(beat.get("queue_depth", "-")),
+                f"{oldest:.0f}s" if isinstance(oldest, int | float) else "-",
+                f"{beat['bytes_pending']:,}" if "bytes_pending" in beat else "-",
+                f"{beat['disk_free_bytes'] / 1e9:.1f} GB" if "disk_free_bytes" in beat else "-",
+                str(beat.get("policy_version", "-")),
+                beat.get("last_error") or "",
             )
     Console().print(table)
 
