@@ -148,13 +148,15 @@ class Federation:
         inbound: bool = True,
         start: bool = True,
         deid_options: Sequence[str] = (),
+        inbound_pacs: tuple[str, int] | None = None,
+        dicom_port: int | None = None,
     ) -> AgentHandle:
         token = self.hub_cli(
             "site", "add", "--org", org, "--site", site, "--org-name", org_name or org
         ).strip()
         data_dir = self.root / f"agent-{org}-{site}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = dicom_port or free_port()
         ae = ae_title or site.upper().replace("-", "")[:16]
         lines = [
             "[agent]",
@@ -178,6 +180,15 @@ class Federation:
             "",
             "[inbound]",
             f"enabled = {'true' if inbound else 'false'}",
+            *(
+                [
+                    'store = "pacs"',
+                    f'pacs_ae_title = "{inbound_pacs[0]}"',
+                    f"pacs_port = {inbound_pacs[1]}",
+                ]
+                if inbound_pacs
+                else []
+            ),
             "poll_seconds = 0.5",
             "",
             "[upload]",

@@ -224,3 +224,41 @@ def test_burned_in_name_is_blanked_before_a_deidentified_copy_leaves(
             max(box.left - 12, 0) : box.left + box.width + 12,
         ] = False
     assert (before[outside] == after[outside]).mean() >= 0.98
+
+
+def test_inbound_study_lands_in_the_receiving_pacs(federation: Federation, tmp_path: Path) -> None:
+    from tests.factories.orthanc import OrthancUnavailable, start_orthanc
+    from tests.federation import free_port
+
+    b_port = free_port()
+    try:
+        pacs = start_orthanc(tmp_path / "orthanc-b", {"agent": ("ARCHIVE", b_port)})
+    except OrthancUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        federation.add_agent(
+            "org-b",
+            "archive",
+            ae_title="ARCHIVE",
+            dicom_port=b_port,
+            inbound_pacs=(pacs.ae_title, pacs.dicom_port),
+        )
+        a = federation.add_agent("org-a", "clinic-a", destinations=[("org-b", "identified")])
+        study = make_ct_study(tmp_path / "modality", instances=3)
+        assert storescu(a.dicom_port, a.ae_title, study.files).returncode == 0
+        federation.wait_for(
+            lambda: pacs.sop_uids() == set(study.sop_instance_uids), 60, "the study in org B's PACS"
+        )
+        # acknowledged to the hub only after the PACS confirmed every instance
+        federation.wait_for(
+            lambda: all(
+                d == {"org-b": "acked"}
+                for d in (
+                    x["deliveries"] for x in json.loads(federation.hub_cli("bundles", "--json"))
+                )
+            ),
+            30,
+            "the delivery ack",
+        )
+    finally:
+        pacs.stop()
