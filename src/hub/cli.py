@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlmodel import Session, select
 
@@ -18,7 +19,7 @@ from certs.tokens import issue_token
 from hub.bootstrap import init_hub
 from hub.db import create_schema, make_engine
 from hub.enrollment import ensure_site
-from hub.models import Bundle, Delivery, Site
+from hub.models import Bundle, Delivery, Organization, Site
 from hub.settings import HubSettings
 from wire.policy import PolicyMatch, PolicyRule, SitePolicy
 
@@ -123,6 +124,12 @@ def site_list(data_dir: DataDir) -> None:
     Console().print(table)
 
 
+def _require_site(session: Session, org: str, site: str) -> None:
+    if session.exec(select(Site).where(Site.org == org, Site.site == site)).first() is None:
+        err.print(f"[red]site {org}/{site} is not registered; run `hexchange-hub site add`")
+        raise typer.Exit(2)
+
+
 def _print_policy(current: SitePolicy, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(current.model_dump_json(indent=2) + "\n")
@@ -174,14 +181,18 @@ def policy_add(
         )
         Profile.from_names(rule.deid_options)
     except (ValidationError, ValueError) as exc:
-        err.print(f"[red]invalid rule:[/red] {exc}")
+        err.print(f"[red]invalid rule:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     settings = _settings(data_dir)
     engine = make_engine(settings.db_url)
     create_schema(engine)
     with Session(engine) as session:
-        if session.exec(select(Site).where(Site.org == org, Site.site == site)).first() is None:
-            err.print(f"[red]site {org}/{site} is not registered; run `hexchange-hub site add`")
+        _require_site(session, org, site)
+        if session.get(Organization, to) is None:
+            err.print(
+                f"[red]organization {to!r} is not part of this network; add one of its "
+                "sites first (`hexchange-hub site add`)"
+            )
             raise typer.Exit(2)
         current = policy.add_rule(session, org, site, rule, actor="cli:network-admin")
     _print_policy(current, as_json)
@@ -211,6 +222,7 @@ def policy_clear(
 
     settings = _settings(data_dir)
     with Session(make_engine(settings.db_url)) as session:
+        _require_site(session, org, site)
         _print_policy(
             policy.replace_rules(session, org, site, [], actor="cli:network-admin"), False
         )
@@ -230,7 +242,7 @@ def audit_verify(data_dir: DataDir) -> None:
         try:
             count = verify_chain(session)
         except ValueError as exc:
-            err.print(f"[red]{exc}")
+            err.print(f"[red]{escape(str(exc))}")
             raise typer.Exit(1) from exc
     err.print(f"audit chain intact: {count} events")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -50,6 +50,10 @@ def create_schema(engine: Engine) -> None:
     config = alembic_config(engine)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
+        tables = set(inspect(connection).get_table_names())
+        if "site" in tables and "alembic_version" not in tables:
+            # made by create_all before migrations existed: it is the initial revision
+            command.stamp(config, "0001")
         command.upgrade(config, "head")
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from sqlmodel import Session, select
 
 from certs.errors import CertsError
 from certs.identity import SiteIdentity, site_identity_from_pem
 from hub.errors import Forbidden, NotAuthenticated
+from hub.models import Site
 
 
 def identity_from_scope(scope: dict[str, Any], *, is_revoked: Any) -> SiteIdentity:
@@ -44,7 +46,21 @@ def client_certificate_pem(scope: dict[str, Any]) -> str:
 
 def current_site(request: Request) -> SiteIdentity:
     registry = request.app.state.ca_directory
-    return identity_from_scope(request.scope, is_revoked=registry.is_revoked)
+    identity = identity_from_scope(request.scope, is_revoked=registry.is_revoked)
+    # Revoking a site's newest certificate revokes the site: an older, unrevoked certificate
+    # of the same site can then neither call the node API nor renew itself back in.
+    with Session(request.app.state.engine) as session:
+        current = session.exec(
+            select(Site.certificate_serial).where(
+                Site.org == identity.org, Site.site == identity.site
+            )
+        ).first()
+    if current and registry.is_revoked(int(current, 16)):
+        raise Forbidden(
+            f"site {identity.org}/{identity.site} is revoked; ask the network admin for a new "
+            "enrollment token"
+        )
+    return identity
 
 
 SiteDep = Annotated[SiteIdentity, Depends(current_site)]

@@ -87,7 +87,15 @@ class Agent:
             renew(self.identity, self.client)
 
     def _refresh_policy(self) -> None:
-        self.policy.refresh(self.client)
+        before = self.policy.load()
+        after = self.policy.refresh(self.client)
+        if before is None or before.version != after.version:
+            # a new policy may now send what the old one held back
+            with self.state.transaction() as conn:
+                conn.execute(
+                    "UPDATE studies SET state = 'stable', next_attempt_at = 0, last_error = NULL "
+                    "WHERE state = 'held'"
+                )
 
     def _outbound_step(self) -> None:
         from node_agent.pipeline import mark_stable

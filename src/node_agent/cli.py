@@ -12,6 +12,7 @@ from typing import Annotated
 import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from node_agent.config import AgentConfig, ConfigError, load_config
@@ -52,7 +53,7 @@ def _load(path: Path) -> AgentConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        err.print(f"[red]config error:[/red] {exc}")
+        err.print(f"[red]config error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
 
 
@@ -69,7 +70,7 @@ def enroll(
     try:
         identity = do_enroll(cfg, token)
     except EnrollmentFailed as exc:
-        err.print(f"[red]enrollment failed:[/red] {exc}")
+        err.print(f"[red]enrollment failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     err.print(
         f"enrolled as {identity.org}/{identity.site}; certificate serial {identity.serial_hex}, "
@@ -90,7 +91,7 @@ def run(
     try:
         agent = build_agent(cfg)
     except NotEnrolled as exc:
-        err.print(f"[red]{exc}")
+        err.print(f"[red]{escape(str(exc))}")
         raise typer.Exit(2) from exc
 
     def _stop(_sig: int, _frame: object) -> None:
@@ -158,7 +159,7 @@ def pull(
     cfg = _load(config)
     if cfg.pacs is None:
         err.print(
-            f"[red]{config} has no [pacs] section.[/red] Add one with host, port and ae_title "
+            f"[red]{config} has no \\[pacs] section.[/red] Add one with host, port and ae_title "
             "(see node_agent/dicom/pacs_config.py)."
         )
         raise typer.Exit(2)
@@ -184,11 +185,14 @@ def pull(
     )
     state = AgentState(cfg.agent.data_dir / "state.db")
     spool = Spool(cfg.agent.data_dir / "spool", state)
+    from node_agent.dicom.scp import receive_in_chunks
+
+    receive_in_chunks()  # C-GET and C-MOVE alike: instances go to disk as they arrive
     puller = Puller.from_config(cfg, state, spool)
     try:
         todo, done = puller.plan(query, retry_now=True)
     except PullError as exc:
-        err.print(f"[red]query failed:[/red] {exc}")
+        err.print(f"[red]query failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     results = [
         PullResult(s, "skipped", puller.skip_reason(s), puller.local_count(s.study_uid))
@@ -316,7 +320,7 @@ def retry(config: ConfigOpt, bundle_id: Annotated[str, typer.Argument()]) -> Non
     try:
         previous = operations.retry(_state(config), bundle_id)
     except operations.OperationError as exc:
-        err.print(f"[red]{exc}")
+        err.print(f"[red]{escape(str(exc))}")
         raise typer.Exit(1) from exc
     err.print(f"bundle {bundle_id} ({previous}) queued for upload now")
 
@@ -340,7 +344,7 @@ def quarantine_show(config: ConfigOpt, item_id: Annotated[int, typer.Argument()]
     try:
         item = operations.quarantine_get(_state(config), item_id)
     except operations.OperationError as exc:
-        err.print(f"[red]{exc}")
+        err.print(f"[red]{escape(str(exc))}")
         raise typer.Exit(1) from exc
     table = Table("field", "value", show_header=False)
     for name, value in (
@@ -363,7 +367,7 @@ def quarantine_release(config: ConfigOpt, item_id: Annotated[int, typer.Argument
     try:
         kind = operations.release(_state(config), item_id)
     except operations.OperationError as exc:
-        err.print(f"[red]{exc}")
+        err.print(f"[red]{escape(str(exc))}")
         raise typer.Exit(1) from exc
     err.print(f"{kind} {item_id} released: it will be processed again")
 
@@ -382,7 +386,7 @@ def quarantine_discard(
     try:
         kind = operations.discard(_state(config), item_id)
     except operations.OperationError as exc:
-        err.print(f"[red]{exc}")
+        err.print(f"[red]{escape(str(exc))}")
         raise typer.Exit(1) from exc
     err.print(f"{kind} {item_id} discarded")
 

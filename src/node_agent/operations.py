@@ -69,6 +69,15 @@ def quarantine_get(state: AgentState, item_id: int) -> QuarantineItem:
     return _item(row)
 
 
+def _drop_previews(state: AgentState, item: QuarantineItem) -> None:
+    """Before/after pictures kept for the reviewer go with the decision."""
+    import shutil
+
+    folder = state.path.parent / "quarantine" / item.ref
+    if item.kind == "instance" and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def release(state: AgentState, item_id: int) -> str:
     """Try the item again: an instance goes back through the pipeline (and its checks)."""
     item = quarantine_get(state, item_id)
@@ -90,6 +99,7 @@ def release(state: AgentState, item_id: int) -> str:
                 (item.ref,),
             )
         conn.execute("DELETE FROM quarantine WHERE id = ?", (item_id,))
+    _drop_previews(state, item)
     return item.kind
 
 
@@ -104,4 +114,5 @@ def discard(state: AgentState, item_id: int) -> str:
         elif item.kind == "delivery":
             conn.execute("UPDATE inbound SET state = 'discarded' WHERE bundle_id = ?", (item.ref,))
         conn.execute("DELETE FROM quarantine WHERE id = ?", (item_id,))
+    _drop_previews(state, item)
     return item.kind

@@ -119,15 +119,15 @@ def mark_stable(state: AgentState, quiet_period: float, now: float | None = None
 
 
 def _pending_instances(
-    state: AgentState, study_uid: str, dest_org: str
+    state: AgentState, study_uid: str, dest_org: str, mode: str
 ) -> list[tuple[str, str, str]]:
-    """Instances of the study not yet sealed for this destination (same content)."""
+    """Instances of the study not yet sealed for this destination and mode (same content)."""
     with state.connect() as conn:
         rows = conn.execute(
             "SELECT i.sop_uid, i.path, i.sha256 FROM instances i WHERE i.study_uid = ? AND NOT "
-            "EXISTS (SELECT 1 FROM bundle_instances b WHERE b.dest_org = ? AND "
+            "EXISTS (SELECT 1 FROM bundle_instances b WHERE b.dest_org = ? AND b.mode = ? AND "
             "b.sop_uid = i.sop_uid AND b.sha256 = i.sha256) ORDER BY i.received_at, i.sop_uid",
-            (study_uid, dest_org),
+            (study_uid, dest_org, mode),
         ).fetchall()
     return [(r["sop_uid"], r["path"], r["sha256"]) for r in rows]
 
@@ -235,7 +235,7 @@ class Pipeline:
                     "WHERE study_uid = ? AND state IN ('stable', 'waiting')",
                     (time.time() + 30, str(exc), study_uid),
                 )
-            log.warning("study waits for recipient keys", reason=str(exc))
+            log.warning("study waits", reason=str(exc))
             return sealed
         with self.state.transaction() as conn:
             conn.execute(
@@ -246,7 +246,7 @@ class Pipeline:
         return sealed
 
     def _seal_for(self, study_uid: str, destination: Destination) -> bool:
-        pending = _pending_instances(self.state, study_uid, destination.org)
+        pending = _pending_instances(self.state, study_uid, destination.org, destination.mode)
         if not pending:
             return False
         recipients = self.recipients(destination.org)
@@ -334,9 +334,12 @@ class Pipeline:
                     ),
                 )
                 conn.executemany(
-                    "INSERT INTO bundle_instances(bundle_id, dest_org, sop_uid, sha256) "
-                    "VALUES (?,?,?,?)",
-                    [(bundle_id, destination.org, sop, sha) for sop, sha in included],
+                    "INSERT INTO bundle_instances(bundle_id, dest_org, mode, sop_uid, sha256) "
+                    "VALUES (?,?,?,?,?)",
+                    [
+                        (bundle_id, destination.org, destination.mode, sop, sha)
+                        for sop, sha in included
+                    ],
                 )
             log.info(
                 "bundle sealed",

@@ -30,11 +30,20 @@ def needs_renewal(cert: x509.Certificate, now: dt.datetime | None = None) -> boo
 
 
 def complete_pending(folder: Path) -> None:
-    """Finish a renewal interrupted between the two renames."""
-    for name in ("site.key", "site.pem"):
-        pending = folder / f"next-{name}"
-        if pending.exists():
-            os.replace(pending, folder / name)
+    """Finish, or drop, a renewal that a crash interrupted.
+
+    The new certificate is written last, so: with `next-site.pem` present the renewal is whole
+    (rename the key if it is still pending, then the certificate); with only `next-site.key`
+    the certificate was lost, so the new key is dropped and the old pair stays (the agent
+    renews again; the hub allows that while the site is not revoked).
+    """
+    next_key, next_cert = folder / "next-site.key", folder / "next-site.pem"
+    if next_cert.exists():
+        if next_key.exists():
+            os.replace(next_key, folder / "site.key")
+        os.replace(next_cert, folder / "site.pem")
+    elif next_key.exists():
+        next_key.unlink()
     if folder.exists():
         fsync_dir(folder)
 

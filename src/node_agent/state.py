@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS bundle_instances (
     dest_org TEXT NOT NULL,
     sop_uid TEXT NOT NULL,
     sha256 TEXT NOT NULL,
+    mode TEXT NOT NULL DEFAULT 'identified',
     PRIMARY KEY (bundle_id, sop_uid)
 );
 CREATE INDEX IF NOT EXISTS bundle_instances_dest ON bundle_instances(dest_org, sop_uid);
@@ -77,7 +78,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -87,6 +88,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
         if "modality" not in columns:
             conn.execute("ALTER TABLE instances ADD COLUMN modality TEXT")
+    if version < 3:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(bundle_instances)")}
+        if "mode" not in columns:
+            conn.execute(
+                "ALTER TABLE bundle_instances ADD COLUMN mode TEXT NOT NULL DEFAULT 'identified'"
+            )
     if version != SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wire.manifest import Name, UtcDatetime
 
@@ -22,6 +22,12 @@ class PolicyMatch(_Model):
     """Which studies a rule applies to; an empty list matches everything."""
 
     modalities: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("modalities")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        """DICOM modalities are upper case (CS); `ct` means CT."""
+        return [m.strip().upper() for m in value]
 
     def matches(self, modalities: set[str]) -> bool:
         return not self.modalities or bool(modalities & set(self.modalities))
@@ -45,5 +51,11 @@ class SitePolicy(_Model):
     def rules_for(self, modalities: set[str]) -> list[PolicyRule]:
         return [rule for rule in self.rules if rule.match.matches(modalities)]
 
-    def allows(self, destination_org: str, mode: str) -> bool:
-        return any(r.destination_org == destination_org and r.mode == mode for r in self.rules)
+    def allows(self, destination_org: str, mode: str, modalities: set[str] | None = None) -> bool:
+        """Does a rule send `mode` studies (of these modalities, when given) to the org?"""
+        return any(
+            r.destination_org == destination_org
+            and r.mode == mode
+            and (modalities is None or r.match.matches(modalities))
+            for r in self.rules
+        )

@@ -171,7 +171,7 @@ def test_deidentified_destination_receives_no_identity(
 def test_without_a_sharing_rule_nothing_leaves_the_site(
     federation: Federation, tmp_path: Path
 ) -> None:
-    federation.add_agent("org-b", "archive")
+    b = federation.add_agent("org-b", "archive")
     a = federation.add_agent("org-a", "clinic-a")  # enrolled, but no policy rule: deny
     study = make_ct_study(tmp_path / "modality", instances=2)
     assert storescu(a.dicom_port, a.ae_title, study.files).returncode == 0
@@ -185,6 +185,12 @@ def test_without_a_sharing_rule_nothing_leaves_the_site(
 
     federation.wait_for(held, 30, "the study to be held")
     assert json.loads(federation.hub_cli("bundles", "--json")) == []
+
+    # the admin adds a rule: the held study goes out without being sent again
+    federation.hub_cli(
+        "policy", "add", "--org", "org-a", "--site", "clinic-a", "--to", "org-b", "--modality", "ct"
+    )
+    federation.wait_for(lambda: len(b.received_files()) == 2, 60, "the held study to go out")
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract-ocr not installed")

@@ -85,3 +85,16 @@ def test_revoked_site_cannot_renew_and_its_key_is_withdrawn(
     assert _renew(site_a).status_code == 403
     keys = site_b.client.get("/node/v1/orgs/org-a/keys").json()["keys"]
     assert keys == []  # nobody encrypts to a revoked site any more
+
+
+def test_revoking_the_newest_certificate_cannot_be_undone_with_an_older_one(
+    hub: Hub, sites: tuple[EnrolledSite, EnrolledSite, EnrolledSite]
+) -> None:
+    site_a, _, _ = sites
+    response = _renew(site_a)
+    assert response.status_code == 200, response.text
+    newest = x509.load_pem_x509_certificate(response.json()["certificate_pem"].encode())
+    hub.registry().revoke(newest.serial_number, reason="site decommissioned")
+    # the older certificate is not revoked itself, yet the site is
+    assert site_a.client.get("/node/v1/whoami").status_code == 403
+    assert _renew(site_a).status_code == 403

@@ -244,3 +244,20 @@ def test_bulk_waits_for_the_offpeak_window_but_urgent_goes_now(agent_parts, tmp_
 
     assert due_orgs(closed) == ["org-c"]  # only the urgent one outside the window
     assert due_orgs(opened) == ["org-c", "org-b"]  # urgent first, then bulk
+
+
+def test_identified_and_deidentified_rules_to_one_org_both_send(agent_parts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config, _cf, state, spool, identity, _r, keys = agent_parts
+    _store_study(spool, tmp_path, 2)
+    pipeline = Pipeline(
+        config,
+        state,
+        identity,
+        lambda org: keys,
+        lambda mods: [Destination(org="org-b"), Destination(org="org-b", mode="deidentified")],
+        lambda path, _d: path.read_bytes(),
+    )
+    mark_stable(state, 0.0)
+    assert pipeline.process_stable() == 2
+    assert sorted(r["mode"] for r in operations.queue(state)) == ["deidentified", "identified"]
+    assert pipeline.process_stable() == 0

@@ -29,3 +29,15 @@ def test_an_interrupted_swap_is_completed_on_next_start(tmp_path: Path) -> None:
     assert (folder / "site.pem").read_text() == "new cert"
     assert (folder / "site.key").read_text() == "new key"
     assert not (folder / "next-site.pem").exists()
+
+
+def test_a_renewal_whose_certificate_was_never_written_is_dropped(tmp_path: Path) -> None:
+    folder = tmp_path / "identity"
+    folder.mkdir()
+    (folder / "site.key").write_text("old key")
+    (folder / "site.pem").write_text("old cert")
+    (folder / "next-site.key").write_text("new key")  # crash before next-site.pem
+    complete_pending(folder)
+    assert (folder / "site.key").read_text() == "old key"
+    assert (folder / "site.pem").read_text() == "old cert"
+    assert not (folder / "next-site.key").exists()
