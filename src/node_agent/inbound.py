@@ -91,7 +91,29 @@ class Inbound:
                 continue
             if self.receive(delivery):
                 done += 1
+        self._finish_stored({d.bundle_id for d in listing.deliveries})
         return done
+
+    def _finish_stored(self, listed: set[str]) -> None:
+        """Ack bundles stored here whose ack was lost (crash, or the hub died after it
+        committed): the hub no longer lists them, so `receive` never sees them again."""
+        with self.state.connect() as conn:
+            rows = conn.execute("SELECT bundle_id FROM inbound WHERE state = 'stored'").fetchall()
+        for bundle_id in {r["bundle_id"] for r in rows} - listed:
+            try:
+                self.client.ack(bundle_id)  # idempotent at the hub
+            except (HubUnavailable, HubRefused) as exc:
+                log.warning(
+                    "stored delivery not acknowledged yet", bundle_id=bundle_id, reason=str(exc)
+                )
+                continue
+            with self.state.transaction() as conn:
+                conn.execute(
+                    "UPDATE inbound SET state = 'acked', last_error = NULL, updated_at = ? "
+                    "WHERE bundle_id = ? AND state = 'stored'",
+                    (time.time(), bundle_id),
+                )
+            self._cleanup(self.folder / bundle_id)
 
     def _verify_sender(self, delivery: Delivery, header: SealedHeader) -> None:
         try:
