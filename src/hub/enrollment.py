@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -40,59 +41,75 @@ def ensure_site(
     return row
 
 
+def _check_key_signature(
+    registry: CADirectory, cert: x509.Certificate, raw_key: bytes, signature: bytes, what: str
+) -> None:
+    """The site's encryption key must be signed by the key just certified; otherwise the new
+    certificate is revoked at once and the request refused."""
+    public_key = cert.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    try:
+        public_key.verify(signature, encryption_key_message(raw_key), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature as exc:
+        registry.revoke(cert.serial_number, reason=f"{what} aborted: bad key signature")
+        raise EnrollmentRefused(
+            f"the encryption key is not signed by the key in the CSR; {what} refused"
+            + ("; the token is used up, ask for a new one" if what == "enrollment" else "")
+        ) from exc
+
+
+def _install_certificate(
+    session: Session, site: Site, cert: x509.Certificate, *, action: str
+) -> str:
+    """Make `cert` the site's current certificate, keep it in the history, audit it."""
+    cert_pem = cert.public_bytes(Encoding.PEM).decode()
+    site.certificate_pem = cert_pem
+    site.certificate_serial = f"{cert.serial_number:x}"
+    session.add(
+        SiteCertificate(
+            serial=site.certificate_serial, org=site.org, site=site.site, certificate_pem=cert_pem
+        )
+    )
+    session.add(site)
+    audit.record(
+        session,
+        actor=f"site:{site.org}/{site.site}",
+        action=action,
+        subject=site.certificate_serial,
+    )
+    return cert_pem
+
+
+def _b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise EnrollmentRefused(f"the {what} is not valid base64") from exc
+
+
 def enroll(
     session: Session, registry: CADirectory, request: EnrollRequest, receipt_public_pem: str
 ) -> EnrollResponse:
-    try:
-        raw_key = base64.b64decode(request.encryption_public_key, validate=True)
-        signature = base64.b64decode(request.encryption_key_signature, validate=True)
-    except ValueError as exc:
-        raise EnrollmentRefused("encryption key or its signature is not valid base64") from exc
+    raw_key = _b64(request.encryption_public_key, "encryption key")
+    signature = _b64(request.encryption_key_signature, "encryption key signature")
     if len(raw_key) != 32:
         raise EnrollmentRefused("the encryption public key must be a raw 32-byte X25519 key")
     try:
         cert = registry.enroll(request.token, request.csr_pem.encode())
     except CertsError as exc:
         raise EnrollmentRefused(str(exc)) from exc
-    public_key = cert.public_key()
-    assert isinstance(public_key, ec.EllipticCurvePublicKey)
-    try:
-        public_key.verify(signature, encryption_key_message(raw_key), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature as exc:
-        registry.revoke(cert.serial_number, reason="enrollment aborted: bad key signature")
-        raise EnrollmentRefused(
-            "the encryption key is not signed by the key in the CSR; the token is used up, "
-            "ask for a new one"
-        ) from exc
+    _check_key_signature(registry, cert, raw_key, signature, "enrollment")
     identity = site_identity_from_certificate(cert)
     site = ensure_site(session, identity.org, identity.site)
-    cert_pem = cert.public_bytes(Encoding.PEM).decode()
-    site.certificate_pem = cert_pem
-    site.certificate_serial = f"{cert.serial_number:x}"
-    session.add(
-        SiteCertificate(
-            serial=site.certificate_serial,
-            org=identity.org,
-            site=identity.site,
-            certificate_pem=cert_pem,
-        )
-    )
     site.encryption_public_key = request.encryption_public_key
     site.encryption_key_signature = request.encryption_key_signature
     site.encryption_key_id = hashlib.sha256(raw_key).hexdigest()[:32]
     site.enrolled_at = utcnow()
-    session.add(site)
-    audit.record(
-        session,
-        actor=f"site:{identity.org}/{identity.site}",
-        action="site.enroll",
-        subject=site.certificate_serial,
-    )
+    cert_pem = _install_certificate(session, site, cert, action="site.enroll")
     session.commit()
-    ca_pem = registry.load().cert_pem.decode()
     return EnrollResponse(
         certificate_pem=cert_pem,
-        ca_pem=ca_pem,
+        ca_pem=registry.load().cert_pem.decode(),
         org=identity.org,
         site=identity.site,
         hub_receipt_public_key_pem=receipt_public_pem,
@@ -103,8 +120,6 @@ def renew(
     session: Session, registry: CADirectory, current_pem: str, request: RenewRequest
 ) -> RenewResponse:
     """A fresh certificate for a new key of the same site; the encryption key is re-signed."""
-    from cryptography import x509
-
     current = x509.load_pem_x509_certificate(current_pem.encode())
     identity = site_identity_from_certificate(current)
     site = session.exec(
@@ -112,42 +127,14 @@ def renew(
     ).first()
     if site is None or site.encryption_public_key is None:
         raise EnrollmentRefused(f"site {identity.org}/{identity.site} is not enrolled here")
-    try:
-        signature = base64.b64decode(request.encryption_key_signature, validate=True)
-    except ValueError as exc:
-        raise EnrollmentRefused("the encryption key signature is not valid base64") from exc
+    signature = _b64(request.encryption_key_signature, "encryption key signature")
     try:
         cert = registry.renew(current, request.csr_pem.encode())
     except CertsError as exc:
         raise EnrollmentRefused(str(exc)) from exc
-    public_key = cert.public_key()
-    assert isinstance(public_key, ec.EllipticCurvePublicKey)
     raw_key = base64.b64decode(site.encryption_public_key)
-    try:
-        public_key.verify(signature, encryption_key_message(raw_key), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature as exc:
-        registry.revoke(cert.serial_number, reason="renewal aborted: bad key signature")
-        raise EnrollmentRefused(
-            "the encryption key is not signed by the key in the CSR; renewal refused"
-        ) from exc
-    cert_pem = cert.public_bytes(Encoding.PEM).decode()
-    site.certificate_pem = cert_pem
-    site.certificate_serial = f"{cert.serial_number:x}"
-    session.add(
-        SiteCertificate(
-            serial=site.certificate_serial,
-            org=identity.org,
-            site=identity.site,
-            certificate_pem=cert_pem,
-        )
-    )
+    _check_key_signature(registry, cert, raw_key, signature, "renewal")
     site.encryption_key_signature = request.encryption_key_signature
-    session.add(site)
-    audit.record(
-        session,
-        actor=f"site:{identity.org}/{identity.site}",
-        action="site.renew",
-        subject=site.certificate_serial,
-    )
+    cert_pem = _install_certificate(session, site, cert, action="site.renew")
     session.commit()
     return RenewResponse(certificate_pem=cert_pem)
