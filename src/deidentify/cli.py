@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import logging
 import os
 import shutil
 import struct
@@ -44,6 +45,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deidentify import fastpath
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
 from deidentify.profile import Option, Profile
@@ -51,6 +53,7 @@ from deidentify.recipe import Recipe, RecipeError, parse_recipe
 from deidentify.verify import verify
 
 app = typer.Typer(add_completion=False, help=__doc__)
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -214,10 +217,26 @@ def process_file(
     options: list[str],
     secret: bytes,
     recipe: Recipe | None = None,
+    *,
+    fast: bool = True,
 ) -> Outcome:
-    """De-identify, verify and write one file (runs in a worker process)."""
+    """De-identify, verify and write one file (runs in a worker process).
+
+    The fast header path (`deidentify.fastpath`) goes first; whatever it does not handle - or
+    any error in it - runs the pydicom path below, which also quarantines and reports. `fast`
+    False: the pydicom path only."""
     outcome = Outcome(source=rel)
     profile = _profile(tuple(options))
+    if fast:
+        try:
+            output, changes, notes = fastpath.process(src, out_dir, profile, _keys(secret), recipe)
+        except Exception as exc:  # Fallback, or anything unexpected: the pydicom path decides
+            # the reason or the exception type only: messages may quote values
+            reason = str(exc) if isinstance(exc, fastpath.Fallback) else type(exc).__name__
+            _log.debug("fast path not taken for %s: %s", rel, reason)
+        else:
+            outcome.output, outcome.changes, outcome.notes = output, dict(changes), list(notes)
+            return outcome
     try:
         ds = dcmread(src, defer_size=DEFER_SIZE)
         problem = incomplete(ds, src.stat().st_size)
@@ -260,10 +279,18 @@ def process_batch(
     *,
     workers: int = 1,
     on_done: Callable[[], object] | None = None,
+    fast: bool = True,
 ) -> list[Outcome]:
-    """`process_file` for every (source, relative name), in order; `workers` processes."""
+    """`process_file` for every (source, relative name), in order; `workers` processes
+    (`fast` False: the pydicom path only, for comparisons)."""
     one = functools.partial(
-        process_file, out_dir=out_dir, qdir=qdir, options=options, secret=secret, recipe=recipe
+        process_file,
+        out_dir=out_dir,
+        qdir=qdir,
+        options=options,
+        secret=secret,
+        recipe=recipe,
+        fast=fast,
     )
     outcomes: list[Outcome] = []
     if workers == 1 or len(jobs) < 2:
@@ -287,6 +314,11 @@ def process_batch(
 def _worker_init() -> None:
     # Each instance allocates many small objects and frees them all; collect less often.
     gc.set_threshold(50_000, 50, 100)
+
+
+@functools.lru_cache(maxsize=16)
+def _keys(secret: bytes) -> PseudonymKeys:
+    return PseudonymKeys(secret)
 
 
 @functools.lru_cache(maxsize=16)

@@ -81,6 +81,26 @@ def _header(tag: int, vr: str, length: int, implicit: bool) -> bytes | None:
     return struct.pack("<HH2sH", group, element, vr.encode("ascii"), length)
 
 
+def header_bytes(tag: int, vr: str, length: int, implicit: bool) -> bytes:
+    """Tag, VR (explicit) and length of an element with a defined length."""
+    head = _header(tag, vr, length, implicit)
+    if head is None:
+        raise ValueError(f"a value of {length} bytes does not fit a {vr} element")
+    return head
+
+
+def encode_data_element(elem: DataElement, implicit: bool, encodings: Any) -> bytes:
+    """One new element as `encode_elements` writes it (little endian)."""
+    data = _data_element(elem, implicit, encodings)
+    if data is not None:
+        return data
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = implicit
+    write_data_element(fp, elem, encodings)
+    return bytes(fp.getvalue())
+
+
 def _ascii_text(value: Any) -> str | None:
     """The '\\'-joined text of a str / PersonName value (or a list of them) if plain ASCII."""
     items = value if isinstance(value, MultiValue | list | tuple) else [value]

@@ -205,6 +205,11 @@ def carry_deferred_source(src: Dataset, dst: Dataset) -> None:
 
 
 def _mark(out: Dataset, profile: Profile, ctx: _Context) -> None:
+    _mark_elements(out, profile)
+    _mark_notes(profile, ctx)
+
+
+def _mark_elements(out: Dataset, profile: Profile) -> None:
     out.PatientIdentityRemoved = "YES"
     out.DeidentificationMethod = profile.method_values()
     items = []
@@ -222,6 +227,9 @@ def _mark(out: Dataset, profile: Profile, ctx: _Context) -> None:
         out.LongitudinalTemporalInformationModified = "UNMODIFIED"
     else:
         out.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _mark_notes(profile: Profile, ctx: _Context) -> None:
     for option in (Option.CLEAN_PIXEL_DATA, Option.CLEAN_RECOGNIZABLE_VISUAL_FEATURES):
         if profile.has(option):
             ctx.note(f"{option.value}: pixel data is not changed here; the pixel stage must run")

@@ -20,24 +20,27 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydicom.charset import convert_encodings
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 
 from deidentify.profile import (
+    BASIC_PROFILE_CODE,
+    OPTION_CODES,
     Action,
     Option,
     Profile,
     is_non_instance_uid_keyword,
     is_private_creator_tag,
-    is_private_tag,
 )
+from deidentify.rawdicom import PIXEL_DATA, Fallback, RawElement, RawHeader, parse_output
 from deidentify.vrs import element_vr
 
 if TYPE_CHECKING:
@@ -114,6 +117,99 @@ class _Element:
     def path(self) -> str:
         return f"{self.prefix}{_keyword(self.tag) or _tag_text(self.tag)}"
 
+    @property
+    def nested(self) -> bool:
+        return "[" in self.prefix
+
+    def data(self) -> bytes:
+        return _value_bytes(self.elem, self.ds)
+
+    def uid_bytes(self) -> bytes:
+        return _value_bytes(self.elem)  # deferred (large) values are not read for UIDs
+
+    def values(self) -> list[Any]:
+        return _decoded_values(self.ds[self.tag])
+
+
+class _RawItem:
+    """One element of a raw header (`rawdicom`) as verify sees it."""
+
+    __slots__ = ("charset", "creators", "implicit", "nested", "prefix", "tag", "value", "vr")
+
+    def __init__(
+        self,
+        tag: int,
+        vr: str,
+        value: bytes,
+        prefix: str,
+        creators: dict[int, str],
+        implicit: bool,
+        charset: bytes | None,  # the governing Specific Character Set value, None: the default
+        nested: bool,
+    ) -> None:
+        self.tag, self.vr, self.value, self.prefix = tag, vr, value, prefix
+        self.creators, self.implicit, self.charset, self.nested = (
+            creators,
+            implicit,
+            charset,
+            nested,
+        )
+
+    @property
+    def path(self) -> str:
+        return f"{self.prefix}{_keyword(self.tag) or _tag_text(self.tag)}"
+
+    def data(self) -> bytes:
+        return self.value
+
+    def uid_bytes(self) -> bytes:
+        return self.value
+
+    def values(self) -> list[Any]:
+        return list(_raw_decoded(self.tag, self.vr, self.value, self.implicit, self.charset))
+
+
+_Item = _Element | _RawItem
+
+
+@functools.lru_cache(maxsize=4096)
+def _raw_decoded(
+    tag: int, vr: str, value: bytes, implicit: bool, charset: bytes | None
+) -> tuple[Any, ...]:
+    """The values of an original's element as pydicom decodes them in its dataset."""
+    if charset is None:
+        codecs: Any = default_encoding
+    else:
+        charset_element = RawDataElement(
+            BaseTag(0x00080005), "CS", len(charset), charset, 0, False, True
+        )
+        codecs = convert_encodings(convert_raw_data_element(charset_element).value)
+    raw = RawDataElement(
+        BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True
+    )
+    return tuple(_decoded_values(convert_raw_data_element(raw, encoding=codecs)))
+
+
+def _raw_walk(
+    elements: list[RawElement], implicit: bool, prefix: str, charset: bytes | None
+) -> Iterator[_RawItem]:
+    """`_walk` over raw elements."""
+    creators: dict[int, str] = {}
+    for elem in elements:
+        tag = elem.tag
+        if tag == 0x00080005:
+            charset = elem.value
+        elif is_private_creator_tag(tag):
+            text = elem.value.decode("latin-1").rstrip("\x00 ")
+            creators[(tag >> 16 << 8) | (tag & 0xFF)] = text.strip()
+    nested = "[" in prefix
+    for elem in elements:
+        found = _RawItem(elem.tag, elem.vr, elem.value, prefix, creators, implicit, charset, nested)
+        yield found
+        if elem.items is not None:
+            for i, item in enumerate(elem.items):
+                yield from _raw_walk(item.elements, implicit, f"{found.path}[{i}].", charset)
+
 
 def _items(elem: DataElement | RawDataElement, ds: Dataset) -> list[Dataset]:
     if isinstance(elem, RawDataElement):
@@ -189,33 +285,39 @@ def _name_forms(value: str) -> set[str]:
 
 def _codecs(ds: Dataset) -> list[str]:
     """Python codecs the output's text may be encoded with (utf-8 for decoded values)."""
-    found = ["utf-8"]
     charset = ds.get_item(0x00080005, keep_deferred=True) if 0x00080005 in ds else None
+    return list(_codecs_for(None if charset is None else _value_bytes(charset)))
+
+
+@functools.lru_cache(maxsize=64)
+def _codecs_for(charset: bytes | None) -> tuple[str, ...]:
+    """Codecs for a Specific Character Set value (None: no such element)."""
+    found = ["utf-8"]
     if charset is not None:
-        terms = [t.decode("ascii", "replace") for t in _split(_value_bytes(charset))]
+        terms = [t.decode("ascii", "replace") for t in _split(charset)]
         for codec in convert_encodings(terms or [""]):
             if codec not in found:
                 found.append(codec)
     else:
         found.append("iso8859")
-    return found
+    return tuple(found)
 
 
-def _from_original(original: Dataset, profile: Profile) -> tuple[dict[str, set[str]], set[bytes]]:
+def _from_original(
+    elements: Iterable[_Item], profile: Profile
+) -> tuple[dict[str, set[str]], set[bytes]]:
     """One pass over the original: (keyword -> identifying values that must not appear in the
     output, instance UIDs that must not survive)."""
     needles: dict[str, set[str]] = {}
     uids: set[bytes] = set()
-    for item in _all_elements(original):
+    for item in elements:
         if item.vr == "UI":
             keyword = _keyword(item.tag)
             if is_non_instance_uid_keyword(keyword):
                 continue
             if item.tag >> 16 == 0x0002 and keyword != "MediaStorageSOPInstanceUID":
                 continue
-            uids.update(
-                u for u in _split(_value_bytes(item.elem)) if not u.startswith(b"1.2.840.10008.")
-            )
+            uids.update(u for u in _split(item.uid_bytes()) if not u.startswith(b"1.2.840.10008."))
             continue
         is_name = _IDENTIFYING_TAGS.get(item.tag)
         if is_name is None or item.vr == "SQ" or item.tag >> 16 == 0x0002:
@@ -223,7 +325,7 @@ def _from_original(original: Dataset, profile: Profile) -> tuple[dict[str, set[s
         if profile.action_for(item.tag, vr=item.vr) is Action.K:
             continue  # retained by an option or the site recipe (e.g. institution identity)
         values: set[str] = set()
-        texts = [str(v).strip() for v in _decoded_values(item.ds[item.tag])]
+        texts = [str(v).strip() for v in item.values()]
         for text in (t for t in texts if t):
             values |= _name_forms(text) if is_name else {text}
         values = {v for v in values if len(v) >= _MIN_NEEDLE}
@@ -243,8 +345,16 @@ def _needle_pattern(
     needles: dict[str, set[str]], codecs: list[str]
 ) -> tuple[re.Pattern[bytes] | None, dict[bytes, set[str]]]:
     """One case-insensitive pattern for every needle in every codec, and needle -> sources."""
+    key = tuple(sorted((k, tuple(sorted(v))) for k, v in needles.items()))
+    return _cached_needle_pattern(key, tuple(codecs))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_needle_pattern(
+    needles: tuple[tuple[str, tuple[str, ...]], ...], codecs: tuple[str, ...]
+) -> tuple[re.Pattern[bytes] | None, dict[bytes, set[str]]]:
     sources: dict[bytes, set[str]] = {}
-    for keyword, values in needles.items():
+    for keyword, values in needles:
         for value in values:
             for codec in codecs:
                 try:
@@ -269,41 +379,56 @@ def verify(
     clean."""
     if recipe is not None:
         profile = recipe.apply_to(profile)
-    findings: list[Finding] = []
     sop_class = str(original.get("SOPClassUID", "") or "") or None
-    needles, original_uids = _from_original(original, profile)
-    pattern, sources = _needle_pattern(needles, _codecs(output))
-    old_uids = set() if profile.has(Option.RETAIN_UIDS) else original_uids
+    marked = str(output.get("PatientIdentityRemoved", "")).upper() == "YES"
+    return _check(
+        _all_elements(original), _all_elements(output), _codecs(output), marked, profile, sop_class
+    )
 
-    def finding(code: str, item: _Element, message: str) -> None:
+
+def _check(
+    original: Iterable[_Item],
+    output: Iterable[_Item],
+    codecs: list[str],
+    marked: bool,
+    profile: Profile,
+    sop_class: str | None,
+) -> list[Finding]:
+    """The checks of `verify` on the elements of the original and of the output."""
+    findings: list[Finding] = []
+    needles, original_uids = _from_original(original, profile)
+    pattern, sources = _needle_pattern(needles, codecs)
+    old_uids = set() if profile.has(Option.RETAIN_UIDS) else original_uids
+    vocabulary = _marker_vocabulary(profile)
+
+    def finding(code: str, item: _Item, message: str) -> None:
         keyword = _keyword(item.tag)
         name = keyword or _tag_text(item.tag)
         findings.append(Finding(code, _tag_text(item.tag), keyword, item.path, f"{name} {message}"))
 
     # One pass over the output; text is searched in one buffer, attributed only on a hit.
     chunks: list[bytes] = []
-    owners: list[_Element] = []
-    for item in _all_elements(output):
+    owners: list[_Item] = []
+    for item in output:
         tag = item.tag
-        if tag & 0xFFFF and not is_private_creator_tag(tag):
-            creator = (
-                item.creators.get((tag >> 16 << 8) | ((tag >> 8) & 0xFF))
-                if is_private_tag(tag)
-                else None
-            )
+        private = (tag >> 16) & 1
+        if tag & 0xFFFF and not (private and 0x0010 <= (tag & 0xFFFF) <= 0x00FF):
+            creator = item.creators.get((tag >> 16 << 8) | ((tag >> 8) & 0xFF)) if private else None
             action = profile.action_for(
                 tag,
                 vr=item.vr,
                 private_creator=creator,
-                sop_class_uid=None if "[" in item.path else sop_class,  # Types: top level only
+                sop_class_uid=None if item.nested else sop_class,  # Types: top level only
             )
             if action is Action.X:
                 finding("removed-attribute-present", item, "is removed by the profile but present")
         if tag in _PIXEL_TAGS or item.vr == "SQ":
             continue
-        data = _value_bytes(item.elem, item.ds)
+        data = item.data()
         if not data:
             continue
+        if _is_marker_vocabulary(item, data, vocabulary):
+            continue  # the profile's own fixed words, not patient data
         if item.vr == "UI" and old_uids and old_uids.intersection(_split(data)):
             finding("uid-not-remapped", item, "still holds a UID of the original")
         chunks.append(data)
@@ -314,7 +439,7 @@ def verify(
             hits = {m.group(0).lower() for m in pattern.finditer(data)}
             for source in sorted(set().union(*(sources[h] for h in hits)) if hits else ()):
                 finding("identifying-value-present", item, f"contains the original {source}")
-    if str(output.get("PatientIdentityRemoved", "")).upper() != "YES":
+    if not marked:
         findings.append(
             Finding(
                 "identity-not-marked",
@@ -325,6 +450,98 @@ def verify(
             )
         )
     return findings
+
+
+_CODE_TAGS = frozenset({0x00080100, 0x00080102, 0x00080104})  # value, scheme, meaning
+
+
+def _marker_vocabulary(profile: Profile) -> frozenset[bytes]:
+    """Every value the de-identification markers may hold for this profile. A patient named,
+    say, "Basic" or "Patient" would otherwise be "found" in them."""
+    words = {*profile.method_values(), "DCM", *BASIC_PROFILE_CODE}
+    for code in OPTION_CODES.values():
+        words.update(code)
+    return frozenset(w.encode() for w in words)
+
+
+def _is_marker_vocabulary(item: _Item, data: bytes, vocabulary: frozenset[bytes]) -> bool:
+    """A DeidentificationMethod value, or a code in DeidentificationMethodCodeSequence, that is
+    exactly one of the profile's own words (anything else is searched like any element)."""
+    is_method = item.tag == 0x00120063 and not item.prefix
+    is_code = item.tag in _CODE_TAGS and item.prefix.startswith(
+        "DeidentificationMethodCodeSequence["
+    )
+    return (is_method or is_code) and all(
+        v.strip(b" \x00") in vocabulary for v in data.split(b"\\")
+    )
+
+
+def verify_raw(
+    original: RawHeader,
+    header: bytes,
+    tail: bytes,
+    profile: Profile,
+    recipe: Recipe | None = None,
+) -> list[Finding]:
+    """`verify` for the fast header path: `original` is the input's parsed header, `header` the
+    output's bytes up to and including the Pixel Data element's tag and length, `tail` the bytes
+    after Pixel Data. The output is parsed again from these bytes and every element is checked
+    as `verify` checks it; Pixel Data, which is copied from the input, must be declared with the
+    input's VR and length, right at the end of `header`. An output that cannot be parsed is a
+    finding."""
+    if recipe is not None:
+        profile = _recipe_profile(recipe, profile)
+    try:
+        out = parse_output(header, tail, original.implicit)
+    except Fallback as exc:
+        return [Finding("unparseable-output", "", "", "", f"output header: {exc}")]
+    findings: list[Finding] = []
+    if out.pixel.vr != original.pixel.vr or out.pixel.length != original.pixel.length:
+        findings.append(
+            Finding(
+                "pixel-data-changed",
+                _tag_text(PIXEL_DATA),
+                "PixelData",
+                "PixelData",
+                "PixelData is not declared as the input's",
+            )
+        )
+    top = _charset_of(original.elements)
+    sop_class_value = next(
+        (
+            _raw_decoded(e.tag, e.vr, e.value, original.implicit, top)
+            for e in original.elements
+            if e.tag == 0x00080016
+        ),
+        (),
+    )
+    sop_class = (str(sop_class_value[0] or "") if len(sop_class_value) == 1 else "") or None
+    marked_value = next((e.value for e in out.elements if e.tag == 0x00120062), b"")
+    marked = marked_value.decode("ascii", "replace").rstrip("\x00 ").upper() == "YES"
+    out_charset = next((e.value for e in out.elements if e.tag == 0x00080005), None)
+
+    def elements(header: RawHeader) -> Iterator[_RawItem]:
+        pixel = RawElement(PIXEL_DATA, header.pixel.vr or "OB", b"")
+        yield from _raw_walk(header.meta, False, "file_meta.", None)
+        yield from _raw_walk([*header.elements, pixel, *header.tail], header.implicit, "", None)
+
+    return findings + _check(
+        elements(original),
+        elements(out),
+        list(_codecs_for(out_charset)),
+        marked,
+        profile,
+        sop_class,
+    )
+
+
+def _charset_of(elements: list[RawElement]) -> bytes | None:
+    return next((e.value for e in elements if e.tag == 0x00080005), None)
+
+
+@functools.lru_cache(maxsize=64)
+def _recipe_profile(recipe: Recipe, profile: Profile) -> Profile:
+    return recipe.apply_to(profile)
 
 
 def _any_hit(pattern: re.Pattern[bytes], chunks: list[bytes]) -> bool:

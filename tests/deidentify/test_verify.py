@@ -112,3 +112,27 @@ def test_unchanged_input_fails(keys: PseudonymKeys) -> None:
         "identity-not-marked",
     } <= codes
     _no_values(findings)
+
+
+def test_a_patient_named_like_the_profile_words_is_not_a_false_alarm() -> None:
+    """'Patient' and 'Basic' are in the markers the engine writes; they are not leaks."""
+    from deidentify.engine import PseudonymKeys, apply
+    from deidentify.profile import Profile
+    from deidentify.verify import verify
+    from tests.factories.dicom import FakePatient, ct_slice
+
+    ds = ct_slice(
+        FakePatient(name="Basic^Patient^Option", patient_id="PID-0042"),
+        study_uid="1.2.3.4",
+        series_uid="1.2.3.5",
+        sop_uid="1.2.3.6",
+        accession="A1",
+        index=0,
+    )
+    profile = Profile.from_names(["retain-patient-characteristics"])
+    out = apply(ds, profile, PseudonymKeys(b"k" * 32)).dataset
+    assert verify(ds, out, profile) == []
+    # ...but the same name anywhere else is still found
+    out.ImageComments = "Basic"
+    found = {(f.code, f.keyword) for f in verify(ds, out, profile)}
+    assert ("identifying-value-present", "ImageComments") in found
