@@ -48,6 +48,7 @@ from rich.table import Table
 from deidentify import fastpath
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
+from deidentify.pixels import PixelPolicy, ScrubResult, TesseractBackend, scrub
 from deidentify.profile import Option, Profile
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
 from deidentify.verify import verify
@@ -209,6 +210,23 @@ def _copy_range(source: Path, dst_fd: int, offset: int, length: int, dst_offset:
             copied += len(chunk)
 
 
+class _PixelsRefused(Exception):
+    def __init__(self, result: ScrubResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+@functools.lru_cache(maxsize=1)
+def _pixel_stage() -> tuple[PixelPolicy, TesseractBackend]:
+    return PixelPolicy.default(), TesseractBackend()
+
+
+def _scrub_pixels(ds: Dataset) -> ScrubResult:
+    """Clean Pixel Data (rules + OCR, verified by a second read; fails closed)."""
+    policy, ocr = _pixel_stage()
+    return scrub(ds, policy, ocr)
+
+
 def process_file(
     src: Path,
     rel: str,
@@ -227,7 +245,8 @@ def process_file(
     False: the pydicom path only."""
     outcome = Outcome(source=rel)
     profile = _profile(tuple(options))
-    if fast:
+    scrub_pixels = profile.has(Option.CLEAN_PIXEL_DATA)
+    if fast and not scrub_pixels:  # the pixel stage decodes pixels: pydicom path
         try:
             output, changes, notes = fastpath.process(src, out_dir, profile, _keys(secret), recipe)
         except Exception as exc:  # Fallback, or anything unexpected: the pydicom path decides
@@ -248,8 +267,21 @@ def process_file(
         outcome.reason = problem
     else:
         try:
-            result = apply(ds, profile, PseudonymKeys(secret), recipe)
+            source: Dataset = ds
+            if scrub_pixels and "PixelData" in ds:
+                scrubbed = _scrub_pixels(ds)
+                if scrubbed.quarantined or scrubbed.dataset is None:
+                    raise _PixelsRefused(scrubbed)
+                source = scrubbed.dataset
+            result = apply(source, profile, PseudonymKeys(secret), recipe)
             findings = verify(ds, result.dataset, profile, recipe)
+        except _PixelsRefused as refused:
+            outcome.reason = f"pixel-scrub: {refused.result.reason}"
+            if refused.result.preview is not None:
+                stem = qdir / Path(rel).with_suffix("")
+                stem.parent.mkdir(parents=True, exist_ok=True)
+                stem.with_suffix(".before.png").write_bytes(refused.result.preview.before_png)
+                stem.with_suffix(".after.png").write_bytes(refused.result.preview.after_png)
         except Exception as exc:
             outcome.reason = f"deidentify-failed: {type(exc).__name__}"
         else:

@@ -102,3 +102,37 @@ def test_cli_rejects_unknown_option_and_short_key(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "retain-all" in result.output
+
+
+@pytest.mark.skipif(
+    not __import__("deidentify.pixels", fromlist=["TesseractBackend"])
+    .TesseractBackend()
+    .is_available(),
+    reason="tesseract-ocr not installed",
+)
+def test_clean_pixel_data_option_really_scrubs_pixels(tmp_path: Path) -> None:
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    from tests.deidentify.pixels.synth import corner_texts, mono_image
+
+    drawn = mono_image(texts=corner_texts(480, 640, 20))
+    drawn.ds.StudyInstanceUID, drawn.ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    src = tmp_path / "in"
+    src.mkdir()
+    drawn.ds.save_as(src / "sc.dcm", enforce_file_format=True)
+    key = tmp_path / "key"
+    key.write_text(SECRET.hex())
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, [str(src), str(out), "--key-file", str(key), "--option", "clean-pixel-data"]
+    )
+    assert result.exit_code == 0, result.output
+    written = dcmread(next(out.rglob("*.dcm")))
+    before, after = drawn.ds.pixel_array, written.pixel_array
+    for box, identifying in drawn.boxes:
+        if identifying:
+            region = (slice(box.top, box.top + box.height), slice(box.left, box.left + box.width))
+            assert not np.array_equal(before[region], after[region])
+    codes = {item.CodeValue for item in written.DeidentificationMethodCodeSequence}
+    assert "113101" in codes
