@@ -502,11 +502,16 @@ def _stop_spies(spies: list[subprocess.Popen[bytes]]) -> None:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def _append_pacs(agent: AgentHandle, orthanc: Orthanc, chunk_kib: int | None) -> None:
+def _append_pacs(
+    agent: AgentHandle, orthanc: Orthanc, chunk_kib: int | None, parallel: int | None = None
+) -> None:
     text = agent.config_file.read_text().rstrip("\n")
     if chunk_kib:
         assert text.count("[upload]\n") == 1
         text = text.replace("[upload]\n", f"[upload]\nchunk_size_bytes = {chunk_kib * 1024}\n")
+    if parallel:
+        assert text.count("[upload]\n") == 1
+        text = text.replace("[upload]\n", f"[upload]\nparallel_chunks = {parallel}\n")
     text += (
         "\n\n[pacs]\n"
         'host = "127.0.0.1"\n'
@@ -565,7 +570,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             flush=True,
         )
         shutil.rmtree(work / "modality")  # disk: the PACS has them now
-        _append_pacs(a, orthanc, args.chunk_kib)
+        _append_pacs(a, orthanc, args.chunk_kib, args.parallel_chunks)
         federation.start_agent(a)
         assert a.process is not None and federation.hub_process is not None
         _wait(lambda: (a.data_dir / "policy.json").exists(), 30, "agent A's policy")
@@ -739,10 +744,10 @@ def analyse(r: dict[str, Any]) -> dict[str, Any]:
         ),
         ("configured quiet period", quiet),
         (
-            "stable -> sealed (poll lag <= 0.5 s, payload tar, AES-GCM + fsync per chunk)",
+            "stable -> sealed (poll lag <= 0.5 s, payload piped into AES-GCM, chunk fsyncs)",
             sealed_at - (a["study_last_at"] + quiet),
         ),
-        ("sealed -> complete at the hub (chunked upload, hub fsync + index per chunk)", up_s),
+        ("sealed -> complete at the hub (chunks in parallel, hub fsync + index each)", up_s),
     ]
     return {
         "baseline_median_s": base,
@@ -855,6 +860,9 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=2.0, help="agent quiet period, seconds")
     parser.add_argument(
         "--chunk-kib", type=int, help="agent A [upload] chunk_size_bytes / 1024 (default 1024)"
+    )
+    parser.add_argument(
+        "--parallel-chunks", type=int, help="agent A [upload] parallel_chunks (default 4)"
     )
     parser.add_argument("--baseline-runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=3600, help="longest wait, seconds")

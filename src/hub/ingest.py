@@ -2,18 +2,26 @@
 
 The hub checks the sender's signature and each chunk's digest against the signed header, but
 it holds no key that opens an identified bundle: it stores ciphertext and indexes the manifest.
+
+Chunks: each chunk file is fsynced before its index row is committed; the bundle folder is
+fsynced once, at completion, before the receipt exists (the receipt is the promise the agent
+relies on to free its copy). A chunk whose name a power cut lost is not reported as received
+and is asked for again. The parsed header is cached per bundle and header digest.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlmodel import Session, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, delete, select
 
 from certs.identity import SiteIdentity
 from hub import audit, policy
@@ -33,12 +41,41 @@ from wire.errors import WireError
 from wire.receipt import Receipt, sign_receipt
 
 
+class HeaderCache:
+    """Parsed headers of bundles being uploaded, most recently used kept (thread-safe).
+
+    Keyed by bundle id and header digest: a bundle's header never changes once accepted (a
+    different one under the same id is a conflict), and the digest in the key makes a stale
+    entry unusable anyway.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str], SealedHeader] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, bundle_id: str, digest: str) -> SealedHeader | None:
+        with self._lock:
+            header = self._entries.get((bundle_id, digest))
+            if header is not None:
+                self._entries.move_to_end((bundle_id, digest))
+            return header
+
+    def put(self, bundle_id: str, digest: str, header: SealedHeader) -> None:
+        with self._lock:
+            self._entries[(bundle_id, digest)] = header
+            self._entries.move_to_end((bundle_id, digest))
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class IngestContext:
     session: Session
     blobs: BlobStore
     receipt_key: ec.EllipticCurvePrivateKey
     is_revoked: Callable[[int], bool] = lambda _serial: False
+    headers: HeaderCache | None = None
 
 
 def _site_row(session: Session, identity: SiteIdentity) -> Site:
@@ -57,8 +94,18 @@ def _bundle(session: Session, bundle_id: str) -> Bundle:
     return row
 
 
-def _load_header(blobs: BlobStore, bundle_id: str) -> SealedHeader:
-    return parse_header(blobs.get_header(bundle_id))
+def _load_header(ctx: IngestContext, bundle: Bundle) -> SealedHeader:
+    """The bundle's stored header, parsed (once per bundle while it stays in the cache)."""
+    if ctx.headers is not None:
+        cached = ctx.headers.get(bundle.bundle_id, bundle.header_digest)
+        if cached is not None:
+            return cached
+    header = parse_header(ctx.blobs.get_header(bundle.bundle_id))
+    if header.digest() != bundle.header_digest:
+        raise Conflict(f"the stored header of bundle {bundle.bundle_id} is not the indexed one")
+    if ctx.headers is not None:
+        ctx.headers.put(bundle.bundle_id, bundle.header_digest, header)
+    return header
 
 
 def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data: bytes) -> Bundle:
@@ -154,16 +201,23 @@ def put_chunk(
         raise Forbidden("only the sending site may upload chunks of a bundle")
     if not 0 <= index < bundle.chunk_count:
         raise InvalidRequest(f"chunk index {index} is outside 0..{bundle.chunk_count - 1}")
-    header = _load_header(ctx.blobs, bundle_id)
+    header = _load_header(ctx, bundle)
     try:
         check_chunk(header, index, data)
     except WireError as exc:
         raise InvalidRequest(f"chunk {index} does not match the signed header: {exc}") from exc
     if ctx.session.get(ReceivedChunk, (bundle_id, index)) is not None:
+        if bundle.state != "complete" and not ctx.blobs.has_chunk(bundle_id, index):
+            ctx.blobs.put_chunk(bundle_id, index, data)  # its name was lost to a power cut
         return
     ctx.blobs.put_chunk(bundle_id, index, data)
     ctx.session.add(ReceivedChunk(bundle_id=bundle_id, index=index, size=len(data)))
-    ctx.session.commit()
+    try:
+        ctx.session.commit()
+    except IntegrityError:  # the same chunk, sent again while its first request was running
+        ctx.session.rollback()
+        if ctx.session.get(ReceivedChunk, (bundle_id, index)) is None:
+            raise
 
 
 def received_indexes(session: Session, bundle_id: str) -> list[int]:
@@ -171,10 +225,19 @@ def received_indexes(session: Session, bundle_id: str) -> list[int]:
     return sorted(rows)
 
 
+def _stored_indexes(ctx: IngestContext, bundle: Bundle) -> list[int]:
+    """Indexed chunks of a bundle still receiving whose file is there (a power cut before the
+    folder was fsynced can lose a chunk's name); a complete bundle's were synced."""
+    have = received_indexes(ctx.session, bundle.bundle_id)
+    if bundle.state == "complete":
+        return have
+    return [i for i in have if ctx.blobs.has_chunk(bundle.bundle_id, i)]
+
+
 def status(ctx: IngestContext, identity: SiteIdentity, bundle_id: str) -> tuple[Bundle, list[int]]:
     bundle = _bundle(ctx.session, bundle_id)
     _check_participant(bundle, identity)
-    return bundle, received_indexes(ctx.session, bundle_id)
+    return bundle, _stored_indexes(ctx, bundle)
 
 
 def make_receipt(ctx: IngestContext, bundle: Bundle) -> Receipt:
@@ -193,13 +256,24 @@ def complete(ctx: IngestContext, identity: SiteIdentity, bundle_id: str) -> Rece
     if (bundle.sender_org, bundle.sender_site) != (identity.org, identity.site):
         raise Forbidden("only the sending site may complete a bundle")
     if bundle.state != "complete":
-        have = received_indexes(ctx.session, bundle_id)
+        indexed = received_indexes(ctx.session, bundle_id)
+        have = _stored_indexes(ctx, bundle)
+        lost = sorted(set(indexed) - set(have))
+        if lost:  # indexed, but the file's name did not survive a power cut: ask again
+            ctx.session.exec(
+                delete(ReceivedChunk).where(
+                    col(ReceivedChunk.bundle_id) == bundle_id,
+                    col(ReceivedChunk.index).in_(lost),
+                )
+            )
+            ctx.session.commit()
         missing = bundle.chunk_count - len(have)
         if missing:
             raise Conflict(
                 f"bundle {bundle_id} is missing {missing} of {bundle.chunk_count} chunks; "
                 "ask for its status and upload the rest"
             )
+        ctx.blobs.sync_bundle(bundle_id)  # every chunk's name durable before the receipt
         bundle.state = "complete"
         bundle.completed_at = utcnow().replace(microsecond=0)
         for org in json.loads(bundle.recipients):

@@ -2,6 +2,12 @@
 
 The hub only ever stores ciphertext and signed headers. The local filesystem backend is the
 default; other backends (S3-compatible) implement the same protocol.
+
+Durability: `put_header` is durable when it returns. `put_chunk` makes the chunk's bytes
+durable but not necessarily its name; `sync_bundle` makes every chunk stored so far durable,
+and ingest calls it before a bundle is marked complete (the receipt is the hub's promise).
+After a power cut before that, a chunk the index lists may be missing: ingest checks
+`has_chunk` at completion and asks for it again.
 """
 
 from __future__ import annotations
@@ -21,10 +27,20 @@ class BlobStore(Protocol):
     def put_chunk(self, bundle_id: str, index: int, data: bytes) -> None: ...
     def get_chunk(self, bundle_id: str, index: int) -> bytes: ...
     def has_chunk(self, bundle_id: str, index: int) -> bool: ...
+    def sync_bundle(self, bundle_id: str) -> None: ...
 
 
-def durable_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically: temp file, fsync, rename, fsync the folder."""
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def synced_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically: temp file, fsync, rename. The folder is not fsynced,
+    so after a power cut `path` may be absent (never partial)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
@@ -36,11 +52,12 @@ def durable_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+
+
+def durable_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically: temp file, fsync, rename, fsync the folder."""
+    synced_write(path, data)
+    _fsync_dir(path.parent)
 
 
 class LocalBlobStore:
@@ -71,10 +88,17 @@ class LocalBlobStore:
         return self._dir(bundle_id) / f"chunk-{index:07d}.bin"
 
     def put_chunk(self, bundle_id: str, index: int, data: bytes) -> None:
-        durable_write(self._chunk_path(bundle_id, index), data)
+        synced_write(self._chunk_path(bundle_id, index), data)
 
     def get_chunk(self, bundle_id: str, index: int) -> bytes:
         return self._chunk_path(bundle_id, index).read_bytes()
 
     def has_chunk(self, bundle_id: str, index: int) -> bool:
         return self._chunk_path(bundle_id, index).exists()
+
+    def sync_bundle(self, bundle_id: str) -> None:
+        """Make the names of every chunk stored so far durable: fsync of the bundle's folder,
+        and of the folder holding it (where the bundle folder's own name is)."""
+        folder = self._dir(bundle_id)
+        _fsync_dir(folder)
+        _fsync_dir(folder.parent)

@@ -131,6 +131,14 @@ class UploadSection(_Model):
         "most one chunk, so slow links want small chunks. The hub accepts up to 4 MiB; a header "
         "lists at most ~15,000 chunks (256 KiB chunks: studies up to ~3.9 GB)",
     )
+    parallel_chunks: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Chunks in flight at once while chunks go through fast (each within "
+        "a second, e.g. a LAN); after a slow chunk or an error, one at a time again, so a cut "
+        "on a slow link still costs at most one partial chunk. Memory: one chunk each",
+    )
 
 
 class MetricsSection(_Model):

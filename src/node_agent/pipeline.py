@@ -1,19 +1,27 @@
 """Pipeline: receiving -> stable (quiet period) -> per destination: [de-identify -> verify]
 -> payload -> seal -> outbox. Each arrow is a committed row change; sealed files are written
 to a temporary folder and renamed into the outbox before the row that points at them exists.
+
+The payload tar is never stored: a thread writes it into a pipe that `seal` reads. Each chunk
+file is fsynced as it is written; the staging folder is fsynced once, before it is renamed into
+the outbox (nothing in it counts until then, and the outbox row comes after the rename).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import structlog
 from pydicom import dcmread
@@ -24,6 +32,7 @@ from node_agent.identity import AgentIdentity
 from node_agent.policy import NoPolicy
 from node_agent.state import AgentState
 from wire.envelope import RecipientKey, seal
+from wire.errors import PayloadError
 from wire.manifest import ManifestDraft
 from wire.payload import instance_name, write_payload
 
@@ -37,8 +46,8 @@ Transform = Callable[[Path, Destination], bytes]
 class LazyFile(io.RawIOBase):
     """A seekable read-only view of a file that holds no descriptor between reads.
 
-    The payload writer reads every member twice; a study of thousands of instances must not
-    need thousands of open files, nor the instances in memory.
+    The payload writer may read a member twice (hash, then copy); a study of thousands of
+    instances must not need thousands of open files, nor the instances in memory.
     """
 
     def __init__(self, path: Path) -> None:
@@ -92,12 +101,126 @@ class InstanceRejected(Exception):
         self.previews = previews or {}
 
 
-@dataclass
 class FolderSink:
-    folder: Path
+    """Chunk files in a staging folder, each fsynced; the caller fsyncs the folder once, before
+    renaming it into place (a half-written staging folder is never used).
+
+    The fsyncs run on a helper thread, so the disk waits overlap the encryption of the next
+    chunks; `finish()` waits for all of them (and raises the first error) and must come before
+    the folder is used. At most `max_pending` written chunks wait for their fsync.
+    """
+
+    def __init__(self, folder: Path, max_pending: int = 16) -> None:
+        self.folder = folder
+        self._pending: queue.Queue[int | None] = queue.Queue(maxsize=max_pending)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._sync_loop, name="chunk-fsync", daemon=True)
+        self._thread.start()
+        self._finished = False
 
     def write_chunk(self, index: int, data: bytes) -> None:
-        durable_write(self.folder / f"chunk-{index:07d}.bin", data)
+        if self._error is not None:
+            raise self._error
+        fd = os.open(self.folder / f"chunk-{index:07d}.bin", _CREATE, 0o600)
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._pending.put(fd)
+
+    def _sync_loop(self) -> None:
+        while (fd := self._pending.get()) is not None:
+            try:
+                if self._error is None:
+                    os.fsync(fd)
+            except OSError as exc:
+                self._error = exc
+            finally:
+                os.close(fd)
+
+    def finish(self) -> None:
+        """Wait until every chunk written so far is fsynced; raise the first fsync error."""
+        if not self._finished:
+            self._finished = True
+            self._pending.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Create `path` (it must not exist) with `data`, fsynced; the folder is not."""
+    fd = os.open(path, _CREATE, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_PIPE_BYTES = 1 << 20
+
+
+class PayloadPipe:
+    """`write_payload` in a thread into an OS pipe; `reader` is the other end, for `seal`.
+
+    The payload tar exists only in the pipe (up to 1 MiB) and in the two buffers on either
+    side. Use: `seal(pipe.reader, ...)` inside `try`, `pipe.close()` in `finally`, then
+    `pipe.check()` before the sealed result is used: a writer error (an instance unreadable,
+    changed, or not matching its recorded sha256) ends the pipe early, so `seal` saw a
+    truncated payload that must be thrown away.
+    """
+
+    def __init__(
+        self,
+        streams: list[tuple[str, BinaryIO, int]],
+        known_sha256: Mapping[str, str] | None = None,
+    ) -> None:
+        read_fd, write_fd = os.pipe()
+        # not Linux, or over /proc/sys/fs/pipe-max-size: the default 64 KiB pipe works too
+        with contextlib.suppress(ImportError, OSError):
+            import fcntl
+
+            fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
+        self.reader: BinaryIO = os.fdopen(read_fd, "rb")
+        self._writer: BinaryIO = os.fdopen(write_fd, "wb", buffering=_PIPE_BYTES)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._write, args=(streams, known_sha256), name="payload", daemon=True
+        )
+        self._thread.start()
+
+    def _write(
+        self, streams: list[tuple[str, BinaryIO, int]], known: Mapping[str, str] | None
+    ) -> None:
+        try:
+            write_payload(self._writer, streams, known_sha256=known)
+            self._writer.flush()
+        except BaseException as exc:  # handed to the sealing thread by check()
+            self.error = exc
+        finally:
+            # OSError: the reader has gone (it failed), and its error is the one raised
+            with contextlib.suppress(OSError):
+                self._writer.close()
+
+    def close(self) -> None:
+        """Close the reading end (a writer still blocked gets EPIPE) and wait for the writer."""
+        self.reader.close()
+        self._thread.join()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def outbox_dir(config: AgentConfig) -> Path:
@@ -120,16 +243,18 @@ def mark_stable(state: AgentState, quiet_period: float, now: float | None = None
 
 def _pending_instances(
     state: AgentState, study_uid: str, dest_org: str, mode: str
-) -> list[tuple[str, str, str]]:
-    """Instances of the study not yet sealed for this destination and mode (same content)."""
+) -> list[tuple[str, str, str, str | None]]:
+    """Instances of the study not yet sealed for this destination and mode (same content):
+    SOP Instance UID, spool path, sha256 and modality as recorded when received."""
     with state.connect() as conn:
         rows = conn.execute(
-            "SELECT i.sop_uid, i.path, i.sha256 FROM instances i WHERE i.study_uid = ? AND NOT "
+            "SELECT i.sop_uid, i.path, i.sha256, i.modality FROM instances i "
+            "WHERE i.study_uid = ? AND NOT "
             "EXISTS (SELECT 1 FROM bundle_instances b WHERE b.dest_org = ? AND b.mode = ? AND "
             "b.sop_uid = i.sop_uid AND b.sha256 = i.sha256) ORDER BY i.received_at, i.sop_uid",
             (study_uid, dest_org, mode),
         ).fetchall()
-    return [(r["sop_uid"], r["path"], r["sha256"]) for r in rows]
+    return [(r["sop_uid"], r["path"], r["sha256"], r["modality"]) for r in rows]
 
 
 def identified_bytes(path: Path, _destination: Destination) -> bytes:
@@ -228,7 +353,8 @@ class Pipeline:
             for destination in destinations:
                 if self._seal_for(study_uid, destination):
                     sealed += 1
-        except (NoRecipients, NoPolicy) as exc:
+        except (NoRecipients, NoPolicy, PayloadError) as exc:  # PayloadError: a spool file
+            # no longer matches its recorded sha256 (disk fault, or edited): never sent as is
             with self.state.transaction() as conn:
                 conn.execute(
                     "UPDATE studies SET state = 'waiting', next_attempt_at = ?, last_error = ? "
@@ -257,16 +383,21 @@ class Pipeline:
             raise RuntimeError("de-identified destination configured but no de-identifier given")
         bundle_id = uuid.uuid4().hex
         staging = Path(tempfile.mkdtemp(prefix=".seal-", dir=self.outbox))
-        payload_path = self.work / f"{bundle_id}.tar"
         included: list[tuple[str, str]] = []
         modalities: set[str] = set()
+        # identified members are the spool files as received: their sha256 is on record, so
+        # the payload writer reads each once (and checks the copy against the record)
+        known: dict[str, str] = {}
         try:
-            streams: list[tuple[str, LazyFile, int]] = []
+            streams: list[tuple[str, BinaryIO, int]] = []
             work = self.work / bundle_id
             work.mkdir()
-            for sop_uid, path, sha in pending:
+            for sop_uid, path, sha, recorded_modality in pending:
                 source_path = Path(path)
-                if transform is not identified_bytes:
+                modality = recorded_modality
+                if transform is identified_bytes:
+                    known[instance_name(len(streams))] = sha
+                else:
                     try:
                         data = transform(source_path, destination)
                     except InstanceRejected as exc:
@@ -277,18 +408,20 @@ class Pipeline:
                         continue
                     source_path = work / f"{len(streams)}.dcm"
                     source_path.write_bytes(data)
-                modality = dcmread(
-                    source_path, stop_before_pixels=True, specific_tags=["Modality"]
-                ).get("Modality")
+                    modality = None
+                if modality is None:  # de-identified, or received before modality was kept
+                    modality = dcmread(
+                        source_path, stop_before_pixels=True, specific_tags=["Modality"]
+                    ).get("Modality")
                 if modality:
                     modalities.add(str(modality))
                 size = source_path.stat().st_size
-                streams.append((instance_name(len(streams)), LazyFile(source_path), size))
+                streams.append(
+                    (instance_name(len(streams)), cast(BinaryIO, LazyFile(source_path)), size)
+                )
                 included.append((sop_uid, sha))
             if not streams:
                 return False
-            with open(payload_path, "wb") as out:
-                write_payload(out, streams)
             draft = ManifestDraft(
                 bundle_id=bundle_id,
                 sender_org=self.identity.org,
@@ -299,17 +432,28 @@ class Pipeline:
                 modalities=sorted(modalities),
                 created_at=dt.datetime.now(dt.UTC),
             )
-            with open(payload_path, "rb") as source:
-                header = seal(
-                    source,
-                    FolderSink(staging),
-                    draft=draft,
-                    recipients=recipients,
-                    signing_key=self.identity.signing_key,
-                    signer_key_id=self.identity.serial_hex,
-                    chunk_size=self.config.upload.chunk_size_bytes,
-                )
-            durable_write(staging / "header.bin", header.to_bytes())
+            pipe = PayloadPipe(streams, known)
+            try:
+                sink = FolderSink(staging)
+                try:
+                    header = seal(
+                        pipe.reader,
+                        sink,
+                        draft=draft,
+                        recipients=recipients,
+                        signing_key=self.identity.signing_key,
+                        signer_key_id=self.identity.serial_hex,
+                        chunk_size=self.config.upload.chunk_size_bytes,
+                    )
+                finally:
+                    with contextlib.suppress(OSError):  # on success, finish() below raises it
+                        sink.finish()
+            finally:
+                pipe.close()
+            pipe.check()
+            sink.finish()
+            write_synced(staging / "header.bin", header.to_bytes())
+            fsync_dir(staging)  # every chunk's and the header's name, before the folder counts
             final = self.outbox / bundle_id
             staging.rename(final)
             fsync_dir(self.outbox)
@@ -352,4 +496,3 @@ class Pipeline:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(self.work / bundle_id, ignore_errors=True)
-            payload_path.unlink(missing_ok=True)

@@ -1,14 +1,19 @@
-"""The agent's durable state: one SQLite database in WAL mode, one connection per operation.
+"""The agent's durable state: one SQLite database in WAL mode, one connection per thread.
 
 Every pipeline arrow is a row update here, so a kill -9 at any point resumes where it was.
+Every commit is synchronous=FULL (the WAL is fsynced before COMMIT returns): the spool's row is
+what lets the SCP answer success, so a lost last transaction is never acceptable there. The
+connection is kept per thread (opening one and setting its PRAGMAs cost as much as the commit).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 SCHEMA = """
@@ -101,6 +106,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
 class AgentState:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self.connect() as conn:
             conn.executescript(SCHEMA)
@@ -110,16 +116,46 @@ class AgentState:
             if candidate.exists():
                 candidate.chmod(0o600)
 
-    @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
+    def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         conn.row_factory = sqlite3.Row
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            yield conn
-        finally:
+        except BaseException:
             conn.close()
+            raise
+        return conn
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use; a forked child opens its own)."""
+        cached: tuple[int, sqlite3.Connection] | None = getattr(self._local, "conn", None)
+        if cached is not None and cached[0] == os.getpid():
+            return cached[1]
+        conn = self._open()
+        self._local.conn = (os.getpid(), conn)
+        return conn
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        self._local.conn = None
+        with suppress(sqlite3.Error):
+            conn.close()
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, in autocommit mode; a nested use shares it."""
+        conn = self._thread_connection()
+        try:
+            yield conn
+        except sqlite3.Error:
+            self._discard(conn)  # e.g. a broken database handle: the next use opens afresh
+            raise
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        cached: tuple[int, sqlite3.Connection] | None = getattr(self._local, "conn", None)
+        if cached is not None:
+            self._discard(cached[1])
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -128,9 +164,15 @@ class AgentState:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # e.g. SQLITE_BUSY on commit: leave no open write
+                    conn.execute("ROLLBACK")
+                raise
 
     def quarantine(self, kind: str, ref: str, reason: str, path: str | None = None) -> None:
         """Record an item a human must look at (once per kind and ref)."""

@@ -1,10 +1,17 @@
-"""Uploader: outbox bundles go to the hub chunk by chunk, resuming from what the hub has."""
+"""Uploader: outbox bundles go to the hub chunk by chunk, resuming from what the hub has.
+
+Up to `[upload] parallel_chunks` chunks are in flight over the client's keep-alive pool while
+chunks go through fast (each within FAST_CHUNK_SECONDS); a slow chunk or an error brings it
+back to one at a time, so on a slow link a cut costs at most the one chunk in flight. Each
+chunk is read from its file by the thread that sends it: memory holds at most that many chunks.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import structlog
@@ -20,6 +27,8 @@ from wire.errors import WireError
 from wire.receipt import verify_receipt
 
 log = structlog.get_logger("hexchange.agent.uploader")
+
+FAST_CHUNK_SECONDS = 1.0
 
 
 class Uploader:
@@ -57,27 +66,29 @@ class Uploader:
 
     def upload(self, bundle_id: str) -> bool:
         folder = self.outbox / bundle_id
-        progressed = False  # a chunk got through in this attempt: the link works again
+        sent: list[int] = []  # chunks that got through in this attempt: the link works again
         try:
             self._set(bundle_id, "uploading")
             header = (folder / "header.bin").read_bytes()
             status = self.client.put_header(bundle_id, header)
             if status.state != "complete":
                 have = set(status.received_chunks)
-                for index in range(status.chunk_count):
-                    if index in have:
-                        continue
-                    data = (folder / f"chunk-{index:07d}.bin").read_bytes()
-                    self.bucket.consume(len(data))
-                    self.client.put_chunk(bundle_id, index, data)
-                    progressed = True
-            receipt = self.client.complete(bundle_id)
+                missing = [i for i in range(status.chunk_count) if i not in have]
+                self._put_chunks(bundle_id, folder, missing, sent)
+            try:
+                receipt = self.client.complete(bundle_id)
+            except HubRefused as exc:
+                if exc.status != 409:
+                    raise
+                # the hub lacks chunks it had listed (e.g. lost to a power cut there): the
+                # next attempt asks for its status again and sends them
+                raise HubUnavailable(f"hub asks for chunks again: {exc.detail}") from exc
             verify_receipt(receipt, self.identity.hub_receipt_key)
             expected = parse_header(header).digest()
             if receipt.bundle_id != bundle_id or receipt.header_digest != expected:
                 raise WireError("the hub's receipt is for another bundle or another header")
         except HubUnavailable as exc:
-            self._retry(bundle_id, str(exc), progressed=progressed)
+            self._retry(bundle_id, str(exc), progressed=bool(sent))
             return False
         except HubRefused as exc:
             self._fail(bundle_id, str(exc))
@@ -97,6 +108,53 @@ class Uploader:
         self._free_chunks(folder)
         log.info("bundle uploaded", bundle_id=bundle_id)
         return True
+
+    def _send_chunk(self, bundle_id: str, folder: Path, index: int) -> float:
+        """Read and send one chunk; returns the seconds the request took."""
+        data = (folder / f"chunk-{index:07d}.bin").read_bytes()
+        self.bucket.consume(len(data))
+        started = time.monotonic()
+        self.client.put_chunk(bundle_id, index, data)
+        return time.monotonic() - started
+
+    def _put_chunks(
+        self, bundle_id: str, folder: Path, missing: list[int], sent: list[int]
+    ) -> None:
+        """Send `missing` chunks, several at once while they go through fast; each index that
+        got through is appended to `sent`. On an error, waits for those in flight, then raises
+        (a refusal or an unreadable file before a network error)."""
+        limit = self.config.upload.parallel_chunks
+        if limit <= 1:
+            for index in missing:
+                self._send_chunk(bundle_id, folder, index)
+                sent.append(index)
+            return
+        errors: list[BaseException] = []
+        window = 1  # grows to `limit` once a chunk has gone through fast
+        queue = iter(missing)
+        in_flight: dict[Future[float], int] = {}
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="upload") as pool:
+            while True:
+                while not errors and len(in_flight) < window:
+                    upcoming = next(queue, None)
+                    if upcoming is None:
+                        break
+                    future = pool.submit(self._send_chunk, bundle_id, folder, upcoming)
+                    in_flight[future] = upcoming
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = in_flight.pop(future)
+                    error = future.exception()
+                    if error is not None:
+                        errors.append(error)
+                        window = 1
+                        continue
+                    sent.append(index)
+                    window = limit if future.result() <= FAST_CHUNK_SECONDS else 1
+        if errors:
+            raise next((e for e in errors if not isinstance(e, HubUnavailable)), errors[0])
 
     @staticmethod
     def _free_chunks(folder: Path) -> None:

@@ -8,8 +8,10 @@ Layout, in this order:
 
 Contents-first lets a reader check each instance the moment it arrives and hand on only
 verified bytes. The price is paid by the writer: `write_payload` reads every instance stream
-twice (hash, then copy), so the streams must be seekable. Memory stays bounded by one copy
-buffer when writing and by one instance when reading.
+twice (hash, then copy), so the streams must be seekable — unless the caller already knows a
+member's sha256 (e.g. recorded when the file was received): that stream is read once, and the
+copy is checked against the given digest. Memory stays bounded by one copy buffer when writing
+and by one instance when reading. `out` only needs `write` (a pipe will do).
 
 Tar here is a format over caller-supplied streams; nothing is extracted to disk.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Annotated, BinaryIO, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -121,6 +123,35 @@ def _hash_stream(stream: BinaryIO) -> tuple[str, int]:
     return reader.hash.hexdigest(), reader.count
 
 
+class _CountingWriter:
+    """`out` with the `tell` that tarfile's (non-stream) writer asks for; only counts.
+
+    The stream writer ("w|") re-slices its buffer on every write, which is quadratic in the
+    write size; the plain writer hands each 1 MiB copy block straight to `out`.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._offset = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._out.write(data)
+        self._offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._offset
+
+    def read(self, size: int, /) -> bytes:
+        raise io.UnsupportedOperation("write-only")
+
+    def seek(self, pos: int, /) -> int:
+        raise io.UnsupportedOperation("write-only")
+
+    def close(self) -> None:
+        """`out` belongs to the caller: tarfile does not close a given fileobj anyway."""
+
+
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
@@ -135,35 +166,49 @@ def write_payload(
     items: Iterable[tuple[str, BinaryIO, int]],
     *,
     study_count: int = 1,
+    known_sha256: Mapping[str, str] | None = None,
 ) -> PayloadContents:
-    """Write the payload tar of `items` (member name, seekable stream, size) to `out`.
+    """Write the payload tar of `items` (member name, stream, size) to `out`.
 
-    Each stream is read from its current position: once to hash, then rewound and copied.
-    Raises PayloadError for an unsafe or duplicate name, a stream whose length is not its
-    declared size, or a stream that changes between the two reads.
+    Each stream is read from its current position: once to hash, then rewound and copied
+    (so it must be seekable). A member whose name is in `known_sha256` (name -> sha256 hex) is
+    not hashed first: the given digest is listed, and the stream is read once while copying.
+    Raises PayloadError for an unsafe or duplicate name, a malformed known digest, a stream
+    whose length is not its declared size, or a stream that changes between the two reads or
+    does not match its known digest. An error can come after part of `out` was written: the
+    caller must then discard `out`.
     """
+    known = known_sha256 or {}
     listed = list(items)
     if len(listed) > MAX_PAYLOAD_MEMBERS:
         raise PayloadError(f"{len(listed)} members, limit is {MAX_PAYLOAD_MEMBERS}")
     entries: list[PayloadEntry] = []
-    starts: list[int] = []
     for position, (name, stream, size) in enumerate(listed):
         problem = _safe_name_problem(name)
         if problem is not None:
             raise PayloadError(f"item {position}: unsafe member name ({problem})")
-        start = stream.tell()
-        digest, actual = _hash_stream(stream)
-        if actual != size:
-            raise PayloadError(f"item {position} ({name}): {actual} bytes, declared {size}")
-        stream.seek(start)
-        starts.append(start)
-        entries.append(PayloadEntry(name=name, sha256=digest, size=size))
+        digest = known.get(name)
+        if digest is None:
+            start = stream.tell()
+            digest, actual = _hash_stream(stream)
+            if actual != size:
+                raise PayloadError(f"item {position} ({name}): {actual} bytes, declared {size}")
+            stream.seek(start)
+        try:
+            entries.append(PayloadEntry(name=name, sha256=digest, size=size))
+        except ValidationError:
+            raise PayloadError(f"item {position} ({name}): malformed known sha256") from None
     try:
         contents = PayloadContents(entries=entries, study_count=study_count)
     except ValidationError:
         raise PayloadError("member names must be unique and study_count >= 0") from None
     listing = contents.to_bytes()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.TarFile(
+        fileobj=_CountingWriter(out),
+        mode="w",
+        format=tarfile.PAX_FORMAT,
+        copybufsize=_COPY_BLOCK,
+    ) as tar:
         tar.addfile(_tarinfo(CONTENTS_NAME, len(listing)), io.BytesIO(listing))
         for (name, stream, size), entry in zip(listed, entries, strict=True):
             reader = _HashingReader(stream)
@@ -172,6 +217,8 @@ def write_payload(
             except OSError:
                 raise PayloadError(f"{name}: stream ended early on the second read") from None
             if reader.hash.hexdigest() != entry.sha256:
+                if name in known:
+                    raise PayloadError(f"{name}: stream does not match its known sha256")
                 raise PayloadError(f"{name}: stream changed between hashing and copying")
     return contents
 

@@ -107,6 +107,54 @@ def test_write_refuses_wrong_size_and_duplicates() -> None:
         write_payload(io.BytesIO(), [(instance_name(0), io.BytesIO(b"a"), 1)] * 2)
 
 
+class _ReadOnce(io.RawIOBase):
+    """A stream that cannot seek: a known digest must spare the hashing read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        return self._data.read(size)
+
+    def tell(self) -> int:
+        raise OSError("not seekable")
+
+
+def _known(blobs: list[bytes]) -> dict[str, str]:
+    return {instance_name(n): hashlib.sha256(b).hexdigest() for n, b in enumerate(blobs)}
+
+
+def test_known_digests_read_each_stream_once_and_write_the_same_bytes() -> None:
+    plain, known = io.BytesIO(), io.BytesIO()
+    write_payload(plain, _items(INSTANCES))
+    streams = [_ReadOnce(b) for b in INSTANCES]
+    items = [
+        (instance_name(n), s, len(b))
+        for n, (s, b) in enumerate(zip(streams, INSTANCES, strict=True))
+    ]
+    write_payload(known, items, known_sha256=_known(INSTANCES))  # type: ignore[arg-type]
+    assert known.getvalue() == plain.getvalue()
+    known.seek(0)
+    assert [data for _, data in read_payload(known)] == INSTANCES
+
+
+def test_known_digests_are_checked_while_copying() -> None:
+    wrong = {**_known(INSTANCES), instance_name(1): hashlib.sha256(b"other").hexdigest()}
+    with pytest.raises(PayloadError, match="known sha256"):
+        write_payload(io.BytesIO(), _items(INSTANCES), known_sha256=wrong)
+    with pytest.raises(PayloadError, match="malformed"):
+        write_payload(io.BytesIO(), _items(INSTANCES), known_sha256={instance_name(0): "xyz"})
+    short = [(instance_name(0), io.BytesIO(b"abc"), 4)]
+    with pytest.raises(PayloadError, match="ended early"):
+        write_payload(io.BytesIO(), short, known_sha256=_known([b"abcd"]))
+
+
 def test_evil_member_name() -> None:
     evil = b"owned"
     data = _craft([_contents([]), _member("../evil", evil)])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlmodel import Session
 
-from hub.ingest import IngestContext
+from hub.ingest import HeaderCache, IngestContext
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -19,12 +20,26 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+_HEADER_CACHE_LOCK = threading.Lock()
+
+
+def header_cache(request: Request) -> HeaderCache:
+    """The app's cache of parsed bundle headers (made on first use)."""
+    state = request.app.state
+    with _HEADER_CACHE_LOCK:
+        cache: HeaderCache | None = getattr(state, "header_cache", None)
+        if cache is None:
+            cache = state.header_cache = HeaderCache()
+        return cache
+
+
 def get_ingest(request: Request, session: SessionDep) -> IngestContext:
     return IngestContext(
         session=session,
         blobs=request.app.state.blobs,
         receipt_key=request.app.state.receipt_key,
         is_revoked=request.app.state.ca_directory.is_revoked,
+        headers=header_cache(request),
     )
 
 
