@@ -52,6 +52,9 @@ _PHONE = re.compile(r"(?<![\w.])\+?\(?\d{1,4}\)?(?:[ \-./]?\(?\d{2,5}\)?){2,5}(?
 _WORDY = re.compile(r"[A-Za-z]{2,}")
 _O_NEAR_DIGIT = re.compile(r"O(?=\d)|(?<=\d)O")
 _MRN = re.compile(r"\d{6,}")
+_NUMBERISH = re.compile(
+    r"(?=.*\d)[\[(]?[0-9OoIl|]{1,4}(?:[:./\-][0-9OoIl|]{1,4})*[.,;:)\]]?|[AaPp]\.?[Mm]\.?"
+)
 _LABELS = frozenset({
     "NAME", "PATIENT", "PAT", "PT", "PATIENTNAME", "PATNAME", "ID", "PID", "PATIENTID", "PATID",
     "MRN", "DOB", "BIRTH", "BIRTHDATE", "BORN", "ACC", "ACCESSION", "SSN", "NHS", "NHI",
@@ -64,7 +67,7 @@ class Hit:
     """A word (or run of words) to blank. `kind` names why, never the text."""
 
     box: Box
-    kind: str  # "identifying-value", "date", "time", "phone", "mrn-like", "after-label"
+    kind: str  # identifying-value, date, time, date-part, phone, mrn-like, after-label
 
 
 def _fold(text: str) -> str:
@@ -196,17 +199,42 @@ def _union(words: Sequence[OcrWord]) -> Box:
     return Box(left, top, right - left, bottom - top)
 
 
-def find_hits(words: Sequence[OcrWord], needles: Needles, *, patterns: bool = True) -> list[Hit]:
-    """Every word or short run of words that matches an identifying value or a PHI pattern."""
+def _has_alnum(word: OcrWord) -> bool:
+    """Punctuation alone ("[", "|", "-") identifies nobody: the edge of a blanked box reads so."""
+    return any(c.isalnum() for c in word.text)
+
+
+def _gap_ok(a: OcrWord, b: OcrWord, factor: float) -> bool:
+    height = max(a.box.height, b.box.height, 1)
+    return max(a.box.left, b.box.left) - min(a.box.right, b.box.right) <= factor * height
+
+
+def find_hits(
+    words: Sequence[OcrWord], needles: Needles, *, patterns: bool = True, verify: bool = False
+) -> list[Hit]:
+    """Every word or short run of words that matches an identifying value or a PHI pattern.
+
+    `verify` (the second pass over scrubbed pixels): a single character after a label does not
+    count; the edge of a blanked box next to a label reads as one ("DOB |", "ID 1").
+    """
     hits: list[Hit] = []
-    for line in _lines(words):
+    follower_min = 2 if verify else 1
+    readings: dict[int, list[OcrWord]] = {}
+    for word in words:
+        if _has_alnum(word):
+            readings.setdefault(word.reading, []).append(word)
+    lines = [line for reading in readings.values() for line in _lines(reading)]
+    for line in lines:
+        when: set[int] = set()  # words of the line that are a date or a time
         for i, word in enumerate(line):
+            kind = pattern_kind(word.text) if patterns else None
+            if kind in ("date", "time"):
+                when.add(i)
             if needles and needles.matches(word.text):
                 hits.append(Hit(word.box, "identifying-value"))
                 continue
             if not patterns:
                 continue
-            kind = pattern_kind(word.text)
             if kind:
                 hits.append(Hit(word.box, kind))
             if _NON_ALNUM.sub("", word.text.upper()) in _LABELS:
@@ -216,7 +244,8 @@ def find_hits(words: Sequence[OcrWord], needles: Needles, *, patterns: bool = Tr
                 for nxt in follow:
                     if nxt.box.left - previous.box.right > gap:
                         break
-                    hits.append(Hit(nxt.box, "after-label"))
+                    if sum(c.isalnum() for c in nxt.text) >= follower_min:
+                        hits.append(Hit(nxt.box, "after-label"))
                     previous = nxt
         if needles:  # values OCR split across words: "DOE" "JOHN" for "DOE^JOHN", "12 345 678"
             for size in (2, 3):
@@ -236,4 +265,24 @@ def find_hits(words: Sequence[OcrWord], needles: Needles, *, patterns: bool = Tr
                     kind = pattern_kind(joined)
                     if kind in ("date", "time"):
                         hits.append(Hit(_union(run), kind))
+                        when.update(range(i, i + size))
+            hits.extend(_date_neighbours(line, when))
     return hits
+
+
+def _date_neighbours(line: Sequence[OcrWord], when: set[int]) -> list[Hit]:
+    """Numbers right next to a date or time belong to it: "2024-06-11 14 32" when OCR lost the
+    colon of "14:32", "17 03 1962" around a recognised piece, "AM"/"PM" after a time."""
+    found: list[Hit] = []
+    taken = set(when)
+    for start in sorted(when):
+        for step in (-1, 1):
+            i = start
+            while 0 <= i + step < len(line) and (i + step) not in taken:
+                word, nxt = line[i], line[i + step]
+                if not (_NUMBERISH.fullmatch(nxt.text) and _gap_ok(word, nxt, 1.5)):
+                    break
+                taken.add(i + step)
+                found.append(Hit(nxt.box, "date-part"))
+                i += step
+    return found

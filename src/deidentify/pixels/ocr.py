@@ -67,12 +67,16 @@ class Box:
 
 @dataclass(frozen=True)
 class OcrWord:
-    """One recognised word. `line` groups words of the same text line (block, paragraph, line)."""
+    """One recognised word. `line` groups words of the same text line (block, paragraph, line).
+
+    `reading` tells apart several readings of the same pixels (a backend may read a crop at
+    two scales): words of different readings are never joined into one line."""
 
     text: str
     box: Box
     confidence: float
     line: tuple[int, int, int] = (0, 0, 0)
+    reading: int = 0
 
 
 class OcrUnavailable(RuntimeError):

@@ -11,29 +11,12 @@ every banner word `global` read, and a distance-from-mean transform read far few
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
 from deidentify.pixels.frames import Frames, render_gray8
 from deidentify.pixels.ocr import Gray8
+from deidentify.pixels.regions import RADIUS, box_mean
 
-RADIUS = 16
 _DARK = 128
-
-
-def box_mean(image: npt.NDArray[np.float32], radius: int) -> npt.NDArray[np.float32]:
-    """Mean over a (2r+1)^2 window (edges replicated), via a summed-area table."""
-    padded = np.pad(image, ((radius + 1, radius), (radius + 1, radius)), mode="edge")
-    sat = padded.cumsum(axis=0, dtype=np.float64).cumsum(axis=1)
-    k = 2 * radius + 1
-    rows, columns = image.shape
-    total = (
-        sat[k : k + rows, k : k + columns]
-        - sat[0:rows, k : k + columns]
-        - sat[k : k + rows, 0:columns]
-        + sat[0:rows, 0:columns]
-    )
-    mean: npt.NDArray[np.float32] = (total / (k * k)).astype(np.float32)
-    return mean
 
 
 def ocr_image(frame: Frames, photometric: str, *, upscale: int = 1, mode: str = "local") -> Gray8:
@@ -41,7 +24,7 @@ def ocr_image(frame: Frames, photometric: str, *, upscale: int = 1, mode: str = 
     if mode == "global":
         out = 255 - gray if np.median(gray) < _DARK else gray
     else:
-        dark = box_mean(gray.astype(np.float32), RADIUS) < _DARK
+        dark = box_mean(gray, RADIUS) < _DARK
         out = np.where(dark, 255 - gray, gray).astype(np.uint8)
     if upscale > 1:
         out = np.repeat(np.repeat(out, upscale, axis=0), upscale, axis=1)

@@ -226,6 +226,8 @@ def _read(
     policy: PixelPolicy,
     ocr: OcrBackend,
     needles: Needles,
+    *,
+    verify: bool = False,
 ) -> dict[int, list[Hit]]:
     scale = max(policy.ocr_upscale, 1)
     images = [ocr_image(decoded.frames[i], decoded.photometric, upscale=scale) for i in indices]
@@ -234,7 +236,7 @@ def _read(
         raise OcrUnavailable("OCR returned a different number of pages than it was given")
     found: dict[int, list[Hit]] = {}
     for index, page in zip(indices, words, strict=True):
-        hits = find_hits(page, needles, patterns=policy.patterns)
+        hits = find_hits(page, needles, patterns=policy.patterns, verify=verify)
         if hits:
             found[index] = [Hit(h.box.scaled(scale), h.kind) for h in hits]
     return found
@@ -297,7 +299,7 @@ def _second_pass(
     needles: Needles,
     result: ScrubResult,
 ) -> None:
-    for index, hits in _read(decoded, indices, policy, ocr, needles).items():
+    for index, hits in _read(decoded, indices, policy, ocr, needles, verify=True).items():
         result.residual[index] = hits
 
 

@@ -21,7 +21,26 @@ from pydicom.uid import (
 from deidentify.pixels.ocr import Box, Gray8, OcrWord
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+FONT_DIRS = (
+    FONT_DIR,  # fonts-dejavu-core, fonts-dejavu-extra
+    Path("/usr/share/fonts/truetype/liberation"),  # fonts-liberation
+    Path("/usr/share/fonts/truetype/freefont"),  # fonts-freefont-ttf
+    Path("/usr/share/fonts/opentype/urw-base35"),  # fonts-urw-base35
+)
 FONTS = ("DejaVuSans.ttf", "DejaVuSansMono.ttf", "DejaVuSerif.ttf", "DejaVuSans-Bold.ttf")
+# Other Debian font packages, so recall is not measured on one family only (skipped if absent)
+MORE_FONTS = (
+    "LiberationSans-Regular.ttf",
+    "LiberationSerif-Regular.ttf",
+    "LiberationMono-Regular.ttf",
+    "LiberationSansNarrow-Regular.ttf",
+    "FreeSans.ttf",
+    "FreeSerif.ttf",
+    "FreeMono.ttf",
+    "FreeSansBold.ttf",
+    "NimbusSans-Regular.otf",
+    "NimbusMonoPS-Regular.otf",
+)
 
 NAME = "QUIGLEY^ROSALIND"
 PATIENT_ID = "8812345670"
@@ -46,12 +65,26 @@ class Drawn:
     boxes: list[tuple[Box, bool]] = field(default_factory=list)  # (box, identifying)
 
 
+def font_path(name: str) -> Path | None:
+    for directory in FONT_DIRS:
+        if (directory / name).exists():
+            return directory / name
+    return None
+
+
 def font(name: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(FONT_DIR / name), size)
+    path = font_path(name)
+    if path is None:
+        raise FileNotFoundError(f"font {name} is not installed")
+    return ImageFont.truetype(str(path), size)
 
 
-def fonts_available() -> bool:
-    return all((FONT_DIR / f).exists() for f in FONTS)
+def fonts_available(names: Sequence[str] = FONTS) -> bool:
+    return all(font_path(f) is not None for f in names)
+
+
+def installed_fonts(names: Sequence[str] = FONTS + MORE_FONTS) -> tuple[str, ...]:
+    return tuple(f for f in names if font_path(f) is not None)
 
 
 def draw_texts(
@@ -139,6 +172,27 @@ def corner_texts(rows: int, columns: int, size: int, font_name: str = FONTS[0]) 
         Text("17/03/1962", pad, rows - size - 2 * pad, size, True, font_name, label="DOB"),
         Text("2024-06-11 14:32", columns - 11 * size, rows - size - 2 * pad, size, True, font_name),
         Text("AXIAL", columns // 2 - 2 * size, rows // 2, size, False, font_name),
+    ]
+
+
+def banner_texts(rows: int, columns: int, size: int, font_name: str = FONTS[0]) -> list[Text]:
+    """A second layout with other formats: labels with colons, a month-name date, a 12-hour
+    time, the institution, a value on the left edge; one text per row so nothing overlaps."""
+    pad, line = 6, size + size // 2
+    f = font(font_name, size)
+
+    def right(text: str) -> int:
+        return max(columns - pad - int(f.getlength(text)), pad)
+
+    when = "11.06.2024 2:32:05 PM"
+    place = "Marlow Creek Infirmary"
+    return [
+        Text("Rosalind Quigley", pad, pad, size, True, font_name, label="Name:"),
+        Text(place, right(place), pad + line, size, True, font_name),
+        Text("8812345670", pad, rows // 3, size, True, font_name, label="MRN:"),
+        Text("17-MAR-1962", pad, rows - 2 * line - pad, size, True, font_name, label="DOB:"),
+        Text(when, right(when), rows - line - pad, size, True, font_name),
+        Text("L12-5 Liver", columns // 2 - 3 * size, rows // 2, size, False, font_name),
     ]
 
 

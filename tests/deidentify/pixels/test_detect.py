@@ -97,3 +97,29 @@ def test_a_value_split_over_words_is_found() -> None:
 def test_hits_never_carry_text() -> None:
     (hit,) = find_hits([_w("PATIENTFIVE", 0)], NEEDLES)
     assert "PATIENTFIVE" not in repr(hit)
+
+
+def test_numbers_next_to_a_date_belong_to_it() -> None:
+    # OCR lost the colon of "14:32"; "mm" further on is not a number
+    words = [_w("2024-06-11", 0), _w("14", 105), _w("32", 130), _w("12mm", 300)]
+    kinds = sorted(h.kind for h in find_hits(words, Needles.from_values([])))
+    assert kinds == ["date", "date-part", "date-part"]
+    # also when the date matched as the instance's own value
+    words = [_w("1951-08-29", 0), _w("0824", 105)]
+    assert "date-part" in {h.kind for h in find_hits(words, NEEDLES)}
+
+
+def test_punctuation_never_hits_and_verification_ignores_one_character_after_a_label() -> None:
+    needles = Needles.from_values([])
+    words = [_w("DOB", 0), _w("[", 35), _w("1", 50)]  # the edges of a blanked box
+    assert [h.kind for h in find_hits(words, needles)] == ["after-label"]  # "1": first pass
+    assert find_hits(words, needles, verify=True) == []
+    words = [_w("DOB", 0), _w("Quigley", 40)]
+    assert [h.kind for h in find_hits(words, needles, verify=True)] == ["after-label"]
+
+
+def test_readings_are_matched_separately() -> None:
+    # the same label read twice must not make the second copy "follow" the first
+    a = OcrWord("ID", Box(0, 10, 20, 14), 90.0, (1, 1, 1), reading=0)
+    b = OcrWord("ID", Box(1, 10, 20, 14), 90.0, (1, 1, 1), reading=1)
+    assert find_hits([a, b], Needles.from_values([])) == []

@@ -1,6 +1,7 @@
 """Real OCR on generated images: recall of identifying boxes and untouched pixels elsewhere.
 
-Needs the Debian package tesseract-ocr (CI installs it) and fonts-dejavu-core.
+Needs the Debian package tesseract-ocr (CI installs it) and fonts-dejavu-core; the cases in
+other fonts need fonts-liberation, fonts-freefont-ttf and fonts-urw-base35 (skipped without).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from deidentify.pixels.frames import decode
 from deidentify.pixels.tesseract import INSTALL_HINT, parse_tsv
 from tests.deidentify.pixels.synth import (
     FONTS,
+    banner_texts,
     corner_texts,
+    font_path,
     fonts_available,
     mono_image,
     rgb_image,
@@ -117,3 +120,50 @@ def test_compressed_16_bit_monochrome1() -> None:
         decode(drawn.ds).frames[0], decode(result.dataset).frames[0], drawn.boxes
     )
     assert (removed, total) == (4, 4) and untouched >= 0.98
+
+
+OTHER_FONTS = [
+    pytest.param(
+        font, size, light, id=f"{font.split('.')[0]}-{size}px-{'light' if light else 'dark'}"
+    )
+    for font, size, light in [
+        ("LiberationSans-Regular.ttf", 11, True),
+        ("LiberationSerif-Regular.ttf", 12, False),
+        ("LiberationMono-Regular.ttf", 18, True),
+        ("FreeSans.ttf", 14, False),
+        ("FreeSerif.ttf", 24, True),
+        ("FreeMono.ttf", 32, False),
+        ("NimbusSans-Regular.otf", 16, True),
+        ("NimbusMonoPS-Regular.otf", 24, False),
+    ]
+]
+
+
+@needs_tesseract
+@pytest.mark.parametrize("font, size, light_on_dark", OTHER_FONTS)
+def test_banner_in_other_fonts_is_removed(font: str, size: int, light_on_dark: bool) -> None:
+    if font_path(font) is None:
+        pytest.skip(f"{font} is not installed")
+    texts = banner_texts(480, 640, size, font)
+    drawn = mono_image(texts=texts, light_on_dark=light_on_dark, seed=size)
+    result = scrub(drawn.ds, POLICY, BACKEND)
+    assert result.dataset is not None, result.reason
+    removed, total, untouched = _score(
+        decode(drawn.ds).frames[0], decode(result.dataset).frames[0], drawn.boxes
+    )
+    assert (removed, total) == (5, 5)
+    assert untouched >= 0.97
+
+
+@needs_tesseract
+def test_whole_frame_reading_still_works() -> None:
+    """The old path (no crops, one reading) stays available and correct."""
+    backend = TesseractBackend(regions=None, fit_heights=())
+    texts = corner_texts(480, 640, 18)
+    drawn = mono_image(texts=texts, seed=18)
+    result = scrub(drawn.ds, POLICY, backend)
+    assert result.dataset is not None, result.reason
+    removed, total, _ = _score(
+        decode(drawn.ds).frames[0], decode(result.dataset).frames[0], drawn.boxes
+    )
+    assert (removed, total) == (4, 4)
