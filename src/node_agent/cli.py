@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import structlog
 import typer
@@ -262,6 +263,9 @@ def pull(
         raise typer.Exit(1)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 quarantine_app = typer.Typer(help="Items that need a human decision.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 
@@ -312,16 +316,23 @@ def queue(
     Console().print(table)
 
 
+def _operate(action: Callable[[AgentState, T], R], config: Path, key: T) -> R:
+    """Run one operator action on the agent's state; its refusal is a one-line error, exit 1."""
+    from node_agent.operations import OperationError
+
+    try:
+        return action(_state(config), key)
+    except OperationError as exc:
+        err.print(f"[red]{escape(str(exc))}")
+        raise typer.Exit(1) from exc
+
+
 @app.command()
 def retry(config: ConfigOpt, bundle_id: Annotated[str, typer.Argument()]) -> None:
     """Send a failed (or backing-off) bundle again at once."""
     from node_agent import operations
 
-    try:
-        previous = operations.retry(_state(config), bundle_id)
-    except operations.OperationError as exc:
-        err.print(f"[red]{escape(str(exc))}")
-        raise typer.Exit(1) from exc
+    previous = _operate(operations.retry, config, bundle_id)
     err.print(f"bundle {bundle_id} ({previous}) queued for upload now")
 
 
@@ -341,11 +352,7 @@ def quarantine_show(config: ConfigOpt, item_id: Annotated[int, typer.Argument()]
     """One item in full."""
     from node_agent import operations
 
-    try:
-        item = operations.quarantine_get(_state(config), item_id)
-    except operations.OperationError as exc:
-        err.print(f"[red]{escape(str(exc))}")
-        raise typer.Exit(1) from exc
+    item = _operate(operations.quarantine_get, config, item_id)
     table = Table("field", "value", show_header=False)
     for name, value in (
         ("id", item.id),
@@ -364,11 +371,7 @@ def quarantine_release(config: ConfigOpt, item_id: Annotated[int, typer.Argument
     """Try the item again (it passes every check again before anything leaves)."""
     from node_agent import operations
 
-    try:
-        kind = operations.release(_state(config), item_id)
-    except operations.OperationError as exc:
-        err.print(f"[red]{escape(str(exc))}")
-        raise typer.Exit(1) from exc
+    kind = _operate(operations.release, config, item_id)
     err.print(f"{kind} {item_id} released: it will be processed again")
 
 
@@ -383,11 +386,7 @@ def quarantine_discard(
 
     if not yes and not typer.confirm(f"discard quarantine item {item_id}?"):
         raise typer.Exit(1)
-    try:
-        kind = operations.discard(_state(config), item_id)
-    except operations.OperationError as exc:
-        err.print(f"[red]{escape(str(exc))}")
-        raise typer.Exit(1) from exc
+    kind = _operate(operations.discard, config, item_id)
     err.print(f"{kind} {item_id} discarded")
 
 

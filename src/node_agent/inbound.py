@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from certs.errors import CertsError
 from certs.identity import site_identity_from_certificate
 from certs.keys import verify_issued_by
-from node_agent.backoff import next_delay
+from node_agent.backoff import schedule_retry
 from node_agent.config import AgentConfig
 from node_agent.dicom.store import InstanceInvalid, InstanceStore, StoreError
 from node_agent.files import durable_write
@@ -201,21 +201,14 @@ class Inbound:
             )
 
     def _retry(self, bundle_id: str, reason: str) -> None:
-        with self.state.transaction() as conn:
-            row = conn.execute(
-                "SELECT attempts FROM inbound WHERE bundle_id = ?", (bundle_id,)
-            ).fetchone()
-            attempts = (row["attempts"] if row else 0) + 1
-            delay = next_delay(
-                attempts,
-                base=self.config.upload.retry_base_seconds,
-                cap=self.config.upload.retry_max_seconds,
-            )
-            conn.execute(
-                "UPDATE inbound SET attempts = ?, next_attempt_at = ?, last_error = ? "
-                "WHERE bundle_id = ?",
-                (attempts, time.time() + delay, reason, bundle_id),
-            )
+        schedule_retry(
+            self.state,
+            "inbound",
+            bundle_id,
+            reason,
+            base=self.config.upload.retry_base_seconds,
+            cap=self.config.upload.retry_max_seconds,
+        )
         log.warning("delivery will be retried", bundle_id=bundle_id, reason=reason)
 
     def _fail(self, bundle_id: str, reason: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from node_agent.backoff import next_delay
+from node_agent.backoff import schedule_retry
 from node_agent.config import AgentConfig
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity
@@ -169,23 +169,15 @@ class Uploader:
             )
 
     def _retry(self, bundle_id: str, reason: str, *, progressed: bool = False) -> None:
-        with self.state.transaction() as conn:
-            row = conn.execute(
-                "SELECT attempts FROM outbox WHERE bundle_id = ?", (bundle_id,)
-            ).fetchone()
-            # backoff counts failures in a row: after progress a cut starts again from the
-            # base delay, or a long upload on a flaky link would idle up to retry_max each time
-            attempts = 1 if progressed else (row["attempts"] if row else 0) + 1
-            delay = next_delay(
-                attempts,
-                base=self.config.upload.retry_base_seconds,
-                cap=self.config.upload.retry_max_seconds,
-            )
-            conn.execute(
-                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?, "
-                "updated_at = ? WHERE bundle_id = ?",
-                (attempts, time.time() + delay, reason, time.time(), bundle_id),
-            )
+        schedule_retry(
+            self.state,
+            "outbox",
+            bundle_id,
+            reason,
+            progressed=progressed,
+            base=self.config.upload.retry_base_seconds,
+            cap=self.config.upload.retry_max_seconds,
+        )
         log.warning("upload will be retried", bundle_id=bundle_id, reason=reason)
 
     def _fail(self, bundle_id: str, reason: str) -> None:
