@@ -197,6 +197,13 @@ class Profile:
                 raise ValueError(
                     f"unknown de-identification option {name!r}; valid options: {valid}"
                 ) from None
+        if Option.CLEAN_RECOGNIZABLE_VISUAL_FEATURES in chosen:
+            # the output would claim it (code 113102) while nothing was done
+            raise ValueError(
+                "clean-recognizable-visual-features is not supported yet: nothing in Hexchange "
+                "detects faces or other recognizable features; leave the option out and keep "
+                "such images (photographs, 3D reconstructions) out of the sharing rule"
+            )
         return cls(frozenset(chosen))
 
     def has(self, option: Option) -> bool:

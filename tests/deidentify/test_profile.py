@@ -39,6 +39,11 @@ def test_from_names_and_unknown_option() -> None:
     assert "retain-safe-private" in str(info.value)
 
 
+def test_an_option_nothing_implements_is_refused_not_claimed() -> None:
+    with pytest.raises(ValueError, match="not supported yet"):
+        Profile.from_names(["clean-recognizable-visual-features"])
+
+
 def test_date_options_are_exclusive() -> None:
     with pytest.raises(ValueError, match="alternatives"):
         Profile.from_names(["retain-long-full-dates", "retain-long-modified-dates"])
@@ -101,7 +106,8 @@ def test_private_actions() -> None:
 
 
 def test_method_values_fit_lo() -> None:
-    p = Profile.from_names([o.value for o in Option if o is not Option.RETAIN_LONG_FULL_DATES])
+    # every option, as the profile can hold them (from_names refuses the unimplemented one)
+    p = Profile(frozenset(o for o in Option if o is not Option.RETAIN_LONG_FULL_DATES))
     values = p.method_values()
     assert values[0].startswith("Hexchange PS3.15 E.1-1 2024b")
     assert all(len(v) <= 64 for v in values)
