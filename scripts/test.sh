@@ -14,6 +14,10 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 pg_isready -h 127.0.0.1 -p 5432 || echo "==> PostgreSQL is not reachable: the postgresql tests will fail"
 
+echo "==> real ultrasound test files (PyPI deid-data sdist, cached outside the repository)"
+.venv/bin/python tools/fetch_deid_data.py >/dev/null 2>&1 \
+  || echo "==> could not fetch deid-data: its tests will be skipped"
+
 echo "==> ruff"
 .venv/bin/ruff check src tests scripts tools bench
 echo "==> mypy --strict (wire, deidentify, certs)"
