@@ -7,7 +7,7 @@ that runs a program).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -63,6 +63,32 @@ class Box:
         w = min(self.right, other.right) - max(self.left, other.left)
         h = min(self.bottom, other.bottom) - max(self.top, other.top)
         return max(w, 0) * max(h, 0)
+
+    def union(self, other: Box) -> Box:
+        """The smallest box holding both."""
+        left, top = min(self.left, other.left), min(self.top, other.top)
+        right, bottom = max(self.right, other.right), max(self.bottom, other.bottom)
+        return Box(left, top, right - left, bottom - top)
+
+
+def merge_until_stable(boxes: Sequence[Box], joins: Callable[[Box, Box], bool]) -> list[Box]:
+    """Replace any two boxes that `joins` by their union, until no two join (input order kept
+    for the boxes that stay apart)."""
+    merged = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        out: list[Box] = []
+        for box in merged:
+            for i, other in enumerate(out):
+                if joins(box, other):
+                    out[i] = box.union(other)
+                    changed = True
+                    break
+            else:
+                out.append(box)
+        merged = out
+    return merged
 
 
 @dataclass(frozen=True)

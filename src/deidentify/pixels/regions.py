@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from deidentify.pixels.ocr import Box, Gray8
+from deidentify.pixels.ocr import Box, Gray8, merge_until_stable
 
 RADIUS = 16  # a 33 x 33 neighbourhood
 
@@ -109,22 +109,7 @@ def _components(grid: npt.NDArray[np.bool_]) -> list[tuple[int, int, int, int]]:
 
 def _merge_overlapping(boxes: list[Box], gap: int) -> list[Box]:
     """Join rectangles that overlap or lie within `gap` pixels (fewer, larger pages)."""
-    merged = list(boxes)
-    changed = True
-    while changed:
-        changed = False
-        out: list[Box] = []
-        for box in merged:
-            for i, other in enumerate(out):
-                if box.grow(gap).overlap(other) > 0:
-                    left, top = min(box.left, other.left), min(box.top, other.top)
-                    right, bottom = max(box.right, other.right), max(box.bottom, other.bottom)
-                    out[i] = Box(left, top, right - left, bottom - top)
-                    changed = True
-                    break
-            else:
-                out.append(box)
-        merged = out
+    merged = merge_until_stable(boxes, lambda box, other: box.grow(gap).overlap(other) > 0)
     return sorted(merged, key=lambda b: (b.top, b.left))
 
 

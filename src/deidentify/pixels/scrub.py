@@ -33,7 +33,7 @@ from deidentify.clean import identifying_values
 from deidentify.pixels.detect import Hit, Needles, find_hits
 from deidentify.pixels.frames import Decoded, PixelError, decode, fill_value, output_syntax, write
 from deidentify.pixels.frames import rgb8 as _rgb8
-from deidentify.pixels.ocr import Box, OcrBackend, OcrUnavailable
+from deidentify.pixels.ocr import Box, OcrBackend, OcrUnavailable, merge_until_stable
 from deidentify.pixels.ocr_input import ocr_image
 from deidentify.pixels.policy import OcrPlan, PixelPolicy
 from deidentify.pixels.preview import Preview, encode_png, outline
@@ -268,27 +268,16 @@ def _ocr_pass(
 def merge_boxes(boxes: Sequence[Box]) -> list[Box]:
     """Join boxes of one text line that touch or are at most one text height apart, so the
     gaps between blanked words of a value do not stay as slivers; drop duplicates."""
-    merged = sorted(set(boxes), key=lambda b: (b.top, b.left))
-    changed = True
-    while changed:
-        changed = False
-        out: list[Box] = []
-        for box in merged:
-            for i, other in enumerate(out):
-                overlap_rows = min(box.bottom, other.bottom) - max(box.top, other.top)
-                gap = max(box.left, other.left) - min(box.right, other.right)
-                if overlap_rows >= min(box.height, other.height) // 2 and gap <= min(
-                    box.height, other.height
-                ):
-                    left, top = min(box.left, other.left), min(box.top, other.top)
-                    right, bottom = max(box.right, other.right), max(box.bottom, other.bottom)
-                    out[i] = Box(left, top, right - left, bottom - top)
-                    changed = True
-                    break
-            else:
-                out.append(box)
-        merged = out
-    return merged
+
+    def same_line_neighbours(box: Box, other: Box) -> bool:
+        overlap_rows = min(box.bottom, other.bottom) - max(box.top, other.top)
+        gap = max(box.left, other.left) - min(box.right, other.right)
+        height = min(box.height, other.height)
+        return overlap_rows >= height // 2 and gap <= height
+
+    return merge_until_stable(
+        sorted(set(boxes), key=lambda b: (b.top, b.left)), same_line_neighbours
+    )
 
 
 def _second_pass(
