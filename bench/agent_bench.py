@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import re
@@ -56,13 +55,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from tests.factories.dicom import FakePatient, ct_slice  # noqa: E402
+from tests.factories.dicom import FakePatient, random_ct_study  # noqa: E402
 from tests.federation import BIN, AgentHandle, Federation, free_port  # noqa: E402
 
 SECTION = "agent throughput and memory"
@@ -102,29 +99,15 @@ app = Starlette(routes=[Route("/{path:path}", sink, methods=["PUT", "POST"])])
 
 def write_study(folder: Path, size_mb: float, seed: int = 5) -> tuple[str, list[Path]]:
     """One CT series of 512x512 16-bit slices with random 12-bit pixels."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    count = max(1, math.ceil(size_mb * 1e6 / SLICE_BYTES))
-    patient = FakePatient(name="Benchley^Agent^Thru", patient_id="PID-BENCH-0001")
-    study_uid, series_uid = generate_uid(), generate_uid()
-    files = []
-    for index in range(count):
-        ds = ct_slice(
-            patient,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            sop_uid=generate_uid(),
-            accession="ACCBENCH0001",
-            index=index,
-            rows=SLICE,
-            columns=SLICE,
-            study_date=dt.date.today().strftime("%Y%m%d"),
-        )
-        ds.PixelData = rng.integers(0, 4096, size=(SLICE, SLICE), dtype=np.uint16).tobytes()
-        path = folder / f"ct-{index:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
-    return study_uid, files
+    return random_ct_study(
+        folder,
+        size_mb * 1e6,
+        patient=FakePatient(name="Benchley^Agent^Thru", patient_id="PID-BENCH-0001"),
+        accession="ACCBENCH0001",
+        seed=seed,
+        size=SLICE,
+        study_date=dt.date.today().strftime("%Y%m%d"),
+    )
 
 
 @dataclass

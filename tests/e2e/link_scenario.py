@@ -13,10 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from pydicom.uid import generate_uid
-
-from tests.factories.dicom import FakePatient, ct_slice, pixel_bytes
+from tests.factories.dicom import FakePatient, pixel_bytes, random_ct_study
 from tests.federation import AgentHandle, Federation, storescu
 from tests.netfault import FaultProxy, LinkStats
 
@@ -113,27 +110,14 @@ class LinkResult:
 
 def write_study(folder: Path, study_bytes: int, seed: int = 7) -> list[Path]:
     """A CT series of 512x512 16-bit slices with random pixels (nothing compresses)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    count = max(1, math.ceil(study_bytes / (SLICE * SLICE * 2)))
-    patient = FakePatient(name="Linkley^Slow^Wire", patient_id="PID-LINK-0001")
-    study_uid, series_uid = generate_uid(), generate_uid()
-    files = []
-    for index in range(count):
-        ds = ct_slice(
-            patient,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            sop_uid=generate_uid(),
-            accession="ACCLINK00001",
-            index=index,
-            rows=SLICE,
-            columns=SLICE,
-        )
-        ds.PixelData = rng.integers(0, 4096, size=(SLICE, SLICE), dtype=np.uint16).tobytes()
-        path = folder / f"ct-{index:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
+    _uid, files = random_ct_study(
+        folder,
+        study_bytes,
+        patient=FakePatient(name="Linkley^Slow^Wire", patient_id="PID-LINK-0001"),
+        accession="ACCLINK00001",
+        seed=seed,
+        size=SLICE,
+    )
     return files
 
 

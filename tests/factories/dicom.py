@@ -192,3 +192,41 @@ def pixel_bytes(paths: Sequence[Path]) -> dict[str, bytes]:
         ds = dcmread(path)
         out[str(ds.SOPInstanceUID)] = bytes(ds.PixelData)
     return out
+
+
+def random_ct_study(
+    out_dir: Path,
+    study_bytes: float,
+    *,
+    patient: FakePatient,
+    accession: str,
+    seed: int,
+    size: int = 512,
+    study_date: str = "20261104",
+) -> tuple[str, list[Path]]:
+    """A CT series of `size` x `size` 16-bit slices with random 12-bit pixels (nothing
+    compresses), enough slices for about `study_bytes` of pixel data; (study UID, files)."""
+    import math
+
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    count = max(1, math.ceil(study_bytes / (size * size * 2)))
+    study_uid, series_uid = generate_uid(), generate_uid()
+    files = []
+    for index in range(count):
+        ds = ct_slice(
+            patient,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=generate_uid(),
+            accession=accession,
+            index=index,
+            rows=size,
+            columns=size,
+            study_date=study_date,
+        )
+        ds.PixelData = rng.integers(0, 4096, size=(size, size), dtype=np.uint16).tobytes()
+        path = out_dir / f"ct-{index:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return study_uid, files
