@@ -60,6 +60,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from tests.factories.dicom import FakePatient, random_ct_study  # noqa: E402
+from tests.factories.orthanc import ORTHANC_AE as FACTORY_ORTHANC_AE  # noqa: E402
+from tests.factories.orthanc import Orthanc as TestOrthanc  # noqa: E402
+from tests.factories.orthanc import start_orthanc  # noqa: E402
 from tests.federation import BIN, AgentHandle, Federation, free_port  # noqa: E402
 
 SECTION = "agent throughput and memory"
@@ -73,7 +76,7 @@ INTRO = (
 )
 SLICE = 512
 SLICE_BYTES = SLICE * SLICE * 2
-ORTHANC_AE = "BENCHPACS"
+ORTHANC_AE = FACTORY_ORTHANC_AE  # the AE title the shared Orthanc factory configures
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -112,56 +115,26 @@ def write_study(folder: Path, size_mb: float, seed: int = 5) -> tuple[str, list[
 
 @dataclass
 class Orthanc:
+    """The bench's PACS: the tests' Orthanc (tests/factories/orthanc.py), with ports chosen up
+    front (agent A's config names them) and a one-association bulk load."""
+
     root: Path
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    server: TestOrthanc | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.server.process if self.server else None
 
     def start(self, agent: AgentHandle) -> None:
-        binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-        (self.root / "db").mkdir(parents=True)
-        config = {
-            "Name": "hexchange-agent-bench",
-            "StorageDirectory": str(self.root / "db"),
-            "IndexDirectory": str(self.root / "db"),
-            "Plugins": [],
-            "HttpServerEnabled": True,
-            "HttpPort": self.http_port,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "OrthancExplorerEnabled": False,
-            "WebDavEnabled": False,
-            "DicomServerEnabled": True,
-            "DicomAet": ORTHANC_AE,
-            "DicomPort": self.dicom_port,
-            "DicomCheckCalledAet": True,
-            "DicomModalities": {
-                "agent-a": {"AET": agent.ae_title, "Host": "127.0.0.1", "Port": agent.dicom_port}
-            },
-            "DicomScuTimeout": 30,
-            "DicomAssociationCloseDelay": 0,
-            "SaveJobs": False,
-            "ConcurrentJobs": 1,
-            "StorageCompression": False,
-            "OverwriteInstances": True,
-        }
-        path = self.root / "orthanc.json"
-        path.write_text(json.dumps(config, indent=2))
-        log = open(self.root / "orthanc.log", "wb")  # noqa: SIM115 (closed with the process)
-        self.process = subprocess.Popen(
-            [binary, str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+        self.server = start_orthanc(
+            self.root,
+            {"agent-a": (agent.ae_title, agent.dicom_port)},
+            dicom_port=self.dicom_port,
+            http_port=self.http_port,
+            scu_timeout=30,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError((self.root / "orthanc.log").read_text()[-3000:])
-            try:
-                self.rest("/system")
-                return
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("Orthanc did not answer within 30 s") from None
-                time.sleep(0.1)
 
     def rest(self, path: str) -> Any:
         response = httpx.get(f"http://127.0.0.1:{self.http_port}{path}", timeout=10)
@@ -194,7 +167,8 @@ class Orthanc:
         return time.perf_counter() - start
 
     def stop(self) -> None:
-        _stop(self.process)
+        if self.server is not None:
+            self.server.stop()
 
 
 def _stop(process: subprocess.Popen[bytes] | None) -> None:

@@ -81,8 +81,16 @@ class Orthanc:
                 self.process.wait(timeout=5)
 
 
-def start_orthanc(root: Path, modalities: dict[str, tuple[str, int]]) -> Orthanc:
-    """Start Orthanc; `modalities` maps a name to (AE title, port) on 127.0.0.1."""
+def start_orthanc(
+    root: Path,
+    modalities: dict[str, tuple[str, int]],
+    *,
+    dicom_port: int | None = None,
+    http_port: int | None = None,
+    scu_timeout: int = 10,
+) -> Orthanc:
+    """Start Orthanc; `modalities` maps a name to (AE title, port) on 127.0.0.1. Ports are free
+    ones unless given (a caller that must name them in another config first)."""
     binary = orthanc_binary()
     if binary is None:
         raise OrthancUnavailable(
@@ -90,7 +98,9 @@ def start_orthanc(root: Path, modalities: dict[str, tuple[str, int]]) -> Orthanc
             "PATH nor /usr/sbin/Orthanc found)"
         )
     (root / "db").mkdir(parents=True)
-    server = Orthanc(root=root, dicom_port=free_port(), http_port=free_port())
+    server = Orthanc(
+        root=root, dicom_port=dicom_port or free_port(), http_port=http_port or free_port()
+    )
     config = {
         "Name": "hexchange-test-pacs",
         "StorageDirectory": str(root / "db"),
@@ -110,7 +120,7 @@ def start_orthanc(root: Path, modalities: dict[str, tuple[str, int]]) -> Orthanc
             name: {"AET": ae, "Host": "127.0.0.1", "Port": port}
             for name, (ae, port) in modalities.items()
         },
-        "DicomScuTimeout": 10,
+        "DicomScuTimeout": scu_timeout,
         "DicomAssociationCloseDelay": 0,
         "SaveJobs": False,
         "ConcurrentJobs": 1,
