@@ -62,6 +62,7 @@ class Federation:
     root: Path
     database_url: str | None = None
     quiet_period: float = 2.0
+    part_mib: float | None = None  # agents' [pipeline] part_mib; None: the agent's default
     hub_process: subprocess.Popen[bytes] | None = None
     agents: list[AgentHandle] = field(default_factory=list)
     node_port: int = field(default_factory=free_port)
@@ -175,6 +176,7 @@ class Federation:
             "",
             "[pipeline]",
             f"quiet_period_seconds = {self.quiet_period}",
+            *([f"part_mib = {self.part_mib}"] if self.part_mib is not None else []),
             "poll_seconds = 0.5",
             "policy_poll_seconds = 1",
             "",

@@ -41,6 +41,7 @@ class Agent:
     inbound: Inbound
     policy: PolicyCache
     stop_event: threading.Event = field(default_factory=threading.Event)
+    sealed: threading.Event = field(default_factory=threading.Event)  # wakes the upload loop
 
     def heartbeat(self) -> None:
         with self.state.connect() as conn:
@@ -64,7 +65,15 @@ class Agent:
         )
         self.client.heartbeat(beat)
 
-    def _loop(self, name: str, interval: float, step: Callable[[], object]) -> None:
+    def _loop(
+        self,
+        name: str,
+        interval: float,
+        step: Callable[[], object],
+        wake: threading.Event | None = None,
+    ) -> None:
+        """Run `step` every `interval` seconds (backing off after failures) until stopped; a
+        `wake` event set by another loop starts the next step at once."""
         failures = 0
         while not self.stop_event.is_set():
             try:
@@ -78,7 +87,15 @@ class Agent:
             except Exception as exc:  # a loop must survive one bad item; it is logged
                 failures += 1
                 log.exception("loop step failed", loop=name, error=type(exc).__name__)
-            self.stop_event.wait(min(interval * (2 ** min(failures, 8)), max(interval, 300.0)))
+            pause = min(interval * (2 ** min(failures, 8)), max(interval, 300.0))
+            if wake is None:
+                self.stop_event.wait(pause)
+            else:
+                if not failures:
+                    wake.wait(pause)
+                else:
+                    self.stop_event.wait(pause)
+                wake.clear()
 
     def _renew_if_due(self) -> None:
         from node_agent.renewal import needs_renewal, renew
@@ -97,11 +114,19 @@ class Agent:
                     "WHERE state = 'held'"
                 )
 
-    def _outbound_step(self) -> None:
+    def _seal_step(self) -> None:
+        """Seal parts of studies still arriving, then the studies that became stable; wake the
+        upload loop for what was sealed (it runs on its own thread, so a large study's upload
+        overlaps its receive and the sealing of its next part)."""
         from node_agent.pipeline import mark_stable
 
+        sealed = self.pipeline.process_growing()
         mark_stable(self.state, self.config.pipeline.quiet_period_seconds)
-        self.pipeline.process_stable()
+        sealed += self.pipeline.process_stable()
+        if sealed:
+            self.sealed.set()
+
+    def _upload_step(self) -> None:
         self.uploader.run_once()
 
     def run(self) -> None:
@@ -118,7 +143,8 @@ class Agent:
             dicom_port=self.config.dicom.port,
         )
         loops = [
-            ("outbound", self.config.pipeline.poll_seconds, self._outbound_step),
+            ("seal", self.config.pipeline.poll_seconds, self._seal_step),
+            ("upload", self.config.pipeline.poll_seconds, self._upload_step, self.sealed),
             ("heartbeat", 30.0, self.heartbeat),
             ("policy", self.config.pipeline.policy_poll_seconds, self._refresh_policy),
             ("renewal", 600.0, self._renew_if_due),
@@ -145,6 +171,7 @@ class Agent:
             while not self.stop_event.is_set():
                 self.stop_event.wait(0.5)
         finally:
+            self.sealed.set()  # an upload loop waiting for work sees the stop at once
             server.shutdown()
             for thread in threads:
                 thread.join(timeout=10)

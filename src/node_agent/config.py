@@ -65,6 +65,13 @@ class DicomSection(_Model):
 
 class PipelineSection(_Model):
     quiet_period_seconds: float = Field(default=30.0, ge=0)
+    part_mib: float = Field(
+        default=64.0,
+        ge=0,
+        description="Seal and send a study that is still arriving in parts of about this many "
+        "MiB, so the upload overlaps the receive; the rest goes after the quiet period. 0: "
+        "send only whole studies, after the quiet period",
+    )
     poll_seconds: float = Field(default=1.0, gt=0)
     policy_poll_seconds: float = Field(default=60.0, gt=0, description="Policy refresh period")
 

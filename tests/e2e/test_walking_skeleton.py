@@ -268,3 +268,35 @@ def test_inbound_study_lands_in_the_receiving_pacs(federation: Federation, tmp_p
         )
     finally:
         pacs.stop()
+
+
+def test_a_large_study_goes_out_in_parts_while_it_is_still_arriving(tmp_path: Path) -> None:
+    # parts of about six instances; a quiet period long enough that only a part can explain
+    # a bundle at the hub while the study is still arriving
+    quiet = 10.0
+    federation = Federation(tmp_path / "fed", quiet_period=quiet, part_mib=0.05)
+    try:
+        federation.start_hub()
+        b = federation.add_agent("org-b", "archive")
+        a = federation.add_agent("org-a", "clinic-a", destinations=[("org-b", "identified")])
+        study = make_ct_study(tmp_path / "modality", instances=16)
+        assert 5 * study.files[0].stat().st_size < 0.05 * 1024 * 1024
+
+        assert storescu(a.dicom_port, a.ae_title, study.files[:8]).returncode == 0
+        sent_first = time.monotonic()
+
+        def part_complete() -> bool:
+            bundles = json.loads(federation.hub_cli("bundles", "--json"))
+            return any(x["state"] == "complete" for x in bundles)
+
+        federation.wait_for(part_complete, quiet - 2, "a part at the hub")
+        assert time.monotonic() - sent_first < quiet  # before the study could be stable
+        assert storescu(a.dicom_port, a.ae_title, study.files[8:]).returncode == 0
+        federation.wait_for(lambda: len(b.received_files()) == 16, 60, "the whole study at B")
+
+        bundles = json.loads(federation.hub_cli("bundles", "--json"))
+        counts = [x["instances"] for x in bundles]
+        assert len(bundles) >= 2 and sum(counts) == 16, counts  # each instance once
+        assert pixel_bytes(b.received_files()) == pixel_bytes(study.files)
+    finally:
+        federation.stop()

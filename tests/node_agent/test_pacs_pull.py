@@ -65,6 +65,8 @@ def test_pull_by_date_and_modality_once_and_again_when_grown(
     assert agent_scp.sop_uids(old_ct.study_uid) == set()
     assert agent_scp.sop_uids(new_mr.study_uid) == set()
     assert pixel_bytes(agent_scp.paths(new_ct.study_uid)) == pixel_bytes(new_ct.files)
+    # every instance the PACS listed came: stable at once, no quiet period to wait out
+    assert _study_state(agent_scp, new_ct.study_uid) == "stable"
 
     everything = PullQuery(since=D(2024, 1, 1), modalities=("CT", "MR"))
     results = puller.run(everything)
@@ -89,6 +91,12 @@ def test_pull_by_date_and_modality_once_and_again_when_grown(
     assert _outcomes(results)[new_ct.study_uid] == "fetched"
     assert agent_scp.sop_uids(new_ct.study_uid) == set(new_ct.sop_uids)
     assert set(_outcomes(puller.run(everything)).values()) == {"skipped"}
+
+
+def _study_state(agent_scp: AgentScp, study_uid: str) -> str | None:
+    with agent_scp.state.connect() as conn:
+        row = conn.execute("SELECT state FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
+    return None if row is None else str(row["state"])
 
 
 def test_pull_by_study_uid(orthanc: Orthanc, agent_scp: AgentScp, tmp_path: Path) -> None:

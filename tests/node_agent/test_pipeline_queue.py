@@ -89,16 +89,82 @@ def test_stable_study_is_sealed_once_to_the_policy_destination(agent_parts, tmp_
     assert len(rows) == 1 and rows[0]["instance_count"] == 3 and rows[0]["state"] == "sealed"
 
     # the recipient opens exactly the spooled instances
-    folder = config.agent.data_dir / "outbox" / rows[0]["bundle_id"]
-    header = parse_header((folder / "header.bin").read_bytes())
+    header = _header(config, rows[0]["bundle_id"])
     assert header.manifest.recipients == ["org-b"] and header.manifest.modalities == ["CT"]
-    key = open_data_key(header, key_id=keys[0].key_id, private_key=recipient)
+    got = _opened_sop_uids(config, rows[0]["bundle_id"], keys[0], recipient)
+    assert sorted(got) == sorted(study.sop_instance_uids)
+
+
+def _header(config: AgentConfig, bundle_id: str):  # type: ignore[no-untyped-def]
+    return parse_header((config.agent.data_dir / "outbox" / bundle_id / "header.bin").read_bytes())
+
+
+def _opened_sop_uids(
+    config: AgentConfig, bundle_id: str, key: RecipientKey, private: X25519PrivateKey
+) -> list[str]:
+    """What the recipient gets out of an outbox bundle: the SOP Instance UIDs, in order."""
+    folder = config.agent.data_dir / "outbox" / bundle_id
+    header = _header(config, bundle_id)
+    data_key = open_data_key(header, key_id=key.key_id, private_key=private)
     chunks = [
         (folder / f"chunk-{i:07d}.bin").read_bytes() for i in range(header.manifest.chunk_count)
     ]
-    plain = b"".join(open_stream(header, key, chunks))
-    got = {dcmread(io.BytesIO(data)).SOPInstanceUID for _n, data in read_payload(io.BytesIO(plain))}
-    assert got == set(study.sop_instance_uids)
+    plain = b"".join(open_stream(header, data_key, chunks))
+    return [
+        str(dcmread(io.BytesIO(data)).SOPInstanceUID)
+        for _n, data in read_payload(io.BytesIO(plain))
+    ]
+
+
+def _study_state(state: AgentState) -> str:
+    with state.connect() as conn:
+        return str(conn.execute("SELECT state FROM studies").fetchone()["state"])
+
+
+def test_a_study_still_arriving_is_sent_in_parts_each_instance_once(agent_parts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config, _cf, state, spool, identity, recipient, keys = agent_parts
+    study = make_ct_study(tmp_path / "study", instances=7)
+    size = study.files[0].stat().st_size
+    # a part is sealed once three instances' worth waits (they are all the same size)
+    part = config.pipeline.model_copy(update={"part_mib": 2.5 * size / (1024 * 1024)})
+    config = config.model_copy(update={"pipeline": part})
+    pipeline = Pipeline(
+        config, state, identity, lambda org: keys, lambda mods: [Destination(org="org-b")]
+    )
+
+    def arrive(*indexes: int) -> None:
+        for index in indexes:
+            spool.store(study.files[index].read_bytes())
+
+    arrive(0, 1, 2)
+    assert pipeline.process_growing() == 1
+    assert _study_state(state) == "receiving"  # still arriving: the quiet period is untouched
+    arrive(3)
+    assert pipeline.process_growing() == 0  # one instance waits: less than a part
+    arrive(4, 5)
+    assert pipeline.process_growing() == 1
+    arrive(6)
+    assert pipeline.process_growing() == 0
+    assert mark_stable(state, 0.0) == [study.study_instance_uid]
+    assert pipeline.process_stable() == 1  # the rest, after the quiet period
+    assert _study_state(state) == "sealed"
+
+    rows = sorted(operations.queue(state), key=lambda r: r["created_at"])
+    assert [r["instance_count"] for r in rows] == [3, 3, 1]
+    opened = [_opened_sop_uids(config, r["bundle_id"], keys[0], recipient) for r in rows]
+    assert [uid for got in opened for uid in got] == study.sop_instance_uids  # each once
+
+    # a site that wants whole studies only: nothing leaves before the quiet period
+    whole = config.model_copy(
+        update={"pipeline": config.pipeline.model_copy(update={"part_mib": 0})}
+    )
+    later = make_ct_study(tmp_path / "later", instances=4)
+    for path in later.files:
+        spool.store(path.read_bytes())
+    never = Pipeline(
+        whole, state, identity, lambda org: keys, lambda mods: [Destination(org="org-b")]
+    )
+    assert never.process_growing() == 0
 
 
 def test_no_policy_means_the_study_waits(agent_parts, tmp_path) -> None:  # type: ignore[no-untyped-def]

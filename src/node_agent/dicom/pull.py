@@ -4,6 +4,8 @@ What was fetched is remembered in the `pulls` table, so a study is fetched once;
 again only when the PACS reports more instances (NumberOfStudyRelatedInstances) than at the last
 fetch, or when the last fetch did not bring everything. Instances arrive in the spool exactly as
 a modality's pushes do: through the agent's SCP (C-MOVE) or the same `Spool.store` (C-GET).
+A study whose retrieve brought every instance is stable at once: it does not wait out the quiet
+period, which is for pushes (nothing in a push says that the study is complete).
 
 PACS differ in what they answer, so every optional key is treated as optional: a missing
 ModalitiesInStudy is completed from a SERIES-level query, a missing StudyDate is not filtered
@@ -510,6 +512,15 @@ class Puller:
                     now,
                 ),
             )
+            if status == "done":
+                # the retrieve ended with every instance in the spool: the study is complete
+                # now, so it does not wait out the quiet period (that is for pushes, where
+                # nothing says when a study ends); an instance pushed later is an addition
+                conn.execute(
+                    "UPDATE studies SET state = 'stable', next_attempt_at = 0 "
+                    "WHERE study_uid = ? AND state = 'receiving'",
+                    (study.study_uid,),
+                )
 
     # -- all together -------------------------------------------------------------------------
 
