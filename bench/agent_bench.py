@@ -473,6 +473,7 @@ def _append_pacs(
     chunk_kib: int | None,
     parallel: int | None = None,
     part_mib: float | None = None,
+    move_associations: int | None = None,
 ) -> None:
     text = agent.config_file.read_text().rstrip("\n")
     if part_mib is not None:
@@ -492,6 +493,7 @@ def _append_pacs(
         'retrieve = "move"\n'
         'schedule = "off"\n'
         "retrieve_timeout_seconds = 600\n"
+        + (f"move_associations = {move_associations}\n" if move_associations else "")
     )
     agent.config_file.write_text(text + "\n")
 
@@ -612,6 +614,7 @@ def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> f
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     r: dict[str, Any] = {"size_mb_arg": args.size_mb, "quiet": args.quiet}
     r["part_mib"] = args.part_mib
+    r["move_associations"] = args.move_associations
     t = time.perf_counter()
     study_uid, files = write_study(work / "modality", args.size_mb)
     study_bytes = sum(f.stat().st_size for f in files)
@@ -647,7 +650,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             flush=True,
         )
         shutil.rmtree(work / "modality")  # disk: the PACS has them now
-        _append_pacs(a, orthanc, args.chunk_kib, args.parallel_chunks, args.part_mib)
+        _append_pacs(
+            a, orthanc, args.chunk_kib, args.parallel_chunks, args.part_mib, args.move_associations
+        )
         federation.start_agent(a)
         assert a.process is not None and federation.hub_process is not None
         _wait(lambda: (a.data_dir / "policy.json").exists(), 30, "agent A's policy")
@@ -866,7 +871,8 @@ def report(r: dict[str, Any], x: dict[str, Any], m: dict[str, str], command: str
         f"{r['study_bytes'] / 1e6:.1f} MB; loaded into Orthanc by storescu in "
         f"{r['orthanc_load_s']:.1f} s. Sealed: {r['sealed_bytes'] / 1e6:.1f} MB in "
         f"{x['chunks']} chunks of {x['chunk_size'] // 1024} KiB in {x['bundles']} bundle(s) "
-        f"(part size {r['part_mib'] if r['part_mib'] is not None else 'default'} MiB). "
+        f"(part size {r['part_mib'] if r['part_mib'] is not None else 'default'} MiB; C-MOVE "
+        f"over {r['move_associations'] or 'the default'} association(s)). "
         f"Quiet period {r['quiet']:g} s (a completed pull does not wait for it), agent poll "
         "0.5 s.",
         "",
@@ -964,6 +970,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--part-mib", type=float, help="agent A [pipeline] part_mib (default 64; 0: whole study)"
+    )
+    parser.add_argument(
+        "--move-associations", type=int, help="agent A [pacs] move_associations (default 2)"
     )
     parser.add_argument("--baseline-runs", type=int, default=3)
     parser.add_argument(

@@ -371,7 +371,7 @@ class Pipeline:
                     if waiting >= part_bytes and self._seal_for(study_uid, destination):
                         sealed += 1
             except (NoRecipients, NoPolicy, PayloadError) as exc:
-                log.info("part not sealed yet; the whole study waits its turn", reason=str(exc))
+                log.debug("part not sealed yet; the whole study waits its turn", reason=str(exc))
         return sealed
 
     def _study_modalities(self, study_uid: str) -> set[str]:

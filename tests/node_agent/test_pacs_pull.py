@@ -108,6 +108,39 @@ def test_pull_by_study_uid(orthanc: Orthanc, agent_scp: AgentScp, tmp_path: Path
     assert agent_scp.sop_uids(other.study_uid) == set()
 
 
+def test_large_study_is_moved_over_several_associations_at_once(
+    orthanc: Orthanc, agent_scp: AgentScp, tmp_path: Path
+) -> None:
+    study = make_study(tmp_path / "src", "20240305", "CT", 41)
+    orthanc.load(study.files)
+    accepted: list[str] = []
+    agent_scp.server.bind(
+        evt.EVT_ACCEPTED, lambda event: accepted.append(event.assoc.requestor.ae_title)
+    )
+    puller = _puller(orthanc, agent_scp, "move", move_associations=3)
+    groups = puller._instance_groups(puller.find(PullQuery(study_uids=(study.study_uid,)))[0], 3)
+    assert groups is not None and len(groups) == 3
+    dealt = [sop for batches in groups for _series, sops in batches for sop in sops]
+    assert sorted(dealt) == sorted(study.sop_uids)  # each instance in one group
+
+    results = puller.run(PullQuery(study_uids=(study.study_uid,)))
+    assert _outcomes(results) == {study.study_uid: "fetched"}
+    assert agent_scp.sop_uids(study.study_uid) == set(study.sop_uids)
+    assert pixel_bytes(agent_scp.paths(study.study_uid)) == pixel_bytes(study.files)
+    assert accepted == ["ORTHANC"] * 3  # one C-STORE association per share of the study
+    assert _study_state(agent_scp, study.study_uid) == "stable"
+
+    # one association when asked for one
+    accepted.clear()
+    again = make_study(tmp_path / "src", "20240306", "CT", 33)
+    orthanc.load(again.files)
+    single = _puller(orthanc, agent_scp, "move", move_associations=1)
+    assert _outcomes(single.run(PullQuery(study_uids=(again.study_uid,)))) == {
+        again.study_uid: "fetched"
+    }
+    assert accepted == ["ORTHANC"] and agent_scp.sop_uids(again.study_uid) == set(again.sop_uids)
+
+
 def test_move_destination_unknown_to_the_pacs_says_what_to_do(
     orthanc: Orthanc, agent_scp: AgentScp, tmp_path: Path
 ) -> None:

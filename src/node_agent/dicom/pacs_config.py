@@ -96,6 +96,14 @@ class PacsSection(_Model):
     retrieve_timeout_seconds: float = Field(
         default=600.0, gt=0, description="Longest wait for the next C-MOVE/C-GET response"
     )
+    move_associations: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="C-MOVE a large study over this many associations at once, each with a "
+        "share of its instances (IMAGE level); the PACS sends one instance at a time per "
+        "association, so two keep both ends busy. 1: one STUDY-level C-MOVE",
+    )
 
     @field_validator("ae_title", "move_destination")
     @classmethod

@@ -17,8 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -39,6 +41,7 @@ from pydicom.uid import (
 )
 from pynetdicom import StoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
@@ -98,6 +101,10 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DA = re.compile(r"^\d{8}$")
 _MOVE_DESTINATION_UNKNOWN = 0xA801
 _WARNING = 0xB000
+
+_Batch = tuple[str, list[str]]  # a series UID and SOP Instance UIDs of it, for one C-MOVE
+_SPLIT_MIN = 32  # fewer instances: one STUDY-level C-MOVE (splitting costs a C-FIND)
+_BATCH = 200  # SOP Instance UIDs per IMAGE-level C-MOVE (a list of UIDs, PS3.4 C.4.2.2.1)
 
 Outcome = Literal["fetched", "partial", "failed", "skipped", "planned"]
 Progress = Callable[["RemoteStudy", int, int | None], None]
@@ -208,10 +215,6 @@ class Puller:
     def find(self, query: PullQuery) -> list[RemoteStudy]:
         """Studies on the PACS matching `query`, tolerant of PACS that omit optional keys."""
         ae = new_ae(self.calling_ae, self.section.timeout_seconds)
-        from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-            StudyRootQueryRetrieveInformationModelFind,
-        )
-
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         hint = f" ([pacs] host/port/ae_title; this agent calls as {self.calling_ae})"
         found: dict[str, RemoteStudy] = {}
@@ -438,6 +441,11 @@ class Puller:
         raise DimseError(f"{self.peer} ended the {what} without a final status")
 
     def _move(self, study: RemoteStudy, progress: Progress | None) -> _Counters:
+        associations = self.section.move_associations
+        if associations > 1 and (study.instances is None or study.instances >= _SPLIT_MIN):
+            groups = self._instance_groups(study, associations)
+            if groups is not None and len(groups) > 1:
+                return self._move_split(study, groups, progress)
         ae = new_ae(
             self.calling_ae, self.section.timeout_seconds, self.section.retrieve_timeout_seconds
         )
@@ -449,6 +457,87 @@ class Puller:
                 StudyRootQueryRetrieveInformationModelMove,
             )
             return self._consume(responses, study, progress, "C-MOVE")
+
+    def _instance_groups(self, study: RemoteStudy, parts: int) -> list[list[_Batch]] | None:
+        """The study's instances (IMAGE-level C-FIND) dealt into up to `parts` groups of
+        consecutive instances, each a list of (series UID, SOP Instance UIDs) batches; None
+        when the PACS does not answer at IMAGE level (then one STUDY-level C-MOVE does)."""
+        ae = new_ae(self.calling_ae, self.section.timeout_seconds)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        keys = {"StudyInstanceUID": study.study_uid, "SeriesInstanceUID": "", "SOPInstanceUID": ""}
+        try:
+            with associate(ae, self.peer) as assoc:
+                matches = c_find(assoc, find_identifier("IMAGE", **keys), self.peer)
+        except DimseError as exc:
+            log.info("pacs did not list the study's instances; one C-MOVE", reason=str(exc))
+            return None
+        rows: list[tuple[str, str]] = []
+        for match in matches:
+            series_uid = text_value(match, "SeriesInstanceUID")
+            sop_uid = text_value(match, "SOPInstanceUID")
+            if series_uid and sop_uid and _UID.match(series_uid) and _UID.match(sop_uid):
+                rows.append((series_uid, sop_uid))
+        if len(rows) < _SPLIT_MIN or len(rows) != len(matches):
+            return None  # small, or answers we cannot split safely: one STUDY-level C-MOVE
+        size = -(-len(rows) // parts)
+        groups = []
+        for start in range(0, len(rows), size):
+            batches: list[_Batch] = []
+            for series_uid, sop_uid in rows[start : start + size]:
+                if not batches or batches[-1][0] != series_uid or len(batches[-1][1]) >= _BATCH:
+                    batches.append((series_uid, []))
+                batches[-1][1].append(sop_uid)
+            groups.append(batches)
+        return groups
+
+    def _move_split(
+        self, study: RemoteStudy, groups: list[list[_Batch]], progress: Progress | None
+    ) -> _Counters:
+        """One association per group, at the same time; IMAGE-level C-MOVEs of each group's
+        batches one after another. The counters are the sums; the first error is raised after
+        every association has ended."""
+        total = _Counters()
+        lock = threading.Lock()
+        expected = sum(len(sops) for batches in groups for _s, sops in batches)
+
+        def run(batches: list[_Batch]) -> None:
+            ae = new_ae(
+                self.calling_ae,
+                self.section.timeout_seconds,
+                self.section.retrieve_timeout_seconds,
+            )
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            with associate(ae, self.peer) as assoc:
+                for series_uid, sops in batches:
+                    identifier = find_identifier(
+                        "IMAGE",
+                        StudyInstanceUID=study.study_uid,
+                        SeriesInstanceUID=series_uid,
+                        SOPInstanceUID=sops,
+                    )
+                    responses = assoc.send_c_move(
+                        identifier,
+                        self.move_destination,
+                        StudyRootQueryRetrieveInformationModelMove,
+                    )
+                    counters = self._consume(responses, study, None, "C-MOVE")
+                    with lock:
+                        total.completed += counters.completed
+                        total.failed += counters.failed
+                        total.warning += counters.warning
+                        total.errors += counters.errors
+                        if counters.failed or not total.final:
+                            total.final = counters.final
+                        done = total.completed + total.warning
+                    if progress is not None:
+                        progress(study, done, expected)
+
+        with ThreadPoolExecutor(len(groups), thread_name_prefix="c-move") as pool:
+            futures = [pool.submit(run, batches) for batches in groups]
+        errors = [exc for f in futures if (exc := f.exception()) is not None]
+        if errors:
+            raise errors[0]
+        return total
 
     def _get(self, study: RemoteStudy, progress: Progress | None) -> _Counters:
         assert self.spool is not None
