@@ -202,7 +202,7 @@ def pull(
     server = None
     if todo and not dry_run and cfg.pacs.retrieve == "move":
         try:  # the agent is not running: receive the C-MOVE here for the pull's duration
-            server = start_scp(cfg.dicom, spool)
+            server = start_scp(cfg.dicom, spool, cfg.pipeline.quiet_period_for)
         except OSError:
             err.print(
                 f"port {cfg.dicom.port} is in use: assuming the running agent receives the "

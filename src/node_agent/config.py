@@ -65,6 +65,12 @@ class DicomSection(_Model):
 
 class PipelineSection(_Model):
     quiet_period_seconds: float = Field(default=30.0, ge=0)
+    quiet_period_by_source: dict[str, float] = Field(
+        default_factory=dict,
+        description="Quiet period in seconds per calling AE title, for sources that send a "
+        "study in bursts (e.g. a scanner that sends reconstructions minutes later); others "
+        "get quiet_period_seconds. A study waits for the longest period of its sources",
+    )
     part_mib: float = Field(
         default=64.0,
         ge=0,
@@ -74,6 +80,24 @@ class PipelineSection(_Model):
     )
     poll_seconds: float = Field(default=1.0, gt=0)
     policy_poll_seconds: float = Field(default=60.0, gt=0, description="Policy refresh period")
+
+    @field_validator("quiet_period_by_source")
+    @classmethod
+    def _sources(cls, value: dict[str, float]) -> dict[str, float]:
+        for ae, seconds in value.items():
+            if not 0 < len(ae.strip()) <= 16 or "\\" in ae:
+                raise ValueError(f"{ae!r} is not an AE title (1 to 16 characters, no backslash)")
+            if seconds < 0:
+                raise ValueError(f"the quiet period for {ae} must be 0 or more seconds")
+        return {ae.strip(): seconds for ae, seconds in value.items()}
+
+    def quiet_period_for(self, calling_ae: str | None) -> float:
+        """The quiet period for instances from this calling AE title."""
+        if calling_ae is not None:
+            found = self.quiet_period_by_source.get(calling_ae.strip())
+            if found is not None:
+                return found
+        return self.quiet_period_seconds
 
 
 class Destination(_Model):

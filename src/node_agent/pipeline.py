@@ -230,12 +230,14 @@ def outbox_dir(config: AgentConfig) -> Path:
 
 
 def mark_stable(state: AgentState, quiet_period: float, now: float | None = None) -> list[str]:
-    """Studies with no new instance for `quiet_period` seconds become stable."""
+    """Studies with no new instance for their quiet period become stable: the longest period
+    of their sources (`quiet_s`, per calling AE), else `quiet_period`."""
     now = time.time() if now is None else now
     with state.transaction() as conn:
         rows = conn.execute(
-            "SELECT study_uid FROM studies WHERE state = 'receiving' AND last_at <= ?",
-            (now - quiet_period,),
+            "SELECT study_uid FROM studies WHERE state = 'receiving' "
+            "AND last_at + COALESCE(quiet_s, ?) <= ?",
+            (quiet_period, now),
         ).fetchall()
         uids = [row["study_uid"] for row in rows]
         for uid in uids:

@@ -40,7 +40,7 @@ class Spool:
         self.state = state
         root.mkdir(parents=True, exist_ok=True)
 
-    def store(self, encoded: bytes) -> Stored:
+    def store(self, encoded: bytes, quiet_s: float | None = None) -> Stored:
         """Store one Part 10 encoded instance durably and record it; idempotent by UID + hash."""
         incoming = self.root / ".incoming"
         incoming.mkdir(exist_ok=True)
@@ -48,13 +48,17 @@ class Spool:
         with os.fdopen(fd, "wb") as handle:
             handle.write(encoded)
         try:
-            return self.store_file(Path(tmp))
+            return self.store_file(Path(tmp), quiet_s)
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def store_file(self, source: Path) -> Stored:
+    def store_file(self, source: Path, quiet_s: float | None = None) -> Stored:
         """Take a received Part 10 file into the spool (moved when it can be, else copied),
-        durably, before anything answers success. Streams: never holds the instance whole."""
+        durably, before anything answers success. Streams: never holds the instance whole.
+
+        `quiet_s`: the quiet period of the instance's source (its calling AE); the study waits
+        for the longest of its sources' periods, or the configured default when none is given.
+        """
         try:
             ds = dcmread(
                 source,
@@ -96,10 +100,13 @@ class Spool:
                 ),
             )
             conn.execute(
-                "INSERT INTO studies(study_uid, state, first_at, last_at) "
-                "VALUES (?, 'receiving', ?, ?) "
-                "ON CONFLICT(study_uid) DO UPDATE SET state='receiving', last_at=excluded.last_at",
-                (study_uid, now, now),
+                "INSERT INTO studies(study_uid, state, first_at, last_at, quiet_s) "
+                "VALUES (?, 'receiving', ?, ?, ?) "
+                "ON CONFLICT(study_uid) DO UPDATE SET state='receiving', last_at=excluded.last_at, "
+                "quiet_s=CASE WHEN studies.quiet_s IS NULL THEN excluded.quiet_s "
+                "WHEN excluded.quiet_s IS NULL THEN studies.quiet_s "
+                "ELSE MAX(studies.quiet_s, excluded.quiet_s) END",
+                (study_uid, now, now, quiet_s),
             )
         return Stored(sop_uid, study_uid, path, duplicate=False)
 

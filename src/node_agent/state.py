@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS studies (
     first_at REAL NOT NULL,
     last_at REAL NOT NULL,
     next_attempt_at REAL NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    quiet_s REAL                    -- longest quiet period of its sources; NULL: the default
 );
 CREATE TABLE IF NOT EXISTS outbox (
     bundle_id TEXT PRIMARY KEY,
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -99,6 +100,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "ALTER TABLE bundle_instances ADD COLUMN mode TEXT NOT NULL DEFAULT 'identified'"
             )
+    if version < 4:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(studies)")}
+        if "quiet_s" not in columns:
+            conn.execute("ALTER TABLE studies ADD COLUMN quiet_s REAL")
     if version != SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
-from node_agent.config import DicomSection
+from node_agent.config import DicomSection, PipelineSection
 from node_agent.dicom.scp import start_scp
+from node_agent.pipeline import mark_stable
 from node_agent.spool import Spool
 from node_agent.state import AgentState
 from tests.factories.dicom import make_ct_study
@@ -38,8 +41,8 @@ def scp(tmp_path: Path) -> Iterator[tuple[int, Spool, AgentState]]:
         server.shutdown()
 
 
-def _send(port: int, datasets: list[Dataset]) -> list[int]:
-    ae = AE(ae_title="MODALITY")
+def _send(port: int, datasets: list[Dataset], calling_ae: str = "MODALITY") -> list[int]:
+    ae = AE(ae_title=calling_ae)
     ae.add_requested_context(CTImageStorage)
     assoc = ae.associate("127.0.0.1", port, ae_title="HEXTEST")
     assert assoc.is_established
@@ -153,3 +156,40 @@ def test_dicom_tls_with_client_certificates(tmp_path: Path) -> None:
         server.shutdown()
     with state.connect() as conn:
         assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 1
+
+
+def test_quiet_period_follows_the_sending_modality(tmp_path: Path) -> None:
+    pipeline = PipelineSection(
+        quiet_period_seconds=30, quiet_period_by_source={"CT_RECON": 300, "US_ROOM": 5}
+    )
+    state = AgentState(tmp_path / "state.db")
+    spool = Spool(tmp_path / "spool", state)
+    port = _free_port()
+    server = start_scp(
+        DicomSection(ae_title="HEXTEST", port=port), spool, pipeline.quiet_period_for
+    )
+    try:
+        us, ct, other = (make_ct_study(tmp_path / n, instances=1) for n in ("us", "ct", "x"))
+        both = make_ct_study(tmp_path / "both", instances=2)
+        assert _send(port, [dcmread(us.files[0])], "US_ROOM") == [0]
+        assert _send(port, [dcmread(ct.files[0])], "CT_RECON") == [0]
+        assert _send(port, [dcmread(other.files[0])], "SOMEONE") == [0]
+        # a study from two sources waits for the longer period
+        assert _send(port, [dcmread(both.files[0])], "US_ROOM") == [0]
+        assert _send(port, [dcmread(both.files[1])], "CT_RECON") == [0]
+    finally:
+        server.shutdown()
+    now = time.time()
+    quiet = pipeline.quiet_period_seconds
+    assert mark_stable(state, quiet, now=now + 10) == [us.study_instance_uid]
+    assert mark_stable(state, quiet, now=now + 40) == [other.study_instance_uid]
+    assert mark_stable(state, quiet, now=now + 200) == []
+    stable = mark_stable(state, quiet, now=now + 310)
+    assert sorted(stable) == sorted([ct.study_instance_uid, both.study_instance_uid])
+
+
+def test_quiet_period_by_source_names_a_bad_key(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="not an AE title"):
+        PipelineSection(quiet_period_by_source={"A_NAME_LONGER_THAN_16": 10})
+    with pytest.raises(ValidationError, match="0 or more seconds"):
+        PipelineSection(quiet_period_by_source={"CT1": -1})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,21 @@ def _received_path(event: Any) -> Path | None:
     return Path(path) if path else None
 
 
-def make_store_handler(spool: Spool) -> Any:
+def make_store_handler(spool: Spool, quiet_for: Callable[[str], float] | None = None) -> Any:
+    """The C-STORE handler: into the spool, durably, then success. `quiet_for` maps the
+    calling AE title to its quiet period (`[pipeline] quiet_period_by_source`)."""
+
     def handle_store(event: Any) -> int:
         received = _received_path(event)
+        quiet_s = None
+        if quiet_for is not None:
+            quiet_s = quiet_for(str(event.assoc.requestor.ae_title))
         try:
             if received is not None:
                 # the temporary file is deleted when this handler returns: take it now
-                stored = spool.store_file(received)
+                stored = spool.store_file(received, quiet_s)
             else:
-                stored = spool.store(event.encoded_dataset())
+                stored = spool.store(event.encoded_dataset(), quiet_s)
         except SpoolError as exc:
             log.warning("c-store refused", reason=str(exc))
             return CANNOT_UNDERSTAND
@@ -85,10 +92,12 @@ def dicom_tls_context(config: DicomSection) -> ssl.SSLContext | None:
     return context
 
 
-def start_scp(config: DicomSection, spool: Spool) -> ThreadedAssociationServer:
+def start_scp(
+    config: DicomSection, spool: Spool, quiet_for: Callable[[str], float] | None = None
+) -> ThreadedAssociationServer:
     receive_in_chunks()
     ae = make_ae(config)
-    handlers = [(evt.EVT_C_STORE, make_store_handler(spool))]
+    handlers = [(evt.EVT_C_STORE, make_store_handler(spool, quiet_for))]
     server = ae.start_server(
         (config.host, config.port),
         block=False,
