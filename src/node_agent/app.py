@@ -131,6 +131,7 @@ class Agent:
 
     def run(self) -> None:
         self.pipeline.recover()
+        self.uploader.recover_leases()
         server = start_scp(self.config.dicom, self.spool, self.config.pipeline.quiet_period_for)
         if self.config.metrics.enabled:
             from node_agent.metrics import serve_metrics

@@ -147,6 +147,16 @@ def pull(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only show what would be fetched")
     ] = False,
+    priority: Annotated[
+        int,
+        typer.Option(
+            help="Upload priority of the studies found (lower is sent first; at or below "
+            "[upload] urgent_priority also outside off-peak windows). The default puts a "
+            "clinician's request before bulk sharing; their bundles already queued move up too",
+            min=0,
+            max=1000,
+        ),
+    ] = 10,
 ) -> None:
     """Pull studies from the PACS now: C-FIND, then C-MOVE to this agent or C-GET."""
     import datetime as dt
@@ -199,6 +209,11 @@ def pull(
         PullResult(s, "skipped", puller.skip_reason(s), puller.local_count(s.study_uid))
         for s in done
     ]
+    if not dry_run:
+        from node_agent.priority import request_priority
+
+        for study in [s for s, _why in todo] + done:
+            request_priority(state, study.study_uid, priority)
     server = None
     if todo and not dry_run and cfg.pacs.retrieve == "move":
         try:  # the agent is not running: receive the C-MOVE here for the pull's duration

@@ -32,6 +32,7 @@ from node_agent.config import AgentConfig, Destination
 from node_agent.files import durable_write, fsync_dir
 from node_agent.identity import AgentIdentity
 from node_agent.policy import NoPolicy
+from node_agent.priority import priority_for
 from node_agent.state import AgentState
 from wire.envelope import RecipientKey, seal
 from wire.errors import PayloadError
@@ -517,7 +518,7 @@ class Pipeline:
                         study_uid,
                         destination.org,
                         destination.mode,
-                        destination.priority,
+                        priority_for(self.state, study_uid, destination.priority),
                         header.manifest.payload_bytes,
                         sealed_bytes,
                         len(streams),

@@ -51,7 +51,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     instance_count INTEGER NOT NULL DEFAULT 0,
     receipt TEXT,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    lease_owner TEXT,               -- the uploader working on it, until lease_until
+    lease_until REAL
+);
+CREATE TABLE IF NOT EXISTS study_priority (  -- asked for by someone (e.g. a clinician's pull)
+    study_uid TEXT PRIMARY KEY,
+    priority INTEGER NOT NULL,
+    requested_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, priority, created_at);
 CREATE TABLE IF NOT EXISTS bundle_instances (
@@ -84,7 +91,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -104,6 +111,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(studies)")}
         if "quiet_s" not in columns:
             conn.execute("ALTER TABLE studies ADD COLUMN quiet_s REAL")
+    if version < 5:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+        for column, kind in (("lease_owner", "TEXT"), ("lease_until", "REAL")):
+            if column not in columns:
+                conn.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
     if version != SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -221,6 +221,11 @@ schedule = "off"
     assert result.exit_code == 0, result.output
     assert "fetched" in result.output and "skipped" in result.output
     assert agent_scp.sop_uids(old.study_uid) == set(old.sop_uids)
+    # asked for on demand: a clinician's request, before bulk sharing (the scheduled pull
+    # asked for nothing); the study fetched before is asked for too
+    with agent_scp.state.connect() as conn:
+        asked = dict(conn.execute("SELECT study_uid, priority FROM study_priority").fetchall())
+    assert asked == {old.study_uid: 10, recent.study_uid: 10}
     again = runner.invoke(app, ["pull", "-c", str(toml), "--since", "20200101", "--dry-run"])
     assert again.exit_code == 0, again.output
     assert "fetched" not in again.output and "would fetch" not in again.output

@@ -167,6 +167,35 @@ def test_a_study_still_arriving_is_sent_in_parts_each_instance_once(agent_parts,
     assert never.process_growing() == 0
 
 
+def test_a_requested_priority_moves_queued_bundles_up_and_applies_to_later_ones(  # type: ignore[no-untyped-def]
+    agent_parts, tmp_path
+) -> None:
+    from node_agent.priority import request_priority
+
+    config, _cf, state, spool, identity, _recipient, keys = agent_parts
+    study = make_ct_study(tmp_path / "study", instances=3)
+    spool.store(study.files[0].read_bytes())
+    pipeline = Pipeline(
+        config,
+        state,
+        identity,
+        lambda org: keys,
+        lambda mods: [Destination(org="org-b", priority=100)],
+    )
+    mark_stable(state, 0.0)
+    assert pipeline.process_stable() == 1
+    assert [r["priority"] for r in operations.queue(state)] == [100]
+
+    assert request_priority(state, study.study_instance_uid, 10) == 1  # the queued bundle
+    assert request_priority(state, study.study_instance_uid, 50) == 0  # never made less urgent
+    assert [r["priority"] for r in operations.queue(state)] == [10]
+    for path in study.files[1:]:  # the rest arrives later: an addition, just as urgent
+        spool.store(path.read_bytes())
+    mark_stable(state, 0.0)
+    assert pipeline.process_stable() == 1
+    assert [r["priority"] for r in operations.queue(state)] == [10, 10]
+
+
 def test_no_policy_means_the_study_waits(agent_parts, tmp_path) -> None:  # type: ignore[no-untyped-def]
     config, _cf, state, spool, identity, _r, keys = agent_parts
     _store_study(spool, tmp_path, 1)

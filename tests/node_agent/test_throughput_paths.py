@@ -259,3 +259,96 @@ def test_a_hub_that_lost_chunks_at_completion_gets_them_again(
     assert up.upload(bundle_id) is False
     assert _outbox_state(agent_parts) == "uploading"  # retried, not failed for an operator
     assert up.upload(bundle_id) is True
+
+
+def test_a_clinicians_request_overtakes_a_bulk_upload_between_chunks(
+    agent_parts: Any,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from node_agent.priority import request_priority
+
+    monkeypatch.setattr(uploader_module, "YIELD_CHECK_SECONDS", 0.0)
+    config, _cf, state, spool, identity, *_ = agent_parts
+    pipeline = _pipeline(agent_parts, chunk_size_bytes=SMALL_CHUNK)
+    bulk_study = _store_study(spool, tmp_path, 6)
+    mark_stable(state, 0.0)
+    assert pipeline.process_stable() == 1
+    asked = _store_study(spool, tmp_path, 2)
+    mark_stable(state, 0.0)
+    assert pipeline.process_stable() == 1
+    with state.connect() as conn:
+        ids = {
+            r["study_uid"]: r["bundle_id"]
+            for r in conn.execute("SELECT study_uid, bundle_id FROM outbox")
+        }
+    bulk, urgent = ids[bulk_study.study_instance_uid], ids[asked.study_instance_uid]
+
+    order: list[tuple[str, int]] = []
+
+    class AskingHub(_Hub):
+        def put_chunk(self, bundle_id: str, index: int, data: bytes) -> None:
+            super().put_chunk(bundle_id, index, data)
+            order.append((bundle_id, index))
+            if bundle_id == bulk and len(order) == 3:  # a clinician asks while bulk is sent
+                assert request_priority(state, asked.study_instance_uid, 5) == 1
+
+    hub = AskingHub(ec.generate_private_key(ec.SECP256R1()))
+    identity = dataclasses.replace(identity, hub_receipt_key=hub.receipt_key.public_key())
+    up = Uploader(config, state, identity, hub)  # type: ignore[arg-type]
+    assert up.due() == [bulk, urgent]  # same priority: the older bulk study goes first
+    assert up.run_once() == 2
+
+    first_urgent = order.index(next(o for o in order if o[0] == urgent))
+    last_urgent = max(i for i, o in enumerate(order) if o[0] == urgent)
+    assert first_urgent >= 3 and last_urgent < len(order) - 1  # in between bulk's chunks
+    bulk_sent = [index for bundle_id, index in order if bundle_id == bulk]
+    assert sorted(bulk_sent) == sorted(set(bulk_sent))  # resumed: no chunk sent twice
+    assert hub.received[bulk] == set(range(parse_header(hub.headers[bulk]).manifest.chunk_count))
+    with state.connect() as conn:
+        rows = conn.execute("SELECT state, lease_owner FROM outbox").fetchall()
+    assert [(r["state"], r["lease_owner"]) for r in rows] == [("delivered", None)] * 2
+
+
+def test_a_bundle_leased_by_another_uploader_is_left_alone_until_the_lease_ends(
+    agent_parts: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    hub = _Hub(ec.generate_private_key(ec.SECP256R1()))
+    up, bundle_id = _sealed_uploader(agent_parts, tmp_path, hub)
+    other = Uploader(up.config, up.state, up.identity, hub)  # type: ignore[arg-type]
+    assert other.owner != up.owner
+    assert other._claim(bundle_id)  # e.g. a second process on the same data folder
+    assert up.due() == []
+    assert up.upload(bundle_id) is False and hub.sent == []  # nothing sent twice at once
+
+    assert up.recover_leases() == 0  # its process (this one) is alive: the lease stands
+    with up.state.transaction() as conn:  # the other uploader died: its lease runs out
+        conn.execute("UPDATE outbox SET lease_until = ?", (time.time() - 1,))
+    assert up.due() == [bundle_id]
+    assert up.upload(bundle_id) is True
+    with up.state.connect() as conn:
+        row = conn.execute("SELECT state, lease_owner, lease_until FROM outbox").fetchone()
+    assert (row["state"], row["lease_owner"], row["lease_until"]) == ("delivered", None, None)
+
+
+def test_leases_of_a_killed_agent_are_freed_at_start(
+    agent_parts: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    hub = _Hub(ec.generate_private_key(ec.SECP256R1()))
+    up, bundle_id = _sealed_uploader(agent_parts, tmp_path, hub)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs: the agent before a kill -9
+    with up.state.transaction() as conn:
+        conn.execute(
+            "UPDATE outbox SET lease_owner = ?, lease_until = ?",
+            (f"{socket.gethostname()}:{dead.pid}:1:2", time.time() + 300),
+        )
+    assert up.due() == []
+    assert up.recover_leases() == 1
+    assert up.due() == [bundle_id] and up.upload(bundle_id) is True

@@ -63,6 +63,7 @@ from node_agent.dicom.scu import (
     status_text,
     text_value,
 )
+from node_agent.priority import request_priority
 from node_agent.spool import Spool
 from node_agent.state import AgentState
 
@@ -630,9 +631,19 @@ class Puller:
         return todo, done
 
     def run(
-        self, query: PullQuery, progress: Progress | None = None, *, retry_now: bool = False
+        self,
+        query: PullQuery,
+        progress: Progress | None = None,
+        *,
+        retry_now: bool = False,
+        priority: int | None = None,
     ) -> list[PullResult]:
+        """Plan, then fetch what is due. `priority` (e.g. a clinician's request) is asked for
+        every study the query found, fetched now or before (`node_agent.priority`)."""
         todo, done = self.plan(query, retry_now=retry_now)
+        if priority is not None:
+            for study in [s for s, _why in todo] + done:
+                request_priority(self.state, study.study_uid, priority)
         results = [
             PullResult(s, "skipped", self.skip_reason(s), self.local_count(s.study_uid))
             for s in done
