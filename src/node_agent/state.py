@@ -94,28 +94,25 @@ CREATE TABLE IF NOT EXISTS quarantine (
 SCHEMA_VERSION = 5
 
 
+# columns added after the first release, by the schema version that added them
+_ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
+    2: [("instances", "modality", "TEXT")],
+    3: [("bundle_instances", "mode", "TEXT NOT NULL DEFAULT 'identified'")],
+    4: [("studies", "quiet_s", "REAL")],
+    5: [("outbox", "lease_owner", "TEXT"), ("outbox", "lease_until", "REAL")],
+}
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring an older state database up to SCHEMA_VERSION (PRAGMA user_version)."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version < 2:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
-        if "modality" not in columns:
-            conn.execute("ALTER TABLE instances ADD COLUMN modality TEXT")
-    if version < 3:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(bundle_instances)")}
-        if "mode" not in columns:
-            conn.execute(
-                "ALTER TABLE bundle_instances ADD COLUMN mode TEXT NOT NULL DEFAULT 'identified'"
-            )
-    if version < 4:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(studies)")}
-        if "quiet_s" not in columns:
-            conn.execute("ALTER TABLE studies ADD COLUMN quiet_s REAL")
-    if version < 5:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
-        for column, kind in (("lease_owner", "TEXT"), ("lease_until", "REAL")):
-            if column not in columns:
-                conn.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
+    for added_in, columns in sorted(_ADDED_COLUMNS.items()):
+        if version >= added_in:
+            continue
+        for table, column, kind in columns:
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     if version != SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
