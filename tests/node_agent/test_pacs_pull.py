@@ -241,9 +241,12 @@ class MinimalPacs:
     refuses matching on ModalitiesInStudy, answers SERIES level with Modality only, and serves
     C-GET / C-MOVE by StudyInstanceUID."""
 
-    def __init__(self, studies: list[Study], agent_port: int) -> None:
+    def __init__(
+        self, studies: list[Study], agent_port: int, *, lists_instances: bool = False
+    ) -> None:
         self.datasets = [dcmread(p) for s in studies for p in s.files]
         self.agent_port = agent_port
+        self.lists_instances = lists_instances  # IMAGE-level C-FIND, but no IMAGE-level C-MOVE
         self.ae = AE(ae_title="MINIPACS")
         self.ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         self.ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
@@ -285,6 +288,13 @@ class MinimalPacs:
                 answer.SeriesInstanceUID = d.SeriesInstanceUID
                 answer.Modality = d.Modality
                 yield 0xFF00, answer
+        elif query.QueryRetrieveLevel == "IMAGE" and self.lists_instances:
+            for d in self._study(uid):
+                answer = Dataset()
+                answer.QueryRetrieveLevel = "IMAGE"
+                answer.SeriesInstanceUID = d.SeriesInstanceUID
+                answer.SOPInstanceUID = d.SOPInstanceUID
+                yield 0xFF00, answer
 
     def on_get(self, event: Any) -> Iterator[Any]:
         matches = self._study(str(event.identifier.StudyInstanceUID))
@@ -295,6 +305,10 @@ class MinimalPacs:
     def on_move(self, event: Any) -> Iterator[Any]:
         if event.move_destination.strip() != AGENT_AE:
             yield None, None
+            return
+        if event.identifier.QueryRetrieveLevel != "STUDY":
+            yield "127.0.0.1", self.agent_port
+            yield 0xC000, None  # unable to process: whole studies only
             return
         matches = self._study(str(event.identifier.StudyInstanceUID))
         yield "127.0.0.1", self.agent_port
@@ -323,6 +337,23 @@ def test_pacs_with_minimal_answers(agent_scp: AgentScp, tmp_path: Path, retrieve
         assert agent_scp.sop_uids(ct.study_uid) == set(ct.sop_uids)
         assert agent_scp.sop_uids(mr.study_uid) == set()
         assert set(_outcomes(puller.run(query)).values()) == {"skipped"}
+    finally:
+        pacs.server.shutdown()
+
+
+def test_pacs_that_moves_whole_studies_only_gets_one_study_level_move(
+    agent_scp: AgentScp, tmp_path: Path
+) -> None:
+    big = make_study(tmp_path / "src", "20240112", "CT", 40)
+    pacs = MinimalPacs([big], agent_scp.dicom.port, lists_instances=True)
+    try:
+        section = PacsSection(
+            host="127.0.0.1", port=pacs.port, ae_title="MINIPACS", timeout_seconds=10
+        )
+        puller = Puller(section, AGENT_AE, agent_scp.state, agent_scp.spool)
+        results = puller.run(PullQuery(study_uids=(big.study_uid,)))
+        assert _outcomes(results) == {big.study_uid: "fetched"}
+        assert agent_scp.sop_uids(big.study_uid) == set(big.sop_uids)
     finally:
         pacs.server.shutdown()
 

@@ -446,7 +446,15 @@ class Puller:
         if associations > 1 and (study.instances is None or study.instances >= _SPLIT_MIN):
             groups = self._instance_groups(study, associations)
             if groups is not None and len(groups) > 1:
-                return self._move_split(study, groups, progress)
+                try:
+                    return self._move_split(study, groups, progress)
+                except DimseError as exc:
+                    # e.g. a PACS that lists instances but moves only whole studies: what
+                    # did arrive is in the spool, and duplicates cost only the bytes
+                    log.warning(
+                        "pacs failed the IMAGE-level C-MOVE; one STUDY-level C-MOVE instead",
+                        reason=str(exc),
+                    )
         ae = new_ae(
             self.calling_ae, self.section.timeout_seconds, self.section.retrieve_timeout_seconds
         )
