@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -299,10 +300,17 @@ def _when(timestamp: float | None) -> str:
 def queue(
     config: ConfigOpt,
     all_bundles: Annotated[bool, typer.Option("--all", help="Include delivered bundles")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per bundle, every column (scripts)")
+    ] = False,
 ) -> None:
     """Outbox bundles in priority order, with attempts and the last error."""
     from node_agent import operations
 
+    rows = operations.queue(_state(config), include_done=all_bundles)
+    if as_json:
+        print(json.dumps([dict(r) for r in rows], indent=1))
+        return
     table = Table(
         "bundle",
         "to",
@@ -315,7 +323,7 @@ def queue(
         "next attempt",
         "last error",
     )
-    for r in operations.queue(_state(config), include_done=all_bundles):
+    for r in rows:
         table.add_row(
             r["bundle_id"],
             r["dest_org"],

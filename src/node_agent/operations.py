@@ -34,8 +34,9 @@ def queue(state: AgentState, *, include_done: bool = False) -> list[sqlite3.Row]
     where = "" if include_done else "WHERE state != 'delivered'"
     with state.connect() as conn:
         return conn.execute(
-            f"SELECT bundle_id, dest_org, mode, state, priority, attempts, next_attempt_at, "  # noqa: S608
-            f"instance_count, sealed_bytes, last_error, created_at FROM outbox {where} "
+            f"SELECT bundle_id, study_uid, dest_org, mode, state, priority, attempts, "  # noqa: S608
+            f"next_attempt_at, instance_count, sealed_bytes, last_error, created_at, "
+            f"lease_owner, lease_until FROM outbox {where} "
             "ORDER BY priority, created_at"
         ).fetchall()
 
