@@ -631,15 +631,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pull: subprocess.Popen[bytes] | None = None
     spies: list[subprocess.Popen[bytes]] = []
     try:
-        federation.start_hub()
-        b = federation.add_agent("org-b", "archive")
-        a = federation.add_agent(
-            "org-a",
-            "clinic-a",
-            destinations=[("org-b", "identified")],
-            inbound=False,
-            start=False,
-        )
+        a, b = federation.start_clinic_and_archive()
         orthanc.start(a)
         r["orthanc_load_s"] = orthanc.load(work / "modality")
         count = orthanc.rest("/statistics")["CountInstances"]

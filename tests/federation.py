@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -227,6 +228,22 @@ class Federation:
         if start:
             self.start_agent(handle)
         return handle
+
+    def start_clinic_and_archive(self, **clinic: Any) -> tuple[AgentHandle, AgentHandle]:
+        """Start the hub and archive B (org-b); enroll clinic A (org-a), which shares
+        identified studies with B, but do not start A: the caller finishes A's config (a PACS,
+        a proxy, upload options) and starts it. Returns (A, B)."""
+        self.start_hub()
+        b = self.add_agent("org-b", "archive")
+        a = self.add_agent(
+            "org-a",
+            "clinic-a",
+            destinations=[("org-b", "identified")],
+            inbound=False,
+            start=False,
+            **clinic,
+        )
+        return a, b
 
     def start_agent(self, handle: AgentHandle, timeout: float = 20.0) -> None:
         log = open(handle.log_file, "ab")  # noqa: SIM115 (closed with the process)

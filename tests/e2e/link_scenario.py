@@ -163,15 +163,7 @@ def run_link_scenario(root: Path, scenario: LinkScenario) -> LinkResult:
     federation = Federation(root / "fed", quiet_period=2.0)
     proxy: FaultProxy | None = None
     try:
-        federation.start_hub()
-        b = federation.add_agent("org-b", "archive")
-        a = federation.add_agent(
-            "org-a",
-            "clinic-a",
-            destinations=[("org-b", "identified")],
-            inbound=False,
-            start=False,
-        )
+        a, b = federation.start_clinic_and_archive()
         proxy = FaultProxy(
             federation.node_port,
             rate_bytes_per_s=scenario.rate_bits_per_s / 8,

@@ -20,7 +20,7 @@ import pytest
 
 from tests.factories.dicom import make_ct_study, pixel_bytes
 from tests.factories.orthanc import OrthancUnavailable, start_orthanc
-from tests.federation import BIN, Federation, free_port, storescu
+from tests.federation import BIN, Federation, storescu
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,19 +38,9 @@ def test_a_pulled_study_overtakes_bulk_waiting_for_off_peak(tmp_path: Path) -> N
     federation = Federation(tmp_path / "fed", quiet_period=1.0)
     orthanc = None
     try:
-        federation.start_hub()
-        b = federation.add_agent("org-b", "archive")
-        a_port = free_port()
-        a = federation.add_agent(
-            "org-a",
-            "clinic-a",
-            destinations=[("org-b", "identified")],
-            inbound=False,
-            start=False,
-            dicom_port=a_port,
-        )
+        a, b = federation.start_clinic_and_archive()
         try:
-            orthanc = start_orthanc(tmp_path / "pacs", {"agent-a": (a.ae_title, a_port)})
+            orthanc = start_orthanc(tmp_path / "pacs", {"agent-a": (a.ae_title, a.dicom_port)})
         except OrthancUnavailable as exc:
             pytest.skip(str(exc))
         text = a.config_file.read_text()
