@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, NamedTuple, cast
 
 import structlog
 from pydicom import dcmread
@@ -246,31 +246,33 @@ def mark_stable(state: AgentState, quiet_period: float, now: float | None = None
     return uids
 
 
+class PendingInstance(NamedTuple):
+    """An instance of the study not yet sealed for a destination and mode, as recorded when
+    it was received."""
+
+    sop_uid: str
+    path: str
+    sha256: str
+    size: int
+    modality: str | None
+
+
 def _pending_instances(
     state: AgentState, study_uid: str, dest_org: str, mode: str
-) -> list[tuple[str, str, str, str | None]]:
-    """Instances of the study not yet sealed for this destination and mode (same content):
-    SOP Instance UID, spool path, sha256 and modality as recorded when received."""
+) -> list[PendingInstance]:
+    """Instances of the study not yet sealed for this destination and mode (same content)."""
     with state.connect() as conn:
         rows = conn.execute(
-            "SELECT i.sop_uid, i.path, i.sha256, i.modality FROM instances i "
+            "SELECT i.sop_uid, i.path, i.sha256, i.size, i.modality FROM instances i "
             "WHERE i.study_uid = ? AND NOT "
             "EXISTS (SELECT 1 FROM bundle_instances b WHERE b.dest_org = ? AND b.mode = ? AND "
             "b.sop_uid = i.sop_uid AND b.sha256 = i.sha256) ORDER BY i.received_at, i.sop_uid",
             (study_uid, dest_org, mode),
         ).fetchall()
-    return [(r["sop_uid"], r["path"], r["sha256"], r["modality"]) for r in rows]
-
-
-def _pending_bytes(state: AgentState, study_uid: str, dest_org: str, mode: str) -> int:
-    with state.connect() as conn:
-        row = conn.execute(
-            "SELECT COALESCE(SUM(i.size), 0) FROM instances i WHERE i.study_uid = ? AND NOT "
-            "EXISTS (SELECT 1 FROM bundle_instances b WHERE b.dest_org = ? AND b.mode = ? AND "
-            "b.sop_uid = i.sop_uid AND b.sha256 = i.sha256)",
-            (study_uid, dest_org, mode),
-        ).fetchone()
-    return int(row[0])
+    return [
+        PendingInstance(r["sop_uid"], r["path"], r["sha256"], r["size"], r["modality"])
+        for r in rows
+    ]
 
 
 def identified_bytes(path: Path, _destination: Destination) -> bytes:
@@ -368,10 +370,11 @@ class Pipeline:
             try:
                 destinations = self.destinations(self._study_modalities(study_uid))
                 for destination in destinations:
-                    waiting = _pending_bytes(
+                    pending = _pending_instances(
                         self.state, study_uid, destination.org, destination.mode
                     )
-                    if waiting >= part_bytes and self._seal_for(study_uid, destination):
+                    waiting = sum(instance.size for instance in pending)
+                    if waiting >= part_bytes and self._seal_for(study_uid, destination, pending):
                         sealed += 1
             except (NoRecipients, NoPolicy, PayloadError) as exc:
                 log.debug("part not sealed yet; the whole study waits its turn", reason=str(exc))
@@ -420,8 +423,15 @@ class Pipeline:
             )
         return sealed
 
-    def _seal_for(self, study_uid: str, destination: Destination) -> bool:
-        pending = _pending_instances(self.state, study_uid, destination.org, destination.mode)
+    def _seal_for(
+        self,
+        study_uid: str,
+        destination: Destination,
+        pending: list[PendingInstance] | None = None,
+    ) -> bool:
+        """Seal what is pending for the destination (`pending`, if the caller listed it)."""
+        if pending is None:
+            pending = _pending_instances(self.state, study_uid, destination.org, destination.mode)
         if not pending:
             return False
         recipients = self.recipients(destination.org)
@@ -441,7 +451,7 @@ class Pipeline:
             streams: list[tuple[str, BinaryIO, int]] = []
             work = self.work / bundle_id
             work.mkdir()
-            for sop_uid, path, sha, recorded_modality in pending:
+            for sop_uid, path, sha, _size, recorded_modality in pending:
                 source_path = Path(path)
                 modality = recorded_modality
                 if transform is identified_bytes:
