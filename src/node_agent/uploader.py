@@ -41,6 +41,8 @@ from wire.receipt import verify_receipt
 log = structlog.get_logger("hexchange.agent.uploader")
 
 FAST_CHUNK_SECONDS = 1.0
+# a bundle this uploader may take: nobody's, its own, or a lease that ran out (params: owner, now)
+_LEASE_FREE = "(lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
 LEASE_SECONDS = 300.0  # renewed every chunk, so only a stalled or dead uploader loses it
 YIELD_CHECK_SECONDS = 1.0  # how often a bundle being sent looks for a more urgent one
 
@@ -67,19 +69,21 @@ class Uploader:
             return self.config.upload.urgent_priority  # outside off-peak: urgent ones only
         return 1 << 30
 
-    def due(self, now: float | None = None) -> list[str]:
-        """Bundles to upload now, most urgent first; bulk waits for an off-peak window; a
-        bundle leased by another uploader waits for its lease to run out."""
-        now = time.time() if now is None else now
+    def _due_rows(self, now: float) -> list[tuple[str, int]]:
+        """(bundle, priority) to upload now, most urgent first; bulk waits for an off-peak
+        window; a bundle leased by another uploader waits for its lease to run out."""
         with self.state.connect() as conn:
             rows = conn.execute(
-                "SELECT bundle_id FROM outbox WHERE state IN ('sealed', 'uploading') "
-                "AND next_attempt_at <= ? AND priority <= ? "
-                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?) "
+                "SELECT bundle_id, priority FROM outbox WHERE state IN ('sealed', 'uploading') "  # noqa: S608 (a fixed clause)
+                f"AND next_attempt_at <= ? AND priority <= ? AND {_LEASE_FREE} "
                 "ORDER BY priority, created_at",
                 (now, self._max_priority(now), self.owner, now),
             ).fetchall()
-        return [r["bundle_id"] for r in rows]
+        return [(r["bundle_id"], r["priority"]) for r in rows]
+
+    def due(self, now: float | None = None) -> list[str]:
+        """Bundles to upload now, most urgent first (see `_due_rows`)."""
+        return [b for b, _p in self._due_rows(time.time() if now is None else now)]
 
     def run_once(self) -> int:
         """Upload what is due, most urgent first, picking again after each bundle (a bundle
@@ -124,9 +128,9 @@ class Uploader:
         now = time.time()
         with self.state.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE outbox SET state = 'uploading', lease_owner = ?, lease_until = ?, "
+                "UPDATE outbox SET state = 'uploading', lease_owner = ?, lease_until = ?, "  # noqa: S608 (a fixed clause)
                 "updated_at = ? WHERE bundle_id = ? AND state IN ('sealed', 'uploading') "
-                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
+                f"AND {_LEASE_FREE}",
                 (self.owner, now + LEASE_SECONDS, now, bundle_id, self.owner, now),
             )
             return cursor.rowcount == 1
@@ -148,20 +152,16 @@ class Uploader:
 
     def _more_urgent_due(self, bundle_id: str, skip: set[str]) -> bool:
         """Is a bundle more urgent than this one due now (and not tried in this run)?"""
-        now = time.time()
         with self.state.connect() as conn:
             mine = conn.execute(
                 "SELECT priority FROM outbox WHERE bundle_id = ?", (bundle_id,)
             ).fetchone()
-            if mine is None:
-                return False
-            rows = conn.execute(
-                "SELECT bundle_id FROM outbox WHERE state IN ('sealed', 'uploading') "
-                "AND next_attempt_at <= ? AND priority < ? AND priority <= ? "
-                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
-                (now, mine["priority"], self._max_priority(now), self.owner, now),
-            ).fetchall()
-        return any(r["bundle_id"] not in skip for r in rows)
+        if mine is None:
+            return False
+        return any(
+            priority < mine["priority"] and other not in skip
+            for other, priority in self._due_rows(time.time())
+        )
 
     def upload(self, bundle_id: str, tried: set[str] | None = None) -> bool:
         """Send one bundle; True once the hub's receipt for it verified. Raises Preempted when
