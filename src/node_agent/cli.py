@@ -211,10 +211,7 @@ def pull(
         for s in done
     ]
     if not dry_run:
-        from node_agent.priority import request_priority
-
-        for study in [s for s, _why in todo] + done:
-            request_priority(state, study.study_uid, priority)
+        puller.ask_priority([s for s, _why in todo] + done, priority)
     server = None
     if todo and not dry_run and cfg.pacs.retrieve == "move":
         try:  # the agent is not running: receive the C-MOVE here for the pull's duration

@@ -455,17 +455,20 @@ class Puller:
                         "pacs failed the IMAGE-level C-MOVE; one STUDY-level C-MOVE instead",
                         reason=str(exc),
                     )
-        ae = new_ae(
-            self.calling_ae, self.section.timeout_seconds, self.section.retrieve_timeout_seconds
-        )
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-        with associate(ae, self.peer) as assoc:
+        with associate(self._move_ae(), self.peer) as assoc:
             responses = assoc.send_c_move(
                 self._retrieve_identifier(study),
                 self.move_destination,
                 StudyRootQueryRetrieveInformationModelMove,
             )
             return self._consume(responses, study, progress, "C-MOVE")
+
+    def _move_ae(self) -> Any:
+        ae = new_ae(
+            self.calling_ae, self.section.timeout_seconds, self.section.retrieve_timeout_seconds
+        )
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        return ae
 
     def _instance_groups(self, study: RemoteStudy, parts: int) -> list[list[_Batch]] | None:
         """The study's instances (IMAGE-level C-FIND) dealt into up to `parts` groups of
@@ -510,13 +513,7 @@ class Puller:
         expected = sum(len(sops) for batches in groups for _s, sops in batches)
 
         def run(batches: list[_Batch]) -> None:
-            ae = new_ae(
-                self.calling_ae,
-                self.section.timeout_seconds,
-                self.section.retrieve_timeout_seconds,
-            )
-            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-            with associate(ae, self.peer) as assoc:
+            with associate(self._move_ae(), self.peer) as assoc:
                 for series_uid, sops in batches:
                     identifier = find_identifier(
                         "IMAGE",
@@ -638,6 +635,12 @@ class Puller:
                 todo.append((study, reason))
         return todo, done
 
+    def ask_priority(self, studies: Iterable[RemoteStudy], priority: int) -> None:
+        """Ask for `priority` for these studies: bundles sealed for them later take it, and
+        theirs already queued move up (`node_agent.priority`)."""
+        for study in studies:
+            request_priority(self.state, study.study_uid, priority)
+
     def run(
         self,
         query: PullQuery,
@@ -650,8 +653,7 @@ class Puller:
         every study the query found, fetched now or before (`node_agent.priority`)."""
         todo, done = self.plan(query, retry_now=retry_now)
         if priority is not None:
-            for study in [s for s, _why in todo] + done:
-                request_priority(self.state, study.study_uid, priority)
+            self.ask_priority([s for s, _why in todo] + done, priority)
         results = [
             PullResult(s, "skipped", self.skip_reason(s), self.local_count(s.study_uid))
             for s in done
