@@ -88,13 +88,9 @@ class Agent:
                 failures += 1
                 log.exception("loop step failed", loop=name, error=type(exc).__name__)
             pause = min(interval * (2 ** min(failures, 8)), max(interval, 300.0))
-            if wake is None:
-                self.stop_event.wait(pause)
-            else:
-                if not failures:
-                    wake.wait(pause)
-                else:
-                    self.stop_event.wait(pause)
+            # after a failure the back-off holds even if another loop sets `wake`
+            (wake if wake is not None and not failures else self.stop_event).wait(pause)
+            if wake is not None:
                 wake.clear()
 
     def _renew_if_due(self) -> None:

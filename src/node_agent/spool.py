@@ -103,9 +103,8 @@ class Spool:
                 "INSERT INTO studies(study_uid, state, first_at, last_at, quiet_s) "
                 "VALUES (?, 'receiving', ?, ?, ?) "
                 "ON CONFLICT(study_uid) DO UPDATE SET state='receiving', last_at=excluded.last_at, "
-                "quiet_s=CASE WHEN studies.quiet_s IS NULL THEN excluded.quiet_s "
-                "WHEN excluded.quiet_s IS NULL THEN studies.quiet_s "
-                "ELSE MAX(studies.quiet_s, excluded.quiet_s) END",
+                "quiet_s=MAX(COALESCE(studies.quiet_s, excluded.quiet_s), "
+                "COALESCE(excluded.quiet_s, studies.quiet_s))",  # the longer; NULL: none given
                 (study_uid, now, now, quiet_s),
             )
         return Stored(sop_uid, study_uid, path, duplicate=False)
