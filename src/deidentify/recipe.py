@@ -404,23 +404,39 @@ def _parse_attribute(
     return AttributeOverride(tag, keyword, action, value, allow)
 
 
+def _one_setting_table(
+    name: str,
+    setting: str,
+    example: str,
+    section: Any,
+    lines: _Lines,
+    problems: list[RecipeProblem],
+) -> Mapping[str, Any] | None:
+    """The [name] table, which knows only `setting`: None (and a problem) when it is not a
+    table; a problem for each other key in it."""
+    if not isinstance(section, Mapping):
+        problems.append(
+            RecipeProblem(lines.key("", name), f"{name} must be a table", f"write [{name}]")
+        )
+        return None
+    for key in section:
+        if key != setting:
+            problems.append(
+                RecipeProblem(
+                    lines.key(name, str(key)),
+                    f"unknown setting {key!r} in [{name}]",
+                    _suggest(str(key), [setting], example),
+                )
+            )
+    return section
+
+
 def _parse_private(
     section: Any, lines: _Lines, problems: list[RecipeProblem]
 ) -> tuple[PrivateKeep, ...]:
-    if not isinstance(section, Mapping):
-        problems.append(
-            RecipeProblem(lines.key("", "private"), "private must be a table", "write [private]")
-        )
+    section = _one_setting_table("private", "keep", "`keep = [...]`", section, lines, problems)
+    if section is None:
         return ()
-    for key in section:
-        if key != "keep":
-            problems.append(
-                RecipeProblem(
-                    lines.key("private", str(key)),
-                    f"unknown setting {key!r} in [private]",
-                    _suggest(str(key), ["keep"], "`keep = [...]`"),
-                )
-            )
     entries = section.get("keep", [])
     if not isinstance(entries, list):
         problems.append(
@@ -494,20 +510,9 @@ def _hex(value: Any, digits: int) -> int | None:
 
 
 def _parse_dates(section: Any, lines: _Lines, problems: list[RecipeProblem]) -> str | None:
-    if not isinstance(section, Mapping):
-        problems.append(
-            RecipeProblem(lines.key("", "dates"), "dates must be a table", "write [dates]")
-        )
+    section = _one_setting_table("dates", "policy", '`policy = "shift"`', section, lines, problems)
+    if section is None:
         return None
-    for key in section:
-        if key != "policy":
-            problems.append(
-                RecipeProblem(
-                    lines.key("dates", str(key)),
-                    f"unknown setting {key!r} in [dates]",
-                    _suggest(str(key), ["policy"], '`policy = "shift"`'),
-                )
-            )
     policy = section.get("policy")
     if policy is None:
         return None

@@ -116,6 +116,12 @@ def test_unknown_section_and_setting() -> None:
     assert "line 1: unknown section or key 'attribute'" in joined
     assert "did you mean 'attributes'" in joined
     assert "line 4: unknown setting 'polcy'" in joined
+    assert "in [dates]" in joined and "did you mean 'policy'" in joined
+    private = "\n".join(_problems("[private]\nkeeps = []\n"))
+    assert "line 2: unknown setting 'keeps' in [private]" in private
+    assert "did you mean 'keep'" in private
+    not_table = "\n".join(_problems('dates = "shift"\n'))
+    assert "dates must be a table" in not_table and "write [dates]" in not_table
 
 
 def test_apply_and_verify_respect_recipe() -> None:
