@@ -61,7 +61,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "src"), str(REPO)]
+sys.path[:0] = [str(REPO)]
 
 from tests.factories.dicom import FakePatient, random_ct_study  # noqa: E402
 from tests.factories.orthanc import ORTHANC_AE as FACTORY_ORTHANC_AE  # noqa: E402

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO))
 
 TOOLS = ("plain", "hexchange", "hexchange-pydicom", "deid", "dicognito", "dicom-anonymizer")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+sys.path[:0] = [str(ROOT)]
 
 from pydicom import dcmread  # noqa: E402
 from tests.deidentify.pixels.synth import (  # noqa: E402

@@ -19,8 +19,8 @@ echo "==> real ultrasound test files (PyPI deid-data sdist, cached outside the r
   || echo "==> could not fetch deid-data: its tests will be skipped"
 
 echo "==> ruff"
-.venv/bin/ruff check src tests scripts tools bench
+.venv/bin/ruff check wire deidentify certs node_agent hub tests scripts tools bench
 echo "==> mypy --strict (wire, deidentify, certs)"
-.venv/bin/mypy src/wire src/deidentify src/certs
+.venv/bin/mypy wire deidentify certs
 echo "==> pytest"
 exec .venv/bin/pytest "$@"

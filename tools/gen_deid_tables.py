@@ -14,14 +14,14 @@ Inputs (read at build time only; the runtime never reads them):
 
 Outputs (committed):
 
-* ``src/deidentify/data/ps3_15_e1_1.json`` - every row of Table E.1-1 with its tag pattern
+* ``deidentify/data/ps3_15_e1_1.json`` - every row of Table E.1-1 with its tag pattern
   (exact tag, group/element mask, or "odd group = private"), keyword, basic profile action and
   the action of each option column, keyed by the option's kebab-case name.
-* ``src/deidentify/data/tcia_private_tags.json`` - the private element signatures
+* ``deidentify/data/tcia_private_tags.json`` - the private element signatures
   ``(creator, group, element-byte)`` that TCIA marks ``k`` (safe to keep) wherever they occur as
   the leaf of a signature; a signature marked ``k`` in one context and anything else in another
   is left out (not safe).
-* ``src/deidentify/data/iod_types.json`` - for the attributes that have a combined action
+* ``deidentify/data/iod_types.json`` - for the attributes that have a combined action
   (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) in some column of Table E.1-1 only: their Type (1, 1C, 2,
   2C) at the top level of each IOD, and the IOD of each SOP class. When an attribute occurs in
   several modules of an IOD the strongest Type wins (1 > 1C > 2 > 2C > 3), whatever the
@@ -53,7 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "dicom-standard"
 DEFAULT_SOURCE = DEFAULT_SHARED / "ps3.15-table-E.1-1.json"
 DEFAULT_TCIA = DEFAULT_SHARED / "tcia-private-tag-kb-2024-02-01.csv"
-DEFAULT_OUT = REPO_ROOT / "src" / "deidentify" / "data"
+DEFAULT_OUT = REPO_ROOT / "deidentify" / "data"
 GENERATED_BY = "tools/gen_deid_tables.py"
 
 # Source column -> Option value (kebab case, as in deidentify.profile.Option).
