@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from pydicom import dcmread  # noqa: E402
+
+from deidentify.pixels import PixelPolicy, RuleSet, TesseractBackend, scrub  # noqa: E402
+from deidentify.pixels.frames import decode  # noqa: E402
 from tests.deidentify.pixels.synth import (  # noqa: E402
     banner_texts,
     corner_texts,
@@ -42,9 +45,6 @@ from tests.deidentify.pixels.synth import (  # noqa: E402
     mono_image,
     rgb_image,
 )
-
-from deidentify.pixels import PixelPolicy, RuleSet, TesseractBackend, scrub  # noqa: E402
-from deidentify.pixels.frames import decode  # noqa: E402
 
 OCR = TesseractBackend()
 BEFORE = TesseractBackend(regions=None, fit_heights=())
