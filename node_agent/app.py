@@ -22,7 +22,7 @@ from node_agent.recipients import RecipientDirectory
 from node_agent.spool import Spool
 from node_agent.state import AgentState
 from node_agent.uploader import Uploader
-from wire.api import Heartbeat
+from wire.api import Heartbeat, one_line
 
 log = structlog.get_logger("hexchange.agent")
 
@@ -60,7 +60,7 @@ class Agent:
             oldest_item_age_s=oldest,
             bytes_pending=pending[2],
             disk_free_bytes=shutil.disk_usage(self.config.agent.data_dir).free,
-            last_error=last_error[0] if last_error else None,
+            last_error=one_line(last_error[0], 2000) if last_error else None,
             policy_version=cached.version if (cached := self.policy.load()) else None,
         )
         self.client.heartbeat(beat)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -119,14 +120,31 @@ class DeliveryList(_Model):
     deliveries: list[Delivery]
 
 
+_COUNT_MAX = 10**12  # far above any real queue; refuses absurd numbers before they are shown
+_BYTES_MAX = 1 << 60
+_PRINTABLE_ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+def one_line(text: str, limit: int) -> str:
+    """`text` as one printable line of at most `limit` characters (control characters dropped)."""
+    cleaned = re.sub(r"[\x00-\x1f\x7f-\x9f]+", " ", text).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
+
+
 class Heartbeat(_Model):
-    agent_version: str = Field(max_length=64)
-    queue_depth: int = Field(ge=0)
-    oldest_item_age_s: float | None = Field(default=None, ge=0)
-    bytes_pending: int = Field(ge=0)
-    disk_free_bytes: int = Field(ge=0)
-    last_error: str | None = Field(default=None, max_length=2000)
-    policy_version: int | None = None
+    """What an agent reports about itself; every field bounded, since an admin's view shows it."""
+
+    agent_version: str = Field(max_length=64, pattern=r"^[0-9A-Za-z.+_-]*$")
+    queue_depth: int = Field(ge=0, le=_COUNT_MAX)
+    oldest_item_age_s: float | None = Field(default=None, ge=0, le=1e10, allow_inf_nan=False)
+    bytes_pending: int = Field(ge=0, le=_BYTES_MAX)
+    disk_free_bytes: int = Field(ge=0, le=_BYTES_MAX)
+    last_error: str | None = Field(default=None, max_length=2000, pattern=_PRINTABLE_ONE_LINE)
+    policy_version: int | None = Field(default=None, ge=0, le=_COUNT_MAX)
+    held_studies: int = Field(default=0, ge=0, le=_COUNT_MAX)
+    partial_studies: int = Field(default=0, ge=0, le=_COUNT_MAX)
+    quarantined_instances: int = Field(default=0, ge=0, le=_COUNT_MAX)
+    inbound_waiting: int = Field(default=0, ge=0, le=_COUNT_MAX)
 
 
 class Problem(_Model):
