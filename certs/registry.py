@@ -248,6 +248,10 @@ class CADirectory:
                 },
             )
 
+    def used_token_ids(self) -> set[str]:
+        """Ids (jti) of every token used or cancelled so far (as long as they are kept)."""
+        return {str(r["jti"]) for r in read_records(self._file(USED_TOKENS_FILE)) if "jti" in r}
+
     def enroll(
         self,
         token: str,

@@ -35,3 +35,15 @@ class InvalidRequest(HubError):
 
 class EnrollmentRefused(HubError):
     title = "Enrollment refused"
+
+
+class SignInRequired(NotAuthenticated):
+    title = "Sign-in required"
+
+
+class TooManyRequests(HubError):
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

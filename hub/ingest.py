@@ -167,6 +167,7 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
         mode=manifest.mode,
         recipients=json.dumps(sorted(manifest.recipients)),
         modalities=json.dumps(sorted(manifest.modalities)),
+        facts=manifest.facts.model_dump_json() if manifest.facts else "",
         instance_count=manifest.instance_count,
         payload_bytes=manifest.payload_bytes,
         chunk_count=manifest.chunk_count,

@@ -1,31 +1,32 @@
-"""The hub's composition root: `create_app(settings)` builds everything from settings."""
+"""The hub's composition root: `create_app(settings)` builds the services once and mounts the
+HTTP adapters on two apps that share them: the node API (mutual-TLS listener) and the public
+API (enrollment, people, organizations, policy, audit, metrics)."""
 
 from __future__ import annotations
 
 import structlog
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from certs.registry import CADirectory
 from hub import errors
-from hub.bootstrap import load_receipt_key
-from hub.db import create_schema, make_engine
-from hub.routes import node, public
+from hub.routes import audit_api, meta, node, orgs, people, policies, public
+from hub.routes.audit_trail import AuditTrail
+from hub.services import Services, build_services
 from hub.settings import HubSettings
-from hub.storage import LocalBlobStore
 
 log = structlog.get_logger("hexchange.hub")
 
 _STATUS = {
     errors.NotAuthenticated: 401,
+    errors.SignInRequired: 401,
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.InvalidRequest: 422,
     errors.EnrollmentRefused: 403,
+    errors.TooManyRequests: 429,
 }
 
 
@@ -37,39 +38,69 @@ def _problem(status: int, title: str, detail: str) -> JSONResponse:
     )
 
 
-def create_app(settings: HubSettings) -> FastAPI:
-    """Build the hub application. Nothing is created at import time."""
-    app = FastAPI(title="Hexchange hub", version="0.1.0")
-    engine = make_engine(settings.db_url)
-    create_schema(engine)
-    registry = CADirectory(settings.ca_dir)
-    receipt_key = load_receipt_key(settings.receipt_key_file)
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.blobs = LocalBlobStore(settings.blob_dir)
-    app.state.ca_directory = registry
-    app.state.receipt_key = receipt_key
-    app.state.receipt_public_pem = receipt_public_pem(receipt_key)
+def _status_of(exc: errors.HubError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+def _base_app(services: Services, title: str) -> FastAPI:
+    app = FastAPI(title=title, version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.services = services
+    app.state.settings = services.settings
+    app.state.engine = services.engine
+    app.state.blobs = services.blobs
+    app.state.ca_directory = services.ca
+    app.state.receipt_key = services.signing_key
+    app.state.receipt_public_pem = services.signing_public_pem
 
     @app.exception_handler(errors.HubError)
     async def _hub_error(request: Request, exc: errors.HubError) -> JSONResponse:
-        status = _STATUS.get(type(exc), 400)
+        status = _status_of(exc)
         log.info("request refused", path=request.url.path, status=status, reason=exc.title)
-        return _problem(status, exc.title, exc.detail)
+        response = _problem(status, exc.title, exc.detail)
+        if isinstance(exc, errors.TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="hexchange"'
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            where = "the node API listener" if request.url.path.startswith("/node/") else ""
+            detail = (
+                f"no such endpoint here; {where} serves /node/v1 (mutual TLS)"
+                if where
+                else "no such endpoint on this listener"
+            )
+            return _problem(404, "Not found", detail)
+        return _problem(exc.status_code, "HTTP error", str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors())
         return _problem(422, "Invalid request", f"these fields are missing or invalid: {fields}")
 
-    app.include_router(public.router)
-    app.include_router(node.router)
     return app
 
 
-def receipt_public_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+def create_app(settings: HubSettings, services: Services | None = None) -> FastAPI:
+    """Build the hub. Returns the public app; `app.state.node_app` is the node API's app.
+
+    Nothing is created at import time; every CLI command builds the same `Services`.
+    """
+    services = services or build_services(settings)
+    node_app = _base_app(services, "Hexchange hub node API")
+    node_app.include_router(node.router)
+
+    app = _base_app(services, "Hexchange hub")
+    for router in (
+        meta.router, public.router, people.router, orgs.router, policies.router,
+        audit_api.router,
+    ):  # fmt: skip
+        app.include_router(router)
+    app.add_middleware(AuditTrail, services=services)
+    app.state.node_app = node_app
+    return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 
@@ -35,12 +36,15 @@ class Site(SQLModel, table=True):
 class Bundle(SQLModel, table=True):
     """One sealed study bundle, indexed from its plaintext manifest only."""
 
+    __table_args__ = (Index("ix_bundle_sender_created", "sender_org", "sender_site", "created_at"),)
+
     bundle_id: str = Field(primary_key=True, max_length=32)
     sender_org: str = Field(index=True, max_length=63)
     sender_site: str = Field(max_length=63)
     mode: str = Field(max_length=16)
     recipients: str = Field(description="JSON list of org ids")
     modalities: str = Field(default="[]")
+    facts: str = Field(default="", description="JSON of wire.facts.StudyFacts (no identity)")
     instance_count: int = 0
     payload_bytes: int = 0
     chunk_count: int = 0
@@ -69,16 +73,42 @@ class Delivery(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """Append-only, hash-chained log of decisions and transfers (no patient identity)."""
+    """Append-only, hash-chained log of decisions, transfers, reads and admin changes.
+
+    Names people, sites, orgs and bundle ids, never patients. `seq` is gap-free from 1; each
+    `hash` covers every column and the previous event's hash (see `hub.audit.chain`).
+    """
 
     id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(unique=True)
     at: dt.datetime = Field(default_factory=utcnow)
     actor: str = Field(max_length=140)
     action: str = Field(max_length=64)
     subject: str = Field(default="", max_length=200)
     detail: str = Field(default="")
+    org: str = Field(default="", index=True, max_length=63)
+    address: str = Field(default="", max_length=64)
+    outcome: str = Field(default="success", max_length=16)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """One row: the newest event's seq and hash. Appends lock it, so they are serialized across
+    hub processes on one database (a row lock on PostgreSQL, the write lock on SQLite)."""
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    hash: str = Field(default="0" * 64, max_length=64)
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """The hub's signature over (seq, hash): truncating the log below it is detected."""
+
+    seq: int = Field(primary_key=True)
+    hash: str = Field(max_length=64)
+    at: dt.datetime = Field(default_factory=utcnow)
+    signature: str = Field(max_length=256)
 
 
 class SharingPolicy(SQLModel, table=True):

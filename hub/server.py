@@ -39,7 +39,7 @@ def _configs(app: FastAPI, settings: HubSettings) -> tuple[uvicorn.Config, uvico
         "lifespan": "off",
     }
     node = uvicorn.Config(
-        app,
+        app.state.node_app,
         port=settings.node_port,
         http=TLSScopeH11Protocol,
         ssl_ca_certs=str(settings.ca_cert_file),

@@ -30,6 +30,10 @@ class HubSettings(BaseSettings):
     server_hostnames: list[str] = Field(default_factory=lambda: ["localhost"])
     server_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
     delivery_page_size: int = 100
+    advertised_url: str | None = Field(
+        default=None,
+        description="How agents reach the public listener (default https://<host>:<public_port>)",
+    )
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> HubSettings:
@@ -39,6 +43,10 @@ class HubSettings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'hub.db'}"
+
+    @property
+    def public_url(self) -> str:
+        return self.advertised_url or f"https://{self.host}:{self.public_port}"
 
     @property
     def ca_dir(self) -> Path:

@@ -17,6 +17,7 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from wire.canonical import canonical_json
+from wire.facts import StudyFacts
 from wire.version import MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_STANZAS
 
 BundleId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
@@ -76,6 +77,7 @@ class ManifestDraft(BaseModel):
     instance_count: int = Field(ge=0)
     modalities: list[Modality]
     created_at: UtcDatetime
+    facts: StudyFacts | None = None
 
 
 class Manifest(BaseModel):
@@ -101,6 +103,9 @@ class Manifest(BaseModel):
     chunk_size: int = Field(ge=1, le=MAX_CHUNK_SIZE)
     chunk_count: int = Field(ge=1, le=MAX_CHUNKS)
     created_at: UtcDatetime
+    facts: StudyFacts | None = Field(
+        default=None, description="what sharing rules match on, without identity (see module)"
+    )
 
     @model_validator(mode="after")
     def _chunking_agrees(self) -> Self:
@@ -110,11 +115,18 @@ class Manifest(BaseModel):
                 f"chunk_count {self.chunk_count} does not fit payload_bytes {self.payload_bytes} "
                 f"at chunk_size {self.chunk_size} (expected {expected})"
             )
+        if self.facts is not None and not self.facts.is_indexable:
+            raise ValueError(
+                "facts in a manifest carry no study description and the age only in 5-year "
+                "bands (use StudyFacts.without_identity())"
+            )
         return self
 
     def canonical_bytes(self) -> bytes:
         """Deterministic JSON (sorted keys, compact, UTF-8) of the whole manifest."""
-        return canonical_json(self.model_dump(mode="json"))
+        return canonical_json(
+            self.model_dump(mode="json", exclude={"facts"} if self.facts is None else None)
+        )
 
     def chunk_plaintext_size(self, index: int) -> int:
         """Plaintext length of chunk `index` (all full except possibly the last)."""

@@ -6,10 +6,11 @@ import threading
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlmodel import Session
 
 from hub.ingest import HeaderCache, IngestContext
+from hub.services import Services
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -64,3 +65,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise InvalidRequest(f"request body is over the limit of {limit} bytes")
         parts.append(piece)
     return b"".join(parts)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a row id")]
+OrgPath = Annotated[str, Path(max_length=63, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+SitePath = Annotated[str, Path(max_length=63, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]

@@ -1,22 +1,18 @@
-"""Public listener (server TLS only): enrollment and health."""
+"""Public listener (server TLS only): enrollment (health is in `meta`)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
 from hub import enrollment
+from hub.routes.access import PublicRoute
 from hub.routes.deps import SessionDep
 from wire.api import EnrollRequest, EnrollResponse
 
 router = APIRouter(prefix="/api/v1", tags=["public"])
 
 
-@router.get("/health")
-def health() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@router.post("/enroll")
+@router.post("/enroll", dependencies=[PublicRoute])
 def enroll(body: EnrollRequest, request: Request, session: SessionDep) -> EnrollResponse:
     state = request.app.state
     return enrollment.enroll(session, state.ca_directory, body, state.receipt_public_pem)

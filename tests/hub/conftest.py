@@ -453,6 +453,44 @@ class Hub:
     def session(self) -> Session:
         return Session(self.engine)
 
+    def signing_key(self) -> ec.EllipticCurvePrivateKey:
+        from hub.bootstrap import load_receipt_key
+
+        return load_receipt_key(self.settings.receipt_key_file)
+
+    def person(
+        self, username: str, role: str, org: str | None = None, *, password: str | None = None
+    ) -> httpx.Client:
+        """An account made as on the hub host (`hexchange-hub user add`), signed in over the
+        public API with a personal API token (organizations are created as needed)."""
+        from hub.models import Organization
+        from hub.principals import Principal
+        from hub.users import service as users
+        from hub.users.passwords import PasswordHasher
+
+        password = password or f"pw-{username}-{secrets.token_hex(8)}"
+        with self.session() as session:
+            if org is not None and session.get(Organization, org) is None:
+                session.add(Organization(id=org, name=org))
+                session.commit()
+            users.create_user(
+                session, Principal.cli(), PasswordHasher(), username=username, role=role,
+                org=org, password=password,
+            )  # fmt: skip
+        client = self.public_client()
+        login = client.post(
+            "/api/v1/auth/login", json={"username": username, "password": password}
+        )
+        assert login.status_code == 200, login.text
+        csrf = login.json()["csrf_token"]
+        made = client.post(
+            "/api/v1/me/tokens", json={"name": "tests"}, headers={"X-CSRF-Token": csrf}
+        )
+        assert made.status_code == 201, made.text
+        client.cookies.clear()
+        client.headers["Authorization"] = f"Bearer {made.json()['token']}"
+        return client
+
     def close(self) -> None:
         for close in reversed(self._closers):
             close()

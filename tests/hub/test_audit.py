@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 from sqlalchemy import text
 from sqlmodel import col, select
 
 from hub import audit
-from hub.models import AuditEvent
+from hub.audit.chain import AuditBroken, checkpoint, entry_hash
+from hub.models import AuditEvent, AuditHead
 from tests.hub.conftest import PG_SESSION_TIMEZONE, EnrolledSite, Hub
 
 
@@ -43,7 +42,7 @@ def test_operations_are_audited_and_the_chain_verifies(busy_hub: Hub) -> None:
         ("site:org-b/site-b", "delivery.ack"),
     ]
     with busy_hub.session() as session:
-        assert audit.verify_chain(session) == len(events) == 12
+        assert audit.verify_chain(session).events == len(events) == 12
         if busy_hub.backend == "postgresql":  # timestamps survive a non-UTC server session
             timezone = session.connection().execute(text("SHOW timezone")).scalar()
             assert timezone == PG_SESSION_TIMEZONE
@@ -56,36 +55,69 @@ def test_editing_a_detail_breaks_the_chain(busy_hub: Hub) -> None:
         event.detail = event.detail.replace("org-b", "org-c")
         session.add(event)
         session.commit()
-        broken_id = event.id
-    with busy_hub.session() as session, pytest.raises(ValueError, match=f"event {broken_id}"):
+        broken_seq = event.seq
+    with busy_hub.session() as session, pytest.raises(ValueError, match=f"event {broken_seq}"):
         audit.verify_chain(session)
 
 
 def test_rewriting_a_row_with_a_fresh_hash_still_breaks_the_next_link(busy_hub: Hub) -> None:
     with busy_hub.session() as session:
-        rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()
+        rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))).all()
         victim, following = rows[-3], rows[-2]
         victim.actor = "site:org-c/site-c"
-        victim.hash = audit._entry_hash(
-            victim.prev_hash,
-            victim.at.replace(tzinfo=victim.at.tzinfo or dt.UTC).isoformat(),
-            victim.actor,
-            victim.action,
-            victim.subject,
-            victim.detail,
-        )
+        victim.hash = entry_hash(victim.prev_hash, victim)
         session.add(victim)
         session.commit()
-        following_id = following.id
-    with busy_hub.session() as session, pytest.raises(ValueError, match=f"event {following_id}"):
+        following_seq = following.seq
+    with busy_hub.session() as session, pytest.raises(ValueError, match=f"event {following_seq}"):
         audit.verify_chain(session)
 
 
 def test_deleting_a_row_breaks_the_chain(busy_hub: Hub) -> None:
     with busy_hub.session() as session:
-        rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()
+        rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))).all()
         session.delete(rows[1])
         session.commit()
-        next_id = rows[2].id
-    with busy_hub.session() as session, pytest.raises(ValueError, match=f"event {next_id}"):
+        missing = rows[1].seq
+    with busy_hub.session() as session, pytest.raises(ValueError, match=f"event {missing}"):
         audit.verify_chain(session)
+
+
+def test_swapping_two_rows_breaks_the_chain(busy_hub: Hub) -> None:
+    with busy_hub.session() as session:
+        rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))).all()
+        first, second = rows[3], rows[4]
+        first.seq, second.seq = -1, -2  # free the unique seqs, then swap
+        session.add_all([first, second])
+        session.flush()
+        first.seq, second.seq = 5, 4
+        session.add_all([first, second])
+        session.commit()
+    with busy_hub.session() as session, pytest.raises(AuditBroken, match="event 4"):
+        audit.verify_chain(session)
+
+
+def test_truncating_the_newest_events_is_detected(busy_hub: Hub) -> None:
+    key = busy_hub.signing_key()
+    with busy_hub.session() as session:
+        assert checkpoint(session, key) is not None  # signs event 12
+        for row in session.exec(select(AuditEvent).where(col(AuditEvent.seq) > 9)):
+            session.delete(row)
+        # a careful attacker also rewinds the head row to the new last event
+        last = session.exec(select(AuditEvent).where(AuditEvent.seq == 9)).one()
+        head = session.get(AuditHead, 1)
+        assert head is not None
+        head.seq, head.hash = 9, last.hash
+        session.add(head)
+        session.commit()
+    with busy_hub.session() as session, pytest.raises(AuditBroken, match="truncated"):
+        audit.verify_chain(session, key.public_key())
+
+
+def test_a_forged_checkpoint_is_refused(busy_hub: Hub) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    with busy_hub.session() as session:
+        checkpoint(session, ec.generate_private_key(ec.SECP256R1()))  # not the hub's key
+    with busy_hub.session() as session, pytest.raises(AuditBroken, match="not signed by this hub"):
+        audit.verify_chain(session, busy_hub.signing_key().public_key())

@@ -133,11 +133,16 @@ def test_public_listener_does_not_serve_node_endpoints(
     assert public.get("/api/v1/health").status_code == 200
     for method, path in NODE_REQUESTS:
         response = public.request(method, path, content=b"{}")
-        assert response.status_code == 401, (method, path, response.text)
+        assert response.status_code == 404, (method, path, response.text)
         assert response.headers["content-type"].startswith(PROBLEM_JSON)
         body = response.json()
-        assert body["status"] == 401
-        assert "client certificate" in body["detail"]
+        assert body["status"] == 404
+        assert "node API" in body["detail"]
+    # and the node listener serves nothing of the public API (nor its schema)
+    site_a = sites[0]
+    for path in ("/api/v1/health", "/api/v1/orgs", "/openapi.json", "/docs", "/redoc"):
+        response = site_a.client.get(path)
+        assert response.status_code == 404, (path, response.text)
 
 
 def test_revoked_certificate_is_refused_on_the_very_next_request(

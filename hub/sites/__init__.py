@@ -1,0 +1,1 @@
+"""Organizations, sites, enrollment tokens, revocation and removal."""

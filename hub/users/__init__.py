@@ -1,0 +1,1 @@
+"""People at the hub: accounts, roles, sign-in sessions and personal API tokens."""
