@@ -11,6 +11,7 @@ from certs.errors import CertsError
 from certs.identity import SiteIdentity, site_identity_from_pem
 from hub.errors import Forbidden, NotAuthenticated
 from hub.models import Site
+from hub.permissions import Permission
 
 
 def identity_from_scope(scope: dict[str, Any], *, is_revoked: Any) -> SiteIdentity:
@@ -62,5 +63,7 @@ def current_site(request: Request) -> SiteIdentity:
         )
     return identity
 
+
+current_site.permission = Permission.SITE  # type: ignore[attr-defined]  # read by the matrix
 
 SiteDep = Annotated[SiteIdentity, Depends(current_site)]

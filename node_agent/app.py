@@ -182,7 +182,7 @@ def build_agent(config: AgentConfig) -> Agent:
     directory = RecipientDirectory(client, identity)
     from node_agent.deid_step import make_deidentifier
 
-    policy_cache = PolicyCache(config.agent.data_dir / "policy.json")
+    policy_cache = PolicyCache(config.agent.data_dir / "policy.json", identity.hub_receipt_key)
     pipeline = Pipeline(
         config,
         state,

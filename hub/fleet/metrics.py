@@ -55,7 +55,7 @@ class FleetCollector(Collector):
         )
         revoked = GaugeMetricFamily("hexchange_site_revoked", "1 if revoked", labels=labels)
         current = GaugeMetricFamily(
-            "hexchange_site_policy_version_current", "Newest policy version at the hub", labels
+            "hexchange_site_policy_version_current", "Newest policy version at the hub", labels=labels
         )
         for row in rows:
             key = [row.org, row.site]

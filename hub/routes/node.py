@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -10,8 +9,9 @@ from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from hub import deliveries, enrollment, ingest, policy
+from hub.fleet import service as fleet
 from hub.identity import SiteDep, client_certificate_pem
-from hub.models import Site, utcnow
+from hub.models import Site
 from hub.routes.deps import MAX_CHUNK_BODY, MAX_HEADER_BODY, IngestDep, SessionDep, read_body
 from wire.api import (
     BundleStatus,
@@ -47,8 +47,10 @@ def renew(
 
 
 @router.get("/policy")
-def site_policy(site: SiteDep, session: SessionDep) -> SitePolicy:
-    return policy.current(session, site.org, site.site)
+def site_policy(request: Request, site: SiteDep, session: SessionDep) -> SitePolicy:
+    """The site's current policy, signed by the hub (agents verify before use)."""
+    current = policy.current(session, site.org, site.site)
+    return current.signed_with(request.app.state.services.signing_key)
 
 
 @router.get("/orgs/{org}/keys")
@@ -147,10 +149,5 @@ def ack_delivery(bundle_id: BundleId, site: SiteDep, session: SessionDep) -> Res
 
 @router.post("/heartbeat", status_code=204)
 def heartbeat(body: Heartbeat, site: SiteDep, session: SessionDep) -> Response:
-    row = session.exec(select(Site).where(Site.org == site.org, Site.site == site.site)).first()
-    if row is not None:
-        row.last_seen_at = utcnow()
-        row.last_heartbeat = json.dumps(body.model_dump(mode="json"))
-        session.add(row)
-        session.commit()
+    fleet.record_heartbeat(session, site.org, site.site, body)
     return Response(status_code=204)
