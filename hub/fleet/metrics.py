@@ -55,7 +55,9 @@ class FleetCollector(Collector):
         )
         revoked = GaugeMetricFamily("hexchange_site_revoked", "1 if revoked", labels=labels)
         current = GaugeMetricFamily(
-            "hexchange_site_policy_version_current", "Newest policy version at the hub", labels=labels
+            "hexchange_site_policy_version_current",
+            "Newest policy version at the hub",
+            labels=labels,
         )
         for row in rows:
             key = [row.org, row.site]

@@ -12,15 +12,14 @@ from fastapi.testclient import TestClient
 
 from hub.bootstrap import init_hub
 from hub.main import create_app
-from hub.principals import Principal
+from hub.principals import Principal, Role
 from hub.services import Services, build_services
 from hub.settings import HubSettings
 from hub.sites import service as sites
-from hub.principals import Role
 from hub.users import service as users
 
 ROLES = ("network-admin", "org-admin", "clinician", "researcher")
-PASSWORD = "correct horse battery staple"  # noqa: S105 - test fixture
+PASSWORD = "correct horse battery staple"
 
 
 @dataclass
