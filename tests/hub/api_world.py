@@ -40,6 +40,8 @@ class World:
 
 @contextmanager
 def api_world(tmp_path: Path, database_url: str) -> Iterator[World]:
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     settings = HubSettings(data_dir=tmp_path / "hub", database_url=database_url)
     init_hub(settings)
     services = build_services(settings)

@@ -530,3 +530,12 @@ def sites(hub: Hub) -> tuple[EnrolledSite, EnrolledSite, EnrolledSite]:
             if receiver.org != sender.org:
                 hub.allow(sender.org, sender.site, receiver.org)
     return enrolled
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[Any]:
+    """The in-process hub with two organizations and one person per role (`api_world`)."""
+    from tests.hub.api_world import api_world
+
+    with api_world(tmp_path, database_url) as made:
+        yield made
