@@ -52,6 +52,7 @@ from wire.api import (
     verify_site_key,
 )
 from wire.envelope import RecipientKey, SealedHeader, seal
+from wire.facts import StudyFacts
 from wire.manifest import ManifestDraft, Mode, new_bundle_id
 from wire.policy import PolicyRule
 from wire.receipt import Receipt
@@ -240,6 +241,7 @@ class EnrolledSite:
         sender: tuple[str, str] | None = None,
         signing_key: ec.EllipticCurvePrivateKey | None = None,
         recipients: list[RecipientKey] | None = None,
+        facts: StudyFacts | None = None,
     ) -> Sealed:
         """Seal `payload` to the published keys of `recipient_orgs` (overrides for attacks)."""
         if recipients is None:
@@ -252,8 +254,9 @@ class EnrolledSite:
             recipients=recipient_orgs,
             mode=mode,
             instance_count=1,
-            modalities=["CT"],
+            modalities=list(facts.modalities) if facts else ["CT"],
             created_at=dt.datetime.now(dt.UTC),
+            facts=facts,
         )
         sink = DictSink()
         header = seal(
