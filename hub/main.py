@@ -80,8 +80,11 @@ def _base_app(services: Services, title: str) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors())
-        return _problem(422, "Invalid request", f"these fields are missing or invalid: {fields}")
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()[:10]
+        )  # field names and the rule broken, never the value sent
+        return _problem(422, "Invalid request", f"these fields are missing or invalid: {problems}")
 
     return app
 

@@ -13,12 +13,13 @@ from hub.audit.chain import AuditBroken, VerifyReport, verify_chain
 from hub.errors import Conflict
 from hub.routes.access import AuditReadDep, MetricsReadDep
 from hub.routes.deps import OrgPath, ServicesDep, SessionDep
+from hub.routes.inputs import ShortText
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
 Limit = Annotated[int, Query(ge=1, le=audit_query.MAX_PAGE)]
 Seq = Annotated[int | None, Query(ge=1, le=2**62)]
-Text = Annotated[str | None, Query(max_length=140)]
+Text = ShortText
 
 
 @router.get("/audit")

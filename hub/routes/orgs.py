@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from hub.fleet import service as fleet
 from hub.index import service as index
@@ -19,26 +19,25 @@ from hub.routes.access import (
     SiteReadDep,
 )
 from hub.routes.deps import OrgPath, ServicesDep, SessionDep, SitePath
+from hub.routes.inputs import ApiInput
 from hub.sites import service as sites
+
+NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 router = APIRouter(prefix="/api/v1", tags=["organizations"])
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OrgIn(_In):
+class OrgIn(ApiInput):
     id: str = Field(min_length=1, max_length=63)
     name: str = Field(default="", max_length=200)
 
 
-class SiteIn(_In):
+class SiteIn(ApiInput):
     site: str = Field(min_length=1, max_length=63)
     name: str = Field(default="", max_length=200)
 
 
-class TokenIn(_In):
+class TokenIn(ApiInput):
     ttl_minutes: int = Field(default=60, ge=1, le=sites.MAX_TOKEN_TTL_MINUTES)
 
 
@@ -49,7 +48,7 @@ class IssuedTokenOut(BaseModel):
     info: sites.TokenView
 
 
-class RevokeIn(_In):
+class RevokeIn(ApiInput):
     reason: str = Field(default="", max_length=200)
 
 
@@ -119,7 +118,7 @@ def issue_token(
 @router.get("/orgs/{org}/enrollment-tokens")
 def list_tokens(
     org: OrgPath, actor: SiteManageDep, session: SessionDep, services: ServicesDep,
-    site: Annotated[str | None, Query(max_length=63)] = None,
+    site: Annotated[str | None, Query(max_length=63, pattern=NAME)] = None,
 ) -> list[sites.TokenView]:  # fmt: skip
     return sites.list_enrollment_tokens(session, services.ca, actor, org, site)
 
@@ -160,7 +159,7 @@ def heartbeats(
 def bundles(
     org: OrgPath, actor: BundleReadDep, session: SessionDep,
     direction: Literal["any", "sent", "received"] = "any",
-    site: Annotated[str | None, Query(max_length=63)] = None,
+    site: Annotated[str | None, Query(max_length=63, pattern=NAME)] = None,
     state: Literal["receiving", "complete"] | None = None,
     mode: Literal["identified", "deidentified"] | None = None,
     modality: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_]{1,16}$")] = None,

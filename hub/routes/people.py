@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from hub.routes.access import (
     SESSION_COOKIE,
@@ -16,16 +16,13 @@ from hub.routes.access import (
     client_address,
 )
 from hub.routes.deps import OrgPath, RowId, ServicesDep, SessionDep
+from hub.routes.inputs import ApiInput
 from hub.users import service as users
 
 router = APIRouter(prefix="/api/v1", tags=["people"])
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LoginIn(_In):
+class LoginIn(ApiInput):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
 
@@ -36,7 +33,7 @@ class LoginOut(BaseModel):
     expires_at: dt.datetime
 
 
-class TokenIn(_In):
+class TokenIn(ApiInput):
     name: str = Field(min_length=1, max_length=100)
     ttl_days: int = Field(default=90, ge=1, le=users.MAX_TOKEN_TTL_DAYS)
 
@@ -46,7 +43,7 @@ class TokenOut(BaseModel):
     info: users.TokenView
 
 
-class UserIn(_In):
+class UserIn(ApiInput):
     username: str = Field(min_length=2, max_length=64)
     role: str = Field(max_length=32)
     org: str | None = Field(default=None, max_length=63)
@@ -54,7 +51,7 @@ class UserIn(_In):
     display_name: str = Field(default="", max_length=200)
 
 
-class UserPatch(_In):
+class UserPatch(ApiInput):
     locked: bool | None = None
     role: str | None = Field(default=None, max_length=32)
     password: str | None = Field(default=None, min_length=1, max_length=256)

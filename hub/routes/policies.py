@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hub.policy import dryrun
 from hub.policy import service as policies
 from hub.routes.access import PolicyReadDep, PolicyWriteDep
 from hub.routes.deps import OrgPath, SessionDep, SitePath
+from hub.routes.inputs import ApiInput
 from wire.policy import PolicyRule, SitePolicy
 
 router = APIRouter(prefix="/api/v1/orgs/{org}/sites/{site}/policy", tags=["policy"])
@@ -18,11 +19,7 @@ router = APIRouter(prefix="/api/v1/orgs/{org}/sites/{site}/policy", tags=["polic
 Version = Annotated[int, Path(ge=0, le=2**31 - 1)]
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PolicyIn(_In):
+class PolicyIn(ApiInput):
     rules: list[PolicyRule] = Field(max_length=256)
     reason: str = Field(min_length=1, max_length=500)
     expected_version: int | None = Field(
@@ -30,12 +27,12 @@ class PolicyIn(_In):
     )
 
 
-class RollbackIn(_In):
+class RollbackIn(ApiInput):
     to_version: int = Field(ge=0, le=2**31 - 1)
     reason: str = Field(default="", max_length=500)
 
 
-class DryRunIn(_In):
+class DryRunIn(ApiInput):
     rules: list[PolicyRule] = Field(max_length=256)
     days: int = Field(default=30, ge=1, le=dryrun.MAX_DAYS)
 
