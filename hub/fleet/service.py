@@ -19,6 +19,7 @@ from hub.sites.service import certificate_expiry
 from wire.api import Heartbeat
 
 HISTORY = dt.timedelta(days=30)
+HISTORY_EVERY = dt.timedelta(minutes=5)  # one history row per site per 5 minutes at most
 STALE_AFTER = dt.timedelta(minutes=3)  # agents beat every 30 s: six missed beats
 
 
@@ -34,8 +35,11 @@ def record_heartbeat(
     *,
     now: dt.datetime | None = None,
     keep: dt.timedelta = HISTORY,
+    every: dt.timedelta = HISTORY_EVERY,
 ) -> None:
-    """Store the newest heartbeat on the site and in its history; drop history past `keep`."""
+    """Store the newest heartbeat on the site; add it to the history when the last history row
+    is older than `every` (30-s beats would be 86 400 rows per site a month); drop history past
+    `keep`. Bounded: at most keep/every rows per site."""
     now = now or dt.datetime.now(dt.UTC)
     row = session.exec(select(Site).where(Site.org == org, Site.site == site)).first()
     if row is None:
@@ -44,6 +48,15 @@ def record_heartbeat(
     row.last_seen_at = now
     row.last_heartbeat = payload
     session.add(row)
+    newest = session.exec(
+        select(SiteHeartbeat.at)
+        .where(SiteHeartbeat.org == org, SiteHeartbeat.site == site)
+        .order_by(col(SiteHeartbeat.at).desc())
+        .limit(1)
+    ).first()
+    if newest is not None and now - _aware(newest) < every:
+        session.commit()
+        return
     session.add(SiteHeartbeat(org=org, site=site, at=now, payload=payload))
     session.exec(  # type: ignore[call-overload]
         delete(SiteHeartbeat).where(
@@ -107,16 +120,14 @@ def fleet(
         query = query.where(Site.org == org)
     elif orgs is not None:
         query = query.where(col(Site.org).in_(orgs))
+    sites = session.exec(query).all()
+    wanted = sorted({s.org for s in sites})
     versions = {
         (p.org, p.site): p.version
-        for p in session.exec(
-            select(SharingPolicy).where(col(SharingPolicy.org).in_([org] if org else orgs))
-            if (org or orgs is not None)
-            else select(SharingPolicy)
-        )
+        for p in session.exec(select(SharingPolicy).where(col(SharingPolicy.org).in_(wanted)))
     }
     rows = []
-    for site in session.exec(query):
+    for site in sites:
         beat = parse_beat(site.last_heartbeat)
         seen = _aware(site.last_seen_at) if site.last_seen_at else None
         serial = site.certificate_serial
