@@ -138,7 +138,8 @@ def fleet(
                 name=site.name,
                 enrolled=site.enrolled_at is not None,
                 last_seen_at=seen,
-                stale=site.enrolled_at is not None and (seen is None or now - seen > stale_after),
+                stale=(site.enrolled_at is not None or seen is not None)
+                and (seen is None or now - seen > stale_after),
                 agent_version=beat.agent_version if beat else None,
                 queue_depth=beat.queue_depth if beat else None,
                 oldest_item_age_s=beat.oldest_item_age_s if beat else None,
