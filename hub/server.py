@@ -86,7 +86,7 @@ async def serve(
     finally:
         if watcher is not None:
             watcher.cancel()
-        app.state.engine.dispose()
+        app.state.services.close()
 
 
 async def _stop_when(event: asyncio.Event, stop: Callable[[], None]) -> None:

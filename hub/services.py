@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from certs.registry import CADirectory
+from hub.audit.buffer import AuditBuffer
 from hub.bootstrap import load_receipt_key
 from hub.db import create_schema, make_engine
 from hub.settings import HubSettings
@@ -40,6 +41,10 @@ class Services:
     passwords: PasswordHasher
     clock: Callable[[], dt.datetime] = utc_clock
     extras: dict[str, object] = field(default_factory=dict)
+    audit_buffer: AuditBuffer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.audit_buffer = AuditBuffer(self.engine, self.signing_key)
 
     @property
     def signing_public_pem(self) -> str:
@@ -58,6 +63,7 @@ class Services:
             yield session
 
     def close(self) -> None:
+        self.audit_buffer.close()
         self.engine.dispose()
 
 

@@ -24,12 +24,13 @@ Text = ShortText
 
 @router.get("/audit")
 def audit_all(
-    actor: AuditReadDep, session: SessionDep,
+    actor: AuditReadDep, session: SessionDep, services: ServicesDep,
     action: Text = None, who: Text = None,
     since: dt.datetime | None = None, until: dt.datetime | None = None,
     before_seq: Seq = None, limit: Limit = 100,
 ) -> list[audit_query.EventView]:  # fmt: skip
     """Newest first: every organization for a network admin, your own for an org admin."""
+    services.audit_buffer.flush()
     return audit_query.query(
         session, actor, action=action, who=who, since=since, until=until,
         before_seq=before_seq, limit=limit,
@@ -38,11 +39,12 @@ def audit_all(
 
 @router.get("/orgs/{org}/audit")
 def audit_org(
-    org: OrgPath, actor: AuditReadDep, session: SessionDep,
+    org: OrgPath, actor: AuditReadDep, session: SessionDep, services: ServicesDep,
     action: Text = None, who: Text = None,
     since: dt.datetime | None = None, until: dt.datetime | None = None,
     before_seq: Seq = None, limit: Limit = 100,
 ) -> list[audit_query.EventView]:  # fmt: skip
+    services.audit_buffer.flush()
     return audit_query.query(
         session, actor, org=org, action=action, who=who, since=since, until=until,
         before_seq=before_seq, limit=limit,
@@ -51,11 +53,12 @@ def audit_org(
 
 @router.get("/orgs/{org}/audit/fhir")
 def audit_org_fhir(
-    org: OrgPath, actor: AuditReadDep, session: SessionDep,
+    org: OrgPath, actor: AuditReadDep, session: SessionDep, services: ServicesDep,
     since: dt.datetime | None = None, until: dt.datetime | None = None,
     before_seq: Seq = None, limit: Limit = 100,
 ) -> dict[str, Any]:  # fmt: skip
     """The same events as FHIR R4 AuditEvent resources in a collection Bundle."""
+    services.audit_buffer.flush()
     events = audit_query.query(
         session, actor, org=org, since=since, until=until, before_seq=before_seq, limit=limit
     )
@@ -64,10 +67,11 @@ def audit_org_fhir(
 
 @router.get("/audit/fhir")
 def audit_all_fhir(
-    actor: AuditReadDep, session: SessionDep,
+    actor: AuditReadDep, session: SessionDep, services: ServicesDep,
     since: dt.datetime | None = None, until: dt.datetime | None = None,
     before_seq: Seq = None, limit: Limit = 100,
 ) -> dict[str, Any]:  # fmt: skip
+    services.audit_buffer.flush()
     events = audit_query.query(
         session, actor, since=since, until=until, before_seq=before_seq, limit=limit
     )
@@ -77,6 +81,7 @@ def audit_all_fhir(
 @router.get("/audit/verify")
 def audit_verify(actor: MetricsReadDep, session: SessionDep, services: ServicesDep) -> VerifyReport:
     """Check the whole chain and its signed checkpoints (network admins)."""
+    services.audit_buffer.flush()
     try:
         return verify_chain(session, services.signing_key.public_key())
     except AuditBroken as exc:

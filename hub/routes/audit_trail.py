@@ -1,18 +1,16 @@
 """Every user-API request is audited, reads included: who, what (method and route), which
 organization, from where, and the outcome. Pure ASGI middleware: it reads the principal that
-`Allow` left in the request state and appends after the response status is known."""
+`Allow` left in the request state and queues the event once the response status is known
+(`hub.audit.buffer` appends the queue in batches)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import structlog
-from anyio import to_thread
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub import audit
-from hub.audit.chain import CHECKPOINT_EVERY
+from hub.audit.buffer import AccessEvent
 from hub.services import Services
 
 log = structlog.get_logger("hexchange.hub.audit")
@@ -48,27 +46,21 @@ class AuditTrail:
         finally:
             principal = scope.get("state", {}).get("principal")
             if principal is not None:
-                await to_thread.run_sync(self._record, scope, principal, status)
+                self._record(scope, principal, status)
 
     def _record(self, scope: Scope, principal: Any, status: int) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "?"
         params = scope.get("path_params") or {}
         org = params.get("org") if isinstance(params.get("org"), str) else principal.org
-        try:
-            with self.services.session() as session:
-                event = audit.record(
-                    session,
-                    actor=principal.actor,
-                    action=f"{scope['method']} {template}",
-                    subject=str(scope.get("path", ""))[:200],
-                    detail=f"status {status}",
-                    org=(org or "")[:63],
-                    address=principal.address,
-                    outcome=_outcome(status),
-                )
-                session.commit()
-                if event.seq % CHECKPOINT_EVERY == 0:
-                    audit.checkpoint(session, self.services.signing_key)
-        except SQLAlchemyError as exc:
-            log.error("audit append failed", error=type(exc).__name__, route=template)
+        self.services.audit_buffer.put(
+            AccessEvent(
+                actor=principal.actor,
+                action=f"{scope['method']} {template}",
+                subject=str(scope.get("path", ""))[:200],
+                detail=f"status {status}",
+                org=(org or "")[:63],
+                address=principal.address,
+                outcome=_outcome(status),
+            )
+        )

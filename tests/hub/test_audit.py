@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from hub import audit
 from hub.audit.chain import AuditBroken, checkpoint, entry_hash
@@ -121,3 +121,43 @@ def test_a_forged_checkpoint_is_refused(busy_hub: Hub) -> None:
         checkpoint(session, ec.generate_private_key(ec.SECP256R1()))  # not the hub's key
     with busy_hub.session() as session, pytest.raises(AuditBroken, match="not signed by this hub"):
         audit.verify_chain(session, busy_hub.signing_key().public_key())
+
+
+def _append_many(url: str, who: str, count: int) -> None:
+    from hub.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        for i in range(count):
+            with Session(engine) as session:
+                audit.record(session, actor=who, action="test.append", subject=str(i))
+                session.commit()
+    finally:
+        engine.dispose()
+
+
+def test_two_hub_processes_appending_at_once_never_fork_the_chain(database_url: str) -> None:
+    import multiprocessing
+    from pathlib import Path
+
+    from hub.db import create_schema, make_engine
+
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(database_url)
+    create_schema(engine)
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_append_many, args=(database_url, f"replica-{n}", 60))
+        for n in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    with Session(engine) as session:
+        report = audit.verify_chain(session)
+        actors = {row.actor for row in session.exec(select(AuditEvent))}
+    engine.dispose()
+    assert report.events == 120 and actors == {"replica-0", "replica-1"}
