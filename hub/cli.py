@@ -143,12 +143,13 @@ def site_add(
 ) -> None:
     """Register a site (and its organization if new); print a one-time enrollment token."""
     from hub.errors import NotFound
+    from hub.permissions import Permission
     from hub.sites import service as sites
 
     actor = Principal.cli()
     with _services(data_dir) as (services, session):
         try:
-            sites.require_org(session, actor, org, sites.Permission.SITE_MANAGE)
+            sites.require_org(session, actor, org, Permission.SITE_MANAGE)
         except NotFound:
             sites.create_org(session, actor, org, org_name)
         try:
@@ -411,7 +412,7 @@ def policy_add(
     try:
         rule = PolicyRule(
             destination_org=to,
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,  # validated by the model
             priority=priority,
             deid_options=list(option or []),
             match=PolicyMatch(modalities=list(modality or [])),
@@ -575,7 +576,7 @@ def bundles(data_dir: DataDir, as_json: AsJson = False) -> None:
     from hub.models import Bundle, Delivery
 
     with _services(data_dir) as (_, session):
-        out = []
+        out: list[dict[str, Any]] = []
         for b in session.exec(select(Bundle)).all():
             ds = session.exec(select(Delivery).where(Delivery.bundle_id == b.bundle_id)).all()
             out.append(

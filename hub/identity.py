@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -14,7 +15,7 @@ from hub.models import Site
 from hub.permissions import Permission
 
 
-def identity_from_scope(scope: dict[str, Any], *, is_revoked: Any) -> SiteIdentity:
+def identity_from_scope(scope: MutableMapping[str, Any], *, is_revoked: Any) -> SiteIdentity:
     """Read the ASGI TLS extension filled by `hub.tls_scope` and map it to a site identity."""
     tls = scope.get("extensions", {}).get("tls")
     if not tls or not tls.get("client_cert_chain"):
@@ -39,7 +40,7 @@ def identity_from_scope(scope: dict[str, Any], *, is_revoked: Any) -> SiteIdenti
     return identity
 
 
-def client_certificate_pem(scope: dict[str, Any]) -> str:
+def client_certificate_pem(scope: MutableMapping[str, Any]) -> str:
     """PEM of the verified client certificate of this connection (after `identity_from_scope`)."""
     leaf = next(iter(scope["extensions"]["tls"]["client_cert_chain"]))
     return leaf.decode() if isinstance(leaf, bytes) else str(leaf)

@@ -41,7 +41,7 @@ def _problem(status: int, title: str, detail: str) -> JSONResponse:
 def _status_of(exc: errors.HubError) -> int:
     for cls in type(exc).__mro__:
         if cls in _STATUS:
-            return _STATUS[cls]  # type: ignore[index]
+            return _STATUS[cls]
     return 400
 
 

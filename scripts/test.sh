@@ -20,7 +20,9 @@ echo "==> real ultrasound test files (PyPI deid-data sdist, cached outside the r
 
 echo "==> ruff"
 .venv/bin/ruff check wire deidentify certs node_agent hub tests scripts tools bench
-echo "==> mypy --strict (wire, deidentify, certs)"
-.venv/bin/mypy wire deidentify certs
+echo "==> mypy --strict (wire, deidentify, certs, hub)"
+.venv/bin/mypy wire deidentify certs hub
+echo "==> import-linter (package boundaries: pyproject.toml [tool.importlinter])"
+.venv/bin/lint-imports
 echo "==> pytest"
 exec .venv/bin/pytest "$@"

@@ -71,7 +71,7 @@ def record(
     outcome: str = "success",
 ) -> AuditEvent:
     """Append one event in the caller's transaction (commit with the change it describes)."""
-    locked = session.exec(  # type: ignore[call-overload]
+    locked = session.exec(
         update(AuditHead).where(col(AuditHead.id) == 1).values(seq=col(AuditHead.seq) + 1)
     )
     if locked.rowcount == 0:  # a database made before the head row existed
@@ -93,7 +93,7 @@ def record(
     )
     event.hash = entry_hash(prev, event)
     session.add(event)
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         update(AuditHead).where(col(AuditHead.id) == 1).values(hash=event.hash)
     )
     return event

@@ -58,7 +58,7 @@ def record_heartbeat(
         session.commit()
         return
     session.add(SiteHeartbeat(org=org, site=site, at=now, payload=payload))
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         delete(SiteHeartbeat).where(
             col(SiteHeartbeat.org) == org,
             col(SiteHeartbeat.site) == site,

@@ -214,7 +214,7 @@ def remove_site(session: Session, ca: CADirectory, actor: Principal, org: str, s
         select(EnrollmentToken).where(EnrollmentToken.org == org, EnrollmentToken.site == site)
     ):
         _cancel(session, ca, token, actor)
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         delete(SharingPolicy).where(col(SharingPolicy.org) == org, col(SharingPolicy.site) == site)
     )
     session.delete(row)

@@ -331,7 +331,8 @@ def login(
     expires = now + SESSION_TTL
     session.add(
         WebSession(
-            token_hash=_digest(session_id), user_id=user.id, csrf_token=csrf, expires_at=expires
+            token_hash=_digest(session_id), user_id=user.id or 0, csrf_token=csrf,
+            expires_at=expires,
         )
     )
     audit.record(
