@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from certs.registry import CADirectory
-from hub import errors
+from hub import errors, exposure, limits
 from hub.bootstrap import load_receipt_key
 from hub.db import create_schema, make_engine
 from hub.routes import node, public
@@ -39,7 +39,7 @@ def _problem(status: int, title: str, detail: str) -> JSONResponse:
 
 def create_app(settings: HubSettings) -> FastAPI:
     """Build the hub application. Nothing is created at import time."""
-    app = FastAPI(title="Hexchange hub", version="0.1.0")
+    app = FastAPI(title="Hexchange hub", version="0.1.0", **exposure.fastapi_docs_kwargs(settings))
     engine = make_engine(settings.db_url)
     create_schema(engine)
     registry = CADirectory(settings.ca_dir)
@@ -62,6 +62,8 @@ def create_app(settings: HubSettings) -> FastAPI:
         fields = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors())
         return _problem(422, "Invalid request", f"these fields are missing or invalid: {fields}")
 
+    limits.install(app, json_cap=settings.max_json_body)
+    exposure.install(app, settings)
     app.include_router(public.router)
     app.include_router(node.router)
     return app

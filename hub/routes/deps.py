@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from hub.ingest import HeaderCache, IngestContext
+from hub.limits import CHUNK_CAP, HEADER_CAP, BodyTooLarge
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -45,22 +46,22 @@ def get_ingest(request: Request, session: SessionDep) -> IngestContext:
 
 IngestDep = Annotated[IngestContext, Depends(get_ingest)]
 
-MAX_HEADER_BODY = 1 << 20
-MAX_CHUNK_BODY = (4 << 20) + 1024
+MAX_HEADER_BODY = HEADER_CAP
+MAX_CHUNK_BODY = CHUNK_CAP
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """Read a request body, refusing it as soon as it passes `limit` bytes."""
-    from hub.errors import InvalidRequest
+    """Read a request body, refusing it (413) as soon as it passes `limit` bytes.
 
+    `hub.limits.BodyLimitMiddleware` has already capped the route; this is the per-call cap."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidRequest(f"request body of {declared} bytes is over the limit of {limit}")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge(limit)
     parts: list[bytes] = []
     size = 0
     async for piece in request.stream():
         size += len(piece)
         if size > limit:
-            raise InvalidRequest(f"request body is over the limit of {limit} bytes")
+            raise BodyTooLarge(limit)
         parts.append(piece)
     return b"".join(parts)
