@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -43,7 +44,9 @@ def renew(
 ) -> RenewResponse:
     """A new short-lived certificate for a new key, while the current one is still valid."""
     current_pem = client_certificate_pem(request.scope)
-    return enrollment.renew(session, request.app.state.ca_directory, current_pem, body)
+    state = request.app.state
+    lifetime = timedelta(seconds=state.settings.site_cert_lifetime_s)
+    return enrollment.renew(session, state.ca_directory, current_pem, body, lifetime=lifetime)
 
 
 @router.get("/policy")
