@@ -19,6 +19,7 @@ from certs.tokens import issue_token
 from hub.bootstrap import init_hub
 from hub.db import create_schema, make_engine
 from hub.enrollment import ensure_site
+from hub.fleet_view import site_table
 from hub.models import Bundle, Delivery, Organization, Site
 from hub.settings import HubSettings
 from wire.policy import PolicyMatch, PolicyRule, SitePolicy
@@ -91,36 +92,8 @@ def site_list(data_dir: DataDir) -> None:
     """The fleet: enrollment, last contact and what each agent last reported."""
     settings = _settings(data_dir)
     engine = make_engine(settings.db_url)
-    table = Table(
-        "org",
-        "site",
-        "enrolled",
-        "certificate",
-        "last seen",
-        "queue",
-        "oldest",
-        "pending bytes",
-        "disk free",
-        "policy",
-        "last error",
-    )
     with Session(engine) as session:
-        for row in session.exec(select(Site).order_by(Site.org, Site.site)):
-            beat = json.loads(row.last_heartbeat) if row.last_heartbeat else {}
-            oldest = beat.get("oldest_item_age_s")
-            table.add_row(
-                row.org,
-                row.site,
-                "yes" if row.enrolled_at else "no",
-                row.certificate_serial or "-",
-                f"{row.last_seen_at:%Y-%m-%d %H:%M:%S}" if row.last_seen_at else "never",
-                str(beat.get("queue_depth", "-")),
-                f"{oldest:.0f}s" if isinstance(oldest, int | float) else "-",
-                f"{beat['bytes_pending']:,}" if "bytes_pending" in beat else "-",
-                f"{beat['disk_free_bytes'] / 1e9:.1f} GB" if "disk_free_bytes" in beat else "-",
-                str(beat.get("policy_version", "-")),
-                beat.get("last_error") or "",
-            )
+        table = site_table(session)
     Console().print(table)
 
 

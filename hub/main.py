@@ -10,12 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from certs.registry import CADirectory
-from hub import errors, exposure, limits
+from hub import errors, exposure, limits, quotas
 from hub.bootstrap import load_receipt_key
 from hub.db import create_schema, make_engine
 from hub.routes import node, public
 from hub.settings import HubSettings
 from hub.storage import LocalBlobStore
+from wire.api import one_line
 
 log = structlog.get_logger("hexchange.hub")
 
@@ -54,7 +55,9 @@ def create_app(settings: HubSettings) -> FastAPI:
     @app.exception_handler(errors.HubError)
     async def _hub_error(request: Request, exc: errors.HubError) -> JSONResponse:
         status = _STATUS.get(type(exc), 400)
-        log.info("request refused", path=request.url.path, status=status, reason=exc.title)
+        log.info(
+            "request refused", path=one_line(request.url.path, 200), status=status, reason=exc.title
+        )
         return _problem(status, exc.title, exc.detail)
 
     @app.exception_handler(RequestValidationError)
@@ -64,6 +67,7 @@ def create_app(settings: HubSettings) -> FastAPI:
 
     limits.install(app, json_cap=settings.max_json_body)
     exposure.install(app, settings)
+    quotas.install(app)
     app.include_router(public.router)
     app.include_router(node.router)
     return app

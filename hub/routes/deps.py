@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from hub.ingest import HeaderCache, IngestContext
 from hub.limits import CHUNK_CAP, HEADER_CAP, BodyTooLarge
+from hub.quotas import QuotaLimits
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -41,6 +42,7 @@ def get_ingest(request: Request, session: SessionDep) -> IngestContext:
         receipt_key=request.app.state.receipt_key,
         is_revoked=request.app.state.ca_directory.is_revoked,
         headers=header_cache(request),
+        quotas=QuotaLimits.from_settings(request.app.state.settings),
     )
 
 
