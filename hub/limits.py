@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,11 +41,14 @@ _HEADER_ROUTE = re.compile(r"^/node/v1/bundles/[^/]+$")
 _CHUNK_ROUTE = re.compile(r"^/node/v1/bundles/[^/]+/chunks/[^/]+$")
 
 
-class BodyTooLarge(Exception):
-    """The request body passed its route's cap (raised from `receive` while streaming)."""
+class BodyTooLarge(HTTPException):
+    """The request body passed its route's cap (raised from `receive` while streaming).
+
+    An HTTPException so that FastAPI's body parsing lets it through unchanged (it turns any
+    other exception into a 400 "error parsing the body")."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"request body is over the limit of {limit} bytes for this route")
+        super().__init__(413, f"request body is over the limit of {limit} bytes for this route")
         self.limit = limit
 
 
