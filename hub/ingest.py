@@ -37,7 +37,7 @@ from hub.models import (
 )
 from hub.quotas import QuotaLimits
 from hub.storage import BlobStore
-from wire.envelope import SealedHeader, check_chunk, parse_header, verify_header
+from wire.envelope import TAG_BYTES, SealedHeader, check_chunk, parse_header, verify_header
 from wire.errors import WireError
 from wire.receipt import Receipt, sign_receipt
 
@@ -211,6 +211,15 @@ def _check_participant(bundle: Bundle, identity: SiteIdentity) -> None:
     is_sender = (bundle.sender_org, bundle.sender_site) == (identity.org, identity.site)
     if not is_sender and identity.org not in recipients:
         raise NotFound(f"bundle {bundle.bundle_id} is unknown")
+
+
+def chunk_body_limit(ctx: IngestContext, bundle_id: str, route_cap: int) -> int:
+    """The most bytes a chunk of this bundle can be (its chunk size plus the AEAD tag), within
+    the route's cap; the route's cap for a bundle not started (refused later, by id)."""
+    bundle = ctx.session.get(Bundle, bundle_id)
+    if bundle is None or bundle.chunk_size <= 0:
+        return route_cap
+    return min(route_cap, bundle.chunk_size + TAG_BYTES)
 
 
 def put_chunk(

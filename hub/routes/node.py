@@ -110,7 +110,9 @@ def bundle_status(bundle_id: BundleId, site: SiteDep, ctx: IngestDep) -> BundleS
 async def put_chunk(
     bundle_id: BundleId, index: int, request: Request, site: SiteDep, ctx: IngestDep
 ) -> Response:
-    body = await read_body(request, MAX_CHUNK_BODY)
+    # Capped at this bundle's chunk size (+ tag) while streaming, not only at the route's cap.
+    limit = await run_in_threadpool(ingest.chunk_body_limit, ctx, bundle_id, MAX_CHUNK_BODY)
+    body = await read_body(request, limit)
     await run_in_threadpool(ingest.put_chunk, ctx, site, bundle_id, index, body)
     return Response(status_code=204)
 

@@ -65,7 +65,6 @@ def test_no_operation_answers_5xx(hub_app: Any) -> None:
     seen: set[int] = set()
 
     for operation in operations:
-
         strategy = operation.as_strategy() | operation.as_strategy(
             schemathesis.GenerationMode.NEGATIVE
         )

@@ -246,6 +246,12 @@ ATTACKS = [
         ),
         _413,
     ),
+    Attack(
+        "chunk: body over its bundle's chunk size, under the route's cap",
+        _call("a", "PUT", "/node/v1/bundles/{bundle}/chunks/0", b"x" * 5000, OCTETS),
+        _413,
+        "over the limit of 1040 bytes",
+    ),
     # -- JSON that parses but must not be accepted -----------------------------------------
     Attack(
         "enroll: deeply nested JSON",
