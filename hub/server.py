@@ -50,6 +50,10 @@ def _context_factory(
 def _configs(app: FastAPI, settings: HubSettings) -> tuple[uvicorn.Config, uvicorn.Config]:
     common = {
         "host": settings.host,
+        # The context comes from the factory below; the file is named for the TLS extension's
+        # `server_cert` (hub.tls_scope) and is the one the factory loads.
+        "ssl_certfile": str(settings.server_cert_file),
+        "ssl_keyfile": str(settings.server_key_file),
         "log_level": "warning",
         "access_log": False,
         "lifespan": "off",
