@@ -37,10 +37,14 @@ def _heartbeat(raw: str | None) -> Heartbeat | str | None:
         return "invalid heartbeat"
 
 
-def _quota(row: QuotaRefusal | None) -> Text:
-    if row is None:
-        return Text("")
-    return plain(f"{row.limit_name} x{row.refusals} at {row.at:%Y-%m-%d %H:%M}: {row.detail}", 160)
+def quota_reasons(session: Session) -> dict[tuple[str, str], str]:
+    """(org, site) -> why the site's last request was refused by a quota, as one line."""
+    return {
+        (row.org, row.site): one_line(
+            f"{row.limit_name} x{row.refusals} at {row.at:%Y-%m-%d %H:%M}: {row.detail}", 160
+        )
+        for row in session.exec(select(QuotaRefusal))
+    }
 
 
 def site_table(session: Session) -> Table:
@@ -48,7 +52,7 @@ def site_table(session: Session) -> Table:
         "org", "site", "enrolled", "certificate", "last seen", "queue", "oldest",
         "pending bytes", "disk free", "policy", "last error", "quota",
     )  # fmt: skip
-    quota_rows = {(q.org, q.site): q for q in session.exec(select(QuotaRefusal))}
+    quotas = quota_reasons(session)
     for row in session.exec(select(Site).order_by(Site.org, Site.site)):
         beat = _heartbeat(row.last_heartbeat)
         if isinstance(beat, Heartbeat):
@@ -70,6 +74,6 @@ def site_table(session: Session) -> Table:
             plain(row.certificate_serial or "-"),
             f"{row.last_seen_at:%Y-%m-%d %H:%M:%S}" if row.last_seen_at else "never",
             *(plain(value, 200) for value in reported),
-            _quota(quota_rows.get((row.org, row.site))),
+            plain(quotas.get((row.org, row.site), ""), 160),
         )
     return table
