@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs.errors import CertsError, CSRError
@@ -42,11 +42,16 @@ def _utcnow(now: datetime | None) -> datetime:
     return now
 
 
-def _load_csr_public_key(
-    csr_pem: bytes,
-) -> ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey:
+def check_csr(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
+    """The CSR's public key, after every check the CA makes before signing.
+
+    The network's key type is ECDSA P-256 (site keys sign TLS handshakes, bundle headers and
+    the site's encryption key, all with ECDSA/SHA-256). Any other key (Ed25519, RSA, another
+    curve) is refused here, before any certificate exists, any journal line is written or any
+    token is spent.
+    """
     if len(csr_pem) > MAX_CSR_BYTES:
-        raise CSRError("CSR is too large")
+        raise CSRError(f"CSR is too large (over {MAX_CSR_BYTES} bytes)")
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError as exc:
@@ -56,14 +61,20 @@ def _load_csr_public_key(
         valid = csr.is_signature_valid
     except Exception as exc:  # unsupported key/algorithm surfaces as assorted errors
         raise CSRError(f"CSR cannot be checked: {exc}") from None
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        if not isinstance(public_key.curve, ec.SECP256R1):
-            raise CSRError(f"CSR key must be EC P-256 or Ed25519, not EC {public_key.curve.name}")
-    elif not isinstance(public_key, ed25519.Ed25519PublicKey):
-        raise CSRError("CSR key must be EC P-256 or Ed25519")
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise CSRError(
+            f"CSR key must be ECDSA P-256, not {_key_kind(public_key)}; "
+            "generate the site key with `hexchange-agent enroll` (it makes a P-256 key)"
+        )
+    if not isinstance(public_key.curve, ec.SECP256R1):
+        raise CSRError(f"CSR key must be ECDSA P-256, not EC {public_key.curve.name}")
     if not valid:
         raise CSRError("CSR self-signature does not verify")
     return public_key
+
+
+def _key_kind(public_key: object) -> str:
+    return type(public_key).__name__.removeprefix("_").replace("PublicKey", "") or "unknown"
 
 
 class CertificateAuthority:
@@ -146,7 +157,7 @@ class CertificateAuthority:
     def _leaf_builder(
         self,
         subject: x509.Name,
-        public_key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey,
+        public_key: ec.EllipticCurvePublicKey,
         moment: datetime,
         lifetime: timedelta,
     ) -> x509.CertificateBuilder:
@@ -182,7 +193,7 @@ class CertificateAuthority:
             raise CSRError(f"invalid org name {org!r}: use [a-z0-9-], 1-63 chars")
         if not is_valid_name(site):
             raise CSRError(f"invalid site name {site!r}: use [a-z0-9-], 1-63 chars")
-        public_key = _load_csr_public_key(csr_pem)
+        public_key = check_csr(csr_pem)
         moment = _utcnow(now)
         subject = x509.Name(
             [

@@ -9,11 +9,16 @@ from pathlib import Path
 
 from certs.errors import CertsError
 
+# TLS 1.2 suites: forward secret (ECDHE) AEAD only. TLS 1.3 suites are all AEAD and forward
+# secret; OpenSSL's defaults are kept for them.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
 
 def _base_context(purpose: int) -> ssl.SSLContext:
     context = ssl.SSLContext(purpose)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.options |= ssl.OP_NO_COMPRESSION
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.set_ciphers(TLS12_CIPHERS)
     return context
 
 

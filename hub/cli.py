@@ -24,10 +24,10 @@ from sqlmodel import Session
 
 from hub.bootstrap import init_hub
 from hub.errors import HubError
+from hub.fleet_view import plain
 from hub.principals import Principal
 from hub.services import Services, build_services
 from hub.settings import HubSettings
-from wire.api import one_line
 from wire.policy import PolicyMatch, PolicyRule, SitePolicy
 
 app = typer.Typer(help="Hexchange hub: the centre of a federation.", no_args_is_help=True)
@@ -54,8 +54,9 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 
 
 def safe(value: object, limit: int = 200) -> str:
-    """Text from a site or a user, made safe for a terminal: one printable line, no markup."""
-    return escape(one_line(str(value), limit))
+    """Text from a site or a user, made safe for a terminal: one printable line without
+    control or format characters, and no rich markup."""
+    return escape(plain(value, limit).plain)
 
 
 def _settings(data_dir: Path, **overrides: object) -> HubSettings:
@@ -164,56 +165,17 @@ def site_add(
     sys.stdout.write(issued.token + "\n")
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 @site_app.command("list")
 def site_list(data_dir: DataDir, as_json: AsJson = False) -> None:
     """The fleet: enrollment, last contact and what each agent last reported."""
     from hub.fleet import service as fleet
+    from hub.fleet_view import site_table
 
     with _services(data_dir) as (services, session):
-        rows = fleet.fleet(session, services.ca, Principal.cli())
-    if as_json:
-        _json(rows)
-        return
-    table = Table(
-        "org", "site", "enrolled", "cert expires", "last seen", "agent", "queue", "oldest",
-        "pending", "disk free", "held", "quar.", "inbound", "policy", "last error",
-    )  # fmt: skip
-    for row in rows:
-        seen = f"{row.last_seen_at:%Y-%m-%d %H:%M:%S}" if row.last_seen_at else "never"
-        if row.stale:
-            seen = f"[yellow]{seen} (stale)[/yellow]"
-        expires = (
-            f"{row.certificate_expires_at:%Y-%m-%d %H:%M}" if row.certificate_expires_at else "-"
-        )
-        if row.revoked:
-            expires = "[red]revoked[/red]"
-        policy = (
-            f"{row.policy_version_reported if row.policy_version_reported is not None else '-'}"
-        )
-        policy += f"/{row.policy_version_current}"
-        table.add_row(
-            safe(row.org), safe(row.site), "yes" if row.enrolled else "no", expires, seen,
-            safe(row.agent_version or "-", 64),
-            f"{row.queue_depth:,}" if row.queue_depth is not None else "-",
-            _age(row.oldest_item_age_s),
-            f"{row.bytes_pending:,}" if row.bytes_pending is not None else "-",
-            f"{row.disk_free_bytes / 1e9:.1f} GB" if row.disk_free_bytes is not None else "-",
-            str(row.held_studies) if row.held_studies is not None else "-",
-            str(row.quarantined_instances) if row.quarantined_instances is not None else "-",
-            str(row.inbound_waiting) if row.inbound_waiting is not None else "-",
-            policy,
-            safe(row.last_error or "", 120),
-        )  # fmt: skip
+        if as_json:
+            _json(fleet.fleet(session, services.ca, Principal.cli()))
+            return
+        table = site_table(session, services.ca)
     Console().print(table)
 
 

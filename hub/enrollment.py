@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import datetime as dt
 import hashlib
 
 from cryptography import x509
@@ -12,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlmodel import Session, select
 
+from certs.ca import SITE_CERT_LIFETIME, check_csr
 from certs.errors import CertsError
 from certs.identity import site_identity_from_certificate
 from certs.registry import CADirectory
@@ -41,21 +44,29 @@ def ensure_site(
     return row
 
 
-def _check_key_signature(
-    registry: CADirectory, cert: x509.Certificate, raw_key: bytes, signature: bytes, what: str
-) -> None:
-    """The site's encryption key must be signed by the key just certified; otherwise the new
-    certificate is revoked at once and the request refused."""
-    public_key = cert.public_key()
-    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+def _precheck(csr_pem: str, raw_key: bytes, signature: bytes, what: str) -> None:
+    """Everything that can be checked before the CA signs, journals or spends a token: the
+    CSR parses, holds an ECDSA P-256 key and is self-signed, and that key signed the site's
+    encryption key. A refusal here leaves no certificate and the token unspent."""
+    try:
+        public_key = check_csr(csr_pem.encode())
+    except CertsError as exc:
+        raise EnrollmentRefused(f"{what} refused: {exc}; nothing was issued") from exc
     try:
         public_key.verify(signature, encryption_key_message(raw_key), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature as exc:
-        registry.revoke(cert.serial_number, reason=f"{what} aborted: bad key signature")
         raise EnrollmentRefused(
-            f"the encryption key is not signed by the key in the CSR; {what} refused"
-            + ("; the token is used up, ask for a new one" if what == "enrollment" else "")
+            f"the encryption key is not signed by the key in the CSR; {what} refused, "
+            "nothing was issued"
+            + ("; the token is still valid" if what == "enrollment" else "")
         ) from exc
+
+
+def _abort(registry: CADirectory, cert: x509.Certificate, what: str) -> None:
+    """A certificate was issued but its site could not be recorded: revoke it at once, so no
+    certificate that nobody received stays valid."""
+    with contextlib.suppress(CertsError):
+        registry.revoke(cert.serial_number, reason=f"{what} aborted before the answer was sent")
 
 
 def _install_certificate(
@@ -88,25 +99,37 @@ def _b64(value: str, what: str) -> bytes:
 
 
 def enroll(
-    session: Session, registry: CADirectory, request: EnrollRequest, receipt_public_pem: str
+    session: Session,
+    registry: CADirectory,
+    request: EnrollRequest,
+    receipt_public_pem: str,
+    *,
+    lifetime: dt.timedelta = SITE_CERT_LIFETIME,
 ) -> EnrollResponse:
+    """Token + CSR -> site certificate. Atomic: every check runs before the CA signs and the
+    token is spent; if recording the site then fails, the new certificate is revoked."""
     raw_key = _b64(request.encryption_public_key, "encryption key")
     signature = _b64(request.encryption_key_signature, "encryption key signature")
     if len(raw_key) != 32:
         raise EnrollmentRefused("the encryption public key must be a raw 32-byte X25519 key")
+    _precheck(request.csr_pem, raw_key, signature, "enrollment")
     try:
-        cert = registry.enroll(request.token, request.csr_pem.encode())
+        cert = registry.enroll(request.token, request.csr_pem.encode(), lifetime=lifetime)
     except CertsError as exc:
         raise EnrollmentRefused(str(exc)) from exc
-    _check_key_signature(registry, cert, raw_key, signature, "enrollment")
-    identity = site_identity_from_certificate(cert)
-    site = ensure_site(session, identity.org, identity.site)
-    site.encryption_public_key = request.encryption_public_key
-    site.encryption_key_signature = request.encryption_key_signature
-    site.encryption_key_id = hashlib.sha256(raw_key).hexdigest()[:32]
-    site.enrolled_at = utcnow()
-    cert_pem = _install_certificate(session, site, cert, action="site.enroll")
-    session.commit()
+    try:
+        identity = site_identity_from_certificate(cert)
+        site = ensure_site(session, identity.org, identity.site)
+        site.encryption_public_key = request.encryption_public_key
+        site.encryption_key_signature = request.encryption_key_signature
+        site.encryption_key_id = hashlib.sha256(raw_key).hexdigest()[:32]
+        site.enrolled_at = utcnow()
+        cert_pem = _install_certificate(session, site, cert, action="site.enroll")
+        session.commit()
+    except BaseException:
+        session.rollback()
+        _abort(registry, cert, "enrollment")
+        raise
     return EnrollResponse(
         certificate_pem=cert_pem,
         ca_pem=registry.load().cert_pem.decode(),
@@ -117,9 +140,15 @@ def enroll(
 
 
 def renew(
-    session: Session, registry: CADirectory, current_pem: str, request: RenewRequest
+    session: Session,
+    registry: CADirectory,
+    current_pem: str,
+    request: RenewRequest,
+    *,
+    lifetime: dt.timedelta = SITE_CERT_LIFETIME,
 ) -> RenewResponse:
-    """A fresh certificate for a new key of the same site; the encryption key is re-signed."""
+    """A fresh certificate for a new key of the same site; the encryption key is re-signed.
+    Atomic as `enroll`: checked before signing, revoked again if it cannot be recorded."""
     current = x509.load_pem_x509_certificate(current_pem.encode())
     identity = site_identity_from_certificate(current)
     site = session.exec(
@@ -128,13 +157,18 @@ def renew(
     if site is None or site.encryption_public_key is None:
         raise EnrollmentRefused(f"site {identity.org}/{identity.site} is not enrolled here")
     signature = _b64(request.encryption_key_signature, "encryption key signature")
+    raw_key = base64.b64decode(site.encryption_public_key)
+    _precheck(request.csr_pem, raw_key, signature, "renewal")
     try:
-        cert = registry.renew(current, request.csr_pem.encode())
+        cert = registry.renew(current, request.csr_pem.encode(), lifetime=lifetime)
     except CertsError as exc:
         raise EnrollmentRefused(str(exc)) from exc
-    raw_key = base64.b64decode(site.encryption_public_key)
-    _check_key_signature(registry, cert, raw_key, signature, "renewal")
-    site.encryption_key_signature = request.encryption_key_signature
-    cert_pem = _install_certificate(session, site, cert, action="site.renew")
-    session.commit()
+    try:
+        site.encryption_key_signature = request.encryption_key_signature
+        cert_pem = _install_certificate(session, site, cert, action="site.renew")
+        session.commit()
+    except BaseException:
+        session.rollback()
+        _abort(registry, cert, "renewal")
+        raise
     return RenewResponse(certificate_pem=cert_pem)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from certs.errors import CertsError
 from certs.identity import SiteIdentity, site_identity_from_pem
 from hub.errors import Forbidden, NotAuthenticated
-from hub.models import Site
+from hub.models import Site, SiteCertificate
 from hub.permissions import Permission
 
 
@@ -46,21 +47,62 @@ def client_certificate_pem(scope: MutableMapping[str, Any]) -> str:
     return leaf.decode() if isinstance(leaf, bytes) else str(leaf)
 
 
-def current_site(request: Request) -> SiteIdentity:
-    registry = request.app.state.ca_directory
-    identity = identity_from_scope(request.scope, is_revoked=registry.is_revoked)
-    # Revoking a site's newest certificate revokes the site: an older, unrevoked certificate
-    # of the same site can then neither call the node API nor renew itself back in.
-    with Session(request.app.state.engine) as session:
-        current = session.exec(
-            select(Site.certificate_serial).where(
-                Site.org == identity.org, Site.site == identity.site
-            )
-        ).first()
-    if current and registry.is_revoked(int(current, 16)):
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def check_current_certificate(
+    session: Session, identity: SiteIdentity, *, overlap: dt.timedelta, is_revoked: Any
+) -> None:
+    """Only the site's CURRENT certificate authenticates (a renewal or re-enrollment replaces
+    it). The one it replaced is still accepted for `overlap` after the replacement was
+    issued (requests in flight, a renewal answer lost on the way), never an older one.
+    Revoking the current certificate revokes the site."""
+    site = session.exec(
+        select(Site).where(Site.org == identity.org, Site.site == identity.site)
+    ).first()
+    if site is None or not site.certificate_serial:
+        raise Forbidden(f"site {identity.org}/{identity.site} is not enrolled at this hub")
+    current = site.certificate_serial
+    if is_revoked(int(current, 16)):
         raise Forbidden(
             f"site {identity.org}/{identity.site} is revoked; ask the network admin for a new "
             "enrollment token"
+        )
+    caller = f"{identity.serial:x}"
+    if caller == current:
+        return
+    current_row = session.get(SiteCertificate, current)
+    if current_row is not None:
+        issued = _aware(current_row.issued_at)
+        previous = session.exec(
+            select(SiteCertificate.serial)
+            .where(
+                SiteCertificate.org == identity.org,
+                SiteCertificate.site == identity.site,
+                col(SiteCertificate.issued_at) < current_row.issued_at,
+            )
+            .order_by(col(SiteCertificate.issued_at).desc())
+            .limit(1)
+        ).first()
+        if previous == caller and dt.datetime.now(dt.UTC) - issued <= overlap:
+            return
+    raise Forbidden(
+        f"certificate serial {caller} is not the current certificate of "
+        f"{identity.org}/{identity.site}: it was replaced by a renewal or a re-enrollment; "
+        "use the newest certificate (the agent does this itself) or ask the network admin for "
+        "a new enrollment token"
+    )
+
+
+def current_site(request: Request) -> SiteIdentity:
+    state = request.app.state
+    registry = state.ca_directory
+    identity = identity_from_scope(request.scope, is_revoked=registry.is_revoked)
+    overlap = dt.timedelta(seconds=state.settings.renewal_overlap_s)
+    with Session(state.engine) as session:
+        check_current_certificate(
+            session, identity, overlap=overlap, is_revoked=registry.is_revoked
         )
     return identity
 

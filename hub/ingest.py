@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from certs.identity import SiteIdentity
-from hub import audit, policy
+from hub import audit, policy, quotas
 from hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from hub.models import (
     Bundle,
@@ -35,8 +35,9 @@ from hub.models import (
     SiteCertificate,
     utcnow,
 )
+from hub.quotas import QuotaLimits
 from hub.storage import BlobStore
-from wire.envelope import SealedHeader, check_chunk, parse_header, verify_header
+from wire.envelope import TAG_BYTES, SealedHeader, check_chunk, parse_header, verify_header
 from wire.errors import WireError
 from wire.receipt import Receipt, sign_receipt
 
@@ -76,6 +77,7 @@ class IngestContext:
     receipt_key: ec.EllipticCurvePrivateKey
     is_revoked: Callable[[int], bool] = lambda _serial: False
     headers: HeaderCache | None = None
+    quotas: QuotaLimits | None = None
 
 
 def _site_row(session: Session, identity: SiteIdentity) -> Site:
@@ -130,7 +132,13 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
         )
     if ctx.is_revoked(int(signer.serial, 16)):
         raise Forbidden("the header was signed with a revoked certificate; reseal the study")
+    digest = header.digest()
+    existing = ctx.session.get(Bundle, bundle_id)
+    if existing is not None and existing.header_digest == digest:
+        # The same signed bytes again (a resumed upload): its time was checked when first seen.
+        return existing
     cert = x509.load_pem_x509_certificate(signer.certificate_pem.encode())
+    _check_valid_now(cert)
     public_key = cert.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         raise InvalidRequest("the site certificate holds no EC key")
@@ -150,15 +158,13 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
                 f"modalities to {org}; "
                 "an org admin must add a rule, then the agent reseals"
             )
-    digest = header.digest()
-    existing = ctx.session.get(Bundle, bundle_id)
     if existing is not None:
-        if existing.header_digest != digest:
-            raise Conflict(
-                f"bundle {bundle_id} was already started with a different header; "
-                "a bundle id is used once — seal the study again under a new id"
-            )
-        return existing
+        raise Conflict(
+            f"bundle {bundle_id} was already started with a different header; "
+            "a bundle id is used once — seal the study again under a new id"
+        )
+    if ctx.quotas is not None:
+        quotas.check_new_bundle(ctx.session, identity, ctx.quotas, manifest.payload_bytes)
     ctx.blobs.put_header(bundle_id, header.to_bytes())
     row = Bundle(
         bundle_id=bundle_id,
@@ -187,11 +193,34 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
     return row
 
 
+def _check_valid_now(cert: x509.Certificate) -> None:
+    """The signer certificate must be valid when the hub SEES the signature, whatever time
+    the manifest claims: an expired (even unrevoked) old key cannot sign a backdated bundle."""
+    now = dt.datetime.now(dt.UTC)
+    if now > cert.not_valid_after_utc:
+        raise Forbidden(
+            f"the header was signed with a certificate that expired at "
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC; reseal the study (the agent "
+            "signs with its current certificate)"
+        )
+    if now < cert.not_valid_before_utc:
+        raise Forbidden("the header was signed with a certificate that is not valid yet")
+
+
 def _check_participant(bundle: Bundle, identity: SiteIdentity) -> None:
     recipients = json.loads(bundle.recipients)
     is_sender = (bundle.sender_org, bundle.sender_site) == (identity.org, identity.site)
     if not is_sender and identity.org not in recipients:
         raise NotFound(f"bundle {bundle.bundle_id} is unknown")
+
+
+def chunk_body_limit(ctx: IngestContext, bundle_id: str, route_cap: int) -> int:
+    """The most bytes a chunk of this bundle can be (its chunk size plus the AEAD tag), within
+    the route's cap; the route's cap for a bundle not started (refused later, by id)."""
+    bundle = ctx.session.get(Bundle, bundle_id)
+    if bundle is None or bundle.chunk_size <= 0:
+        return route_cap
+    return min(route_cap, bundle.chunk_size + TAG_BYTES)
 
 
 def put_chunk(

@@ -10,11 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hub import errors
+from hub import errors, limits, quotas
 from hub.routes import audit_api, meta, node, orgs, people, policies, public
 from hub.routes.audit_trail import AuditTrail
 from hub.services import Services, build_services
 from hub.settings import HubSettings
+from wire.api import one_line
 
 log = structlog.get_logger("hexchange.hub")
 
@@ -58,7 +59,9 @@ def _base_app(services: Services, title: str) -> FastAPI:
     @app.exception_handler(errors.HubError)
     async def _hub_error(request: Request, exc: errors.HubError) -> JSONResponse:
         status = _status_of(exc)
-        log.info("request refused", path=request.url.path, status=status, reason=exc.title)
+        log.info(
+            "request refused", path=one_line(request.url.path, 200), status=status, reason=exc.title
+        )
         response = _problem(status, exc.title, exc.detail)
         if isinstance(exc, errors.TooManyRequests):
             response.headers["Retry-After"] = str(exc.retry_after_s)
@@ -86,6 +89,8 @@ def _base_app(services: Services, title: str) -> FastAPI:
         )  # field names and the rule broken, never the value sent
         return _problem(422, "Invalid request", f"these fields are missing or invalid: {problems}")
 
+    limits.install(app, json_cap=services.settings.max_json_body)
+    quotas.install(app)
     return app
 
 

@@ -129,3 +129,16 @@ class SiteCertificate(SQLModel, table=True):
     site: str = Field(max_length=63)
     certificate_pem: str
     issued_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class QuotaRefusal(SQLModel, table=True):
+    """The last request of a site refused by a quota (`hub/quotas.py`), for the admin's view."""
+
+    __tablename__ = "quota_refusal"
+
+    org: str = Field(primary_key=True, max_length=63)
+    site: str = Field(primary_key=True, max_length=63)
+    limit_name: str = Field(max_length=64)
+    detail: str = Field(max_length=500)
+    refusals: int = 0
+    at: dt.datetime = Field(default_factory=utcnow)

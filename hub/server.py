@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator
 import uvicorn
 from fastapi import FastAPI
 
+from certs.tls import server_ssl_context
 from hub.main import create_app
 from hub.settings import HubSettings
 from hub.tls_scope import TLSScopeH11Protocol
@@ -29,24 +30,52 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _context_factory(
+    settings: HubSettings, *, mutual: bool
+) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
+    """uvicorn's `ssl_context_factory`: the project's context from `certs.tls`, never
+    uvicorn's default one (TLS 1.2+, the project's cipher choice, no compression)."""
+
+    def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return server_ssl_context(
+            settings.server_cert_file,
+            settings.server_key_file,
+            client_ca_file=settings.ca_cert_file if mutual else None,
+            require_client_cert=mutual,
+        )
+
+    return factory
+
+
 def _configs(app: FastAPI, settings: HubSettings) -> tuple[uvicorn.Config, uvicorn.Config]:
     common = {
         "host": settings.host,
+        # The context comes from the factory below; the file is named for the TLS extension's
+        # `server_cert` (hub.tls_scope) and is the one the factory loads.
         "ssl_certfile": str(settings.server_cert_file),
         "ssl_keyfile": str(settings.server_key_file),
         "log_level": "warning",
         "access_log": False,
         "lifespan": "off",
+        # X-Forwarded-* are ignored unless the operator names the proxy (settings).
+        "proxy_headers": settings.proxy_headers,
+        "forwarded_allow_ips": list(settings.forwarded_allow_ips) if settings.proxy_headers else [],
+        "server_header": False,
     }
     node = uvicorn.Config(
         app.state.node_app,
         port=settings.node_port,
         http=TLSScopeH11Protocol,
-        ssl_ca_certs=str(settings.ca_cert_file),
-        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        ssl_context_factory=_context_factory(settings, mutual=True),
         **common,  # type: ignore[arg-type]
     )
-    public = uvicorn.Config(app, port=settings.public_port, http="h11", **common)  # type: ignore[arg-type]
+    public = uvicorn.Config(
+        app,
+        port=settings.public_port,
+        http="h11",
+        ssl_context_factory=_context_factory(settings, mutual=False),
+        **common,  # type: ignore[arg-type]
+    )
     return node, public
 
 

@@ -34,6 +34,38 @@ class HubSettings(BaseSettings):
         default=None,
         description="How agents reach the public listener (default https://<host>:<public_port>)",
     )
+    # --- security and robustness (issue 14) ---
+    max_json_body: int = Field(
+        default=64 * 1024, ge=1024, le=1 << 20,
+        description="Cap in bytes on the body of every JSON route (enrollment included)",
+    )  # fmt: skip
+    site_cert_lifetime_s: int = Field(
+        default=7 * 24 * 3600, ge=1, le=366 * 24 * 3600,
+        description="Lifetime of the site certificates the hub's CA issues (enroll, renew)",
+    )  # fmt: skip
+    renewal_overlap_s: int = Field(
+        default=60, ge=0, le=3600,
+        description="After a renewal, how long the previous certificate of the site still "
+        "authenticates (requests in flight, a renewal answer lost on the way); then only "
+        "the current certificate does",
+    )  # fmt: skip
+    proxy_headers: bool = Field(
+        default=False,
+        description="Trust X-Forwarded-For/-Proto from `forwarded_allow_ips` (behind a proxy)",
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list, description="Proxy addresses trusted when proxy_headers is on"
+    )
+    quota_pending_bundles: int = Field(
+        default=200, ge=1, description="Per site: bundles started (header in) and not complete"
+    )
+    quota_bundles_per_day: int = Field(
+        default=20_000, ge=1, description="Per site: bundle headers accepted in 24 hours"
+    )
+    quota_bytes_per_day: int = Field(
+        default=500 * 1024**3, ge=1,
+        description="Per site: payload bytes of the bundles accepted in 24 hours",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> HubSettings:

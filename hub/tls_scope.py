@@ -137,8 +137,9 @@ def _first_cert_pem(path: str) -> str | None:
 
 
 def _server_cert_pem(config: Config) -> str | None:
-    # With a custom ssl_context_factory the context may not come from ssl_certfile.
-    if config.ssl_certfile is None or config.ssl_context_factory is not None:
+    # A custom ssl_context_factory builds its own context: the hub's (`hub.server`) loads the
+    # same certificate file it also names as ssl_certfile. Without ssl_certfile: unknown.
+    if config.ssl_certfile is None:
         return None
     return _first_cert_pem(str(config.ssl_certfile))
 

@@ -122,12 +122,16 @@ class DeliveryList(_Model):
 
 _COUNT_MAX = 10**12  # far above any real queue; refuses absurd numbers before they are shown
 _BYTES_MAX = 1 << 60
-_PRINTABLE_ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# No C0/C1 controls (terminal escapes), no line/paragraph separators, and none of the
+# invisible format characters that reorder or hide text (bidi overrides and isolates,
+# zero-width characters, the BOM).
+_UNSAFE_CHARS = r"\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
+_PRINTABLE_ONE_LINE = rf"^[^{_UNSAFE_CHARS}]*$"
 
 
 def one_line(text: str, limit: int) -> str:
     """`text` as one printable line of at most `limit` characters (control characters dropped)."""
-    cleaned = re.sub(r"[\x00-\x1f\x7f-\x9f]+", " ", text).strip()
+    cleaned = re.sub(rf"[{_UNSAFE_CHARS}]+", " ", text).strip()
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
 
 

@@ -100,6 +100,7 @@ class FleetRow:
     inbound_waiting: int | None
     certificate_expires_at: dt.datetime | None
     revoked: bool
+    heartbeat_unreadable: bool = False
 
 
 def fleet(
@@ -131,6 +132,10 @@ def fleet(
         beat = parse_beat(site.last_heartbeat)
         seen = _aware(site.last_seen_at) if site.last_seen_at else None
         serial = site.certificate_serial
+        try:
+            revoked = bool(serial) and ca.is_revoked(int(serial or "", 16))
+        except ValueError:  # not a serial this hub wrote: show the site, flag nothing
+            revoked = False
         rows.append(
             FleetRow(
                 org=site.org,
@@ -153,7 +158,8 @@ def fleet(
                 quarantined_instances=beat.quarantined_instances if beat else None,
                 inbound_waiting=beat.inbound_waiting if beat else None,
                 certificate_expires_at=certificate_expiry(site.certificate_pem),
-                revoked=bool(serial) and ca.is_revoked(int(serial, 16)),  # type: ignore[arg-type]
+                revoked=revoked,
+                heartbeat_unreadable=bool(site.last_heartbeat) and beat is None,
             )
         )
     return rows

@@ -18,7 +18,7 @@ from hub.routes.inputs import ShortText
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
 Limit = Annotated[int, Query(ge=1, le=audit_query.MAX_PAGE)]
-Seq = Annotated[int | None, Query(ge=1, le=2**62)]
+Seq = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 Text = ShortText
 
 

@@ -10,6 +10,8 @@ from fastapi import Depends, Path, Request
 from sqlmodel import Session
 
 from hub.ingest import HeaderCache, IngestContext
+from hub.limits import CHUNK_CAP, HEADER_CAP, BodyTooLarge
+from hub.quotas import QuotaLimits
 from hub.services import Services
 
 
@@ -41,28 +43,29 @@ def get_ingest(request: Request, session: SessionDep) -> IngestContext:
         receipt_key=request.app.state.receipt_key,
         is_revoked=request.app.state.ca_directory.is_revoked,
         headers=header_cache(request),
+        quotas=QuotaLimits.from_settings(request.app.state.settings),
     )
 
 
 IngestDep = Annotated[IngestContext, Depends(get_ingest)]
 
-MAX_HEADER_BODY = 1 << 20
-MAX_CHUNK_BODY = (4 << 20) + 1024
+MAX_HEADER_BODY = HEADER_CAP
+MAX_CHUNK_BODY = CHUNK_CAP
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """Read a request body, refusing it as soon as it passes `limit` bytes."""
-    from hub.errors import InvalidRequest
+    """Read a request body, refusing it (413) as soon as it passes `limit` bytes.
 
+    `hub.limits.BodyLimitMiddleware` has already capped the route; this is the per-call cap."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidRequest(f"request body of {declared} bytes is over the limit of {limit}")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge(limit)
     parts: list[bytes] = []
     size = 0
     async for piece in request.stream():
         size += len(piece)
         if size > limit:
-            raise InvalidRequest(f"request body is over the limit of {limit} bytes")
+            raise BodyTooLarge(limit)
         parts.append(piece)
     return b"".join(parts)
 

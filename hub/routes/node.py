@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -43,7 +44,9 @@ def renew(
 ) -> RenewResponse:
     """A new short-lived certificate for a new key, while the current one is still valid."""
     current_pem = client_certificate_pem(request.scope)
-    return enrollment.renew(session, request.app.state.ca_directory, current_pem, body)
+    state = request.app.state
+    lifetime = timedelta(seconds=state.settings.site_cert_lifetime_s)
+    return enrollment.renew(session, state.ca_directory, current_pem, body, lifetime=lifetime)
 
 
 @router.get("/policy")
@@ -109,7 +112,9 @@ def bundle_status(bundle_id: BundleId, site: SiteDep, ctx: IngestDep) -> BundleS
 async def put_chunk(
     bundle_id: BundleId, index: int, request: Request, site: SiteDep, ctx: IngestDep
 ) -> Response:
-    body = await read_body(request, MAX_CHUNK_BODY)
+    # Capped at this bundle's chunk size (+ tag) while streaming, not only at the route's cap.
+    limit = await run_in_threadpool(ingest.chunk_body_limit, ctx, bundle_id, MAX_CHUNK_BODY)
+    body = await read_body(request, limit)
     await run_in_threadpool(ingest.put_chunk, ctx, site, bundle_id, index, body)
     return Response(status_code=204)
 

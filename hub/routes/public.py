@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Request
 
 from hub import enrollment
@@ -15,4 +17,7 @@ router = APIRouter(prefix="/api/v1", tags=["public"])
 @router.post("/enroll", dependencies=[PublicRoute])
 def enroll(body: EnrollRequest, request: Request, session: SessionDep) -> EnrollResponse:
     state = request.app.state
-    return enrollment.enroll(session, state.ca_directory, body, state.receipt_public_pem)
+    lifetime = timedelta(seconds=state.settings.site_cert_lifetime_s)
+    return enrollment.enroll(
+        session, state.ca_directory, body, state.receipt_public_pem, lifetime=lifetime
+    )

@@ -91,14 +91,13 @@ def test_csr_subject_cannot_choose_org_or_site(ca: CertificateAuthority) -> None
     assert "evil" not in cert.subject.rfc4514_string()
 
 
-def test_ed25519_csr_accepted_rsa_refused(ca: CertificateAuthority) -> None:
-    cert = ca.sign_site_csr(
-        _csr_with_subject(ed25519.Ed25519PrivateKey.generate(), "x", "y"), org="acme", site="s1"
-    )
-    assert isinstance(cert.public_key(), ed25519.Ed25519PublicKey)
+def test_only_p256_csr_keys_are_signed(ca: CertificateAuthority) -> None:
+    # The network signs with ECDSA P-256 everywhere (TLS, headers, the encryption key), so a
+    # CSR with any other key is refused before a certificate exists, naming the key found.
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    with pytest.raises(CSRError, match="P-256 or Ed25519"):
-        ca.sign_site_csr(_csr_with_subject(rsa_key, "x", "y"), org="acme", site="s1")
+    for key, found in ((ed25519.Ed25519PrivateKey.generate(), "Ed25519"), (rsa_key, "RSA")):
+        with pytest.raises(CSRError, match=f"must be ECDSA P-256, not {found}"):
+            ca.sign_site_csr(_csr_with_subject(key, "x", "y"), org="acme", site="s1")
 
 
 @pytest.mark.parametrize(
