@@ -458,6 +458,22 @@ def test_the_previous_certificate_has_a_short_stated_overlap_and_older_ones_none
     assert _client_for(hub, a, second, tmp_path / "third").get("/node/v1/whoami").status_code == 200
 
 
+def test_a_lost_renewal_answer_can_be_retried_within_the_overlap_only(
+    start_hub: HubFactory, tmp_path: Path
+) -> None:
+    hub = start_hub(renewal_overlap_s=30)
+    a, _ = fleet(hub)
+    lost = _renew(a)  # the hub issued it; say the answer never reached the agent
+    assert lost.status_code == 200, lost.text
+    retried = _renew(a)  # the agent still holds only the previous certificate
+    assert retried.status_code == 200, retried.text
+    assert _client_for(hub, a, retried, tmp_path / "new").get("/node/v1/whoami").status_code == 200
+    # The certificate from the lost answer is now the previous one, the agent's original is
+    # two renewals old: refused at once, overlap or not.
+    assert a.client.get("/node/v1/whoami").status_code == 403
+    assert _client_for(hub, a, lost, tmp_path / "lost").get("/node/v1/whoami").status_code == 200
+
+
 def test_an_ed25519_renewal_is_refused_before_anything_is_issued(start_hub: HubFactory) -> None:
     hub = start_hub()
     a, _ = fleet(hub)
