@@ -12,6 +12,7 @@ Steps, each printed with the time it took:
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import sys
 import time
@@ -20,6 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
+
+from certs.tls import client_ssl_context  # noqa: E402
 from tests.factories.dicom import make_ct_study, pixel_bytes  # noqa: E402
 from tests.federation import Federation, storescu  # noqa: E402
 
@@ -44,6 +48,31 @@ def hub_files_contain(hub_dir: Path, needles: list[str]) -> list[str]:
     return found
 
 
+def admin_client(fed: Federation, password: str) -> httpx.Client:
+    """The network admin signed in over the public API, holding a personal API token."""
+    client = httpx.Client(
+        base_url=f"https://127.0.0.1:{fed.public_port}",
+        verify=client_ssl_context(fed.ca_file),
+        timeout=10,
+    )
+    login = client.post("/api/v1/auth/login", json={"username": "admin", "password": password})
+    login.raise_for_status()
+    made = client.post(
+        "/api/v1/me/tokens",
+        json={"name": "demo", "ttl_days": 1},
+        headers={"X-CSRF-Token": login.json()["csrf_token"]},
+    )
+    made.raise_for_status()
+    client.cookies.clear()
+    client.headers["Authorization"] = f"Bearer {made.json()['token']}"
+    return client
+
+
+def fleet_seen(admin: httpx.Client, site: str) -> bool:
+    rows = admin.get("/api/v1/fleet").json()
+    return any(r["site"] == site and r["last_seen_at"] for r in rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "demo-data")
@@ -64,6 +93,18 @@ def main() -> int:
         steps.done(
             f"hub up: node API :{fed.node_port} (mutual TLS), public API "
             f":{fed.public_port}, SQLite + local blobs in {fed.hub_dir}"
+        )
+        password_file = args.data / "admin-password.txt"
+        password_file.write_text(secrets.token_urlsafe(18) + "\n")
+        password_file.chmod(0o600)
+        fed.hub_cli(
+            "user", "add", "--username", "admin", "--role", "network-admin",
+            "--display-name", "Demo network admin", "--password-file", str(password_file),
+        )  # fmt: skip
+        admin = admin_client(fed, password_file.read_text().strip())
+        steps.done(
+            f"network admin made (hexchange-hub user add): sign in at https://127.0.0.1:"
+            f"{fed.public_port} as 'admin', password in {password_file}"
         )
         b = fed.add_agent("org-b", "archive", org_name="Regional Archive")
         steps.done(
@@ -100,6 +141,16 @@ def main() -> int:
         steps.done(
             f"pixel data byte-identical: {'yes' if identical else 'NO'}; patient "
             f"identity in hub files: {leaks or 'none'}"
+        )
+        fed.wait_for(lambda: fleet_seen(admin, "clinic-a"), 60, "agent A's first heartbeat")
+        rows = admin.get("/api/v1/fleet").json()
+        steps.done(
+            "fleet over the admin API: "
+            + "; ".join(
+                f"{r['org']}/{r['site']} seen, queue {r['queue_depth']}, "
+                f"policy v{r['policy_version_current']}"
+                for r in rows
+            )
         )
         print(
             f"total {time.monotonic() - steps.start:.1f}s. Inspect: "
