@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -16,6 +17,7 @@ from node_agent.dicom.store import make_store
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity, load_identity
 from node_agent.inbound import Inbound
+from node_agent.ledger import Ledger
 from node_agent.pipeline import Pipeline
 from node_agent.policy import PolicyCache
 from node_agent.recipients import RecipientDirectory
@@ -27,6 +29,48 @@ from wire.api import Heartbeat, one_line
 log = structlog.get_logger("hexchange.agent")
 
 AGENT_VERSION = "0.1.0"
+
+
+def build_heartbeat(state: AgentState, data_dir: Path, policy_version: int | None) -> Heartbeat:
+    """What the hub's admin view shows about this agent, read from the queue.
+
+    `held_studies`: no sharing rule matches them. `partial_studies`: studies that went out
+    without some of their instances, or not at all, because those are quarantined (ledger
+    states `partial` and `quarantined`). `inbound_waiting`: deliveries not yet stored and
+    acknowledged (downloading, stored awaiting the ack, or failed awaiting an operator).
+    `last_error`: the latest error of an outbox bundle or an inbound delivery.
+    """
+    with state.connect() as conn:
+        pending = conn.execute(
+            "SELECT COUNT(*), MIN(created_at), COALESCE(SUM(sealed_bytes), 0) FROM outbox "
+            "WHERE state IN ('sealed', 'uploading')"
+        ).fetchone()
+        last_error = conn.execute(
+            "SELECT last_error FROM (SELECT last_error, updated_at FROM outbox "
+            "UNION ALL SELECT last_error, updated_at FROM inbound) "
+            "WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1"
+        ).fetchone()
+        studies = dict(conn.execute("SELECT state, COUNT(*) FROM studies GROUP BY state"))
+        quarantined = conn.execute(
+            "SELECT COUNT(*) FROM instances WHERE state = 'quarantined'"
+        ).fetchone()[0]
+        inbound_waiting = conn.execute(
+            "SELECT COUNT(*) FROM inbound WHERE state IN ('downloading', 'stored', 'failed')"
+        ).fetchone()[0]
+    oldest = time.time() - pending[1] if pending[1] else None
+    return Heartbeat(
+        agent_version=AGENT_VERSION,
+        queue_depth=pending[0],
+        oldest_item_age_s=oldest,
+        bytes_pending=pending[2],
+        disk_free_bytes=shutil.disk_usage(data_dir).free,
+        last_error=one_line(last_error[0], 2000) if last_error else None,
+        policy_version=policy_version,
+        held_studies=studies.get("held", 0),
+        partial_studies=studies.get("partial", 0) + studies.get("quarantined", 0),
+        quarantined_instances=quarantined,
+        inbound_waiting=inbound_waiting,
+    )
 
 
 @dataclass
@@ -44,24 +88,9 @@ class Agent:
     sealed: threading.Event = field(default_factory=threading.Event)  # wakes the upload loop
 
     def heartbeat(self) -> None:
-        with self.state.connect() as conn:
-            pending = conn.execute(
-                "SELECT COUNT(*), MIN(created_at), COALESCE(SUM(sealed_bytes), 0) FROM outbox "
-                "WHERE state IN ('sealed', 'uploading')"
-            ).fetchone()
-            last_error = conn.execute(
-                "SELECT last_error FROM outbox WHERE last_error IS NOT NULL "
-                "ORDER BY updated_at DESC LIMIT 1"
-            ).fetchone()
-        oldest = time.time() - pending[1] if pending[1] else None
-        beat = Heartbeat(
-            agent_version=AGENT_VERSION,
-            queue_depth=pending[0],
-            oldest_item_age_s=oldest,
-            bytes_pending=pending[2],
-            disk_free_bytes=shutil.disk_usage(self.config.agent.data_dir).free,
-            last_error=one_line(last_error[0], 2000) if last_error else None,
-            policy_version=cached.version if (cached := self.policy.load()) else None,
+        cached = self.policy.load()
+        beat = build_heartbeat(
+            self.state, self.config.agent.data_dir, cached.version if cached else None
         )
         self.client.heartbeat(beat)
 
@@ -104,11 +133,7 @@ class Agent:
         after = self.policy.refresh(self.client)
         if before is None or before.version != after.version:
             # a new policy may now send what the old one held back
-            with self.state.transaction() as conn:
-                conn.execute(
-                    "UPDATE studies SET state = 'stable', next_attempt_at = 0, last_error = NULL "
-                    "WHERE state = 'held'"
-                )
+            Ledger(self.state).release_held()
 
     def _seal_step(self) -> None:
         """Seal parts of studies still arriving, then the studies that became stable; wake the

@@ -31,6 +31,7 @@ from pydicom import dcmread
 from node_agent.config import AgentConfig, Destination
 from node_agent.files import durable_write, fsync_dir
 from node_agent.identity import AgentIdentity
+from node_agent.ledger import Ledger, NewBundle
 from node_agent.policy import NoPolicy
 from node_agent.priority import priority_for
 from node_agent.state import AgentState
@@ -233,17 +234,7 @@ def outbox_dir(config: AgentConfig) -> Path:
 def mark_stable(state: AgentState, quiet_period: float, now: float | None = None) -> list[str]:
     """Studies with no new instance for their quiet period become stable: the longest period
     of their sources (`quiet_s`, per calling AE), else `quiet_period`."""
-    now = time.time() if now is None else now
-    with state.transaction() as conn:
-        rows = conn.execute(
-            "SELECT study_uid FROM studies WHERE state = 'receiving' "
-            "AND last_at + COALESCE(quiet_s, ?) <= ?",
-            (quiet_period, now),
-        ).fetchall()
-        uids = [row["study_uid"] for row in rows]
-        for uid in uids:
-            conn.execute("UPDATE studies SET state = 'stable' WHERE study_uid = ?", (uid,))
-    return uids
+    return Ledger(state).mark_stable(quiet_period, time.time() if now is None else now)
 
 
 class PendingInstance(NamedTuple):
@@ -291,6 +282,7 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.state = state
+        self.ledger = Ledger(state)
         self.identity = identity
         self.recipients = recipients
         self.destinations = destinations
@@ -310,11 +302,7 @@ class Pipeline:
         Chunks of bundles already delivered (a crash before they were freed) are freed.
         """
         removed = 0
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE studies SET last_at = MAX(last_at, ?) WHERE state = 'receiving'",
-                (time.time(),),
-            )
+        self.ledger.restart_quiet_periods(time.time())
         with self.state.connect() as conn:
             known = {r["bundle_id"] for r in conn.execute("SELECT bundle_id FROM outbox")}
             delivered = {
@@ -394,12 +382,9 @@ class Pipeline:
         try:
             destinations = self.destinations(self._study_modalities(study_uid))
             if not destinations:
-                with self.state.transaction() as conn:
-                    conn.execute(
-                        "UPDATE studies SET state = 'held', last_error = ? WHERE study_uid = ? "
-                        "AND state IN ('stable', 'waiting')",
-                        ("no sharing rule matches this study; it stays at the site", study_uid),
-                    )
+                self.ledger.study_held(
+                    study_uid, "no sharing rule matches this study; it stays at the site"
+                )
                 log.info("study held: no sharing rule matches")
                 return 0
             for destination in destinations:
@@ -407,20 +392,12 @@ class Pipeline:
                     sealed += 1
         except (NoRecipients, NoPolicy, PayloadError) as exc:  # PayloadError: a spool file
             # no longer matches its recorded sha256 (disk fault, or edited): never sent as is
-            with self.state.transaction() as conn:
-                conn.execute(
-                    "UPDATE studies SET state = 'waiting', next_attempt_at = ?, last_error = ? "
-                    "WHERE study_uid = ? AND state IN ('stable', 'waiting')",
-                    (time.time() + 30, str(exc), study_uid),
-                )
+            self.ledger.study_waits(study_uid, str(exc), time.time() + 30)
             log.warning("study waits", reason=str(exc))
             return sealed
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE studies SET state = 'sealed', last_error = NULL "
-                "WHERE study_uid = ? AND state IN ('stable', 'waiting')",
-                (study_uid,),
-            )
+        outcome = self.ledger.study_finished(study_uid)
+        if outcome in ("partial", "quarantined"):
+            log.warning("study finished with quarantined instances", state=outcome)
         return sealed
 
     def _seal_for(
@@ -462,7 +439,7 @@ class Pipeline:
                     except InstanceRejected as exc:
                         for name, data in exc.previews.items():
                             durable_write(self.quarantine_dir / sop_uid / name, data)
-                        self.state.quarantine("instance", sop_uid, str(exc), path)
+                        self.ledger.quarantine_instance(sop_uid, str(exc), path)
                         log.warning("instance quarantined", reason=str(exc))
                         continue
                     source_path = work / f"{len(streams)}.dcm"
@@ -517,33 +494,18 @@ class Pipeline:
             staging.rename(final)
             fsync_dir(self.outbox)
             sealed_bytes = sum(f.stat().st_size for f in final.iterdir())
-            now = time.time()
-            with self.state.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO outbox(bundle_id, study_uid, dest_org, mode, state, priority, "
-                    "payload_bytes, sealed_bytes, instance_count, created_at, updated_at) "
-                    "VALUES (?,?,?,?, 'sealed', ?,?,?,?,?,?)",
-                    (
-                        bundle_id,
-                        study_uid,
-                        destination.org,
-                        destination.mode,
-                        priority_for(self.state, study_uid, destination.priority),
-                        header.manifest.payload_bytes,
-                        sealed_bytes,
-                        len(streams),
-                        now,
-                        now,
-                    ),
+            self.ledger.bundle_sealed(
+                NewBundle(
+                    bundle_id=bundle_id,
+                    study_uid=study_uid,
+                    dest_org=destination.org,
+                    mode=destination.mode,
+                    priority=priority_for(self.state, study_uid, destination.priority),
+                    payload_bytes=header.manifest.payload_bytes,
+                    sealed_bytes=sealed_bytes,
+                    instances=included,
                 )
-                conn.executemany(
-                    "INSERT INTO bundle_instances(bundle_id, dest_org, mode, sop_uid, sha256) "
-                    "VALUES (?,?,?,?,?)",
-                    [
-                        (bundle_id, destination.org, destination.mode, sop, sha)
-                        for sop, sha in included
-                    ],
-                )
+            )
             log.info(
                 "bundle sealed",
                 bundle_id=bundle_id,

@@ -6,7 +6,6 @@ import hashlib
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from pydicom.errors import InvalidDicomError
 
 from node_agent.dicom.uids import is_valid_uid
 from node_agent.files import fsync_dir
+from node_agent.ledger import Ledger
 from node_agent.state import AgentState
 
 
@@ -38,6 +38,7 @@ class Spool:
     def __init__(self, root: Path, state: AgentState) -> None:
         self.root = root
         self.state = state
+        self.ledger = Ledger(state)
         root.mkdir(parents=True, exist_ok=True)
 
     def store(self, encoded: bytes, quiet_s: float | None = None) -> Stored:
@@ -82,31 +83,15 @@ class Spool:
             return Stored(sop_uid, study_uid, Path(row["path"]), duplicate=True)
         path = study_folder(self.root, study_uid) / f"{sop_uid}.dcm"
         _durable_take(source, path)
-        now = time.time()
-        with self.state.transaction() as conn:
-            conn.execute(
-                "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, modality, "
-                "received_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET "
-                "sha256=excluded.sha256, path=excluded.path, size=excluded.size, "
-                "modality=excluded.modality, received_at=excluded.received_at",
-                (
-                    sop_uid,
-                    study_uid,
-                    str(path),
-                    digest,
-                    size,
-                    str(ds.get("Modality", "") or "") or None,
-                    now,
-                ),
-            )
-            conn.execute(
-                "INSERT INTO studies(study_uid, state, first_at, last_at, quiet_s) "
-                "VALUES (?, 'receiving', ?, ?, ?) "
-                "ON CONFLICT(study_uid) DO UPDATE SET state='receiving', last_at=excluded.last_at, "
-                "quiet_s=MAX(COALESCE(studies.quiet_s, excluded.quiet_s), "
-                "COALESCE(excluded.quiet_s, studies.quiet_s))",  # the longer; NULL: none given
-                (study_uid, now, now, quiet_s),
-            )
+        self.ledger.instance_received(
+            sop_uid=sop_uid,
+            study_uid=study_uid,
+            path=str(path),
+            sha256=digest,
+            size=size,
+            modality=str(ds.get("Modality", "") or "") or None,
+            quiet_s=quiet_s,
+        )
         return Stored(sop_uid, study_uid, path, duplicate=False)
 
 
