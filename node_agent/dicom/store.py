@@ -17,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
+    Verification,
 )
 
 from node_agent.config import InboundSection
@@ -221,7 +222,7 @@ class PacsStore:
             return self._assoc
         self.close()
         self._contexts[key] = None
-        while len({sop for sop, _ in self._contexts}) + len(self._contexts) > 120:
+        while len({sop for sop, _ in self._contexts}) + len(self._contexts) > 119:
             del self._contexts[next(iter(self._contexts))]
         ae = new_ae(self.calling_ae, self.timeout)
         for sop_class, syntax in self._contexts:
@@ -229,6 +230,9 @@ class PacsStore:
                 ae.add_requested_context(sop_class, syntax)
         for sop_class in dict.fromkeys(sop for sop, _ in self._contexts):
             ae.add_requested_context(sop_class, list(UNCOMPRESSED))
+        # every PACS accepts Verification: with it, a refused class is named (below) rather
+        # than the whole association aborted for want of any accepted context
+        ae.add_requested_context(Verification)
         assoc = open_association(ae, self.peer, self._hint)
         accepted = {(c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts}
         self._accepted = accepted

@@ -11,6 +11,7 @@ from pydicom import dcmread
 
 from node_agent import operations
 from node_agent.app import build_heartbeat
+from node_agent.backoff import schedule_retry
 from node_agent.config import Destination
 from node_agent.ledger import ARROWS, IllegalTransition, Ledger, LedgerError
 from node_agent.pipeline import InstanceRejected, Pipeline, mark_stable
@@ -109,3 +110,18 @@ def test_an_arrow_the_table_lacks_is_refused_and_nothing_is_written(agent_parts,
     with pytest.raises(operations.OperationError, match="already delivered"):
         operations.retry(state, bundle_id)
     assert ("delivered", "sealed") not in ARROWS["outbox"]
+
+
+def test_a_delivery_error_reaches_the_heartbeat_and_counts_as_waiting(agent_parts) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    config, _cf, state, *_ = agent_parts
+    ledger = Ledger(state)
+    ledger.delivery_downloading("b" * 32, "org-b/site-1")
+    reason = "the local PACS refuses SOP class 1.2.3.4 in every transfer syntax offered"
+    schedule_retry(state, "inbound", "b" * 32, reason, base=1, cap=2)
+    beat = build_heartbeat(state, config.agent.data_dir, None)
+    assert beat.inbound_waiting == 1 and beat.last_error == reason
+    ledger.delivery_stored("b" * 32, 3)
+    assert ledger.delivery_acked("b" * 32)
+    assert build_heartbeat(state, config.agent.data_dir, None).inbound_waiting == 0
+    with pytest.raises(IllegalTransition, match="acked -> stored"):
+        ledger.delivery_stored("b" * 32, 3)
