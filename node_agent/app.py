@@ -86,6 +86,7 @@ class Agent:
     policy: PolicyCache
     stop_event: threading.Event = field(default_factory=threading.Event)
     sealed: threading.Event = field(default_factory=threading.Event)  # wakes the upload loop
+    received: threading.Event = field(default_factory=threading.Event)  # a part's worth spooled
 
     def heartbeat(self) -> None:
         cached = self.policy.load()
@@ -164,15 +165,15 @@ class Agent:
             site=self.identity.site,
             dicom_port=self.config.dicom.port,
         )
-        loops = [
-            ("seal", self.config.pipeline.poll_seconds, self._seal_step),
+        loops: list[tuple[str, float, Callable[[], object], threading.Event | None]] = [
+            ("seal", self.config.pipeline.poll_seconds, self._seal_step, self.received),
             ("upload", self.config.pipeline.poll_seconds, self._upload_step, self.sealed),
-            ("heartbeat", 30.0, self.heartbeat),
-            ("policy", self.config.pipeline.policy_poll_seconds, self._refresh_policy),
-            ("renewal", 600.0, self._renew_if_due),
+            ("heartbeat", 30.0, self.heartbeat, None),
+            ("policy", self.config.pipeline.policy_poll_seconds, self._refresh_policy, None),
+            ("renewal", 600.0, self._renew_if_due, None),
         ]
         if self.config.inbound.enabled:
-            loops.append(("inbound", self.config.inbound.poll_seconds, self.inbound.run_once))
+            loops.append(("inbound", self.config.inbound.poll_seconds, self.inbound.run_once, None))
         if self.config.pacs and self.config.pacs.schedule:
             from node_agent.dicom.pull import pull_loop_step
 
@@ -181,6 +182,7 @@ class Agent:
                     "pacs-pull",
                     self.config.pacs.schedule,
                     lambda: pull_loop_step(self.config, self.state),
+                    None,
                 )
             )
         threads = [
@@ -194,6 +196,7 @@ class Agent:
                 self.stop_event.wait(0.5)
         finally:
             self.sealed.set()  # an upload loop waiting for work sees the stop at once
+            self.received.set()
             server.shutdown()
             for thread in threads:
                 thread.join(timeout=10)
@@ -217,12 +220,20 @@ def build_agent(config: AgentConfig) -> Agent:
         make_deidentifier(config),
     )
     store = make_store(config.inbound, config.received_folder, config.dicom.ae_title)
+    received = threading.Event()
+    spool = Spool(
+        config.agent.data_dir / "spool",
+        state,
+        wake=received,
+        wake_bytes=int(config.pipeline.part_mib * 1024 * 1024),
+    )
     return Agent(
         config=config,
         state=state,
         identity=identity,
         client=client,
-        spool=Spool(config.agent.data_dir / "spool", state),
+        spool=spool,
+        received=received,
         pipeline=pipeline,
         uploader=Uploader(config, state, identity, client),
         policy=policy_cache,

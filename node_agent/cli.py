@@ -130,6 +130,18 @@ def status(config: ConfigOpt) -> None:
                 r["last_error"] or "",
             )
         Console().print(outbox)
+    with state.connect() as conn:
+        deliveries = conn.execute(
+            "SELECT bundle_id, sender, state, attempts, last_error FROM inbound "
+            "WHERE state != 'acked' ORDER BY updated_at DESC LIMIT 20"
+        ).fetchall()
+    if deliveries:
+        inbound = Table("inbound delivery", "from", "state", "attempts", "last error")
+        for r in deliveries:
+            inbound.add_row(
+                r["bundle_id"], r["sender"], r["state"], str(r["attempts"]), r["last_error"] or ""
+            )
+        Console().print(inbound)
 
 
 @app.command()
@@ -298,10 +310,17 @@ def queue(
     config: ConfigOpt,
     all_bundles: Annotated[bool, typer.Option("--all", help="Include delivered bundles")] = False,
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per bundle, every column (scripts)")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON array instead of the table: an object per bundle with every "
+            "outbox column (for scripts)",
+        ),
     ] = False,
 ) -> None:
-    """Outbox bundles in priority order, with attempts and the last error."""
+    """Print the outbox: one table row per bundle not yet delivered (all of them with --all),
+    most urgent first, with destination, mode, state, priority, instances, sealed bytes,
+    attempts, next attempt and last error."""
     from node_agent import operations
 
     rows = operations.queue(_state(config), include_done=all_bundles)

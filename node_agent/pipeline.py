@@ -266,6 +266,21 @@ def _pending_instances(
     ]
 
 
+def full_parts(pending: list[PendingInstance], part_bytes: int) -> list[list[PendingInstance]]:
+    """`pending` in arrival order cut into parts whose bytes reach `part_bytes`; the rest (less
+    than a part) is left out."""
+    parts: list[list[PendingInstance]] = []
+    current: list[PendingInstance] = []
+    size = 0
+    for instance in pending:
+        current.append(instance)
+        size += instance.size
+        if size >= part_bytes:
+            parts.append(current)
+            current, size = [], 0
+    return parts
+
+
 def identified_bytes(path: Path, _destination: Destination) -> bytes:
     return path.read_bytes()
 
@@ -335,8 +350,11 @@ class Pipeline:
         return sealed
 
     def process_growing(self) -> int:
-        """Seal a part of every study still arriving that has `pipeline.part_mib` or more
-        waiting for a destination; returns bundles sealed.
+        """Seal parts of `pipeline.part_mib` of every study still arriving; returns bundles
+        sealed. The instances waiting for a destination are cut, in arrival order, into parts
+        that each reach `part_mib` (the instance that reaches it is the last of its part); the
+        rest, less than a part, waits for more instances or the quiet period. So a 100 MiB
+        study with part_mib 64 goes out as ~64 + ~36 MiB however fast it arrived.
 
         The upload of a large study then overlaps its receive, and the quiet period only
         delays the last part. Each part is an ordinary bundle of the instances not yet sealed
@@ -361,9 +379,9 @@ class Pipeline:
                     pending = _pending_instances(
                         self.state, study_uid, destination.org, destination.mode
                     )
-                    waiting = sum(instance.size for instance in pending)
-                    if waiting >= part_bytes and self._seal_for(study_uid, destination, pending):
-                        sealed += 1
+                    for part in full_parts(pending, part_bytes):
+                        if self._seal_for(study_uid, destination, part):
+                            sealed += 1
             except (NoRecipients, NoPolicy, PayloadError) as exc:
                 log.debug("part not sealed yet; the whole study waits its turn", reason=str(exc))
         return sealed

@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +36,35 @@ def study_folder(spool_dir: Path, study_uid: str) -> Path:
 
 
 class Spool:
-    def __init__(self, root: Path, state: AgentState) -> None:
+    """`wake` (if given) is set each time `wake_bytes` more have been spooled: the seal loop
+    then cuts a part (`[pipeline] part_mib`) at once rather than at its next poll."""
+
+    def __init__(
+        self,
+        root: Path,
+        state: AgentState,
+        *,
+        wake: threading.Event | None = None,
+        wake_bytes: int = 0,
+    ) -> None:
         self.root = root
         self.state = state
         self.ledger = Ledger(state)
+        self.wake = wake
+        self.wake_bytes = wake_bytes
+        self._since_wake = 0
+        self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
+
+    def _count(self, size: int) -> None:
+        if self.wake is None or self.wake_bytes <= 0:
+            return
+        with self._lock:
+            self._since_wake += size
+            if self._since_wake < self.wake_bytes:
+                return
+            self._since_wake = 0
+        self.wake.set()
 
     def store(self, encoded: bytes, quiet_s: float | None = None) -> Stored:
         """Store one Part 10 encoded instance durably and record it; idempotent by UID + hash."""
@@ -92,6 +117,7 @@ class Spool:
             modality=str(ds.get("Modality", "") or "") or None,
             quiet_s=quiet_s,
         )
+        self._count(size)
         return Stored(sop_uid, study_uid, path, duplicate=False)
 
 

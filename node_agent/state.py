@@ -218,7 +218,12 @@ class AgentState:
     def counts(self) -> dict[str, int]:
         with self.connect() as conn:
             out: dict[str, int] = {}
-            for table, column in (("studies", "state"), ("outbox", "state"), ("inbound", "state")):
+            for table, column in (
+                ("studies", "state"),
+                ("instances", "state"),
+                ("outbox", "state"),
+                ("inbound", "state"),
+            ):
                 for row in conn.execute(f"SELECT {column}, COUNT(*) FROM {table} GROUP BY 1"):  # noqa: S608
                     out[f"{table}.{row[0]}"] = row[1]
             out["quarantine"] = conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
