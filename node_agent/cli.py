@@ -1,4 +1,4 @@
-"""`hexchange-agent`: enroll, run, status."""
+"""`hexchange-agent`: enroll, run, status, queue, quarantine, synth-study."""
 
 from __future__ import annotations
 
@@ -427,6 +427,28 @@ def quarantine_discard(
         raise typer.Exit(1)
     kind = _operate(operations.discard, config, item_id)
     err.print(f"{kind} {item_id} discarded")
+
+
+@app.command("synth-study")
+def synth_study(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the .dcm files to")],
+    instances: Annotated[int, typer.Option(min=1, max=10000, help="Images in the series")] = 5,
+    modality: Annotated[str, typer.Option(help="CT or MR")] = "CT",
+    rows: Annotated[int, typer.Option(min=1, max=4096, help="Rows of each image")] = 256,
+    columns: Annotated[int, typer.Option(min=1, max=4096, help="Columns of each image")] = 256,
+) -> None:
+    """Write a synthetic study (fake patient SYNTHETIC^PATIENT, new UIDs, a pixel pattern) to
+    try the agent with; prints the Study Instance UID and the number of files."""
+    from node_agent.synthetic import write_synthetic_study
+
+    try:
+        made = write_synthetic_study(
+            out, instances=instances, modality=modality.upper(), rows=rows, columns=columns
+        )
+    except (ValueError, OSError) as exc:
+        err.print(f"[red]cannot write the study:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    print(f"{len(made.files)} instances of study {made.study_uid} in {out}")
 
 
 def main() -> None:
