@@ -44,7 +44,8 @@ log = structlog.get_logger("hexchange.agent.pipeline")
 
 RecipientLookup = Callable[[str], list[RecipientKey]]
 DestinationLookup = Callable[[set[str]], list[Destination]]
-Transform = Callable[[Path, Destination], bytes]
+# de-identify the spool file (1st) for the destination into the new file (3rd), streamed
+Transform = Callable[[Path, Destination, Path], None]
 
 
 class LazyFile(io.RawIOBase):
@@ -281,8 +282,9 @@ def full_parts(pending: list[PendingInstance], part_bytes: int) -> list[list[Pen
     return parts
 
 
-def identified_bytes(path: Path, _destination: Destination) -> bytes:
-    return path.read_bytes()
+def identified_bytes(path: Path, _destination: Destination, target: Path) -> None:
+    """The identified "transform": never called (the spool file itself is the member)."""
+    raise AssertionError("identified members are read from the spool as they are")
 
 
 class Pipeline:
@@ -452,16 +454,17 @@ class Pipeline:
                 if transform is identified_bytes:
                     known[instance_name(len(streams))] = sha
                 else:
+                    target = work / f"{len(streams)}.dcm"
                     try:
-                        data = transform(source_path, destination)
+                        transform(source_path, destination, target)
                     except InstanceRejected as exc:
+                        target.unlink(missing_ok=True)
                         for name, data in exc.previews.items():
                             durable_write(self.quarantine_dir / sop_uid / name, data)
                         self.ledger.quarantine_instance(sop_uid, str(exc), path)
                         log.warning("instance quarantined", reason=str(exc))
                         continue
-                    source_path = work / f"{len(streams)}.dcm"
-                    source_path.write_bytes(data)
+                    source_path = target
                     modality = None
                 if modality is None:  # de-identified, or received before modality was kept
                     modality = dcmread(

@@ -19,10 +19,10 @@ from tests.node_agent.test_pipeline_queue import _store_study, agent_parts  # no
 
 
 def _rejecting(bad: set[str]):  # type: ignore[no-untyped-def]
-    def transform(path: Path, _d: Destination) -> bytes:
+    def transform(path: Path, _d: Destination, target: Path) -> None:
         if str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) in bad:
             raise InstanceRejected("de-identification verification failed: burned-in text")
-        return path.read_bytes()
+        target.write_bytes(path.read_bytes())
 
     return transform
 

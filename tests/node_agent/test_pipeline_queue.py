@@ -241,10 +241,10 @@ def test_rejected_instance_is_quarantined_then_released(agent_parts, tmp_path) -
     bad = study.sop_instance_uids[0]
     allow = {"now": False}
 
-    def transform(path: Path, _d: Destination) -> bytes:
+    def transform(path: Path, _d: Destination, target: Path) -> None:
         if dcmread(path).SOPInstanceUID == bad and not allow["now"]:
             raise InstanceRejected("de-identification verification failed: X PatientName")
-        return path.read_bytes()
+        target.write_bytes(path.read_bytes())
 
     pipeline = Pipeline(
         config,
@@ -373,7 +373,7 @@ def test_identified_and_deidentified_rules_to_one_org_both_send(agent_parts, tmp
         identity,
         lambda org: keys,
         lambda mods: [Destination(org="org-b"), Destination(org="org-b", mode="deidentified")],
-        lambda path, _d: path.read_bytes(),
+        lambda path, _d, target: target.write_bytes(path.read_bytes()) and None,
     )
     mark_stable(state, 0.0)
     assert pipeline.process_stable() == 2
