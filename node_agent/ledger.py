@@ -118,6 +118,19 @@ class IllegalTransition(LedgerError):
 
 
 @dataclass(frozen=True)
+class Received:
+    """An instance durable in the spool, to be recorded."""
+
+    sop_uid: str
+    study_uid: str
+    path: str
+    sha256: str
+    size: int
+    modality: str | None
+    quiet_s: float | None
+
+
+@dataclass(frozen=True)
 class NewBundle:
     bundle_id: str
     study_uid: str
@@ -174,35 +187,29 @@ class Ledger:
 
     # -- studies and instances ------------------------------------------------------------
 
-    def instance_received(
-        self,
-        *,
-        sop_uid: str,
-        study_uid: str,
-        path: str,
-        sha256: str,
-        size: int,
-        modality: str | None,
-        quiet_s: float | None,
-    ) -> None:
-        """A durable spool file: its instance row (spooled), its study receiving again."""
+    def instances_received(self, received: list[Received]) -> None:
+        """Durable spool files: their instance rows (spooled), their studies receiving again;
+        one transaction for all of them (the spool's group commit)."""
         now = time.time()
         with self.state.transaction() as conn:
-            conn.execute(
-                "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, modality, "
-                "received_at, state) VALUES (?,?,?,?,?,?,?, 'spooled') ON CONFLICT(sop_uid) "
-                "DO UPDATE SET sha256=excluded.sha256, path=excluded.path, size=excluded.size, "
-                "modality=excluded.modality, received_at=excluded.received_at, state='spooled'",
-                (sop_uid, study_uid, path, sha256, size, modality, now),
-            )
-            conn.execute(
-                "INSERT INTO studies(study_uid, state, first_at, last_at, quiet_s) "
-                "VALUES (?, 'receiving', ?, ?, ?) "
-                "ON CONFLICT(study_uid) DO UPDATE SET state='receiving', last_at=excluded.last_at, "
-                "quiet_s=MAX(COALESCE(studies.quiet_s, excluded.quiet_s), "
-                "COALESCE(excluded.quiet_s, studies.quiet_s))",  # the longer; NULL: none given
-                (study_uid, now, now, quiet_s),
-            )
+            for r in received:
+                conn.execute(
+                    "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, modality, "
+                    "received_at, state) VALUES (?,?,?,?,?,?,?, 'spooled') "
+                    "ON CONFLICT(sop_uid) DO UPDATE SET sha256=excluded.sha256, "
+                    "path=excluded.path, size=excluded.size, modality=excluded.modality, "
+                    "received_at=excluded.received_at, state='spooled'",
+                    (r.sop_uid, r.study_uid, r.path, r.sha256, r.size, r.modality, now),
+                )
+                conn.execute(
+                    "INSERT INTO studies(study_uid, state, first_at, last_at, quiet_s) "
+                    "VALUES (?, 'receiving', ?, ?, ?) "
+                    "ON CONFLICT(study_uid) DO UPDATE SET state='receiving', "
+                    "last_at=excluded.last_at, "
+                    "quiet_s=MAX(COALESCE(studies.quiet_s, excluded.quiet_s), "
+                    "COALESCE(excluded.quiet_s, studies.quiet_s))",  # the longer; NULL: none
+                    (r.study_uid, now, now, r.quiet_s),
+                )
 
     def mark_stable(self, quiet_period: float, now: float) -> list[str]:
         """receiving -> stable for studies quiet for their period (`quiet_s`, else the given)."""

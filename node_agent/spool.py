@@ -15,7 +15,8 @@ from pydicom.errors import InvalidDicomError
 
 from node_agent.dicom.uids import is_valid_uid
 from node_agent.files import fsync_dir
-from node_agent.ledger import Ledger
+from node_agent.group_commit import GroupCommit
+from node_agent.ledger import Ledger, Received
 from node_agent.state import AgentState
 
 
@@ -50,6 +51,7 @@ class Spool:
         self.root = root
         self.state = state
         self.ledger = Ledger(state)
+        self._commits: GroupCommit[Received] = GroupCommit(self.ledger.instances_received)
         self.wake = wake
         self.wake_bytes = wake_bytes
         self._since_wake = 0
@@ -108,14 +110,17 @@ class Spool:
             return Stored(sop_uid, study_uid, Path(row["path"]), duplicate=True)
         path = study_folder(self.root, study_uid) / f"{sop_uid}.dcm"
         _durable_take(source, path)
-        self.ledger.instance_received(
-            sop_uid=sop_uid,
-            study_uid=study_uid,
-            path=str(path),
-            sha256=digest,
-            size=size,
-            modality=str(ds.get("Modality", "") or "") or None,
-            quiet_s=quiet_s,
+        # returns once the row is committed (with those of other associations' instances)
+        self._commits.submit(
+            Received(
+                sop_uid=sop_uid,
+                study_uid=study_uid,
+                path=str(path),
+                sha256=digest,
+                size=size,
+                modality=str(ds.get("Modality", "") or "") or None,
+                quiet_s=quiet_s,
+            )
         )
         self._count(size)
         return Stored(sop_uid, study_uid, path, duplicate=False)
@@ -132,8 +137,27 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 
 
 def _durable_take(source: Path, target: Path) -> None:
-    """Rename `source` onto `target` (same filesystem), else copy it; fsync file and folder."""
+    """Rename `source` onto `target` (same filesystem), else copy it; fsync file and folder.
+
+    A new instance is renamed to its name first and fsynced there, then its folder: the
+    instance counts only once its row is committed (after this returns), so a crash before
+    that leaves a file no row points at, which the sender's resend overwrites. Renaming first
+    lets one journal commit cover the data and the name (ext4, xfs: the folder's fsync then
+    finds nothing left to write), one disk flush less per instance. An instance that replaces
+    a file already there is staged, fsynced, then renamed over it, so the old content stays
+    whole until the new one is durable.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        try:
+            os.replace(source, target)
+        except OSError:
+            pass  # another filesystem: staged below
+        else:
+            with open(target, "rb") as handle:
+                os.fsync(handle.fileno())
+            fsync_dir(target.parent)
+            return
     staged = target.with_name(f".{target.name}.part")
     try:
         os.replace(source, staged)
