@@ -42,7 +42,8 @@ def _instances(folder: Path, count: int, kib: int) -> list[bytes]:
     return [p.read_bytes() for p in made.files]
 
 
-def _run(work: Path, data: list[bytes], threads: int) -> float:
+def _run(work: Path, data: list[bytes], threads: int) -> tuple[float, int | None]:
+    """Seconds to spool `data` from `threads` threads, and the database commits it took."""
     state = AgentState(work / "state.db")
     spool = Spool(work / "spool", state)
     incoming = work / "spool" / ".incoming"
@@ -59,13 +60,18 @@ def _run(work: Path, data: list[bytes], threads: int) -> float:
     started = time.perf_counter()
     if threads == 1:  # on this thread, so that --profile sees it
         receive(shares[0])
-        return time.perf_counter() - started
+        return time.perf_counter() - started, _batches(spool)
     workers = [threading.Thread(target=receive, args=(s,)) for s in shares]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _batches(spool)
+
+
+def _batches(spool: Spool) -> int | None:
+    group = getattr(spool, "_commits", None)  # None: a spool without group commit
+    return getattr(group, "batches", None)
 
 
 def main() -> int:
@@ -83,17 +89,18 @@ def main() -> int:
         data = _instances(root / "source", args.instances, args.kib)
         total_mb = sum(len(d) for d in data) / 1e6
         for threads in args.threads:
-            seconds = _run(root / f"t{threads}", data, threads)
+            seconds, batches = _run(root / f"t{threads}", data, threads)
+            commits = f", {batches} commits" if batches is not None else ""
             lines.append(
                 f"- {threads} thread(s): {len(data)} instances, {total_mb:.0f} MB in "
                 f"{seconds:.2f} s = {len(data) / seconds:.0f} instances/s, "
-                f"{total_mb / seconds:.0f} MB/s"
+                f"{total_mb / seconds:.0f} MB/s{commits}"
             )
             print(lines[-1])
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            _run(root / "profiled", data, 1)
+            _run(root / "profiled", data, 1)  # the numbers: cProfile's own overhead included
             profiler.disable()
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(14)
