@@ -137,27 +137,8 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 
 
 def _durable_take(source: Path, target: Path) -> None:
-    """Rename `source` onto `target` (same filesystem), else copy it; fsync file and folder.
-
-    A new instance is renamed to its name first and fsynced there, then its folder: the
-    instance counts only once its row is committed (after this returns), so a crash before
-    that leaves a file no row points at, which the sender's resend overwrites. Renaming first
-    lets one journal commit cover the data and the name (ext4, xfs: the folder's fsync then
-    finds nothing left to write), one disk flush less per instance. An instance that replaces
-    a file already there is staged, fsynced, then renamed over it, so the old content stays
-    whole until the new one is durable.
-    """
+    """Rename `source` onto `target` (same filesystem), else copy it; fsync file and folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        try:
-            os.replace(source, target)
-        except OSError:
-            pass  # another filesystem: staged below
-        else:
-            with open(target, "rb") as handle:
-                os.fsync(handle.fileno())
-            fsync_dir(target.parent)
-            return
     staged = target.with_name(f".{target.name}.part")
     try:
         os.replace(source, staged)
