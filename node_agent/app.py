@@ -140,11 +140,7 @@ class Agent:
         """Seal parts of studies still arriving, then the studies that became stable; wake the
         upload loop for what was sealed (it runs on its own thread, so a large study's upload
         overlaps its receive and the sealing of its next part)."""
-        from node_agent.pipeline import mark_stable
-
-        sealed = self.pipeline.process_growing()
-        mark_stable(self.state, self.config.pipeline.quiet_period_seconds)
-        sealed += self.pipeline.process_stable()
+        sealed = sum(stage() for _name, stage in self.pipeline.stages())
         if sealed:
             self.sealed.set()
 

@@ -337,6 +337,19 @@ class Pipeline:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
         return removed
 
+    def stages(self) -> list[tuple[str, Callable[[], int]]]:
+        """One pass of the seal loop, in order; each returns the bundles it sealed. The study
+        arrows they take are node_agent/ledger.py's."""
+        return [
+            ("seal parts of studies still arriving", self.process_growing),
+            ("studies quiet for their period become stable", self._mark_stable),
+            ("seal stable studies for every destination", self.process_stable),
+        ]
+
+    def _mark_stable(self) -> int:
+        mark_stable(self.state, self.config.pipeline.quiet_period_seconds)
+        return 0
+
     def process_stable(self, now: float | None = None) -> int:
         """Seal every stable study whose retry time has come; returns bundles sealed."""
         now = time.time() if now is None else now
