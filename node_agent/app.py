@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -16,6 +17,7 @@ from node_agent.dicom.store import make_store
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity, load_identity
 from node_agent.inbound import Inbound
+from node_agent.ledger import Ledger
 from node_agent.pipeline import Pipeline
 from node_agent.policy import PolicyCache
 from node_agent.recipients import RecipientDirectory
@@ -27,6 +29,48 @@ from wire.api import Heartbeat, one_line
 log = structlog.get_logger("hexchange.agent")
 
 AGENT_VERSION = "0.1.0"
+
+
+def build_heartbeat(state: AgentState, data_dir: Path, policy_version: int | None) -> Heartbeat:
+    """What the hub's admin view shows about this agent, read from the queue.
+
+    `held_studies`: no sharing rule matches them. `partial_studies`: studies that went out
+    without some of their instances, or not at all, because those are quarantined (ledger
+    states `partial` and `quarantined`). `inbound_waiting`: deliveries not yet stored and
+    acknowledged (downloading, stored awaiting the ack, or failed awaiting an operator).
+    `last_error`: the latest error of an outbox bundle or an inbound delivery.
+    """
+    with state.connect() as conn:
+        pending = conn.execute(
+            "SELECT COUNT(*), MIN(created_at), COALESCE(SUM(sealed_bytes), 0) FROM outbox "
+            "WHERE state IN ('sealed', 'uploading')"
+        ).fetchone()
+        last_error = conn.execute(
+            "SELECT last_error FROM (SELECT last_error, updated_at FROM outbox "
+            "UNION ALL SELECT last_error, updated_at FROM inbound) "
+            "WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1"
+        ).fetchone()
+        studies = dict(conn.execute("SELECT state, COUNT(*) FROM studies GROUP BY state"))
+        quarantined = conn.execute(
+            "SELECT COUNT(*) FROM instances WHERE state = 'quarantined'"
+        ).fetchone()[0]
+        inbound_waiting = conn.execute(
+            "SELECT COUNT(*) FROM inbound WHERE state IN ('downloading', 'stored', 'failed')"
+        ).fetchone()[0]
+    oldest = time.time() - pending[1] if pending[1] else None
+    return Heartbeat(
+        agent_version=AGENT_VERSION,
+        queue_depth=pending[0],
+        oldest_item_age_s=oldest,
+        bytes_pending=pending[2],
+        disk_free_bytes=shutil.disk_usage(data_dir).free,
+        last_error=one_line(last_error[0], 2000) if last_error else None,
+        policy_version=policy_version,
+        held_studies=studies.get("held", 0),
+        partial_studies=studies.get("partial", 0) + studies.get("quarantined", 0),
+        quarantined_instances=quarantined,
+        inbound_waiting=inbound_waiting,
+    )
 
 
 @dataclass
@@ -42,26 +86,12 @@ class Agent:
     policy: PolicyCache
     stop_event: threading.Event = field(default_factory=threading.Event)
     sealed: threading.Event = field(default_factory=threading.Event)  # wakes the upload loop
+    received: threading.Event = field(default_factory=threading.Event)  # a part's worth spooled
 
     def heartbeat(self) -> None:
-        with self.state.connect() as conn:
-            pending = conn.execute(
-                "SELECT COUNT(*), MIN(created_at), COALESCE(SUM(sealed_bytes), 0) FROM outbox "
-                "WHERE state IN ('sealed', 'uploading')"
-            ).fetchone()
-            last_error = conn.execute(
-                "SELECT last_error FROM outbox WHERE last_error IS NOT NULL "
-                "ORDER BY updated_at DESC LIMIT 1"
-            ).fetchone()
-        oldest = time.time() - pending[1] if pending[1] else None
-        beat = Heartbeat(
-            agent_version=AGENT_VERSION,
-            queue_depth=pending[0],
-            oldest_item_age_s=oldest,
-            bytes_pending=pending[2],
-            disk_free_bytes=shutil.disk_usage(self.config.agent.data_dir).free,
-            last_error=one_line(last_error[0], 2000) if last_error else None,
-            policy_version=cached.version if (cached := self.policy.load()) else None,
+        cached = self.policy.load()
+        beat = build_heartbeat(
+            self.state, self.config.agent.data_dir, cached.version if cached else None
         )
         self.client.heartbeat(beat)
 
@@ -104,21 +134,13 @@ class Agent:
         after = self.policy.refresh(self.client)
         if before is None or before.version != after.version:
             # a new policy may now send what the old one held back
-            with self.state.transaction() as conn:
-                conn.execute(
-                    "UPDATE studies SET state = 'stable', next_attempt_at = 0, last_error = NULL "
-                    "WHERE state = 'held'"
-                )
+            Ledger(self.state).release_held()
 
     def _seal_step(self) -> None:
         """Seal parts of studies still arriving, then the studies that became stable; wake the
         upload loop for what was sealed (it runs on its own thread, so a large study's upload
         overlaps its receive and the sealing of its next part)."""
-        from node_agent.pipeline import mark_stable
-
-        sealed = self.pipeline.process_growing()
-        mark_stable(self.state, self.config.pipeline.quiet_period_seconds)
-        sealed += self.pipeline.process_stable()
+        sealed = sum(stage() for _name, stage in self.pipeline.stages())
         if sealed:
             self.sealed.set()
 
@@ -139,15 +161,15 @@ class Agent:
             site=self.identity.site,
             dicom_port=self.config.dicom.port,
         )
-        loops = [
-            ("seal", self.config.pipeline.poll_seconds, self._seal_step),
+        loops: list[tuple[str, float, Callable[[], object], threading.Event | None]] = [
+            ("seal", self.config.pipeline.poll_seconds, self._seal_step, self.received),
             ("upload", self.config.pipeline.poll_seconds, self._upload_step, self.sealed),
-            ("heartbeat", 30.0, self.heartbeat),
-            ("policy", self.config.pipeline.policy_poll_seconds, self._refresh_policy),
-            ("renewal", 600.0, self._renew_if_due),
+            ("heartbeat", 30.0, self.heartbeat, None),
+            ("policy", self.config.pipeline.policy_poll_seconds, self._refresh_policy, None),
+            ("renewal", 600.0, self._renew_if_due, None),
         ]
         if self.config.inbound.enabled:
-            loops.append(("inbound", self.config.inbound.poll_seconds, self.inbound.run_once))
+            loops.append(("inbound", self.config.inbound.poll_seconds, self.inbound.run_once, None))
         if self.config.pacs and self.config.pacs.schedule:
             from node_agent.dicom.pull import pull_loop_step
 
@@ -156,6 +178,7 @@ class Agent:
                     "pacs-pull",
                     self.config.pacs.schedule,
                     lambda: pull_loop_step(self.config, self.state),
+                    None,
                 )
             )
         threads = [
@@ -169,6 +192,7 @@ class Agent:
                 self.stop_event.wait(0.5)
         finally:
             self.sealed.set()  # an upload loop waiting for work sees the stop at once
+            self.received.set()
             server.shutdown()
             for thread in threads:
                 thread.join(timeout=10)
@@ -192,12 +216,20 @@ def build_agent(config: AgentConfig) -> Agent:
         make_deidentifier(config),
     )
     store = make_store(config.inbound, config.received_folder, config.dicom.ae_title)
+    received = threading.Event()
+    spool = Spool(
+        config.agent.data_dir / "spool",
+        state,
+        wake=received,
+        wake_bytes=int(config.pipeline.part_mib * 1024 * 1024),
+    )
     return Agent(
         config=config,
         state=state,
         identity=identity,
         client=client,
-        spool=Spool(config.agent.data_dir / "spool", state),
+        spool=spool,
+        received=received,
         pipeline=pipeline,
         uploader=Uploader(config, state, identity, client),
         policy=policy_cache,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-import time
 
+from node_agent.ledger import Ledger
 from node_agent.state import AgentState
 
 
@@ -37,16 +37,10 @@ def schedule_retry(
     """
     if table not in _RETRY_TABLES:
         raise ValueError(f"no retry schedule for table {table!r}")
-    with state.transaction() as conn:
-        row = conn.execute(
-            f"SELECT attempts FROM {table} WHERE bundle_id = ?",  # noqa: S608 (fixed names)
-            (bundle_id,),
-        ).fetchone()
-        attempts = 1 if progressed else (row["attempts"] if row else 0) + 1
-        delay = next_delay(attempts, base=base, cap=cap)
-        conn.execute(
-            f"UPDATE {table} SET attempts = ?, next_attempt_at = ?, last_error = ?, "  # noqa: S608
-            "updated_at = ? WHERE bundle_id = ?",
-            (attempts, time.time() + delay, reason, time.time(), bundle_id),
-        )
-    return delay
+    return Ledger(state).retry_later(
+        table,
+        bundle_id,
+        reason,
+        lambda attempts: next_delay(attempts, base=base, cap=cap),
+        progressed,
+    )

@@ -1,4 +1,4 @@
-"""`hexchange-agent`: enroll, run, status."""
+"""`hexchange-agent`: enroll, run, status, queue, quarantine, synth-study."""
 
 from __future__ import annotations
 
@@ -130,6 +130,18 @@ def status(config: ConfigOpt) -> None:
                 r["last_error"] or "",
             )
         Console().print(outbox)
+    with state.connect() as conn:
+        deliveries = conn.execute(
+            "SELECT bundle_id, sender, state, attempts, last_error FROM inbound "
+            "WHERE state != 'acked' ORDER BY updated_at DESC LIMIT 20"
+        ).fetchall()
+    if deliveries:
+        inbound = Table("inbound delivery", "from", "state", "attempts", "last error")
+        for r in deliveries:
+            inbound.add_row(
+                r["bundle_id"], r["sender"], r["state"], str(r["attempts"]), r["last_error"] or ""
+            )
+        Console().print(inbound)
 
 
 @app.command()
@@ -298,10 +310,17 @@ def queue(
     config: ConfigOpt,
     all_bundles: Annotated[bool, typer.Option("--all", help="Include delivered bundles")] = False,
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per bundle, every column (scripts)")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON array instead of the table: an object per bundle with every "
+            "outbox column (for scripts)",
+        ),
     ] = False,
 ) -> None:
-    """Outbox bundles in priority order, with attempts and the last error."""
+    """Print the outbox: one table row per bundle not yet delivered (all of them with --all),
+    most urgent first, with destination, mode, state, priority, instances, sealed bytes,
+    attempts, next attempt and last error."""
     from node_agent import operations
 
     rows = operations.queue(_state(config), include_done=all_bundles)
@@ -408,6 +427,28 @@ def quarantine_discard(
         raise typer.Exit(1)
     kind = _operate(operations.discard, config, item_id)
     err.print(f"{kind} {item_id} discarded")
+
+
+@app.command("synth-study")
+def synth_study(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the .dcm files to")],
+    instances: Annotated[int, typer.Option(min=1, max=10000, help="Images in the series")] = 5,
+    modality: Annotated[str, typer.Option(help="CT or MR")] = "CT",
+    rows: Annotated[int, typer.Option(min=1, max=4096, help="Rows of each image")] = 256,
+    columns: Annotated[int, typer.Option(min=1, max=4096, help="Columns of each image")] = 256,
+) -> None:
+    """Write a synthetic study (fake patient SYNTHETIC^PATIENT, new UIDs, a pixel pattern) to
+    try the agent with; prints the Study Instance UID and the number of files."""
+    from node_agent.synthetic import write_synthetic_study
+
+    try:
+        made = write_synthetic_study(
+            out, instances=instances, modality=modality.upper(), rows=rows, columns=columns
+        )
+    except (ValueError, OSError) as exc:
+        err.print(f"[red]cannot write the study:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    print(f"{len(made.files)} instances of study {made.study_uid} in {out}")
 
 
 def main() -> None:

@@ -74,9 +74,10 @@ class PipelineSection(_Model):
     part_mib: float = Field(
         default=64.0,
         ge=0,
-        description="Seal and send a study that is still arriving in parts of about this many "
-        "MiB, so the upload overlaps the receive; the rest goes after the quiet period. 0: "
-        "send only whole studies, after the quiet period",
+        description="Seal and send a study that is still arriving in parts of this many MiB "
+        "(a part ends with the instance that reaches the size; it is sealed as soon as that "
+        "instance is spooled), so the upload overlaps the receive; the rest, less than a "
+        "part, goes after the quiet period. 0: send only whole studies, after the quiet period",
     )
     poll_seconds: float = Field(default=1.0, gt=0)
     policy_poll_seconds: float = Field(default=60.0, gt=0, description="Policy refresh period")

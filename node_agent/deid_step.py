@@ -2,18 +2,27 @@
 
 An instance whose verification finds anything is rejected (quarantined by the pipeline) and
 never sealed. Findings name attributes, never values.
+
+File to file, like `hexchange-deid` (deidentify/cli.py, its pydicom path with Clean Pixel
+Data): the spool file is read with Pixel Data left on disk (`DEFER_SIZE`), the header is
+de-identified and verified, and the output is written by `write_streamed`, which copies Pixel
+Data from the spool file to the output file by the kernel, never through memory. The output
+bytes are those of `hexchange-deid IN OUT --option clean-pixel-data` for the same input and
+key. Pixel Data is decoded only when the pixel policy must look at the pixels (region rules
+or OCR for the instance); then `deidentify.pixels.scrub` holds the decoded frames.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from deidentify.cli import DEFER_SIZE, incomplete, write_streamed
 from deidentify.engine import PseudonymKeys, apply
 from deidentify.pixels import OcrBackend, PixelPolicy, TesseractBackend, scrub
 from deidentify.profile import Option, Profile
@@ -43,13 +52,28 @@ class PixelStage:
 
 
 def deidentify_file(
-    path: Path, profile: Profile, keys: PseudonymKeys, pixels: PixelStage | None = None
-) -> bytes:
+    path: Path,
+    target: Path,
+    profile: Profile,
+    keys: PseudonymKeys,
+    pixels: PixelStage | None = None,
+) -> None:
+    """De-identify the instance at `path` into the new file `target`, or raise
+    InstanceRejected (nothing usable is left at `target` then)."""
     try:
-        original = dcmread(path)
-    except (InvalidDicomError, EOFError, ValueError) as exc:
+        original = dcmread(path, defer_size=DEFER_SIZE)
+        syntax = original.file_meta.get("TransferSyntaxUID")
+        # `incomplete` misreads encapsulated Pixel Data (undefined length) as truncated; for
+        # those the decoder and the writer find a truncated file instead
+        encapsulated = syntax is not None and syntax.is_encapsulated
+        problem = "" if encapsulated else incomplete(original, path.stat().st_size)
+    except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         raise InstanceRejected(f"unreadable DICOM ({type(exc).__name__})") from exc
-    source = original
+    except Exception as exc:  # a truncated or corrupt file raises many kinds of errors
+        raise InstanceRejected(f"unparseable DICOM ({type(exc).__name__})") from exc
+    if problem:
+        raise InstanceRejected(problem)
+    source: Dataset = original
     if pixels is not None and "PixelData" in original:
         scrubbed = scrub(original, pixels.policy, pixels.ocr)
         if scrubbed.quarantined or scrubbed.dataset is None:
@@ -66,12 +90,11 @@ def deidentify_file(
     if findings:
         summary = "; ".join(f"{f.code} {f.keyword or f.tag} at {f.path}" for f in findings[:10])
         raise InstanceRejected(f"de-identification verification failed: {summary}")
-    out = io.BytesIO()
-    result.dataset.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+    if not write_streamed(result.dataset, target, path):  # e.g. pixels changed by the scrub
+        result.dataset.save_as(target, enforce_file_format=True)
 
 
-def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination], bytes]:
+def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination, Path], None]:
     """The policy rule's options win; the site's [deidentify] options are the default.
 
     Every de-identified instance also goes through the pixel stage (Clean Pixel Data): its
@@ -84,7 +107,7 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination], byte
         pixel_policy = pixel_policy.with_site_rules(config.deidentify.pixel_rules_file.read_bytes())
     pixels = PixelStage(pixel_policy, TesseractBackend())
 
-    def transform(path: Path, destination: Destination) -> bytes:
+    def transform(path: Path, destination: Destination, target: Path) -> None:
         if not keys:
             try:
                 keys.append(load_keys(config.deidentify.key_file))
@@ -101,6 +124,6 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination], byte
                 f"policy names an unknown de-identification option: {exc}"
             ) from exc
         profile = Profile(profile.options | {Option.CLEAN_PIXEL_DATA})
-        return deidentify_file(path, profile, keys[0], pixels)
+        deidentify_file(path, target, profile, keys[0], pixels)
 
     return transform

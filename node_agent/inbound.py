@@ -19,6 +19,7 @@ from node_agent.dicom.store import InstanceInvalid, InstanceStore, StoreError
 from node_agent.files import durable_write
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity
+from node_agent.ledger import Ledger
 from node_agent.state import AgentState
 from wire.api import Delivery
 from wire.envelope import (
@@ -69,6 +70,7 @@ class Inbound:
         self.identity = identity
         self.client = client
         self.store = store
+        self.ledger = Ledger(state)
         self.folder = config.agent.data_dir / "inbound"
 
     def run_once(self) -> int:
@@ -107,12 +109,7 @@ class Inbound:
                     "stored delivery not acknowledged yet", bundle_id=bundle_id, reason=str(exc)
                 )
                 continue
-            with self.state.transaction() as conn:
-                conn.execute(
-                    "UPDATE inbound SET state = 'acked', last_error = NULL, updated_at = ? "
-                    "WHERE bundle_id = ? AND state = 'stored'",
-                    (time.time(), bundle_id),
-                )
+            self.ledger.delivery_acked(bundle_id)
             self._cleanup(self.folder / bundle_id)
 
     def _verify_sender(self, delivery: Delivery, header: SealedHeader) -> None:
@@ -136,7 +133,7 @@ class Inbound:
     def receive(self, delivery: Delivery) -> bool:
         bundle_id = delivery.bundle_id
         folder = self.folder / bundle_id
-        self._upsert(bundle_id, "downloading", f"{delivery.sender_org}/{delivery.sender_site}")
+        self.ledger.delivery_downloading(bundle_id, f"{delivery.sender_org}/{delivery.sender_site}")
         try:
             header_path = folder / "header.bin"
             if not header_path.exists():
@@ -163,12 +160,7 @@ class Inbound:
                 sop_uids.append(self.store.store(data))
             self.store.confirm(sop_uids)
             count = len(sop_uids)
-            with self.state.transaction() as conn:
-                conn.execute(
-                    "UPDATE inbound SET state = 'stored', instance_count = ?, updated_at = ? "
-                    "WHERE bundle_id = ?",
-                    (count, time.time(), bundle_id),
-                )
+            self.ledger.delivery_stored(bundle_id, count)
             self.client.ack(bundle_id)
         except (HubUnavailable, StoreError, OSError) as exc:
             self._retry(bundle_id, f"{type(exc).__name__}: {exc}")
@@ -176,12 +168,7 @@ class Inbound:
         except (WireError, HubRefused, InstanceInvalid) as exc:
             self._fail(bundle_id, str(exc))
             return False
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE inbound SET state = 'acked', last_error = NULL, updated_at = ? "
-                "WHERE bundle_id = ?",
-                (time.time(), bundle_id),
-            )
+        self.ledger.delivery_acked(bundle_id)
         self._cleanup(folder)
         log.info("delivery stored", bundle_id=bundle_id, instances=count)
         return True
@@ -190,15 +177,6 @@ class Inbound:
     def _cleanup(folder: Path) -> None:
         for chunk in folder.glob("chunk-*.bin"):
             chunk.unlink(missing_ok=True)
-
-    def _upsert(self, bundle_id: str, new_state: str, sender: str) -> None:
-        with self.state.transaction() as conn:
-            conn.execute(
-                "INSERT INTO inbound(bundle_id, state, sender, updated_at) VALUES (?,?,?,?) "
-                "ON CONFLICT(bundle_id) DO UPDATE SET state = excluded.state, "
-                "updated_at = excluded.updated_at",
-                (bundle_id, new_state, sender, time.time()),
-            )
 
     def _retry(self, bundle_id: str, reason: str) -> None:
         schedule_retry(
@@ -212,10 +190,5 @@ class Inbound:
         log.warning("delivery will be retried", bundle_id=bundle_id, reason=reason)
 
     def _fail(self, bundle_id: str, reason: str) -> None:
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE inbound SET state = 'failed', last_error = ? WHERE bundle_id = ?",
-                (reason, bundle_id),
-            )
-        self.state.quarantine("delivery", bundle_id, reason)
+        self.ledger.delivery_failed(bundle_id, reason)
         log.error("delivery refused and quarantined", bundle_id=bundle_id, reason=reason)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from node_agent.ledger import IllegalTransition, Ledger, LedgerError
 from node_agent.state import AgentState
 
 
@@ -43,18 +43,16 @@ def queue(state: AgentState, *, include_done: bool = False) -> list[sqlite3.Row]
 
 def retry(state: AgentState, bundle_id: str) -> str:
     """Send a failed or backing-off bundle again now."""
-    with state.transaction() as conn:
+    with state.connect() as conn:
         row = conn.execute("SELECT state FROM outbox WHERE bundle_id = ?", (bundle_id,)).fetchone()
-        if row is None:
-            raise OperationError(f"no outbox bundle {bundle_id}; see `hexchange-agent queue`")
-        if row["state"] == "delivered":
-            raise OperationError(f"bundle {bundle_id} was already delivered")
-        conn.execute(
-            "UPDATE outbox SET state = 'sealed', next_attempt_at = 0, attempts = 0, "
-            "updated_at = ? WHERE bundle_id = ?",
-            (time.time(), bundle_id),
-        )
-        return str(row["state"])
+    if row is None:
+        raise OperationError(f"no outbox bundle {bundle_id}; see `hexchange-agent queue`")
+    if row["state"] == "delivered":
+        raise OperationError(f"bundle {bundle_id} was already delivered")
+    try:
+        return Ledger(state).requeue_bundle(bundle_id)
+    except IllegalTransition as exc:  # delivered meanwhile
+        raise OperationError(f"bundle {bundle_id} cannot be sent again ({exc})") from exc
 
 
 def quarantine_list(state: AgentState) -> list[QuarantineItem]:
@@ -82,24 +80,16 @@ def _drop_previews(state: AgentState, item: QuarantineItem) -> None:
 def release(state: AgentState, item_id: int) -> str:
     """Try the item again: an instance goes back through the pipeline (and its checks)."""
     item = quarantine_get(state, item_id)
-    with state.transaction() as conn:
+    ledger = Ledger(state)
+    try:
         if item.kind == "instance":
-            row = conn.execute(
-                "SELECT study_uid FROM instances WHERE sop_uid = ?", (item.ref,)
-            ).fetchone()
-            if row is None:
-                raise OperationError("the instance is no longer in the spool; discard the item")
-            conn.execute(
-                "UPDATE studies SET state = 'stable', next_attempt_at = 0 WHERE study_uid = ?",
-                (row["study_uid"],),
-            )
+            ledger.release_instance(item_id, item.ref)
         elif item.kind == "delivery":
-            conn.execute(
-                "UPDATE inbound SET state = 'downloading', attempts = 0, next_attempt_at = 0, "
-                "last_error = NULL WHERE bundle_id = ?",
-                (item.ref,),
-            )
-        conn.execute("DELETE FROM quarantine WHERE id = ?", (item_id,))
+            ledger.release_delivery(item_id, item.ref)
+        else:
+            ledger.forget_quarantine(item_id)
+    except LedgerError as exc:
+        raise OperationError(str(exc)) from exc
     _drop_previews(state, item)
     return item.kind
 
@@ -107,13 +97,14 @@ def release(state: AgentState, item_id: int) -> str:
 def discard(state: AgentState, item_id: int) -> str:
     """Give up on the item: an instance is removed from the spool, a delivery is skipped."""
     item = quarantine_get(state, item_id)
-    with state.transaction() as conn:
-        if item.kind == "instance":
-            conn.execute("DELETE FROM instances WHERE sop_uid = ?", (item.ref,))
-            if item.path:
-                Path(item.path).unlink(missing_ok=True)
-        elif item.kind == "delivery":
-            conn.execute("UPDATE inbound SET state = 'discarded' WHERE bundle_id = ?", (item.ref,))
-        conn.execute("DELETE FROM quarantine WHERE id = ?", (item_id,))
+    ledger = Ledger(state)
+    if item.kind == "instance":
+        ledger.discard_instance(item_id, item.ref)
+        if item.path:
+            Path(item.path).unlink(missing_ok=True)
+    elif item.kind == "delivery":
+        ledger.discard_delivery(item_id, item.ref)
+    else:
+        ledger.forget_quarantine(item_id)
     _drop_previews(state, item)
     return item.kind

@@ -31,6 +31,7 @@ from pydicom import dcmread
 from node_agent.config import AgentConfig, Destination
 from node_agent.files import durable_write, fsync_dir
 from node_agent.identity import AgentIdentity
+from node_agent.ledger import Ledger, NewBundle
 from node_agent.policy import NoPolicy
 from node_agent.priority import priority_for
 from node_agent.state import AgentState
@@ -43,7 +44,8 @@ log = structlog.get_logger("hexchange.agent.pipeline")
 
 RecipientLookup = Callable[[str], list[RecipientKey]]
 DestinationLookup = Callable[[set[str]], list[Destination]]
-Transform = Callable[[Path, Destination], bytes]
+# de-identify the spool file (1st) for the destination into the new file (3rd), streamed
+Transform = Callable[[Path, Destination, Path], None]
 
 
 class LazyFile(io.RawIOBase):
@@ -233,17 +235,7 @@ def outbox_dir(config: AgentConfig) -> Path:
 def mark_stable(state: AgentState, quiet_period: float, now: float | None = None) -> list[str]:
     """Studies with no new instance for their quiet period become stable: the longest period
     of their sources (`quiet_s`, per calling AE), else `quiet_period`."""
-    now = time.time() if now is None else now
-    with state.transaction() as conn:
-        rows = conn.execute(
-            "SELECT study_uid FROM studies WHERE state = 'receiving' "
-            "AND last_at + COALESCE(quiet_s, ?) <= ?",
-            (quiet_period, now),
-        ).fetchall()
-        uids = [row["study_uid"] for row in rows]
-        for uid in uids:
-            conn.execute("UPDATE studies SET state = 'stable' WHERE study_uid = ?", (uid,))
-    return uids
+    return Ledger(state).mark_stable(quiet_period, time.time() if now is None else now)
 
 
 class PendingInstance(NamedTuple):
@@ -275,8 +267,24 @@ def _pending_instances(
     ]
 
 
-def identified_bytes(path: Path, _destination: Destination) -> bytes:
-    return path.read_bytes()
+def full_parts(pending: list[PendingInstance], part_bytes: int) -> list[list[PendingInstance]]:
+    """`pending` in arrival order cut into parts whose bytes reach `part_bytes`; the rest (less
+    than a part) is left out."""
+    parts: list[list[PendingInstance]] = []
+    current: list[PendingInstance] = []
+    size = 0
+    for instance in pending:
+        current.append(instance)
+        size += instance.size
+        if size >= part_bytes:
+            parts.append(current)
+            current, size = [], 0
+    return parts
+
+
+def identified_bytes(path: Path, _destination: Destination, target: Path) -> None:
+    """The identified "transform": never called (the spool file itself is the member)."""
+    raise AssertionError("identified members are read from the spool as they are")
 
 
 class Pipeline:
@@ -291,6 +299,7 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.state = state
+        self.ledger = Ledger(state)
         self.identity = identity
         self.recipients = recipients
         self.destinations = destinations
@@ -310,11 +319,7 @@ class Pipeline:
         Chunks of bundles already delivered (a crash before they were freed) are freed.
         """
         removed = 0
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE studies SET last_at = MAX(last_at, ?) WHERE state = 'receiving'",
-                (time.time(),),
-            )
+        self.ledger.restart_quiet_periods(time.time())
         with self.state.connect() as conn:
             known = {r["bundle_id"] for r in conn.execute("SELECT bundle_id FROM outbox")}
             delivered = {
@@ -332,6 +337,19 @@ class Pipeline:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
         return removed
 
+    def stages(self) -> list[tuple[str, Callable[[], int]]]:
+        """One pass of the seal loop, in order; each returns the bundles it sealed. The study
+        arrows they take are node_agent/ledger.py's."""
+        return [
+            ("seal parts of studies still arriving", self.process_growing),
+            ("studies quiet for their period become stable", self._mark_stable),
+            ("seal stable studies for every destination", self.process_stable),
+        ]
+
+    def _mark_stable(self) -> int:
+        mark_stable(self.state, self.config.pipeline.quiet_period_seconds)
+        return 0
+
     def process_stable(self, now: float | None = None) -> int:
         """Seal every stable study whose retry time has come; returns bundles sealed."""
         now = time.time() if now is None else now
@@ -347,8 +365,11 @@ class Pipeline:
         return sealed
 
     def process_growing(self) -> int:
-        """Seal a part of every study still arriving that has `pipeline.part_mib` or more
-        waiting for a destination; returns bundles sealed.
+        """Seal parts of `pipeline.part_mib` of every study still arriving; returns bundles
+        sealed. The instances waiting for a destination are cut, in arrival order, into parts
+        that each reach `part_mib` (the instance that reaches it is the last of its part); the
+        rest, less than a part, waits for more instances or the quiet period. So a 100 MiB
+        study with part_mib 64 goes out as ~64 + ~36 MiB however fast it arrived.
 
         The upload of a large study then overlaps its receive, and the quiet period only
         delays the last part. Each part is an ordinary bundle of the instances not yet sealed
@@ -373,9 +394,9 @@ class Pipeline:
                     pending = _pending_instances(
                         self.state, study_uid, destination.org, destination.mode
                     )
-                    waiting = sum(instance.size for instance in pending)
-                    if waiting >= part_bytes and self._seal_for(study_uid, destination, pending):
-                        sealed += 1
+                    for part in full_parts(pending, part_bytes):
+                        if self._seal_for(study_uid, destination, part):
+                            sealed += 1
             except (NoRecipients, NoPolicy, PayloadError) as exc:
                 log.debug("part not sealed yet; the whole study waits its turn", reason=str(exc))
         return sealed
@@ -394,12 +415,9 @@ class Pipeline:
         try:
             destinations = self.destinations(self._study_modalities(study_uid))
             if not destinations:
-                with self.state.transaction() as conn:
-                    conn.execute(
-                        "UPDATE studies SET state = 'held', last_error = ? WHERE study_uid = ? "
-                        "AND state IN ('stable', 'waiting')",
-                        ("no sharing rule matches this study; it stays at the site", study_uid),
-                    )
+                self.ledger.study_held(
+                    study_uid, "no sharing rule matches this study; it stays at the site"
+                )
                 log.info("study held: no sharing rule matches")
                 return 0
             for destination in destinations:
@@ -407,20 +425,12 @@ class Pipeline:
                     sealed += 1
         except (NoRecipients, NoPolicy, PayloadError) as exc:  # PayloadError: a spool file
             # no longer matches its recorded sha256 (disk fault, or edited): never sent as is
-            with self.state.transaction() as conn:
-                conn.execute(
-                    "UPDATE studies SET state = 'waiting', next_attempt_at = ?, last_error = ? "
-                    "WHERE study_uid = ? AND state IN ('stable', 'waiting')",
-                    (time.time() + 30, str(exc), study_uid),
-                )
+            self.ledger.study_waits(study_uid, str(exc), time.time() + 30)
             log.warning("study waits", reason=str(exc))
             return sealed
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE studies SET state = 'sealed', last_error = NULL "
-                "WHERE study_uid = ? AND state IN ('stable', 'waiting')",
-                (study_uid,),
-            )
+        outcome = self.ledger.study_finished(study_uid)
+        if outcome in ("partial", "quarantined"):
+            log.warning("study finished with quarantined instances", state=outcome)
         return sealed
 
     def _seal_for(
@@ -457,16 +467,17 @@ class Pipeline:
                 if transform is identified_bytes:
                     known[instance_name(len(streams))] = sha
                 else:
+                    target = work / f"{len(streams)}.dcm"
                     try:
-                        data = transform(source_path, destination)
+                        transform(source_path, destination, target)
                     except InstanceRejected as exc:
+                        target.unlink(missing_ok=True)
                         for name, data in exc.previews.items():
                             durable_write(self.quarantine_dir / sop_uid / name, data)
-                        self.state.quarantine("instance", sop_uid, str(exc), path)
+                        self.ledger.quarantine_instance(sop_uid, str(exc), path)
                         log.warning("instance quarantined", reason=str(exc))
                         continue
-                    source_path = work / f"{len(streams)}.dcm"
-                    source_path.write_bytes(data)
+                    source_path = target
                     modality = None
                 if modality is None:  # de-identified, or received before modality was kept
                     modality = dcmread(
@@ -517,33 +528,18 @@ class Pipeline:
             staging.rename(final)
             fsync_dir(self.outbox)
             sealed_bytes = sum(f.stat().st_size for f in final.iterdir())
-            now = time.time()
-            with self.state.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO outbox(bundle_id, study_uid, dest_org, mode, state, priority, "
-                    "payload_bytes, sealed_bytes, instance_count, created_at, updated_at) "
-                    "VALUES (?,?,?,?, 'sealed', ?,?,?,?,?,?)",
-                    (
-                        bundle_id,
-                        study_uid,
-                        destination.org,
-                        destination.mode,
-                        priority_for(self.state, study_uid, destination.priority),
-                        header.manifest.payload_bytes,
-                        sealed_bytes,
-                        len(streams),
-                        now,
-                        now,
-                    ),
+            self.ledger.bundle_sealed(
+                NewBundle(
+                    bundle_id=bundle_id,
+                    study_uid=study_uid,
+                    dest_org=destination.org,
+                    mode=destination.mode,
+                    priority=priority_for(self.state, study_uid, destination.priority),
+                    payload_bytes=header.manifest.payload_bytes,
+                    sealed_bytes=sealed_bytes,
+                    instances=included,
                 )
-                conn.executemany(
-                    "INSERT INTO bundle_instances(bundle_id, dest_org, mode, sop_uid, sha256) "
-                    "VALUES (?,?,?,?,?)",
-                    [
-                        (bundle_id, destination.org, destination.mode, sop, sha)
-                        for sop, sha in included
-                    ],
-                )
+            )
             log.info(
                 "bundle sealed",
                 bundle_id=bundle_id,

@@ -8,28 +8,14 @@ raised to it at once, so a study already waiting behind a backfill jumps the que
 
 from __future__ import annotations
 
-import time
-
+from node_agent.ledger import Ledger
 from node_agent.state import AgentState
 
 
 def request_priority(state: AgentState, study_uid: str, priority: int) -> int:
     """Ask for `priority` (or better) for the study; returns how many queued bundles of it were
     raised. A lower number wins: an earlier, more urgent request is never undone."""
-    with state.transaction() as conn:
-        conn.execute(
-            "INSERT INTO study_priority(study_uid, priority, requested_at) VALUES (?,?,?) "
-            "ON CONFLICT(study_uid) DO UPDATE SET "
-            "priority = MIN(study_priority.priority, excluded.priority), "
-            "requested_at = excluded.requested_at",
-            (study_uid, priority, time.time()),
-        )
-        cursor = conn.execute(
-            "UPDATE outbox SET priority = ? WHERE study_uid = ? AND priority > ? "
-            "AND state IN ('sealed', 'uploading', 'failed')",
-            (priority, study_uid, priority),
-        )
-        return cursor.rowcount
+    return Ledger(state).raise_priority(study_uid, priority)
 
 
 def priority_for(state: AgentState, study_uid: str, rule_priority: int) -> int:

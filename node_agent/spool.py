@@ -6,7 +6,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,8 @@ from pydicom.errors import InvalidDicomError
 
 from node_agent.dicom.uids import is_valid_uid
 from node_agent.files import fsync_dir
+from node_agent.group_commit import GroupCommit
+from node_agent.ledger import Ledger, Received
 from node_agent.state import AgentState
 
 
@@ -35,10 +37,36 @@ def study_folder(spool_dir: Path, study_uid: str) -> Path:
 
 
 class Spool:
-    def __init__(self, root: Path, state: AgentState) -> None:
+    """`wake` (if given) is set each time `wake_bytes` more have been spooled: the seal loop
+    then cuts a part (`[pipeline] part_mib`) at once rather than at its next poll."""
+
+    def __init__(
+        self,
+        root: Path,
+        state: AgentState,
+        *,
+        wake: threading.Event | None = None,
+        wake_bytes: int = 0,
+    ) -> None:
         self.root = root
         self.state = state
+        self.ledger = Ledger(state)
+        self._commits: GroupCommit[Received] = GroupCommit(self.ledger.instances_received)
+        self.wake = wake
+        self.wake_bytes = wake_bytes
+        self._since_wake = 0
+        self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
+
+    def _count(self, size: int) -> None:
+        if self.wake is None or self.wake_bytes <= 0:
+            return
+        with self._lock:
+            self._since_wake += size
+            if self._since_wake < self.wake_bytes:
+                return
+            self._since_wake = 0
+        self.wake.set()
 
     def store(self, encoded: bytes, quiet_s: float | None = None) -> Stored:
         """Store one Part 10 encoded instance durably and record it; idempotent by UID + hash."""
@@ -82,31 +110,19 @@ class Spool:
             return Stored(sop_uid, study_uid, Path(row["path"]), duplicate=True)
         path = study_folder(self.root, study_uid) / f"{sop_uid}.dcm"
         _durable_take(source, path)
-        now = time.time()
-        with self.state.transaction() as conn:
-            conn.execute(
-                "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, modality, "
-                "received_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET "
-                "sha256=excluded.sha256, path=excluded.path, size=excluded.size, "
-                "modality=excluded.modality, received_at=excluded.received_at",
-                (
-                    sop_uid,
-                    study_uid,
-                    str(path),
-                    digest,
-                    size,
-                    str(ds.get("Modality", "") or "") or None,
-                    now,
-                ),
+        # returns once the row is committed (with those of other associations' instances)
+        self._commits.submit(
+            Received(
+                sop_uid=sop_uid,
+                study_uid=study_uid,
+                path=str(path),
+                sha256=digest,
+                size=size,
+                modality=str(ds.get("Modality", "") or "") or None,
+                quiet_s=quiet_s,
             )
-            conn.execute(
-                "INSERT INTO studies(study_uid, state, first_at, last_at, quiet_s) "
-                "VALUES (?, 'receiving', ?, ?, ?) "
-                "ON CONFLICT(study_uid) DO UPDATE SET state='receiving', last_at=excluded.last_at, "
-                "quiet_s=MAX(COALESCE(studies.quiet_s, excluded.quiet_s), "
-                "COALESCE(excluded.quiet_s, studies.quiet_s))",  # the longer; NULL: none given
-                (study_uid, now, now, quiet_s),
-            )
+        )
+        self._count(size)
         return Stored(sop_uid, study_uid, path, duplicate=False)
 
 

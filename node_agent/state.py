@@ -24,12 +24,13 @@ CREATE TABLE IF NOT EXISTS instances (
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL,
     modality TEXT,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'spooled'  -- spooled | quarantined (node_agent/ledger.py)
 );
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
-    state TEXT NOT NULL,            -- receiving | stable | sealed | waiting | held
+    state TEXT NOT NULL,            -- see node_agent/ledger.py for states and arrows
     first_at REAL NOT NULL,
     last_at REAL NOT NULL,
     next_attempt_at REAL NOT NULL DEFAULT 0,
@@ -72,7 +73,7 @@ CREATE TABLE IF NOT EXISTS bundle_instances (
 CREATE INDEX IF NOT EXISTS bundle_instances_dest ON bundle_instances(dest_org, sop_uid);
 CREATE TABLE IF NOT EXISTS inbound (
     bundle_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,            -- downloading | stored | acked | failed
+    state TEXT NOT NULL,            -- downloading | stored | acked | failed | discarded
     sender TEXT NOT NULL,
     instance_count INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -91,7 +92,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 # columns added after the first release, by the schema version that added them
@@ -100,6 +101,13 @@ _ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
     3: [("bundle_instances", "mode", "TEXT NOT NULL DEFAULT 'identified'")],
     4: [("studies", "quiet_s", "REAL")],
     5: [("outbox", "lease_owner", "TEXT"), ("outbox", "lease_until", "REAL")],
+    6: [("instances", "state", "TEXT NOT NULL DEFAULT 'spooled'")],
+}
+
+# rows to bring in line once a version's columns exist (the instances already quarantined)
+_BACKFILL: dict[int, str] = {
+    6: "UPDATE instances SET state = 'quarantined' WHERE sop_uid IN "
+    "(SELECT ref FROM quarantine WHERE kind = 'instance')",
 }
 
 
@@ -113,8 +121,22 @@ def _migrate(conn: sqlite3.Connection) -> None:
             present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
             if column not in present:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        if added_in in _BACKFILL:
+            conn.execute(_BACKFILL[added_in])
     if version != SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def record_quarantine(
+    conn: sqlite3.Connection, kind: str, ref: str, reason: str, path: str | None
+) -> None:
+    """Inside a transaction: record an item a human must look at (once per kind and ref)."""
+    if conn.execute("SELECT 1 FROM quarantine WHERE kind = ? AND ref = ?", (kind, ref)).fetchone():
+        return
+    conn.execute(
+        "INSERT INTO quarantine(kind, ref, reason, path, created_at) VALUES (?,?,?,?,?)",
+        (kind, ref, reason, path, time.time()),
+    )
 
 
 class AgentState:
@@ -191,19 +213,17 @@ class AgentState:
     def quarantine(self, kind: str, ref: str, reason: str, path: str | None = None) -> None:
         """Record an item a human must look at (once per kind and ref)."""
         with self.transaction() as conn:
-            if conn.execute(
-                "SELECT 1 FROM quarantine WHERE kind = ? AND ref = ?", (kind, ref)
-            ).fetchone():
-                return
-            conn.execute(
-                "INSERT INTO quarantine(kind, ref, reason, path, created_at) VALUES (?,?,?,?,?)",
-                (kind, ref, reason, path, time.time()),
-            )
+            record_quarantine(conn, kind, ref, reason, path)
 
     def counts(self) -> dict[str, int]:
         with self.connect() as conn:
             out: dict[str, int] = {}
-            for table, column in (("studies", "state"), ("outbox", "state"), ("inbound", "state")):
+            for table, column in (
+                ("studies", "state"),
+                ("instances", "state"),
+                ("outbox", "state"),
+                ("inbound", "state"),
+            ):
                 for row in conn.execute(f"SELECT {column}, COUNT(*) FROM {table} GROUP BY 1"):  # noqa: S608
                     out[f"{table}.{row[0]}"] = row[1]
             out["quarantine"] = conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]

@@ -32,6 +32,7 @@ from node_agent.backoff import schedule_retry
 from node_agent.config import AgentConfig
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
 from node_agent.identity import AgentIdentity
+from node_agent.ledger import Ledger, LedgerError
 from node_agent.state import AgentState
 from node_agent.throttle import TokenBucket, Window, in_any_window
 from wire.envelope import parse_header
@@ -57,6 +58,7 @@ class Uploader:
     ) -> None:
         self.config = config
         self.state = state
+        self.ledger = Ledger(state)
         self.identity = identity
         self.client = client
         self.outbox = config.agent.data_dir / "outbox"
@@ -107,7 +109,8 @@ class Uploader:
         mid-upload), so their bundles resume now rather than when the lease runs out."""
         host = socket.gethostname()
         freed = 0
-        with self.state.transaction() as conn:
+        rows_to_free: list[tuple[str, str]] = []
+        with self.state.connect() as conn:
             rows = conn.execute(
                 "SELECT bundle_id, lease_owner FROM outbox WHERE lease_owner IS NOT NULL"
             ).fetchall()
@@ -116,39 +119,21 @@ class Uploader:
                 pid_text = rest.partition(":")[0]
                 if owner_host != host or not pid_text.isdigit() or _alive(int(pid_text)):
                     continue
-                conn.execute(
-                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL "
-                    "WHERE bundle_id = ? AND lease_owner = ?",
-                    (row["bundle_id"], row["lease_owner"]),
-                )
+                rows_to_free.append((str(row["bundle_id"]), str(row["lease_owner"])))
+        for bundle_id, owner in rows_to_free:
+            if self.ledger.release_lease(bundle_id, owner):
                 freed += 1
         return freed
 
     def _claim(self, bundle_id: str) -> bool:
-        now = time.time()
-        with self.state.transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE outbox SET state = 'uploading', lease_owner = ?, lease_until = ?, "  # noqa: S608 (a fixed clause)
-                "updated_at = ? WHERE bundle_id = ? AND state IN ('sealed', 'uploading') "
-                f"AND {_LEASE_FREE}",
-                (self.owner, now + LEASE_SECONDS, now, bundle_id, self.owner, now),
-            )
-            return cursor.rowcount == 1
+        until = time.time() + LEASE_SECONDS
+        return self.ledger.claim_bundle(bundle_id, self.owner, until, _LEASE_FREE)
 
     def _renew(self, bundle_id: str) -> None:
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE outbox SET lease_until = ? WHERE bundle_id = ? AND lease_owner = ?",
-                (time.time() + LEASE_SECONDS, bundle_id, self.owner),
-            )
+        self.ledger.renew_lease(bundle_id, self.owner, time.time() + LEASE_SECONDS)
 
     def _release(self, bundle_id: str) -> None:
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL "
-                "WHERE bundle_id = ? AND lease_owner = ?",
-                (bundle_id, self.owner),
-            )
+        self.ledger.release_lease(bundle_id, self.owner)
 
     def _more_urgent_due(self, bundle_id: str, skip: set[str]) -> bool:
         """Is a bundle more urgent than this one due now (and not tried in this run)?"""
@@ -213,12 +198,7 @@ class Uploader:
         except OSError as exc:
             self._fail(bundle_id, f"sealed files unreadable ({type(exc).__name__}); reseal needed")
             return False
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE outbox SET state = 'delivered', receipt = ?, last_error = NULL, "
-                "updated_at = ? WHERE bundle_id = ?",
-                (json.dumps(receipt.model_dump(mode="json")), time.time(), bundle_id),
-            )
+        self.ledger.bundle_delivered(bundle_id, json.dumps(receipt.model_dump(mode="json")))
         self._free_chunks(folder)
         log.info("bundle uploaded", bundle_id=bundle_id)
         return True
@@ -316,12 +296,7 @@ class Uploader:
         log.warning("upload will be retried", bundle_id=bundle_id, reason=reason)
 
     def _fail(self, bundle_id: str, reason: str) -> None:
-        with self.state.transaction() as conn:
-            conn.execute(
-                "UPDATE outbox SET state = 'failed', last_error = ?, updated_at = ? "
-                "WHERE bundle_id = ?",
-                (reason, time.time(), bundle_id),
-            )
+        self.ledger.bundle_failed(bundle_id, reason)
         log.error("upload refused; needs an operator", bundle_id=bundle_id, reason=reason)
 
 
@@ -338,13 +313,10 @@ def _alive(pid: int) -> bool:
 
 
 def retry_failed(state: AgentState, bundle_id: str) -> bool:
-    with state.transaction() as conn:
-        cursor = conn.execute(
-            "UPDATE outbox SET state = 'sealed', next_attempt_at = 0, attempts = 0 "
-            "WHERE bundle_id = ? AND state = 'failed'",
-            (bundle_id,),
-        )
-        return cursor.rowcount > 0
+    try:
+        return Ledger(state).requeue_bundle(bundle_id, only_failed=True) == "failed"
+    except LedgerError:
+        return False
 
 
 __all__ = ["Preempted", "Uploader", "retry_failed"]

@@ -63,6 +63,7 @@ from node_agent.dicom.scu import (
     status_text,
     text_value,
 )
+from node_agent.ledger import Ledger
 from node_agent.priority import request_priority
 from node_agent.spool import Spool
 from node_agent.state import AgentState
@@ -607,15 +608,11 @@ class Puller:
                     now,
                 ),
             )
-            if status == "done":
-                # the retrieve ended with every instance in the spool: the study is complete
-                # now, so it does not wait out the quiet period (that is for pushes, where
-                # nothing says when a study ends); an instance pushed later is an addition
-                conn.execute(
-                    "UPDATE studies SET state = 'stable', next_attempt_at = 0 "
-                    "WHERE study_uid = ? AND state = 'receiving'",
-                    (study.study_uid,),
-                )
+        if status == "done":
+            # the retrieve ended with every instance in the spool: the study is complete
+            # now, so it does not wait out the quiet period (that is for pushes, where
+            # nothing says when a study ends); an instance pushed later is an addition
+            Ledger(self.state).retrieve_complete(study.study_uid)
 
     # -- all together -------------------------------------------------------------------------
 

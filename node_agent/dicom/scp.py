@@ -71,6 +71,7 @@ def make_store_handler(spool: Spool, quiet_for: Callable[[str], float] | None = 
 def make_ae(config: DicomSection) -> AE:
     ae = AE(ae_title=config.ae_title)
     for context in AllStoragePresentationContexts:
+        assert context.abstract_syntax is not None  # every storage context names its class
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     if config.allowed_calling_aes:
@@ -97,7 +98,7 @@ def start_scp(
 ) -> ThreadedAssociationServer:
     receive_in_chunks()
     ae = make_ae(config)
-    handlers = [(evt.EVT_C_STORE, make_store_handler(spool, quiet_for))]
+    handlers: list[Any] = [(evt.EVT_C_STORE, make_store_handler(spool, quiet_for))]
     server = ae.start_server(
         (config.host, config.port),
         block=False,

@@ -10,10 +10,14 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
+    Verification,
 )
 
 from node_agent.config import InboundSection
@@ -29,8 +33,16 @@ from node_agent.dicom.scu import (
     status_text,
     text_value,
 )
+from node_agent.dicom.transcode import (
+    UNCOMPRESSED,
+    TranscodeError,
+    decompress_to_explicit_le,
+    syntax_name,
+)
 from node_agent.dicom.uids import is_valid_uid
 from node_agent.files import durable_write
+
+log = structlog.get_logger("hexchange.agent.store")
 
 
 class StoreError(Exception):
@@ -104,12 +116,24 @@ class FolderStore:
 _STORED_WITH_WARNING = {0xB000, 0xB006, 0xB007}
 
 
+class SopClassRefused(StoreError):
+    """The PACS accepts the SOP class in no transfer syntax offered: its admin must enable it.
+
+    Retried later like any StoreError (the delivery waits; its error names the class)."""
+
+
 class PacsStore:
     """C-STORE each instance to the local PACS, then confirm with an IMAGE-level C-FIND.
 
     One association is kept across the instances of a delivery (re-opened when an instance
     needs a presentation context it lacks); a lost association or a PACS that does not answer
     is retried a few times, then StoreError lets the inbound loop retry the delivery later.
+
+    Each SOP class is offered in the instance's own transfer syntax and, as a separate
+    presentation context, uncompressed (Explicit, then Implicit VR Little Endian). When the
+    PACS takes the original syntax, the instance goes as it is (a lossy original too); when it
+    takes only uncompressed, the instance is decompressed losslessly first
+    (node_agent.dicom.transcode); when it takes the class in neither, SopClassRefused names it.
     """
 
     def __init__(
@@ -130,7 +154,8 @@ class PacsStore:
             section.pacs_host, section.pacs_port, section.pacs_ae_title, label="the local PACS"
         )
         self._assoc: Any = None
-        self._contexts: dict[tuple[str, str], None] = {}
+        self._contexts: dict[tuple[str, str], None] = {}  # (SOP class, syntax) to offer
+        self._accepted: set[tuple[str, str]] = set()  # on the open association
         self._stored: dict[str, tuple[str, str]] = {}  # SOP UID -> (study UID, series UID)
 
     _hint = " ([inbound] pacs_host/pacs_port/pacs_ae_title; the agent calls as dicom.ae_title)"
@@ -148,7 +173,9 @@ class PacsStore:
             ) from exc
         for attempt in range(1, self.attempts + 1):
             try:
-                status = self._association(key).send_c_store(ds)
+                assoc = self._association(key)
+                self._as_accepted(ds, key)
+                status = assoc.send_c_store(ds)
             except DimseError as exc:
                 reason = str(exc)
             except (RuntimeError, ValueError) as exc:  # no context / association lost
@@ -170,24 +197,53 @@ class PacsStore:
                 time.sleep(self.retry_delay * attempt)
         raise StoreError(f"{reason} (after {self.attempts} attempts)")
 
+    def _as_accepted(self, ds: Dataset, key: tuple[str, str]) -> None:
+        """Leave `ds` as it is when the PACS takes it so, else decompress it in place."""
+        if key in self._accepted or UID(key[1]) in UNCOMPRESSED:
+            return
+        try:
+            decompress_to_explicit_le(ds)
+        except TranscodeError as exc:
+            raise InstanceInvalid(
+                f"{self.peer} does not accept {syntax_name(key[1])} for "
+                f"{syntax_name(key[0])}, and {exc}"
+            ) from exc
+        log.info(
+            "instance decompressed for the PACS",
+            source_syntax=key[1],
+            sop_class=key[0],
+            lossy_source=str(ds.get("LossyImageCompression", "")) == "01",
+        )
+
     def _association(self, key: tuple[str, str]) -> Any:
+        """An association on which the instance's SOP class is accepted in its own transfer
+        syntax or uncompressed (the last association, when it already has such a context)."""
         if self._assoc is not None and self._assoc.is_established and key in self._contexts:
             return self._assoc
         self.close()
         self._contexts[key] = None
-        while len(self._contexts) > 120:
+        while len({sop for sop, _ in self._contexts}) + len(self._contexts) > 119:
             del self._contexts[next(iter(self._contexts))]
         ae = new_ae(self.calling_ae, self.timeout)
         for sop_class, syntax in self._contexts:
-            ae.add_requested_context(sop_class, syntax)
+            if UID(syntax) not in UNCOMPRESSED:
+                ae.add_requested_context(sop_class, syntax)
+        for sop_class in dict.fromkeys(sop for sop, _ in self._contexts):
+            ae.add_requested_context(sop_class, list(UNCOMPRESSED))
+        # every PACS accepts Verification: with it, a refused class is named (below) rather
+        # than the whole association aborted for want of any accepted context
+        ae.add_requested_context(Verification)
         assoc = open_association(ae, self.peer, self._hint)
         accepted = {(c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts}
-        if key not in accepted:
+        self._accepted = accepted
+        if not any(sop == key[0] for sop, _ in accepted):
             assoc.release()
             del self._contexts[key]
-            raise StoreError(
-                f"{self.peer} does not accept SOP class {key[0]} in transfer syntax {key[1]}; "
-                "enable it there (Orthanc: AcceptedTransferSyntaxes, UnknownSopClassAccepted)"
+            raise SopClassRefused(
+                f"{self.peer} refuses SOP class {syntax_name(key[0])} in every transfer syntax "
+                f"offered ({syntax_name(key[1])}, Explicit and Implicit VR Little Endian); "
+                "enable that SOP class there (Orthanc: UnknownSopClassAccepted or its "
+                "accepted SOP classes)"
             )
         self._assoc = assoc
         return assoc

@@ -88,9 +88,14 @@ def start_orthanc(
     dicom_port: int | None = None,
     http_port: int | None = None,
     scu_timeout: int = 10,
+    accepted_transfer_syntaxes: list[str] | None = None,
 ) -> Orthanc:
     """Start Orthanc; `modalities` maps a name to (AE title, port) on 127.0.0.1. Ports are free
-    ones unless given (a caller that must name them in another config first)."""
+    ones unless given (a caller that must name them in another config first).
+
+    `accepted_transfer_syntaxes`: the only syntaxes its storage SCP accepts (Orthanc's
+    "AcceptedTransferSyntaxes", e.g. an older PACS that takes uncompressed only); None keeps
+    Orthanc's default (all it knows)."""
     binary = orthanc_binary()
     if binary is None:
         raise OrthancUnavailable(
@@ -127,6 +132,8 @@ def start_orthanc(
         "StorageCompression": False,
         "OverwriteInstances": True,
     }
+    if accepted_transfer_syntaxes is not None:
+        config["AcceptedTransferSyntaxes"] = accepted_transfer_syntaxes
     config_path = root / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     log = (root / "orthanc.log").open("wb")

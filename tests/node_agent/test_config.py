@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.config import ConfigError, load_config
+from node_agent.config import ConfigError, DicomSection, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,6 +15,9 @@ def test_the_shipped_example_config_is_valid() -> None:
     config = load_config(ROOT / "deploy" / "agent.example.toml")
     assert config.hub.node_url.startswith("https://")
     assert config.upload.chunk_size_bytes == 1 << 20
+    # the example listens where the conformance statement says the default is
+    assert config.dicom.host == DicomSection.model_fields["host"].default == "127.0.0.1"
+    assert "`127.0.0.1:11112`" in (ROOT / "docs" / "conformance.md").read_text()
 
 
 @pytest.mark.parametrize(

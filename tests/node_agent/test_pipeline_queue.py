@@ -167,6 +167,29 @@ def test_a_study_still_arriving_is_sent_in_parts_each_instance_once(agent_parts,
     assert never.process_growing() == 0
 
 
+def test_part_mib_is_the_size_of_a_part_however_fast_the_study_arrived(
+    agent_parts, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    config, _cf, state, spool, identity, recipient, keys = agent_parts
+    study = make_ct_study(tmp_path / "study", instances=8)
+    size = study.files[0].stat().st_size
+    part = config.pipeline.model_copy(update={"part_mib": 2.5 * size / (1024 * 1024)})
+    config = config.model_copy(update={"pipeline": part})
+    pipeline = Pipeline(
+        config, state, identity, lambda org: keys, lambda mods: [Destination(org="org-b")]
+    )
+    for path in study.files:  # all of it before the seal loop looks (a fast sender)
+        spool.store(path.read_bytes())
+    assert pipeline.process_growing() == 2  # two parts of 3, not one of 8
+    assert pipeline.process_growing() == 0  # 2 instances wait: less than a part
+    mark_stable(state, 0.0)
+    assert pipeline.process_stable() == 1
+    rows = sorted(operations.queue(state), key=lambda r: r["created_at"])
+    assert [r["instance_count"] for r in rows] == [3, 3, 2]
+    opened = [_opened_sop_uids(config, r["bundle_id"], keys[0], recipient) for r in rows]
+    assert [uid for got in opened for uid in got] == study.sop_instance_uids  # each once
+
+
 def test_a_requested_priority_moves_queued_bundles_up_and_applies_to_later_ones(  # type: ignore[no-untyped-def]
     agent_parts, tmp_path
 ) -> None:
@@ -218,10 +241,10 @@ def test_rejected_instance_is_quarantined_then_released(agent_parts, tmp_path) -
     bad = study.sop_instance_uids[0]
     allow = {"now": False}
 
-    def transform(path: Path, _d: Destination) -> bytes:
+    def transform(path: Path, _d: Destination, target: Path) -> None:
         if dcmread(path).SOPInstanceUID == bad and not allow["now"]:
             raise InstanceRejected("de-identification verification failed: X PatientName")
-        return path.read_bytes()
+        target.write_bytes(path.read_bytes())
 
     pipeline = Pipeline(
         config,
@@ -350,7 +373,7 @@ def test_identified_and_deidentified_rules_to_one_org_both_send(agent_parts, tmp
         identity,
         lambda org: keys,
         lambda mods: [Destination(org="org-b"), Destination(org="org-b", mode="deidentified")],
-        lambda path, _d: path.read_bytes(),
+        lambda path, _d, target: target.write_bytes(path.read_bytes()) and None,
     )
     mark_stable(state, 0.0)
     assert pipeline.process_stable() == 2
