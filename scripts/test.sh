@@ -20,8 +20,8 @@ echo "==> real ultrasound test files (PyPI deid-data sdist, cached outside the r
 
 echo "==> ruff"
 .venv/bin/ruff check wire deidentify certs node_agent hub tests scripts tools bench
-echo "==> mypy --strict (wire, deidentify, certs, hub)"
-.venv/bin/mypy wire deidentify certs hub
+echo "==> mypy --strict (wire, deidentify, certs, hub, node_agent)"
+.venv/bin/mypy wire deidentify certs hub node_agent
 echo "==> import-linter (package boundaries: pyproject.toml [tool.importlinter])"
 .venv/bin/lint-imports
 echo "==> pytest"
