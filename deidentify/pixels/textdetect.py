@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deidentify.pixels.frames import Frames, render_gray8
-from deidentify.pixels.ocr import Box, Gray8
+from deidentify.pixels.ocr import Box, Gray8, merge_until_stable
 
 cv2.setNumThreads(1)  # one core per worker: the agent runs a process per core
 
@@ -42,6 +42,7 @@ class DetectParams:
     """Tuning of `find_text`; the defaults are the measured ones (bench/pixel_bench.py)."""
 
     kernel: int = 13  # top-hat square: strokes up to ~kernel-2 px wide
+    min_frame: int = 48  # smaller frames (icons, dose grids) are not screened
     min_height: int = 5  # glyph height range, px (7-40 px text; 'e' of 7 px text is 5)
     max_height: int = 60
     min_area: int = 6
@@ -61,8 +62,8 @@ class DetectParams:
     body_window: int = 15  # anatomy: the smoothed frame above its Otsu threshold
     body_extra: int = 1  # inside it, a line needs this many more glyphs
     body_strict: float = 0.67  # and sits this much straighter
-    pad: int = 2
-    extend: float = 0.5  # added around every line box
+    pad: int = 1
+    extend: float = 0.25  # added around every line box
 
 
 DEFAULT_DETECT = DetectParams()
@@ -81,7 +82,7 @@ def frame_gray8(frame: Frames, photometric: str) -> Gray8:
 
 def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLine]:
     """Text-like lines of an 8-bit frame (display polarity), boxes padded by `params.pad`."""
-    if gray.ndim != 2 or min(gray.shape) < params.min_height:
+    if gray.ndim != 2 or min(gray.shape) < params.min_frame:
         return []
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (params.kernel, params.kernel))
     window = (2 * params.texture_radius + 1,) * 2
@@ -248,11 +249,13 @@ def _merge(lines: list[TextLine]) -> list[TextLine]:
 
 def document_like(lines: list[TextLine], rows: int, columns: int) -> bool:
     """A page of text (scanned document, screenshot, dose report) rather than annotations:
-    many lines covering a good part of the frame."""
+    at least 8 separate lines covering a fifth of the frame or more."""
     if len(lines) < 8:
         return False
-    area = sum(ln.box.area for ln in lines)
-    return area >= 0.12 * rows * columns
+    separate = merge_until_stable([ln.box for ln in lines], lambda a, b: a.overlap(b) > 0)
+    if len(separate) < 8:
+        return False
+    return bool(mask_of(lines, rows, columns).mean() >= 0.2)
 
 
 def mask_of(lines: list[TextLine], rows: int, columns: int) -> npt.NDArray[np.bool_]:
