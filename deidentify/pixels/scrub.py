@@ -46,6 +46,7 @@ from deidentify.pixels.screen import decide, ocr_view, rescreen, screen
 from deidentify.pixels.textdetect import TextLine, document_like
 
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
+RESCREEN_ROUNDS = 2  # rounds of blanking what the screen finds after scrubbing
 
 
 @dataclass
@@ -159,11 +160,8 @@ def scrub(
             _second_pass(decoded, sorted(changed), policy, reader, needles, result)
     except OcrUnavailable as exc:
         return _quarantine(result, f"OCR failed: {exc}")
-    left: dict[int, list[Box]] = {}
     if policy.second_pass and policy.detect is not None and policy.text != "ocr":
-        left = rescreen(decoded, set(lines) | changed, policy.detect, result.kept, result.boxes)
-        for index, boxes in left.items():
-            result.residual.setdefault(index, []).extend(Hit(b, "text-like") for b in boxes)
+        _rescreen(decoded, set(lines) | changed, policy, result)
     if result.residual:
         frames = ", ".join(str(i) for i in sorted(result.residual)[:10])
         kinds = sorted({h.kind for hits in result.residual.values() for h in hits})
@@ -187,6 +185,27 @@ def scrub(
     if modality in ("XC", "GM") and "RecognizableVisualFeatures" not in out:
         out.RecognizableVisualFeatures = "YES"  # photographs: faces are not removed here
     return result
+
+
+def _rescreen(decoded: Decoded, frames: set[int], policy: PixelPolicy, result: ScrubResult) -> None:
+    """Screen the scrubbed frames again. Text-like lines left over (what blanking uncovered:
+    the rest of a line, marks no longer joined to their neighbours) are blanked too, for up
+    to `RESCREEN_ROUNDS` rounds; what the last screen still finds is residual (quarantine)."""
+    assert policy.detect is not None
+    for round_ in range(RESCREEN_ROUNDS + 1):
+        left = rescreen(decoded, frames, policy.detect, result.kept, result.boxes)
+        if not left:
+            return
+        if round_ == RESCREEN_ROUNDS:
+            for index, boxes in left.items():
+                result.residual.setdefault(index, []).extend(Hit(b, "text-like") for b in boxes)
+            return
+        for index, boxes in left.items():
+            for box in boxes:
+                _blank_box(decoded, index, box)
+                result.boxes.setdefault(index, []).append(box)
+        result.pixels_changed = True
+        frames = set(left)
 
 
 def _quarantine(result: ScrubResult, reason: str) -> ScrubResult:

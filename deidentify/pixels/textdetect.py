@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deidentify.pixels.frames import Frames, render_gray8
-from deidentify.pixels.ocr import Box, Gray8, merge_until_stable
+from deidentify.pixels.ocr import Box, Gray8
 
 cv2.setNumThreads(1)  # one core per worker: the agent runs a process per core
 
@@ -249,11 +249,9 @@ def _merge(lines: list[TextLine]) -> list[TextLine]:
 
 def document_like(lines: list[TextLine], rows: int, columns: int) -> bool:
     """A page of text (scanned document, screenshot, dose report) rather than annotations:
-    at least 8 separate lines covering a fifth of the frame or more."""
-    if len(lines) < 8:
-        return False
-    separate = merge_until_stable([ln.box for ln in lines], lambda a, b: a.overlap(b) > 0)
-    if len(separate) < 8:
+    lines at 8 or more heights, covering a fifth of the frame or more."""
+    centres = {(ln.box.top + ln.box.height // 2) // 8 for ln in lines if not ln.vertical}
+    if len(centres) < 8:
         return False
     return bool(mask_of(lines, rows, columns).mean() >= 0.2)
 
