@@ -167,7 +167,7 @@ def _lines(
             trim = h // 8
             reach = int(params.gap * h)
             cv2.rectangle(canvas, (x, y + trim), (x + w + reach, y + h - trim), 255, -1)
-        n, labels, _, _ = cv2.connectedComponentsWithStats(canvas, connectivity=4)
+        n, labels = cv2.connectedComponents(canvas, connectivity=4)
         if n <= 1:
             continue
         line = labels[(g[:, 1] + g[:, 3] // 2) // 2, g[:, 0] // 2]
@@ -211,7 +211,9 @@ def _aligned(
         height = float(np.median(kept[:, 3]))
         if np.ptp(cx) < height:
             return None
-        slope, offset = np.polyfit(cx, cy, 1)
+        mx, my = float(cx.mean()), float(cy.mean())
+        slope = float(((cx - mx) * (cy - my)).sum() / ((cx - mx) ** 2).sum())
+        offset = my - slope * mx
         if abs(slope) > params.max_slope:
             return None
         off = np.abs(cy - (slope * cx + offset)) <= off_line * height
