@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deidentify.pixels.frames import Frames, render_gray8
-from deidentify.pixels.ocr import Box, Gray8
+from deidentify.pixels.ocr import Box, Gray8, merge_until_stable
 
 cv2.setNumThreads(1)  # one core per worker: the agent runs a process per core
 
@@ -53,7 +53,7 @@ class DetectParams:
     min_fill: float = 0.1  # glyph ink / glyph box: below, a thin curve
     max_fill: float = 0.9  # above, a solid block
     min_glyphs: int = 3
-    word_aspect: float = 3.0  # one component at least this wide per height reads as a word
+    word_max_height: int = 30  # one component at least this wide per height reads as a word
     gap: float = 1.1  # letters/words closer than gap x band height join one line
     bands: tuple[tuple[int, int], ...] = ((5, 12), (9, 20), (15, 34), (26, 60))
     off_line: float = 0.3  # glyph centres may stray from the fitted line by this x height
@@ -239,14 +239,29 @@ def _extend(line: TextLine, params: DetectParams) -> Box:
 
 
 def _merge(lines: list[TextLine]) -> list[TextLine]:
-    """Drop lines inside another (found in two bands or both directions); overlapping lines
-    stay apart (a union of unions would grow over the frame)."""
+    """Drop lines inside another (found in two bands or both directions), then join lines of
+    one row a word gap apart (the words of a line). Overlapping lines of different rows stay
+    apart (a union of unions would grow over the frame)."""
     ordered = sorted(lines, key=lambda ln: -ln.box.area)
     kept: list[TextLine] = []
     for line in ordered:
         if not any(k.box.overlap(line.box) == line.box.area for k in kept):
             kept.append(line)
-    return sorted(kept, key=lambda ln: (ln.box.top, ln.box.left))
+    horizontal = [ln for ln in kept if not ln.vertical]
+    vertical = [ln for ln in kept if ln.vertical]
+    joined = merge_until_stable([ln.box for ln in horizontal], _same_row)
+    out = vertical + [
+        TextLine(box, sum(ln.glyphs for ln in horizontal if box.overlap(ln.box)), False)
+        for box in joined
+    ]
+    return sorted(out, key=lambda ln: (ln.box.top, ln.box.left))
+
+
+def _same_row(a: Box, b: Box) -> bool:
+    rows = min(a.bottom, b.bottom) - max(a.top, b.top)
+    small, large = min(a.height, b.height), max(a.height, b.height)
+    gap = max(a.left, b.left) - min(a.right, b.right)
+    return rows >= small // 2 and large <= 2 * small and gap <= large
 
 
 def document_like(lines: list[TextLine], rows: int, columns: int) -> bool:
