@@ -62,6 +62,7 @@ class DetectParams:
     body_window: int = 15  # anatomy: the smoothed frame above its Otsu threshold
     body_extra: int = 1  # inside it, a line needs this many more glyphs
     body_strict: float = 0.67  # and sits this much straighter
+    absorb_rounds: int = 3  # rounds of taking in same-row glyphs at either end of a line
     pad: int = 1
     extend: float = 0.25  # added around every line box
 
@@ -106,6 +107,8 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     lines += _lines(glyphs[:, [1, 0, 3, 2]], np.ascontiguousarray(body.T), params, vertical=True)
     out: list[TextLine] = []
     for line in _merge(lines):
+        if not line.vertical:
+            line = _absorb(line, glyphs, params)
         clipped = _extend(line, params).clip(columns, rows)
         if clipped is not None:
             out.append(TextLine(clipped, line.glyphs, line.vertical))
@@ -225,6 +228,38 @@ def _aligned(
             return None
         kept = kept[inliers]
     return kept
+
+
+def _absorb(line: TextLine, glyphs: npt.NDArray[np.int32], params: DetectParams) -> TextLine:
+    """The line grown by the glyphs of its row lying a letter gap from either end: pieces of
+    the same text the grouping left out (a number before a date, the last letters of a name
+    after a wider gap)."""
+    box = line.box
+    if glyphs.shape[0] == 0:
+        return line
+    x, y, w, h = glyphs[:, 0], glyphs[:, 1], glyphs[:, 2], glyphs[:, 3]
+    centre = y + h // 2
+    similar = (h >= box.height // 2) & (h <= box.height + box.height // 4)
+    for _ in range(params.absorb_rounds):
+        reach = int(params.gap * box.height)
+        near = (
+            similar
+            & (centre >= box.top)
+            & (centre < box.bottom)
+            & (x + w >= box.left - reach)
+            & (x <= box.right + reach)
+        )
+        if not near.any():
+            break
+        left = min(box.left, int(x[near].min()))
+        right = max(box.right, int((x[near] + w[near]).max()))
+        top = min(box.top, int(y[near].min()))
+        bottom = max(box.bottom, int((y[near] + h[near]).max()))
+        grown = Box(left, top, right - left, bottom - top)
+        if grown == box:
+            break
+        box = grown
+    return TextLine(box, line.glyphs, line.vertical)
 
 
 def _extend(line: TextLine, params: DetectParams) -> Box:
