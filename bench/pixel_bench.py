@@ -17,6 +17,11 @@ current default (crops of the text-like regions, each read at two text heights).
   blanked pixels inside identifying boxes (+ margin) (labels next to values count against it).
 * the deid-data ultrasound files when cached (tools/fetch_deid_data.py).
 With --write, replaces the "pixels" section of bench/RESULTS.md; --quick: fewer fonts/sizes.
+
+`--detector`: the text detector on the burned-text corpus instead (bench/pixel_corpus.py):
+recall and unchanged pixels by text height x contrast, clean anatomy, OCR-only vs default side
+by side, detector ms per 512x512 slice, US cine frames/s, OCR time per instance; with --write
+a new "pixels: text detector" section is appended at the end of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -183,7 +188,34 @@ def _machine() -> str:
     )
 
 
+def detector_main() -> None:
+    from bench.pixel_corpus import lines_for
+
+    if not OCR.is_available():
+        sys.exit(OCR.unavailable_reason())
+    body = lines_for(QUICK, OCR)
+    text = "\n".join(
+        [
+            "## pixels: text detector (issue 10)",
+            "",
+            f"Machine: {_machine()}. Other jobs shared the machine (2 cores, several engineers)."
+            f" Command: `.venv/bin/python bench/pixel_bench.py --detector"
+            f"{' --quick' if QUICK else ''} --write`.",
+            "",
+            *body,
+        ]
+    )
+    print(text)
+    if "--write" in sys.argv:
+        path = ROOT / "bench" / "RESULTS.md"
+        existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+        path.write_text(existing.rstrip("\n") + "\n\n" + text.rstrip() + "\n", encoding="utf-8")
+
+
 def main() -> None:
+    if "--detector" in sys.argv:
+        detector_main()
+        return
     if not OCR.is_available():
         sys.exit(OCR.unavailable_reason())
     rates = throughput()

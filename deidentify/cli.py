@@ -48,7 +48,15 @@ from rich.table import Table
 from deidentify import fastpath
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
-from deidentify.pixels import PixelPolicy, ScrubResult, TesseractBackend, scrub
+from deidentify.pixels import (
+    PixelPolicy,
+    PixelTally,
+    ScrubResult,
+    TesseractBackend,
+    scrub,
+    study_key,
+)
+from deidentify.pixels import outcome as pixel_outcome
 from deidentify.profile import Option, Profile
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
 from deidentify.verify import verify
@@ -66,6 +74,8 @@ class Outcome:
     findings: list[dict[str, str]] = field(default_factory=list)
     changes: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    pixels: str = ""  # pixel scrub outcome: scrubbed, kept, quarantined ("" when not run)
+    study: str = ""  # digest of the Study Instance UID (pixels.study_key), never the UID
 
 
 def read_key(path: Path) -> PseudonymKeys:
@@ -270,6 +280,8 @@ def process_file(
             source: Dataset = ds
             if scrub_pixels and "PixelData" in ds:
                 scrubbed = _scrub_pixels(ds)
+                outcome.pixels = pixel_outcome(scrubbed)
+                outcome.study = study_key(str(ds.get("StudyInstanceUID", "")))
                 if scrubbed.quarantined or scrubbed.dataset is None:
                     raise _PixelsRefused(scrubbed)
                 source = scrubbed.dataset
@@ -371,6 +383,17 @@ def _summary(outcomes: list[Outcome], console: Console) -> Counter[str]:
     for action in sorted(changes):
         table.add_row(f"attributes {action}", str(changes[action]))
     console.print(table)
+    tally = PixelTally()
+    for o in outcomes:
+        if o.pixels:
+            tally.add_outcome(o.study, o.pixels)
+    if tally.studies:
+        pixels = Table(title="pixel scrub per study")
+        for column in ("study", "scrubbed", "kept", "quarantined"):
+            pixels.add_column(column, justify="left" if column == "study" else "right")
+        for study, counts in tally.rows():
+            pixels.add_row(study, *(str(counts[k]) for k in ("scrubbed", "kept", "quarantined")))
+        console.print(pixels)
     for o in outcomes:
         if o.quarantined:
             console.print(f"[red]quarantined[/red] {o.source}: {o.reason}")

@@ -5,7 +5,8 @@
     policy = PixelPolicy.default()                     # starter rules, safe OCR plan
     policy = policy.with_site_rules(toml_text)         # optional: a site's own layouts
     ocr = TesseractBackend()                           # ocr.is_available(), .unavailable_reason()
-    result = scrub(ds, policy, ocr)                    # ds is not modified
+    result = scrub(ds, policy, ocr)                    # ds is not modified; every frame is
+                                                       # screened for text (textdetect.py)
     if result.quarantined:                             # result.reason, result.preview (PNG bytes)
         ...
     else:
@@ -19,6 +20,7 @@ from deidentify.pixels.frames import PixelError
 from deidentify.pixels.ocr import Box, OcrBackend, OcrUnavailable, OcrWord
 from deidentify.pixels.policy import OcrPlan, PixelPolicy
 from deidentify.pixels.preview import Preview, encode_png
+from deidentify.pixels.report import PixelTally, outcome, study_key
 from deidentify.pixels.rules import RegionRule, RuleError, RuleSet, parse_rules, starter_rules
 from deidentify.pixels.scrub import ScrubResult, make_preview, scrub
 from deidentify.pixels.tesseract import TesseractBackend
@@ -33,6 +35,7 @@ __all__ = [
     "OcrWord",
     "PixelError",
     "PixelPolicy",
+    "PixelTally",
     "Preview",
     "RegionRule",
     "RuleError",
@@ -42,7 +45,9 @@ __all__ = [
     "encode_png",
     "find_hits",
     "make_preview",
+    "outcome",
     "parse_rules",
     "scrub",
     "starter_rules",
+    "study_key",
 ]

@@ -1,35 +1,45 @@
-"""When the pixel scrubber blanks what, and when OCR runs (it costs time; the default is safe).
+"""When the pixel scrubber blanks what, and when OCR runs (the default is the safe one).
 
-Default plan:
-* Modalities that usually carry burned-in text (US, SC, XA, RF, ES, OT, DX, CR, XC, GM, IO,
-  PX, DOC) and any instance whose Burned In Annotation is YES: OCR every frame.
-* Other instances with Burned In Annotation missing: OCR every frame, except the volumetric
-  modalities (CT, MR, PT, NM), which are sampled: frames 0, last and every `sample_every`th of
-  a multi-frame image, and single-frame instances whose Instance Number is missing or
-  1 + k * `sample_every`. Burned In Annotation NO is sampled the same way: it is an
-  assertion by the device, checked, not trusted.
-A sampled plan cannot prove an instance clean, so the scrubber leaves Burned In Annotation as it
-was; a complete plan that finds nothing left sets it to NO.
+Every frame of every instance with pixel data is screened by the text detector
+(`textdetect.find_text`, no OCR), whatever its modality or Burned In Annotation says. Then:
+
+* `text`: what happens to a detected text line. "blank" (default): blanked unless OCR reads
+  it and everything it reads is safe (`allow.SAFE_WORDS` plus the site's `allowed_words`);
+  "strict": blanked even when OCR reads it as safe; "ocr": only what OCR reads as identifying
+  is blanked (the old, looser behaviour, for a site that measured it on its own images).
+* OCR reads every frame of the modalities that usually carry burned-in text (US, SC, XA, RF,
+  ES, OT, DX, CR, XC, GM, IO, PX, DOC), of Burned In Annotation YES, and of Burned In
+  Annotation missing outside CT/MR/PT/NM; elsewhere it reads the frames where the detector
+  found text (only those lines). Nothing is sampled.
+* `documents`: a frame that is mostly text (a scanned page, a screenshot, a dose report) is
+  "quarantine"d (default) or "blank"ed wholesale.
+With the detector on, every frame is screened: an instance that comes out clean gets Burned In
+Annotation NO.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from pydicom.dataset import Dataset
 
+from deidentify.pixels.allow import SAFE_WORDS
 from deidentify.pixels.rules import RuleSet, parse_rules, starter_rules
+from deidentify.pixels.textdetect import DEFAULT_DETECT, DetectParams
 
 ALWAYS_OCR = frozenset(
     {"US", "SC", "XA", "RF", "ES", "OT", "DX", "CR", "XC", "GM", "IO", "PX", "DOC"}
 )
 VOLUMETRIC = frozenset({"CT", "MR", "PT", "NM"})
+TEXT_ACTIONS = ("blank", "strict", "ocr")
+DOCUMENT_ACTIONS = ("quarantine", "blank")
 
 
 @dataclass(frozen=True)
 class OcrPlan:
-    frames: tuple[int, ...]
-    complete: bool  # every frame is read
+    frames: tuple[int, ...]  # read whole by OCR
+    complete: bool  # every frame is read or screened
     reason: str
 
 
@@ -45,12 +55,13 @@ class PixelPolicy:
     * `second_pass`: OCR the output again; anything identifying still read quarantines it.
     * `output_syntax`: None = the source's lossless syntax if encodable, else Explicit VR LE.
     * `ocr_upscale`: 1 or 2; 2 reads text under ~10 px high better at four times the cost.
+    * `detect`: text detector parameters; None turns the screen off (OCR plan only).
+    * `text`, `documents`, `allowed_words`: see the module docstring.
     """
 
     rules: RuleSet = field(default_factory=starter_rules)
     ocr_modalities: frozenset[str] = ALWAYS_OCR
-    sampled_modalities: frozenset[str] = VOLUMETRIC
-    sample_every: int = 16
+    volumetric: frozenset[str] = VOLUMETRIC
     ultrasound_regions_only: bool = True
     margin: int = 3
     patterns: bool = True
@@ -58,6 +69,18 @@ class PixelPolicy:
     output_syntax: str | None = None
     ocr_upscale: int = 1
     ocr_enabled: bool = True
+    detect: DetectParams | None = DEFAULT_DETECT
+    text: str = "blank"
+    documents: str = "quarantine"
+    allowed_words: frozenset[str] = SAFE_WORDS
+
+    def __post_init__(self) -> None:
+        if self.text not in TEXT_ACTIONS:
+            raise ValueError(f"pixel policy: text must be one of {TEXT_ACTIONS}, not {self.text!r}")
+        if self.documents not in DOCUMENT_ACTIONS:
+            raise ValueError(
+                f"pixel policy: documents must be one of {DOCUMENT_ACTIONS}, not {self.documents!r}"
+            )
 
     @classmethod
     def default(cls) -> PixelPolicy:
@@ -67,9 +90,16 @@ class PixelPolicy:
         """This policy plus a site's own region rules (TOML text the caller read)."""
         return replace(self, rules=self.rules + parse_rules(toml))
 
+    def with_allowed_words(self, words: Iterable[str]) -> PixelPolicy:
+        """This policy plus a site's own safe words (e.g. its department's name)."""
+        extra = {w.strip().upper() for w in words if w.strip()}
+        return replace(self, allowed_words=self.allowed_words | extra)
+
     def ocr_plan(self, ds: Dataset, frames: int) -> OcrPlan:
+        """The frames OCR reads whole; the detector adds the frames where it finds text."""
+        screened = self.detect is not None
         if not self.ocr_enabled or frames <= 0:
-            return OcrPlan((), False, "OCR disabled by policy")
+            return OcrPlan((), screened, "OCR disabled by policy")
         modality = str(ds.get("Modality", "") or "").upper()
         burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
         everything = tuple(range(frames))
@@ -77,17 +107,8 @@ class PixelPolicy:
             return OcrPlan(everything, True, f"modality {modality}")
         if burned == "YES":
             return OcrPlan(everything, True, "Burned In Annotation YES")
-        if not burned and modality not in self.sampled_modalities:
+        if not burned and modality not in self.volumetric:
             return OcrPlan(everything, True, "Burned In Annotation missing")
-        step = max(self.sample_every, 1)
-        if frames > 1:
-            picked = sorted({0, frames - 1, *range(0, frames, step)})
-            return OcrPlan(tuple(picked), len(picked) == frames, "sampled frames")
-        number = ds.get("InstanceNumber", None)
-        try:
-            sampled = number is None or str(number).strip() == "" or (int(number) - 1) % step == 0
-        except (TypeError, ValueError):
-            sampled = True
-        if sampled:
-            return OcrPlan((0,), False, "sampled instance")
-        return OcrPlan((), False, "not sampled")
+        if screened:
+            return OcrPlan((), True, "frames where the detector finds text")
+        return OcrPlan(everything, True, "no detector: every frame")

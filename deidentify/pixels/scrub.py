@@ -7,11 +7,16 @@
         out = result.dataset                                # a new dataset; ds is unchanged
 
 Order: overlays (60xx) and Icon Image Sequences are removed; region rules and (for US) the
-complement of Sequence of Ultrasound Regions are blanked on every frame; OCR reads the frames
-the policy plans and blanks words that match the instance's identifying values or PHI
-patterns, with a margin; a second OCR pass over the changed frames must then read nothing
-identifying. A missing decoder, a missing OCR backend when the plan needs OCR, a decode or
-encode failure, or a second-pass finding quarantines the instance (`dataset` is None).
+complement of Sequence of Ultrasound Regions are blanked on every frame; the text detector
+screens every frame (`screen.py`, no OCR); a frame that is a page of text is quarantined or
+blanked whole (policy `documents`); OCR reads the frames the policy plans plus the detected
+lines, and blanks words that match the instance's identifying values or PHI patterns; every
+detected line is blanked unless OCR read it as safe text (policy `text`, `allow.py`). Then a
+second OCR pass over the changed frames must read nothing identifying, and the detector,
+run again, must find no text-like line but the kept ones. A missing decoder, a missing OCR
+backend when the plan needs OCR, a decode or encode failure, a page of text (by default) or
+a second-pass finding quarantines the instance (`dataset` is None), with a before/after
+preview for the second-pass findings. Without OCR, detected lines are all blanked.
 
 Identifying values come from the dataset itself (`deidentify.clean.identifying_values`); when
 scrubbing an already de-identified copy, pass the original's values as `identifying`.
@@ -33,12 +38,15 @@ from deidentify.clean import identifying_values
 from deidentify.pixels.detect import Hit, Needles, find_hits
 from deidentify.pixels.frames import Decoded, PixelError, decode, fill_value, output_syntax, write
 from deidentify.pixels.frames import rgb8 as _rgb8
-from deidentify.pixels.ocr import Box, OcrBackend, OcrUnavailable, merge_until_stable
+from deidentify.pixels.ocr import Box, OcrBackend, OcrUnavailable, OcrWord, merge_until_stable
 from deidentify.pixels.ocr_input import ocr_image
 from deidentify.pixels.policy import OcrPlan, PixelPolicy
 from deidentify.pixels.preview import Preview, encode_png, outline
+from deidentify.pixels.screen import decide, ocr_view, rescreen, screen
+from deidentify.pixels.textdetect import TextLine, document_like
 
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
+RESCREEN_ROUNDS = 2  # rounds of blanking what the screen finds after scrubbing
 
 
 @dataclass
@@ -53,6 +61,8 @@ class ScrubResult:
     ocr_complete: bool = False
     hits: Counter[str] = field(default_factory=Counter)  # kinds of OCR hits blanked
     residual: dict[int, list[Hit]] = field(default_factory=dict)  # second-pass hits
+    text_lines: int = 0  # lines the detector found (all frames)
+    kept: dict[int, list[Box]] = field(default_factory=dict)  # lines OCR read as safe text
     notes: list[str] = field(default_factory=list)
     pixels_changed: bool = False
     preview: Preview | None = field(default=None, repr=False)
@@ -88,14 +98,15 @@ def scrub(
     static = _static_mask(ds, policy, rows, columns, result)
     plan = policy.ocr_plan(ds, frames_n)
     result.ocr_frames, result.ocr_complete = plan.frames, plan.complete
+    reader = ocr if ocr is not None and policy.ocr_enabled else None
     if plan.frames:
-        if ocr is None:
+        if reader is None:
             return _quarantine(result, "OCR is required by the policy but no OCR backend is set")
-        if not ocr.is_available():
+        if not reader.is_available():
             return _quarantine(
-                result, f"OCR is required but unavailable: {ocr.unavailable_reason()}"
+                result, f"OCR is required but unavailable: {reader.unavailable_reason()}"
             )
-    if static is None and not plan.frames:
+    if static is None and not plan.frames and policy.detect is None:
         return result
     try:
         decoded = decode(ds)
@@ -107,24 +118,59 @@ def scrub(
     needles = Needles.from_values(
         identifying if identifying is not None else identifying_values(ds)
     )
-    changed_by_ocr: set[int] = set()
-    if plan.frames:
-        try:
-            changed_by_ocr = _ocr_pass(decoded, plan, policy, ocr, needles, result)  # type: ignore[arg-type]
-            if changed_by_ocr:
-                result.pixels_changed = True
-            if policy.second_pass and changed_by_ocr:
-                _second_pass(decoded, sorted(changed_by_ocr), policy, ocr, needles, result)  # type: ignore[arg-type]
-        except OcrUnavailable as exc:
-            return _quarantine(result, f"OCR failed: {exc}")
+    lines = screen(decoded, policy.detect) if policy.detect is not None else {}
+    result.text_lines = sum(len(v) for v in lines.values())
+    pages = [i for i, found in lines.items() if document_like(found, rows, columns)]
+    if pages:
+        if policy.documents == "quarantine":
+            return _quarantine(
+                result,
+                f"frame(s) {', '.join(map(str, pages[:10]))} hold a page of text (a document "
+                "or screenshot): quarantined by the pixel policy (documents = quarantine)",
+            )
+        for index in pages:
+            _blank_box(decoded, index, Box(0, 0, columns, rows))
+            result.boxes.setdefault(index, []).append(Box(0, 0, columns, rows))
+            del lines[index]
+        result.pixels_changed = True
+        result.notes.append(f"blanked {len(pages)} page(s) of text whole")
+    if reader is not None and lines and not reader.is_available():
+        result.notes.append("OCR unavailable: every detected text line is blanked")
+        reader = None
+    changed: set[int] = set()
+    try:
+        read = _read_frames(decoded, plan, lines, policy, reader, needles) if reader else {}
+        words = {i: w for i, (w, _) in read.items()}
+        for index, (_, hits) in read.items():
+            changed |= _blank_hits(decoded, index, hits, policy, result)
+        for index, found in lines.items():
+            hits = read[index][1] if index in read else []
+            blank, kept = decide(found, words.get(index), hits, policy)
+            if kept:
+                result.kept[index] = kept
+            for box in merge_boxes(blank):
+                clipped = box.clip(columns, rows)
+                if clipped is not None:
+                    _blank_box(decoded, index, clipped)
+                    result.boxes.setdefault(index, []).append(clipped)
+                    changed.add(index)
+        if changed:
+            result.pixels_changed = True
+        if policy.second_pass and changed and reader is not None:
+            _second_pass(decoded, sorted(changed), policy, reader, needles, result)
+    except OcrUnavailable as exc:
+        return _quarantine(result, f"OCR failed: {exc}")
+    if policy.second_pass and policy.detect is not None and policy.text != "ocr":
+        _rescreen(decoded, set(lines) | changed, policy, result)
     if result.residual:
         frames = ", ".join(str(i) for i in sorted(result.residual)[:10])
         kinds = sorted({h.kind for hits in result.residual.values() for h in hits})
-        _quarantine(
-            result,
-            f"second OCR pass still reads identifying text "
-            f"({', '.join(kinds)}) on frame(s) {frames}",
+        what = (
+            "text-like marks remain after scrubbing"
+            if kinds == ["text-like"]
+            else "second OCR pass still reads identifying text"
         )
+        _quarantine(result, f"{what} ({', '.join(kinds)}) on frame(s) {frames}")
         if preview:
             result.preview = _make_preview(ds, decoded, result)
         return result
@@ -139,6 +185,27 @@ def scrub(
     if modality in ("XC", "GM") and "RecognizableVisualFeatures" not in out:
         out.RecognizableVisualFeatures = "YES"  # photographs: faces are not removed here
     return result
+
+
+def _rescreen(decoded: Decoded, frames: set[int], policy: PixelPolicy, result: ScrubResult) -> None:
+    """Screen the scrubbed frames again. Text-like lines left over (what blanking uncovered:
+    the rest of a line, marks no longer joined to their neighbours) are blanked too, for up
+    to `RESCREEN_ROUNDS` rounds; what the last screen still finds is residual (quarantine)."""
+    assert policy.detect is not None
+    for round_ in range(RESCREEN_ROUNDS + 1):
+        left = rescreen(decoded, frames, policy.detect, result.kept, result.boxes)
+        if not left:
+            return
+        if round_ == RESCREEN_ROUNDS:
+            for index, boxes in left.items():
+                result.residual.setdefault(index, []).extend(Hit(b, "text-like") for b in boxes)
+            return
+        for index, boxes in left.items():
+            for box in boxes:
+                _blank_box(decoded, index, box)
+                result.boxes.setdefault(index, []).append(box)
+        result.pixels_changed = True
+        frames = set(left)
 
 
 def _quarantine(result: ScrubResult, reason: str) -> ScrubResult:
@@ -228,40 +295,62 @@ def _read(
     needles: Needles,
     *,
     verify: bool = False,
-) -> dict[int, list[Hit]]:
+    only: dict[int, list[TextLine]] | None = None,
+) -> dict[int, tuple[list[OcrWord], list[Hit]]]:
+    """OCR words (frame coordinates) and hits per frame; `only` limits a frame to its lines."""
     scale = max(policy.ocr_upscale, 1)
-    images = [ocr_image(decoded.frames[i], decoded.photometric, upscale=scale) for i in indices]
-    words = ocr.read(images)
-    if len(words) != len(indices):
+    images = []
+    for i in indices:
+        image = ocr_image(decoded.frames[i], decoded.photometric)
+        if only is not None and i in only:
+            image = ocr_view(image, only[i], policy.margin)
+        if scale > 1:
+            image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+        images.append(image)
+    pages = ocr.read(images)
+    if len(pages) != len(indices):
         raise OcrUnavailable("OCR returned a different number of pages than it was given")
-    found: dict[int, list[Hit]] = {}
-    for index, page in zip(indices, words, strict=True):
+    found: dict[int, tuple[list[OcrWord], list[Hit]]] = {}
+    for index, page in zip(indices, pages, strict=True):
         hits = find_hits(page, needles, patterns=policy.patterns, verify=verify)
-        if hits:
-            found[index] = [Hit(h.box.scaled(scale), h.kind) for h in hits]
+        words = [
+            OcrWord(w.text, w.box.scaled(scale), w.confidence, w.line, w.reading) for w in page
+        ]
+        found[index] = (words, [Hit(h.box.scaled(scale), h.kind) for h in hits])
     return found
 
 
-def _ocr_pass(
+def _read_frames(
     decoded: Decoded,
     plan: OcrPlan,
+    lines: dict[int, list[TextLine]],
     policy: PixelPolicy,
     ocr: OcrBackend,
     needles: Needles,
-    result: ScrubResult,
+) -> dict[int, tuple[list[OcrWord], list[Hit]]]:
+    """The planned frames read whole, the other frames with detected text read in its lines."""
+    whole = set(plan.frames)
+    only = {i: found for i, found in lines.items() if i not in whole}
+    indices = sorted(whole | set(only))
+    if not indices:
+        return {}
+    return _read(decoded, indices, policy, ocr, needles, only=only)
+
+
+def _blank_hits(
+    decoded: Decoded, index: int, hits: Sequence[Hit], policy: PixelPolicy, result: ScrubResult
 ) -> set[int]:
     changed: set[int] = set()
-    for index, hits in _read(decoded, plan.frames, policy, ocr, needles).items():
-        for hit in hits:
-            result.hits[hit.kind] += 1
-        grown = [h.box.grow(policy.margin) for h in hits]
-        for box in merge_boxes(grown):
-            clipped = box.clip(decoded.columns, decoded.rows)
-            if clipped is None:
-                continue
-            _blank_box(decoded, index, clipped)
-            result.boxes.setdefault(index, []).append(clipped)
-            changed.add(index)
+    for hit in hits:
+        result.hits[hit.kind] += 1
+    grown = [h.box.grow(policy.margin) for h in hits]
+    for box in merge_boxes(grown):
+        clipped = box.clip(decoded.columns, decoded.rows)
+        if clipped is None:
+            continue
+        _blank_box(decoded, index, clipped)
+        result.boxes.setdefault(index, []).append(clipped)
+        changed.add(index)
     return changed
 
 
@@ -288,8 +377,9 @@ def _second_pass(
     needles: Needles,
     result: ScrubResult,
 ) -> None:
-    for index, hits in _read(decoded, indices, policy, ocr, needles, verify=True).items():
-        result.residual[index] = hits
+    for index, (_, hits) in _read(decoded, indices, policy, ocr, needles, verify=True).items():
+        if hits:
+            result.residual[index] = hits
 
 
 def _make_preview(source: Dataset, scrubbed: Decoded, result: ScrubResult) -> Preview | None:

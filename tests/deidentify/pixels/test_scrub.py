@@ -119,35 +119,41 @@ def test_second_pass_finding_quarantines_with_a_preview() -> None:
     assert result.preview.after_png.startswith(b"\x89PNG")
 
 
-def test_region_rules_blank_every_frame_without_ocr() -> None:
+def test_region_rules_blank_every_frame_and_every_frame_is_screened() -> None:
     drawn = mono_image(64, 64, frames=3, modality="CT")
     drawn.ds.BurnedInAnnotation = "NO"
-    drawn.ds.InstanceNumber = 5  # not a sampled instance
+    drawn.ds.InstanceNumber = 5
     rules = parse_rules(
         '[[rule]]\nname="corner"\nmatch.Modality="CT"\nblank=[{x=0,y=0,width=10,height=10}]'
     )
-    policy = PixelPolicy(rules=rules, sample_every=1000)
+    policy = PixelPolicy(rules=rules)
     ocr = FakeOcr()
     result = scrub(drawn.ds, policy, ocr)
     assert result.dataset is not None and result.rules == ["corner"]
     frames = decode(result.dataset).frames
     for i in range(3):
         assert int(frames[i, :10, :10].max()) == int(frames[i].min())
-    assert result.ocr_frames == (0, 2)  # sampled: first and last of a multi-frame
-    assert "BurnedInAnnotation" in result.dataset and result.dataset.BurnedInAnnotation == "NO"
+    # nothing text-like on the frames: OCR is not run, but every frame was screened
+    assert result.ocr_frames == () and ocr.calls == [] and result.ocr_complete
+    assert result.dataset.BurnedInAnnotation == "NO"
 
 
 def test_ultrasound_keeps_only_its_regions() -> None:
     region = Box(40, 60, 200, 150)
     drawn = rgb_image(240, 320, regions=region, texts=[Text("Liver", 100, 100, 14, False)])
-    result = scrub(drawn.ds, NO_RULES, FakeOcr())
-    assert result.dataset is not None
+    # "Liver" is text: kept only because OCR reads it and the site allows the word
+    policy = NO_RULES.with_allowed_words(["liver"])
+    result = scrub(drawn.ds, policy, FakeOcr([("Liver", drawn.boxes[0][0])]))
+    assert result.dataset is not None, result.reason
     before, after = decode(drawn.ds).frames[0], decode(result.dataset).frames[0]
     inside = (slice(region.top, region.bottom), slice(region.left, region.right))
     assert np.array_equal(before[inside], after[inside])
     mask = np.ones(after.shape[:2], bool)
     mask[inside] = False
     assert int(after[mask].max()) == 0
+    # without the site's word the same text is blanked
+    blanked = scrub(drawn.ds, NO_RULES, FakeOcr([("Liver", drawn.boxes[0][0])]))
+    assert blanked.dataset is not None and blanked.boxes
 
 
 def test_ultrasound_regions_can_be_kept_by_policy() -> None:
@@ -186,23 +192,26 @@ def test_overlays_and_icons_are_removed() -> None:
         ("US", "NO", 1, 1, (0,)),
         ("CT", "YES", 7, 1, (0,)),
         ("CT", None, 7, 1, ()),
-        ("CT", None, 17, 1, (0,)),
-        ("MR", "NO", None, 1, (0,)),
+        ("CT", None, 17, 1, ()),
+        ("MR", "NO", None, 1, ()),
         ("MG", None, 3, 1, (0,)),
         ("MG", "NO", 3, 1, ()),
-        ("CT", None, 1, 40, (0, 16, 32, 39)),
+        ("CT", None, 1, 40, ()),
     ],
 )
-def test_ocr_plan(
+def test_ocr_plan_reads_whole_frames_where_text_is_usual_and_screens_everything(
     modality: str, burned: str | None, number: int | None, frames: int, expected: tuple[int, ...]
 ) -> None:
+    """OCR reads whole frames only where burned-in text is usual; nothing is sampled: the
+    detector screens every frame of the rest (the plan is complete) and OCR reads its lines."""
     ds = Dataset()
     ds.Modality = modality
     if burned:
         ds.BurnedInAnnotation = burned
     if number is not None:
         ds.InstanceNumber = number
-    assert PixelPolicy(rules=RuleSet()).ocr_plan(ds, frames).frames == expected
+    plan = PixelPolicy(rules=RuleSet()).ocr_plan(ds, frames)
+    assert plan.frames == expected and plan.complete
 
 
 def test_no_ocr_and_no_rules_leaves_pixels_alone() -> None:

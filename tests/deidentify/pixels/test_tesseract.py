@@ -34,18 +34,20 @@ POLICY = PixelPolicy(rules=RuleSet())
 def _score(
     before: np.ndarray, after: np.ndarray, boxes: list, margin: int = 3
 ) -> tuple[int, int, float]:
-    """(identifying boxes fully blanked, identifying boxes, fraction of other pixels unchanged)."""
+    """(identifying boxes fully blanked, identifying boxes, fraction of pixels outside all text
+    left unchanged)."""
     outside = np.ones(before.shape[:2], bool)
     removed = total = 0
     text_contrast = int(before.max()) - int(before.min())
     for box, identifying in boxes:
+        # outside text: labels next to values are text too (a line is blanked whole)
+        g = box.grow(margin)
+        outside[max(g.top, 0) : g.bottom, max(g.left, 0) : g.right] = False
         if not identifying:
             continue
         total += 1
         region = after[box.top : box.bottom, box.left : box.right]
         removed += int(region.max()) - int(region.min()) < text_contrast // 4  # no ink left
-        g = box.grow(margin)
-        outside[max(g.top, 0) : g.bottom, max(g.left, 0) : g.right] = False
     same = np.all(before == after, axis=-1) if before.ndim == 3 else before == after
     return removed, total, float(same[outside].mean())
 

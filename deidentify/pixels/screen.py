@@ -1,0 +1,99 @@
+"""The text screen inside the scrubber: detect on every frame, decide per line, screen again.
+
+    found = screen(decoded, params)                  # {frame: [TextLine, ...]}, frames with text
+    view = ocr_view(image, lines, margin)            # OCR reads only the detected lines
+    blank, kept = decide(lines, words, hits, policy) # boxes to blank, boxes kept as safe text
+    left = rescreen(decoded, frames, params, kept)   # text-like lines still there
+
+Pure: numpy and OpenCV only; the OCR words come in from the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from deidentify.pixels.allow import line_is_safe, words_in
+from deidentify.pixels.detect import Hit
+from deidentify.pixels.frames import Decoded, render_gray8
+from deidentify.pixels.ocr import Box, Gray8, OcrWord
+from deidentify.pixels.policy import PixelPolicy
+from deidentify.pixels.textdetect import DetectParams, TextLine, find_text
+
+
+def screen(
+    decoded: Decoded, params: DetectParams, frames: Iterable[int] | None = None
+) -> dict[int, list[TextLine]]:
+    """Text-like lines per frame (frames without any are left out)."""
+    found: dict[int, list[TextLine]] = {}
+    indices = range(decoded.count) if frames is None else frames
+    for index in indices:
+        gray = render_gray8(decoded.frames[index], decoded.photometric)
+        lines = find_text(gray, params)
+        if lines:
+            found[index] = lines
+    return found
+
+
+def ocr_view(image: Gray8, lines: Sequence[TextLine], margin: int) -> Gray8:
+    """`image` (dark text on light) with everything outside the lines made white: OCR then
+    reads only the lines (its region finder skips flat white)."""
+    keep = np.zeros(image.shape, bool)
+    for line in lines:
+        b = line.box.grow(margin)
+        keep[max(b.top, 0) : b.bottom, max(b.left, 0) : b.right] = True
+    return np.where(keep, image, np.uint8(255)).astype(np.uint8)
+
+
+def decide(
+    lines: Sequence[TextLine],
+    words: Sequence[OcrWord] | None,
+    hits: Sequence[Hit],
+    policy: PixelPolicy,
+) -> tuple[list[Box], list[Box]]:
+    """(boxes to blank, boxes kept). `words` None: OCR did not read this frame (unavailable),
+    so nothing can be shown safe. A line with an OCR hit in it is never kept."""
+    blank: list[Box] = []
+    kept: list[Box] = []
+    if policy.text == "ocr":
+        return blank, kept
+    for line in lines:
+        safe = (
+            policy.text == "blank"
+            and words is not None
+            and not any(h.box.overlap(line.box) for h in hits)
+            and line_is_safe(words_in(words, line.box), line.glyphs, policy.allowed_words)
+        )
+        if safe:
+            kept.append(line.box)
+        else:
+            blank.append(line.box)  # padded by the detector (pad, extend)
+    return blank, kept
+
+
+def rescreen(
+    decoded: Decoded,
+    frames: Iterable[int],
+    params: DetectParams,
+    kept: dict[int, list[Box]],
+    blanked: dict[int, list[Box]],
+) -> dict[int, list[Box]]:
+    """Lines the detector still finds on `frames` of the scrubbed pixels, except kept ones and
+    the edges of blanked boxes: a line mostly within a kernel of a blanked box is the sliver
+    of background between the box and the frame edge or another box (a real line left over
+    would reach beyond)."""
+    left: dict[int, list[Box]] = {}
+    reach = params.kernel
+    for index, lines in screen(decoded, params, sorted(set(frames))).items():
+        safe = kept.get(index, [])
+        edges = [b.grow(reach) for b in blanked.get(index, [])]
+        boxes = [
+            ln.box
+            for ln in lines
+            if not any(ln.box.overlap(k) for k in safe)
+            and not any(2 * ln.box.overlap(e) >= ln.box.area for e in edges)
+        ]
+        if boxes:
+            left[index] = boxes
+    return left

@@ -1,0 +1,316 @@
+"""Find text-like marks in a frame without reading them (no OCR): a fast screen for every frame.
+
+Burned-in text is thin strokes of either polarity that stand out from their surroundings,
+glyphs of similar height set side by side on a line. The detector (OpenCV, about a millisecond
+per 512 x 512 slice):
+
+1. renders the frame to 8 bits over its full range (MONOCHROME1 inverted);
+2. takes the white and the black top-hat (the frame minus its morphological opening, its
+   closing minus the frame) with a `kernel`-wide square: strokes narrower than the kernel
+   remain, whatever the background under them (anatomy included), smooth tissue and wide
+   edges do not;
+3. thresholds each at `min_contrast` grey levels (15 % of the dynamic range is ~38 levels)
+   and labels connected components; a glyph is a component `min_height`..`max_height` high,
+   not a solid block (a blanked box or a ruler), not a long thin curve (a cortex, a vessel);
+4. groups glyphs into lines per height band (a morphological closing that bridges letter and
+   word gaps) and keeps a line of at least `min_glyphs` glyphs, or one glyph wide enough to be
+   a word whose letters touch (anti-aliasing, JPEG); lines are found horizontally and, for
+   rotated text, vertically.
+
+The result is a list of line boxes (frame pixels). False marks (an aligned run of bright
+vessels) are tolerated: the scrubber blanks a detected line unless OCR reads it as known-safe
+text, so a false mark costs a blanked background strip, a missed line would be a leak.
+`document_like` tells a page of text (a scanned document, a screenshot) from annotations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from deidentify.pixels.frames import Frames, render_gray8
+from deidentify.pixels.ocr import Box, Gray8, merge_until_stable
+
+cv2.setNumThreads(1)  # one core per worker: the agent runs a process per core
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Tuning of `find_text`; the defaults are the measured ones (bench/pixel_bench.py)."""
+
+    kernel: int = 13  # top-hat square: strokes up to ~kernel-2 px wide
+    min_frame: int = 48  # smaller frames (icons, dose grids) are not screened
+    min_height: int = 5  # glyph height range, px (7-40 px text; 'e' of 7 px text is 5)
+    max_height: int = 60
+    min_area: int = 6
+    min_contrast: int = 18  # grey levels of 255 a stroke stands out by, at least
+    texture_radius: int = 15
+    texture_factor: float = 3.0  # and by this many times the clutter around it: the mean
+    clutter_cap: int = 40  # top-hat, capped here so that dense strong text is not clutter
+    min_fill: float = 0.1  # glyph ink / glyph box: below, a thin curve
+    max_fill: float = 0.9  # above, a solid block
+    min_glyphs: int = 3
+    word_max_height: int = 30  # one component at least this wide per height reads as a word
+    gap: float = 1.1  # letters/words closer than gap x band height join one line
+    bands: tuple[tuple[int, int], ...] = ((5, 12), (9, 20), (15, 34), (26, 60))
+    off_line: float = 0.3  # glyph centres may stray from the fitted line by this x height
+    min_inliers: float = 0.6  # share of a group's glyphs that must sit on its line
+    max_slope: float = 0.7  # about 35 degrees; steeper lines are read in the other direction
+    body_window: int = 15  # anatomy: the smoothed frame above its Otsu threshold
+    body_extra: int = 1  # inside it, a line needs this many more glyphs
+    body_strict: float = 0.67  # and sits this much straighter
+    absorb_rounds: int = 3  # rounds of taking in same-row glyphs at either end of a line
+    pad: int = 1
+    extend: float = 0.25  # added around every line box
+
+
+DEFAULT_DETECT = DetectParams()
+
+
+@dataclass(frozen=True)
+class TextLine:
+    box: Box
+    glyphs: int  # components grouped into it (about its number of letters)
+    vertical: bool = False
+
+
+def frame_gray8(frame: Frames, photometric: str) -> Gray8:
+    return render_gray8(frame, photometric)
+
+
+def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLine]:
+    """Text-like lines of an 8-bit frame (display polarity), boxes padded by `params.pad`."""
+    if gray.ndim != 2 or min(gray.shape) < params.min_frame:
+        return []
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (params.kernel, params.kernel))
+    window = (2 * params.texture_radius + 1,) * 2
+    found: list[npt.NDArray[np.int32]] = []
+    for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
+        hat = cv2.morphologyEx(gray, op, kernel)
+        if int(hat.max()) < params.min_contrast:
+            continue
+        # texture (MR fat, trabecular bone, noise) raises the bar locally, so glyphs drawn
+        # over it do not fuse with it into one large component
+        local = cv2.blur(np.minimum(hat, params.clutter_cap), window)
+        bar = np.maximum(
+            cv2.convertScaleAbs(local, alpha=params.texture_factor), params.min_contrast
+        )
+        mask = np.where(hat >= bar, 255, 0).astype(np.uint8)
+        found.append(_glyphs(mask, params))
+    glyphs = np.concatenate(found) if found else np.zeros((0, 4), np.int32)
+    rows, columns = gray.shape
+    body = _body(gray, params)
+    lines = _lines(glyphs, body, params, vertical=False)
+    lines += _lines(glyphs[:, [1, 0, 3, 2]], np.ascontiguousarray(body.T), params, vertical=True)
+    out: list[TextLine] = []
+    for line in _merge(lines):
+        if not line.vertical:
+            line = _absorb(line, glyphs, params)
+        clipped = _extend(line, params).clip(columns, rows)
+        if clipped is not None:
+            out.append(TextLine(clipped, line.glyphs, line.vertical))
+    return out
+
+
+def _body(gray: Gray8, params: DetectParams) -> npt.NDArray[np.uint8]:
+    """Where the anatomy is (1) and where the background is (0): the frame smoothed over a
+    `body_window` square, above Otsu's threshold of it."""
+    smooth = cv2.blur(gray, (params.body_window, params.body_window))
+    _, body = cv2.threshold(smooth, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return np.asarray(body, dtype=np.uint8)
+
+
+def _glyphs(mask: npt.NDArray[np.uint8], params: DetectParams) -> npt.NDArray[np.int32]:
+    """Boxes (x, y, w, h) of the components of `mask` shaped like glyphs (or touching ones)."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    stats = stats[1:]
+    width = stats[:, cv2.CC_STAT_WIDTH]
+    height = stats[:, cv2.CC_STAT_HEIGHT]
+    area = stats[:, cv2.CC_STAT_AREA]
+    size = np.maximum(width, height)
+    small = np.minimum(width, height)
+    fill = area / np.maximum(width * height, 1)
+    ok = (
+        (size >= params.min_height)
+        & (small <= params.max_height)
+        & (size <= params.max_height * 12)
+        & (area >= params.min_area)
+        & (fill >= params.min_fill)
+        & (fill <= params.max_fill)
+    )
+    return np.ascontiguousarray(stats[ok, :4], dtype=np.int32)
+
+
+def _lines(
+    glyphs: npt.NDArray[np.int32],
+    body: npt.NDArray[np.uint8],
+    params: DetectParams,
+    *,
+    vertical: bool,
+) -> list[TextLine]:
+    """Glyph boxes joined along rows (along columns of the transposed frame: vertical text).
+
+    Per band of glyph heights (bands overlap, so a line of mixed capitals and small letters
+    is whole in one of them), each glyph is drawn at half resolution as its box stretched
+    right by `gap` times its height: glyphs of one line (overlapping rows, letter or word
+    gaps apart) touch, and one labelling gives the lines."""
+    found: list[TextLine] = []
+    shape = body.shape
+    half = (shape[0] // 2 + 1, shape[1] // 2 + 1)
+    need = params.min_glyphs + (1 if vertical else 0)
+    for low, high in params.bands:
+        g = glyphs[(glyphs[:, 3] >= low) & (glyphs[:, 3] <= high)]
+        if g.shape[0] < need - 1:
+            continue
+        canvas = np.zeros(half, np.uint8)
+        for x, y, w, h in (g // 2).tolist():
+            trim = h // 8
+            reach = int(params.gap * h)
+            cv2.rectangle(canvas, (x, y + trim), (x + w + reach, y + h - trim), 255, -1)
+        n, labels = cv2.connectedComponents(canvas, connectivity=4)
+        if n <= 1:
+            continue
+        line = labels[(g[:, 1] + g[:, 3] // 2) // 2, g[:, 0] // 2]
+        order = np.argsort(line, kind="stable")
+        line, g = line[order], g[order]
+        cuts = np.flatnonzero(np.diff(line)) + 1
+        for members in np.split(g, cuts):
+            if len(members) < need:
+                continue
+            x, y = members[:, 0], members[:, 1]
+            inside = float(body[y + members[:, 3] // 2, x + members[:, 2] // 2].mean()) > 0.5
+            aligned = _aligned(members, params, strict=inside)
+            if aligned is None:
+                continue
+            distinct = len({(x // 3, y // 3) for x, y in aligned[:, :2].tolist()})
+            if distinct < need + (params.body_extra if inside else 0):
+                continue  # one glyph seen in both polarities (or twice) counts once
+            left, top = int(aligned[:, 0].min()), int(aligned[:, 1].min())
+            right = int((aligned[:, 0] + aligned[:, 2]).max())
+            bottom = int((aligned[:, 1] + aligned[:, 3]).max())
+            w, h = right - left, bottom - top
+            box = Box(top, left, h, w) if vertical else Box(left, top, w, h)
+            found.append(TextLine(box, distinct, vertical))
+    return found
+
+
+def _aligned(
+    members: npt.NDArray[np.int32], params: DetectParams, *, strict: bool = False
+) -> npt.NDArray[np.int32] | None:
+    """The glyphs of a group that sit on one straight line (text, rotated or not), or None.
+
+    Glyph centres are fitted by a line (least squares), glyphs off it by more than
+    `params.off_line` of the median glyph height dropped and the fit repeated; text keeps
+    most of its glyphs on the line (descenders and small letters move a centre by about a
+    quarter of the height), a cluster of anatomy marks does not."""
+    kept = members
+    off_line = params.off_line * (params.body_strict if strict else 1.0)
+    for _ in range(3):
+        cx = kept[:, 0] + kept[:, 2] / 2.0
+        cy = kept[:, 1] + kept[:, 3] / 2.0
+        height = float(np.median(kept[:, 3]))
+        if np.ptp(cx) < height:
+            return None
+        mx, my = float(cx.mean()), float(cy.mean())
+        slope = float(((cx - mx) * (cy - my)).sum() / ((cx - mx) ** 2).sum())
+        offset = my - slope * mx
+        if abs(slope) > params.max_slope:
+            return None
+        off = np.abs(cy - (slope * cx + offset)) <= off_line * height
+        similar = (kept[:, 3] >= 0.5 * height) & (kept[:, 3] <= 2.0 * height)
+        inliers = off & similar
+        if inliers.all():
+            break
+        if inliers.sum() < params.min_glyphs or inliers.mean() < params.min_inliers:
+            return None
+        kept = kept[inliers]
+    return kept
+
+
+def _absorb(line: TextLine, glyphs: npt.NDArray[np.int32], params: DetectParams) -> TextLine:
+    """The line grown by the glyphs of its row lying a letter gap from either end: pieces of
+    the same text the grouping left out (a number before a date, the last letters of a name
+    after a wider gap)."""
+    box = line.box
+    if glyphs.shape[0] == 0:
+        return line
+    x, y, w, h = glyphs[:, 0], glyphs[:, 1], glyphs[:, 2], glyphs[:, 3]
+    centre = y + h // 2
+    similar = (h >= box.height // 2) & (h <= box.height + box.height // 4)
+    for _ in range(params.absorb_rounds):
+        reach = int(params.gap * box.height)
+        near = (
+            similar
+            & (centre >= box.top)
+            & (centre < box.bottom)
+            & (x + w >= box.left - reach)
+            & (x <= box.right + reach)
+        )
+        if not near.any():
+            break
+        left = min(box.left, int(x[near].min()))
+        right = max(box.right, int((x[near] + w[near]).max()))
+        top = min(box.top, int(y[near].min()))
+        bottom = max(box.bottom, int((y[near] + h[near]).max()))
+        grown = Box(left, top, right - left, bottom - top)
+        if grown == box:
+            break
+        box = grown
+    return TextLine(box, line.glyphs, line.vertical)
+
+
+def _extend(line: TextLine, params: DetectParams) -> Box:
+    """The line's box grown by `pad` and, along the line, by `extend` x its thickness (a
+    glyph at either end that the grouping left out), across it by half that."""
+    b = line.box
+    thickness = b.width if line.vertical else b.height
+    along = params.pad + int(params.extend * thickness)
+    across = params.pad + int(params.extend * thickness / 2)
+    dx, dy = (across, along) if line.vertical else (along, across)
+    return Box(b.left - dx, b.top - dy, b.width + 2 * dx, b.height + 2 * dy)
+
+
+def _merge(lines: list[TextLine]) -> list[TextLine]:
+    """Drop lines inside another (found in two bands or both directions), then join lines of
+    one row a word gap apart (the words of a line). Overlapping lines of different rows stay
+    apart (a union of unions would grow over the frame)."""
+    ordered = sorted(lines, key=lambda ln: -ln.box.area)
+    kept: list[TextLine] = []
+    for line in ordered:
+        if not any(k.box.overlap(line.box) == line.box.area for k in kept):
+            kept.append(line)
+    horizontal = [ln for ln in kept if not ln.vertical]
+    vertical = [ln for ln in kept if ln.vertical]
+    joined = merge_until_stable([ln.box for ln in horizontal], _same_row)
+    out = vertical + [
+        TextLine(box, sum(ln.glyphs for ln in horizontal if box.overlap(ln.box)), False)
+        for box in joined
+    ]
+    return sorted(out, key=lambda ln: (ln.box.top, ln.box.left))
+
+
+def _same_row(a: Box, b: Box) -> bool:
+    rows = min(a.bottom, b.bottom) - max(a.top, b.top)
+    small, large = min(a.height, b.height), max(a.height, b.height)
+    gap = max(a.left, b.left) - min(a.right, b.right)
+    return rows >= small // 2 and large <= 2 * small and gap <= large
+
+
+def document_like(lines: list[TextLine], rows: int, columns: int) -> bool:
+    """A page of text (scanned document, screenshot, dose report) rather than annotations:
+    lines at 8 or more heights, covering a fifth of the frame or more."""
+    centres = {(ln.box.top + ln.box.height // 2) // 8 for ln in lines if not ln.vertical}
+    if len(centres) < 8:
+        return False
+    return bool(mask_of(lines, rows, columns).mean() >= 0.2)
+
+
+def mask_of(lines: list[TextLine], rows: int, columns: int) -> npt.NDArray[np.bool_]:
+    mask = np.zeros((rows, columns), bool)
+    for line in lines:
+        b = line.box
+        mask[b.top : b.bottom, b.left : b.right] = True
+    return mask
