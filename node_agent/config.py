@@ -108,6 +108,8 @@ class Destination(_Model):
     mode: Literal["identified", "deidentified"] = "identified"
     priority: int = Field(default=100, description="Lower is sent first")
     deid_options: tuple[str, ...] = ()
+    recipe: str | None = Field(default=None, description="the rule's site recipe (TOML)")
+    pixel_policy: str = Field(default="scrub", description="the rule's burned-in text policy")
 
 
 class InboundSection(_Model):

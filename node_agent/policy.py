@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from node_agent.config import Destination
 from node_agent.files import durable_write
 from node_agent.hubclient import HubClient
+from wire.facts import StudyFacts
 from wire.policy import SitePolicy
 
 log = structlog.get_logger("hexchange.agent.policy")
@@ -74,16 +75,22 @@ class PolicyCache:
         self._cached = fetched
         return fetched
 
-    def destinations_for(self, modalities: set[str]) -> list[Destination]:
+    def destinations_for(self, facts: StudyFacts | set[str]) -> list[Destination]:
+        """Where a study goes: every rule whose match holds for the study's facts (every
+        criterion of a rule must hold; a set of modalities stands for facts with only those)."""
         policy = self.load()
         if policy is None:
             raise NoPolicy("no sharing policy from the hub yet")
+        if not isinstance(facts, StudyFacts):
+            facts = StudyFacts(modalities=sorted(facts))
         return [
             Destination(
                 org=r.destination_org,
                 mode=r.mode,
                 priority=r.priority,
                 deid_options=tuple(r.deid_options),
+                recipe=r.recipe,
+                pixel_policy=r.pixel_policy,
             )
-            for r in policy.rules_for(modalities)
+            for r in policy.rules_matching(facts)
         ]

@@ -9,7 +9,6 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from hub.bootstrap import init_hub
 from hub.main import create_app
 from hub.settings import HubSettings
+from tests.fuzz.as_site import as_site
 from tests.hub.conftest import DictSink, enroll_request
 from wire.api import EnrollResponse
 from wire.envelope import RecipientKey, seal
@@ -36,21 +36,6 @@ class Uploading:
     bundle_id: str
     chunks: dict[int, bytes]
     blob_dir: Path
-
-
-def _with_client_cert(app: Any, cert_pem: str) -> Any:
-    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope["extensions"] = {
-                "tls": {
-                    "client_cert_chain": [cert_pem],
-                    "client_cert_name": "O=org-a,CN=site-a",
-                    "client_cert_error": None,
-                }
-            }
-        await app(scope, receive, send)
-
-    return wrapped
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +94,7 @@ def uploading(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uploading]:
         chunk_size=4096,
     )
     node = TestClient(
-        _with_client_cert(app.state.node_app, response_a.certificate_pem), base_url="https://hub"
+        as_site(app.state.node_app, response_a.certificate_pem), base_url="https://hub"
     )
     bundle_id = header.manifest.bundle_id
     put = node.put(f"/node/v1/bundles/{bundle_id}", content=header.to_bytes())

@@ -23,6 +23,7 @@ from certs.tokens import issue_token
 from hub.bootstrap import init_hub
 from hub.main import create_app
 from hub.settings import HubSettings
+from tests.fuzz.as_site import as_site
 from tests.hub.conftest import enroll_request
 
 with warnings.catch_warnings():  # starlette asks for httpx2, which the project does not use
@@ -41,16 +42,9 @@ def _as_site(app: Any, cert_pem: str) -> Any:
                         "headers": [(b"content-type", b"application/json")]})  # fmt: skip
             await send({"type": "http.response.body", "body": schema})
             return
-        if scope["type"] == "http":
-            scope["extensions"] = {
-                "tls": {
-                    "client_cert_chain": [cert_pem],
-                    "client_cert_name": "O=org-a,CN=site-a",
-                    "client_cert_error": None,
-                }
-            }
-        await app(scope, receive, send)
+        await node(scope, receive, send)
 
+    node = as_site(app, cert_pem)
     return wrapped
 
 

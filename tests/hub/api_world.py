@@ -76,3 +76,16 @@ def api_world(tmp_path: Path, database_url: str) -> Iterator[World]:
     ):
         yield World(services, client, node, tokens, user_ids, enrollment)
     services.close()
+
+
+@contextmanager
+def world_on(backend: str, tmp: Path) -> Iterator[World]:
+    """`api_world` on SQLite under `tmp` or on a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        with api_world(tmp, f"sqlite:///{tmp / 'hub.db'}") as made:
+            yield made
+        return
+    from tests.hub.conftest import postgres_database
+
+    with postgres_database() as url, api_world(tmp, url) as made:
+        yield made

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.hub.api_world import World, api_world
+from tests.hub.api_world import World, world_on
 
 EXAMPLES_PER_OPERATION = 12
 SKIPPED = {
@@ -30,15 +30,8 @@ SKIPPED = {
 def fuzz_world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    from tests.hub.conftest import postgres_database
-
-    tmp = tmp_path_factory.mktemp("fuzz")
-    if request.param == "sqlite":
-        with api_world(tmp, f"sqlite:///{tmp / 'hub.db'}") as made:
-            yield made
-    else:
-        with postgres_database() as url, api_world(tmp, url) as made:
-            yield made
+    with world_on(request.param, tmp_path_factory.mktemp("fuzz")) as made:
+        yield made
 
 
 def _operations(world: World) -> list[Any]:

@@ -14,7 +14,7 @@ import pytest
 from hub.permissions import GRANTS, ORG_SCOPED, Permission
 from hub.principals import Role
 from hub.routes.registry import iter_routes
-from tests.hub.api_world import ROLES, World, api_world
+from tests.hub.api_world import ROLES, World, world_on
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
@@ -25,15 +25,8 @@ PROBLEM_KEYS = {"type", "title", "status", "detail"}
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    from tests.hub.conftest import postgres_database
-
-    tmp = tmp_path_factory.mktemp("matrix")
-    if request.param == "sqlite":
-        with api_world(tmp, f"sqlite:///{tmp / 'hub.db'}") as w:
-            yield w
-    else:
-        with postgres_database() as url, api_world(tmp, url) as w:
-            yield w
+    with world_on(request.param, tmp_path_factory.mktemp("matrix")) as made:
+        yield made
 
 
 def test_every_route_declares_exactly_one_permission(world: World) -> None:
