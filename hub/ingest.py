@@ -151,7 +151,9 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
             raise InvalidRequest(f"recipient organization {org!r} is not part of this network")
     site_policy = policy.current(ctx.session, identity.org, identity.site)
     for org in manifest.recipients:
-        if not site_policy.allows(org, manifest.mode, set(manifest.modalities)):
+        if not site_policy.allows(
+            org, manifest.mode, set(manifest.modalities), manifest.facts
+        ):
             raise Forbidden(
                 f"the sharing policy of {identity.org}/{identity.site} (version "
                 f"{site_policy.version}) does not allow {manifest.mode} studies of these "

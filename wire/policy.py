@@ -173,12 +173,21 @@ class SitePolicy(_Model):
         """Rules that certainly match `facts` (the agent has every fact)."""
         return [rule for rule in self.rules if rule.match.evaluate(facts) is True]
 
-    def allows(self, destination_org: str, mode: str, modalities: set[str] | None = None) -> bool:
-        """Does a rule send `mode` studies (of these modalities, when given) to the org?"""
+    def allows(
+        self,
+        destination_org: str,
+        mode: str,
+        modalities: set[str] | None = None,
+        facts: StudyFacts | None = None,
+    ) -> bool:
+        """Does a rule send `mode` studies (of these modalities / with these facts, when given)
+        to the org? With facts that lack what a rule needs (the hub never sees a study
+        description), the rule is not ruled out: only a criterion that fails refuses."""
         return any(
             r.destination_org == destination_org
             and r.mode == mode
             and (modalities is None or r.match.matches(modalities))
+            and (facts is None or r.match.evaluate(facts) is not False)
             for r in self.rules
         )
 

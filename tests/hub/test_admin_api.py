@@ -215,3 +215,23 @@ def test_every_api_action_is_audited_and_org_admins_see_only_theirs(
     assert resource["recorded"] and resource["agent"][0]["who"]["display"]
     verified = network.get("/api/v1/audit/verify")
     assert verified.status_code == 200 and verified.json()["events"] > len(everything)
+
+
+def test_the_hub_rechecks_the_rule_criteria_the_manifest_can_show(
+    hub: Hub, sites: tuple[EnrolledSite, ...]
+) -> None:
+    from hub import policy
+    from wire.policy import PolicyMatch, PolicyRule
+
+    site_a = sites[0]
+    chest_only = PolicyRule(
+        destination_org="org-b", mode="identified",
+        match=PolicyMatch(body_parts=["CHEST"], study_description="*thorax*"),
+    )  # fmt: skip
+    with hub.session() as session:
+        policy.replace_rules(session, "org-a", "site-a", [chest_only], actor="test")
+    head = StudyFacts(modalities=["CT"], body_parts=["HEAD"])
+    refused = site_a.put_header(site_a.seal(b"x" * 10, ["org-b"], facts=head))
+    assert refused.status_code == 403 and "does not allow" in refused.json()["detail"]
+    chest = StudyFacts(modalities=["CT"], body_parts=["CHEST"])  # description: not for the hub
+    assert site_a.put_header(site_a.seal(b"x" * 10, ["org-b"], facts=chest)).status_code == 200
