@@ -52,6 +52,9 @@ OUTBOX_STATES = ("sealed", "uploading", "delivered", "failed")
 INBOUND_STATES = ("downloading", "stored", "acked", "failed", "discarded")
 
 _FINISHED = ("sealed", "partial", "quarantined")
+# what may happen to a study between the pipeline's read of it and its arrow: a new instance
+# (receiving), an operator's release or a new policy (stable), another pass finishing it
+_RACES = ("receiving", "stable", "held", *_FINISHED)
 
 ARROWS: dict[str, frozenset[tuple[str, str]]] = {
     "studies": frozenset(
@@ -244,7 +247,7 @@ class Ledger:
     def study_held(self, study_uid: str, reason: str) -> bool:
         with self.state.transaction() as conn:
             return _move(
-                conn, "studies", study_uid, "held", skip=STUDY_STATES, also={"last_error": reason}
+                conn, "studies", study_uid, "held", skip=_RACES, also={"last_error": reason}
             )
 
     def study_waits(self, study_uid: str, reason: str, retry_at: float) -> bool:
@@ -254,7 +257,7 @@ class Ledger:
                 "studies",
                 study_uid,
                 "waiting",
-                skip=STUDY_STATES,
+                skip=_RACES,
                 also={"next_attempt_at": retry_at, "last_error": reason},
             )
 
@@ -283,7 +286,7 @@ class Ledger:
                 "studies",
                 study_uid,
                 target,
-                skip=("receiving", *_FINISHED, "held"),
+                skip=_RACES,
                 also={"last_error": reason},
             )
         return target if moved else None
