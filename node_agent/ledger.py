@@ -131,6 +131,7 @@ class Received:
     size: int
     modality: str | None
     quiet_s: float | None
+    source_ae: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,11 +199,21 @@ class Ledger:
             for r in received:
                 conn.execute(
                     "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, modality, "
-                    "received_at, state) VALUES (?,?,?,?,?,?,?, 'spooled') "
+                    "received_at, state, source_ae) VALUES (?,?,?,?,?,?,?, 'spooled', ?) "
                     "ON CONFLICT(sop_uid) DO UPDATE SET sha256=excluded.sha256, "
                     "path=excluded.path, size=excluded.size, modality=excluded.modality, "
-                    "received_at=excluded.received_at, state='spooled'",
-                    (r.sop_uid, r.study_uid, r.path, r.sha256, r.size, r.modality, now),
+                    "received_at=excluded.received_at, state='spooled', "
+                    "source_ae=COALESCE(excluded.source_ae, instances.source_ae)",
+                    (
+                        r.sop_uid,
+                        r.study_uid,
+                        r.path,
+                        r.sha256,
+                        r.size,
+                        r.modality,
+                        now,
+                        r.source_ae,
+                    ),
                 )
                 conn.execute(
                     "INSERT INTO studies(study_uid, state, first_at, last_at, quiet_s) "

@@ -35,15 +35,17 @@ from node_agent.ledger import Ledger, NewBundle
 from node_agent.policy import NoPolicy
 from node_agent.priority import priority_for
 from node_agent.state import AgentState
+from node_agent.study_facts import StudyFactsCache
 from wire.envelope import RecipientKey, seal
 from wire.errors import PayloadError
+from wire.facts import StudyFacts
 from wire.manifest import ManifestDraft
 from wire.payload import instance_name, write_payload
 
 log = structlog.get_logger("hexchange.agent.pipeline")
 
 RecipientLookup = Callable[[str], list[RecipientKey]]
-DestinationLookup = Callable[[set[str]], list[Destination]]
+DestinationLookup = Callable[[StudyFacts], list[Destination]]
 # de-identify the spool file (1st) for the destination into the new file (3rd), streamed
 Transform = Callable[[Path, Destination, Path], None]
 
@@ -304,6 +306,7 @@ class Pipeline:
         self.recipients = recipients
         self.destinations = destinations
         self.deidentify = deidentify
+        self.facts = StudyFactsCache()
         self.outbox = outbox_dir(config)
         self.outbox.mkdir(parents=True, exist_ok=True)
         self.quarantine_dir = config.agent.data_dir / "quarantine"
@@ -389,7 +392,7 @@ class Pipeline:
         for row in rows:
             study_uid = row["study_uid"]
             try:
-                destinations = self.destinations(self._study_modalities(study_uid))
+                destinations = self.destinations(self._study_facts(study_uid))
                 for destination in destinations:
                     pending = _pending_instances(
                         self.state, study_uid, destination.org, destination.mode
@@ -401,19 +404,24 @@ class Pipeline:
                 log.debug("part not sealed yet; the whole study waits its turn", reason=str(exc))
         return sealed
 
-    def _study_modalities(self, study_uid: str) -> set[str]:
+    def _study_facts(self, study_uid: str) -> StudyFacts:
+        """What the sharing rules match on, from the study's spooled headers (each read once)."""
         with self.state.connect() as conn:
             rows = conn.execute(
-                "SELECT DISTINCT modality FROM instances WHERE study_uid = ? "
-                "AND modality IS NOT NULL",
+                "SELECT sop_uid, path, source_ae FROM instances WHERE study_uid = ? "
+                "AND state = 'spooled'",
                 (study_uid,),
             ).fetchall()
-        return {r["modality"] for r in rows}
+        return self.facts.facts(
+            study_uid,
+            [(r["sop_uid"], Path(r["path"])) for r in rows],
+            [r["source_ae"] for r in rows if r["source_ae"]],
+        )
 
     def _process_study(self, study_uid: str) -> int:
         sealed = 0
         try:
-            destinations = self.destinations(self._study_modalities(study_uid))
+            destinations = self.destinations(self._study_facts(study_uid))
             if not destinations:
                 self.ledger.study_held(
                     study_uid, "no sharing rule matches this study; it stays at the site"
@@ -501,6 +509,7 @@ class Pipeline:
                 instance_count=len(streams),
                 modalities=sorted(modalities),
                 created_at=dt.datetime.now(dt.UTC),
+                facts=self._study_facts(study_uid).without_identity(),
             )
             pipe = PayloadPipe(streams, known)
             try:

@@ -68,7 +68,9 @@ class Spool:
             self._since_wake = 0
         self.wake.set()
 
-    def store(self, encoded: bytes, quiet_s: float | None = None) -> Stored:
+    def store(
+        self, encoded: bytes, quiet_s: float | None = None, source_ae: str | None = None
+    ) -> Stored:
         """Store one Part 10 encoded instance durably and record it; idempotent by UID + hash."""
         incoming = self.root / ".incoming"
         incoming.mkdir(exist_ok=True)
@@ -76,16 +78,19 @@ class Spool:
         with os.fdopen(fd, "wb") as handle:
             handle.write(encoded)
         try:
-            return self.store_file(Path(tmp), quiet_s)
+            return self.store_file(Path(tmp), quiet_s, source_ae)
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def store_file(self, source: Path, quiet_s: float | None = None) -> Stored:
+    def store_file(
+        self, source: Path, quiet_s: float | None = None, source_ae: str | None = None
+    ) -> Stored:
         """Take a received Part 10 file into the spool (moved when it can be, else copied),
         durably, before anything answers success. Streams: never holds the instance whole.
 
         `quiet_s`: the quiet period of the instance's source (its calling AE); the study waits
         for the longest of its sources' periods, or the configured default when none is given.
+        `source_ae`: that calling AE title, kept for the sharing rules that match on it.
         """
         try:
             ds = dcmread(
@@ -120,6 +125,7 @@ class Spool:
                 size=size,
                 modality=str(ds.get("Modality", "") or "") or None,
                 quiet_s=quiet_s,
+                source_ae=(source_ae or "").strip()[:16] or None,
             )
         )
         self._count(size)

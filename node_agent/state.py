@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS instances (
     size INTEGER NOT NULL,
     modality TEXT,
     received_at REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'spooled'  -- spooled | quarantined (node_agent/ledger.py)
+    state TEXT NOT NULL DEFAULT 'spooled',  -- spooled | quarantined (node_agent/ledger.py)
+    source_ae TEXT                  -- calling AE title it came from (sharing rules match on it)
 );
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
 CREATE TABLE IF NOT EXISTS studies (
@@ -92,7 +93,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 # columns added after the first release, by the schema version that added them
@@ -102,6 +103,7 @@ _ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
     4: [("studies", "quiet_s", "REAL")],
     5: [("outbox", "lease_owner", "TEXT"), ("outbox", "lease_until", "REAL")],
     6: [("instances", "state", "TEXT NOT NULL DEFAULT 'spooled'")],
+    7: [("instances", "source_ae", "TEXT")],
 }
 
 # rows to bring in line once a version's columns exist (the instances already quarantined)

@@ -42,15 +42,16 @@ def make_store_handler(spool: Spool, quiet_for: Callable[[str], float] | None = 
 
     def handle_store(event: Any) -> int:
         received = _received_path(event)
+        calling_ae = str(event.assoc.requestor.ae_title).strip()
         quiet_s = None
         if quiet_for is not None:
-            quiet_s = quiet_for(str(event.assoc.requestor.ae_title))
+            quiet_s = quiet_for(calling_ae)
         try:
             if received is not None:
                 # the temporary file is deleted when this handler returns: take it now
-                stored = spool.store_file(received, quiet_s)
+                stored = spool.store_file(received, quiet_s, calling_ae)
             else:
-                stored = spool.store(event.encoded_dataset(), quiet_s)
+                stored = spool.store(event.encoded_dataset(), quiet_s, calling_ae)
         except SpoolError as exc:
             log.warning("c-store refused", reason=str(exc))
             return CANNOT_UNDERSTAND

@@ -80,7 +80,7 @@ def test_stable_study_is_sealed_once_to_the_policy_destination(agent_parts, tmp_
         state,
         identity,
         lambda org: keys,
-        lambda mods: [Destination(org="org-b")] if "CT" in mods else [],
+        lambda facts: [Destination(org="org-b")] if "CT" in facts.modalities else [],
     )
     assert mark_stable(state, 0.0) == [study.study_instance_uid]
     assert pipeline.process_stable() == 1
