@@ -33,13 +33,15 @@ import os
 import re
 import struct
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from deidentify.clean import Scrubber
@@ -47,6 +49,7 @@ from deidentify.dummies import dummy_value
 from deidentify.encode import encode_data_element, encode_elements, header_bytes
 from deidentify.engine import (
     _FILE_META_AE_TAGS,
+    IDENTITY_VRS,
     TAG_ACCESSION,
     TAG_PATIENT_ID,
     TAG_PATIENT_NAME,
@@ -58,7 +61,9 @@ from deidentify.engine import (
     _mark_notes,
     _passes_through,
     _with_recipe,
+    retained_out,
 )
+from deidentify.identity import StudyIdentity, kind_of
 from deidentify.profile import Action, Option, Profile
 from deidentify.rawdicom import (
     PIXEL_DATA,
@@ -88,7 +93,12 @@ _U32 = struct.Struct("<I")
 
 
 class _RawContext(_Context):
-    """`engine._Context` without a source dataset: text that needs cleaning falls back."""
+    """`engine._Context` without a source dataset: text that needs cleaning falls back.
+
+    `identity_scrubber` (set by `apply_raw` from the raw header) only looks for identity in
+    kept text: a hit falls back too, and the pydicom path cleans it."""
+
+    identity_scrubber: Scrubber | None = None
 
     @property
     def scrubber(self) -> Scrubber:
@@ -264,6 +274,8 @@ class _Walker:
             if action is Action.X:
                 changes["X"] += 1
                 continue
+            if passes and vr in IDENTITY_VRS and elem.value:
+                self._check_identity(elem, charset)
             if passes:
                 if tag == PIXEL_DATA:
                     out.append((tag, b""))  # marker: the writer copies the input's value
@@ -285,6 +297,18 @@ class _Walker:
         if kept_blocks:
             out.sort()
         return out
+
+    def _check_identity(self, elem: RawElement, charset: Charset) -> None:
+        """Fall back when a kept text value holds any of the study's identity."""
+        scrubber = self.ctx.identity_scrubber
+        if scrubber is None:
+            return
+        if not _decodable(elem, self.implicit):
+            raise Fallback("value of a private, UN or ambiguous VR element needs a look")
+        value = _decoded(elem.tag, elem.vr, elem.value, self.implicit, charset).value
+        items = value if isinstance(value, MultiValue | list | tuple) else [value]
+        if any(scrubber.has_identity(str(v)) for v in items if v):
+            raise Fallback("text to clean")
 
     def _sequence(
         self, elem: RawElement, action: Action, depth: int, clean: bool, charset: Charset
@@ -383,8 +407,44 @@ def _empty(data: bytes) -> bool:
     return len(data) == 8
 
 
+def _raw_identity_values(
+    elems: list[RawElement], implicit: bool, charset: Charset, depth: int = 0
+) -> Iterator[tuple[str, str, str]]:
+    """(keyword, VR, value) of the identity-bearing elements of a raw header, any depth."""
+    charset = _charset_of(elems, charset)
+    for elem in elems:
+        if elem.items is not None:
+            if depth < 16:
+                for item in elem.items:
+                    yield from _raw_identity_values(item.elements, implicit, charset, depth + 1)
+            continue
+        if (elem.tag >> 16) % 2 or not elem.value:
+            continue
+        keyword = _keyword(elem.tag)
+        if kind_of(keyword, elem.vr) is None:
+            continue
+        if not _decodable(elem, implicit):
+            raise Fallback("undecodable identifying value")
+        value = _decoded(elem.tag, elem.vr, elem.value, implicit, charset).value
+        items = value if isinstance(value, MultiValue | list | tuple) else [value]
+        for item in items:
+            text = str(item if item is not None else "").strip()
+            if text:
+                yield keyword, elem.vr, text
+
+
+@functools.lru_cache(maxsize=8192)
+def _keyword(tag: int) -> str:
+    return str(keyword_for_tag(tag) or "")
+
+
 def apply_raw(
-    header: RawHeader, profile: Profile, keys: PseudonymKeys, recipe: Recipe | None = None
+    header: RawHeader,
+    profile: Profile,
+    keys: PseudonymKeys,
+    recipe: Recipe | None = None,
+    *,
+    identity: StudyIdentity | None = None,
 ) -> FastResult:
     """`engine.apply` + `encode` on a raw header (see the module docstring)."""
     if recipe is not None:
@@ -405,6 +465,10 @@ def apply_raw(
     )
     if modified_dates and not patient_id:
         ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
+    own = StudyIdentity.from_values(_raw_identity_values(top, implicit, None))
+    ctx.identity_scrubber = Scrubber.for_identity(
+        retained_out(own if identity is None else identity.merge(own), profile)
+    )
     walker = _Walker(ctx, implicit)
     pixel = RawElement(PIXEL_DATA, header.pixel.vr or "OB", b"")
     body = dict(walker.walk([*top, pixel, *header.tail], 0, False, None))
@@ -528,6 +592,8 @@ def process(
     profile: Profile,
     keys: PseudonymKeys,
     recipe: Recipe | None = None,
+    *,
+    identity: StudyIdentity | None = None,
 ) -> tuple[str, Counter[str], tuple[str, ...]]:
     """De-identify, verify and write `src` under `out_dir`; (output path relative to `out_dir`,
     changes, notes). Raises `Fallback` (nothing written) when the pydicom path must run."""
@@ -536,8 +602,8 @@ def process(
         size = os.fstat(fd).st_size
         header = read_header(fd, size)
         _check_complete(header)
-        result = apply_raw(header, profile, keys, recipe)
-        if verify_raw(header, result.header, result.tail, profile, recipe):
+        result = apply_raw(header, profile, keys, recipe, identity=identity)
+        if verify_raw(header, result.header, result.tail, profile, recipe, identity=identity):
             raise Fallback("verification findings: the pydicom path reports them")
         study = _path_uid(result.uids.get(0x0020000D))
         series = _path_uid(result.uids.get(0x0020000E))
