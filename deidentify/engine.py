@@ -478,9 +478,7 @@ def _clean(elem: DataElement, ctx: _Context, depth: int) -> DataElement | None:
     return None
 
 
-def _clean_text(
-    elem: DataElement, ctx: _Context, depth: int, *, free: bool
-) -> DataElement | None:
+def _clean_text(elem: DataElement, ctx: _Context, depth: int, *, free: bool) -> DataElement | None:
     """Replace identifying substrings with a neutral token (`free`: free text, so every
     PHI-like pattern too). A value left with nothing useful is removed when the attribute may
     be absent (Type 3 or not in the IOD, top level), emptied when it is Type 2, and kept as the
@@ -507,7 +505,7 @@ def _clean_text(
 
 
 def _type_of(tag: int, ctx: _Context, depth: int) -> str:
-    """"1", "2" or "3" (absent from the IOD counts as 3); nested or unknown: "1"."""
+    """ "1", "2" or "3" (absent from the IOD counts as 3); nested or unknown: "1"."""
     if depth or ctx.sop_class_uid is None:
         return "1"
     types = iod_types().types_for(ctx.sop_class_uid)

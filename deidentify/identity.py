@@ -102,9 +102,7 @@ class StudyIdentity:
                     value = value[:8]
                 found[kind].add(value)
                 pairs.add((keyword, value))
-        return cls(
-            **{k: frozenset(v) for k, v in found.items()}, by_keyword=frozenset(pairs)
-        )
+        return cls(**{k: frozenset(v) for k, v in found.items()}, by_keyword=frozenset(pairs))
 
     def merge(self, other: StudyIdentity) -> StudyIdentity:
         return StudyIdentity(

@@ -36,9 +36,9 @@ MIN_CJK = 2
 _LOCALES = ("en", "de", "fr", "es", "it", "nl", "pt")
 _B = r"(?<![0-9A-Za-z\u00C0-\u024F])"  # word boundaries for latin text; CJK needs none
 _E = r"(?![0-9A-Za-z\u00C0-\u024F])"
-_NAME_SEP = r"[\s\-'\u2019\u2018`\u00b4.]?"
-_ID_SEP = r"[\s\-_./#:]?"
-_PHONE_SEP = r"[\s\-./()]*"
+_NAME_SEP = r"[\s+\-'\u2019\u2018`\u00b4.]?"
+_ID_SEP = r"[\s+\-_./#:]?"
+_PHONE_SEP = r"[\s+\-./()]*"
 _GERMAN = str.maketrans(
     {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"}
 )
@@ -169,7 +169,7 @@ def _date_regex() -> re.Pattern[str]:
     month = "|".join(re.escape(m) for m in sorted(_months(), key=len, reverse=True))
     mon = rf"(?<![^\W\d_])(?P<{{n}}>{month})\.?(?![^\W\d_])"
     day = r"(?P<{n}>[0-3]?\d)"
-    sep = r"[\s\-/.,]*(?:de\s+|of\s+)?"
+    sep = r"[\s\-/.,+]*(?:de[\s+]+|of[\s+]+)?"
     ordinal = r"(?:st|nd|rd|th|er|e|\.|º)?"
     alternatives = [
         r"(?<![\d.])(?P<y1>(?:1[89]|20)\d\d)(?P<s1>[-/.])(?P<m1>[01]?\d)(?P=s1)(?P<d1>[0-3]?\d)(?![\d])",
@@ -177,8 +177,8 @@ def _date_regex() -> re.Pattern[str]:
         r"(?<![\d.])(?P<y3>(?:1[89]|20)\d\d)(?P<m3>[01]\d)(?P<d3>[0-3]\d)(?![\d.])",
         rf"(?<![\d.]){day.format(n='d4')}{ordinal}{sep}{mon.format(n='m4')}{sep}"
         rf"(?P<y4>\d\d\d\d|\d\d)(?!\d)",
-        rf"{mon.format(n='m5')}{sep}{day.format(n='d5')}{ordinal},?\s*(?P<y5>\d\d\d\d)(?!\d)",
-        rf"{mon.format(n='m6')}[\s,]*(?P<y6>(?:1[89]|20)\d\d)(?!\d)",
+        rf"{mon.format(n='m5')}{sep}{day.format(n='d5')}{ordinal},?[\s+]*(?P<y5>\d\d\d\d)(?!\d)",
+        rf"{mon.format(n='m6')}[\s,+]*(?P<y6>(?:1[89]|20)\d\d)(?!\d)",
         r"(?P<y7>\d{4})\s*年\s*(?P<m7>\d{1,2})\s*月\s*(?P<d7>\d{1,2})\s*日?",
     ]
     return re.compile("|".join(alternatives), re.IGNORECASE)

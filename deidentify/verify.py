@@ -319,6 +319,12 @@ def _codecs_for(charset: bytes | None) -> tuple[str, ...]:
 Flex = dict[str, set[tuple[str, str]]]
 
 
+def _long_name(form: str) -> bool:
+    """A name form worth searching: 3+ letters (2+ for CJK); "Dr." or an initial is not."""
+    letters = [c for c in form if c.isalnum()]
+    return len(letters) >= (2 if any(ord(c) >= 0x2E80 for c in letters) else _MIN_NEEDLE)
+
+
 def _retained(profile: Profile, tag: int, vr: str) -> bool:
     """Kept as it is by an option or the site recipe (an attribute the table does not list,
     such as a rare PN attribute, is not retained: its value still counts as identity)."""
@@ -339,7 +345,7 @@ def _from_original(
 
     def add(keyword: str, kind: str, text: str) -> None:
         if kind == "name":
-            values = {v for v in _name_forms(text) | name_forms(text) if len(v) >= _MIN_NEEDLE}
+            values = {v for v in _name_forms(text) | name_forms(text) if _long_name(v)}
         else:
             values = {text} if len(text) >= _MIN_NEEDLE else set()
             if kind in ("id", "phone", "date"):

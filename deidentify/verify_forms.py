@@ -26,7 +26,7 @@ import unicodedata
 from babel.dates import format_date
 
 _LOCALES = ("en", "de", "fr", "es", "it", "nl", "pt")
-_SEPARATORS = ("-", " ", "", "'", "\u2019")
+_SEPARATORS = ("-", " ", "", "'", "\u2019", "+")
 _COMPOUND = re.compile("[-'\u2019 ]")
 _BOUND_B = rb"(?<![0-9A-Za-z])"
 _BOUND_E = rb"(?![0-9A-Za-z])"
@@ -37,8 +37,13 @@ def _folded(text: str) -> set[str]:
         c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn"
     )
     german = (
-        text.replace("ä", "ae").replace("ö", "oe").replace("ü", "ue").replace("ß", "ss")
-        .replace("Ä", "Ae").replace("Ö", "Oe").replace("Ü", "Ue")
+        text.replace("ä", "ae")
+        .replace("ö", "oe")
+        .replace("ü", "ue")
+        .replace("ß", "ss")
+        .replace("Ä", "Ae")
+        .replace("Ö", "Oe")
+        .replace("Ü", "Ue")
     )
     return {text, plain, german}
 
@@ -81,7 +86,7 @@ def id_pattern(value: str) -> bytes | None:
     core = [c for c in value if c.isalnum()]
     if len(core) < 3 or not all(c.isascii() for c in core):
         return None
-    body = rb"[ \-_./#:]?".join(re.escape(c.encode("ascii")) for c in core)
+    body = rb"[ +\-_./#:]?".join(re.escape(c.encode("ascii")) for c in core)
     runs = [r.encode() for r in re.findall(r"\d{5,}", value)]
     alternatives = [_BOUND_B + body + _BOUND_E, *(rb"(?<!\d)" + r + rb"(?!\d)" for r in runs)]
     return b"|".join(alternatives)
@@ -128,17 +133,28 @@ def date_pattern(value: str, codec: str) -> bytes | None:
     day = rb"0?" + str(d).encode() + rb"(?:st|nd|rd|th|er|e|\.)?"
     year4 = str(y).encode()
     year = rb"(?:" + year4 + rb"|" + year4[2:] + rb")"
-    sep = rb"[ \-/.,]*(?:de |of )?[ \-/.,]*"
+    sep = rb"[ +\-/.,]*(?:de[ +]|of[ +])?[ +\-/.,]*"
     num_sep = rb"[\-/. ]"
     month = rb"(?:" + month_name + rb"|" + month_num + rb")"
     alternatives = [
         rb"(?<![0-9])" + day + sep + month_name + sep + year + rb"(?![0-9])",
-        month_name + sep + day + sep + rb"[ ,]*" + year4 + rb"(?![0-9])",
+        month_name + sep + day + sep + rb"[ ,+]*" + year4 + rb"(?![0-9])",
         rb"(?<![0-9])" + day + num_sep + month_num + num_sep + year + rb"(?![0-9])",
-        rb"(?<![0-9])" + month_num + num_sep + day.replace(rb"(?:st|nd|rd|th|er|e|\.)?", b"")
-        + num_sep + year + rb"(?![0-9])",
-        rb"(?<![0-9])" + year4 + num_sep + month + num_sep + rb"0?" + str(d).encode()
+        rb"(?<![0-9])"
+        + month_num
+        + num_sep
+        + day.replace(rb"(?:st|nd|rd|th|er|e|\.)?", b"")
+        + num_sep
+        + year
         + rb"(?![0-9])",
-        month_name + rb"[ ,]*" + year4 + rb"(?![0-9])",
+        rb"(?<![0-9])"
+        + year4
+        + num_sep
+        + month
+        + num_sep
+        + rb"0?"
+        + str(d).encode()
+        + rb"(?![0-9])",
+        month_name + rb"[ ,+]*" + year4 + rb"(?![0-9])",
     ]
     return b"|".join(alternatives)
