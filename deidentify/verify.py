@@ -73,7 +73,7 @@ _IDENTIFYING: dict[str, str] = {
     "AdmissionID": "id",
     "FillerOrderNumberImagingServiceRequest": "id",
     "PlacerOrderNumberImagingServiceRequest": "id",
-    "PatientBirthDate": "text",
+    "PatientBirthDate": "date",
     "StudyDate": "date",
     "SeriesDate": "date",
     "AcquisitionDate": "date",
