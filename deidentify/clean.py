@@ -177,6 +177,9 @@ class Scrubber:
 
     pattern: re.Pattern[str] | None
     dates: frozenset[Candidate] = frozenset()
+    # the identifying dates' years (4 digits, or 2 after a separator): dates are looked for
+    # only in text that holds one
+    years: re.Pattern[str] | None = None
 
     @classmethod
     def for_values(cls, values: Iterable[str]) -> Scrubber:
@@ -195,12 +198,14 @@ class Scrubber:
         """Would `scrub_identity` change `text`?"""
         if self.pattern is not None and self.pattern.search(text):
             return True
-        return bool(self.dates) and any(self._identifying(h) for h in find_dates(text))
+        if self.years is None or not self.years.search(text):
+            return False
+        return any(self._identifying(h) for h in find_dates(text))
 
     def scrub_identity(self, text: str) -> str:
         if self.pattern is not None:
             text = self.pattern.sub(REDACTED, text)
-        if self.dates:
+        if self.years is not None and self.years.search(text):
             hits = [(h.start, h.end) for h in find_dates(text) if self._identifying(h)]
             text = _replace(text, hits)
         return text
@@ -256,4 +261,6 @@ def _scrubber_for(identity: StudyIdentity) -> Scrubber:
     for value in identity.addresses | identity.other:
         fragments |= text_patterns(value)
     dates = frozenset(c for c in (date_candidate(d) for d in identity.dates) if c is not None)
-    return Scrubber(compile_alternation(fragments), dates)
+    years = {str(y) for y, _, _ in dates} | {f"[-/.' ]{y % 100:02d}" for y, _, _ in dates}
+    year_pattern = re.compile(rf"(?:{'|'.join(sorted(years))})(?!\d)") if dates else None
+    return Scrubber(compile_alternation(fragments), dates, year_pattern)

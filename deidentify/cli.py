@@ -48,6 +48,7 @@ from rich.table import Table
 from deidentify import fastpath
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
+from deidentify.heldback import HeldBack
 from deidentify.pixels import PixelPolicy, ScrubResult, TesseractBackend, scrub
 from deidentify.profile import Option, Profile
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
@@ -358,6 +359,16 @@ def _profile(options: tuple[str, ...]) -> Profile:
     return Profile.from_names(options)
 
 
+def held_back(outcomes: Iterable[Outcome]) -> HeldBack:
+    """Quarantined instances by reason class (`deidentify.heldback`): what the recipient of
+    this output should be told is missing."""
+    held = HeldBack()
+    for outcome in outcomes:
+        if outcome.quarantined:
+            held.add(outcome.reason)
+    return held
+
+
 def _summary(outcomes: list[Outcome], console: Console) -> Counter[str]:
     changes: Counter[str] = Counter()
     for o in outcomes:
@@ -368,6 +379,8 @@ def _summary(outcomes: list[Outcome], console: Console) -> Counter[str]:
     table.add_row("instances", str(len(outcomes)))
     table.add_row("written", str(sum(1 for o in outcomes if o.output)))
     table.add_row("quarantined", str(sum(1 for o in outcomes if o.quarantined)))
+    for reason, count in held_back(outcomes).counts().items():
+        table.add_row(f"held back: {reason} (output partial)", str(count))
     for action in sorted(changes):
         table.add_row(f"attributes {action}", str(changes[action]))
     console.print(table)
@@ -459,6 +472,7 @@ def run(
             "instances": len(outcomes),
             "written": sum(1 for o in outcomes if o.output),
             "quarantined": sum(1 for o in outcomes if o.quarantined),
+            "held_back": held_back(outcomes).counts(),
             "changes": dict(changes),
             "files": [asdict(o) for o in outcomes],
         }

@@ -167,6 +167,7 @@ class _Context:
         return self._scrubber
 
 
+@functools.lru_cache(maxsize=256)
 def retained_out(identity: StudyIdentity, profile: Profile) -> StudyIdentity:
     """`identity` without the values of attributes the profile keeps as they are."""
     keywords = {keyword for keyword, _ in identity.by_keyword}

@@ -280,7 +280,8 @@ def _split(data: bytes) -> list[bytes]:
     return [v for v in (p.strip(b"\x00 ") for p in data.split(b"\\")) if v]
 
 
-def _name_forms(value: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def _name_forms(value: str) -> frozenset[str]:
     forms: set[str] = set()
     for group in value.split("="):
         parts = [p.strip() for p in group.split("^") if p.strip()]
@@ -292,7 +293,7 @@ def _name_forms(value: str) -> set[str]:
             family, given = parts[0], parts[1]
             forms |= {f"{given} {family}", f"{family} {given}", f"{family}, {given}"}
             forms.add(" ".join(parts[1:] + parts[:1]))
-    return forms
+    return frozenset(forms)
 
 
 def _codecs(ds: Dataset) -> list[str]:
@@ -317,6 +318,11 @@ def _codecs_for(charset: bytes | None) -> tuple[str, ...]:
 
 # keyword -> (kind, original value) searched as a pattern: IDs, phones, dates
 Flex = dict[str, set[tuple[str, str]]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_needles(text: str) -> frozenset[str]:
+    return frozenset(v for v in _name_forms(text) | name_forms(text) if _long_name(v))
 
 
 def _long_name(form: str) -> bool:
@@ -345,7 +351,7 @@ def _from_original(
 
     def add(keyword: str, kind: str, text: str) -> None:
         if kind == "name":
-            values = {v for v in _name_forms(text) | name_forms(text) if _long_name(v)}
+            values = set(_name_needles(text))
         else:
             values = {text} if len(text) >= _MIN_NEEDLE else set()
             if kind in ("id", "phone", "date"):
@@ -381,32 +387,62 @@ def _from_original(
     return needles, flex, uids
 
 
+@dataclass(frozen=True)
+class _FlexPatterns:
+    """Patterns for IDs, phones and written dates; date patterns are compiled only when an
+    output text holds one of the dates' years (most outputs hold none)."""
+
+    ids: tuple[tuple[str, re.Pattern[bytes]], ...]
+    years: re.Pattern[bytes] | None
+    dates: tuple[tuple[str, tuple[str, ...]], ...]  # keyword -> DA values
+    codecs: tuple[str, ...]
+
+    def hits(self, data: bytes) -> list[str]:
+        found = [keyword for keyword, pattern in self.ids if pattern.search(data)]
+        if self.years is not None and self.years.search(data):
+            found += [
+                keyword
+                for keyword, values in self.dates
+                if _date_patterns(values, self.codecs).search(data)
+            ]
+        return found
+
+
 @functools.lru_cache(maxsize=256)
 def _flex_patterns(
     flex: tuple[tuple[str, tuple[tuple[str, str], ...]], ...], codecs: tuple[str, ...]
-) -> tuple[re.Pattern[bytes] | None, tuple[tuple[str, re.Pattern[bytes]], ...]]:
-    """(one pattern for any hit, per-keyword patterns) for IDs, phones and written dates."""
-    per_keyword: list[tuple[str, re.Pattern[bytes]]] = []
+) -> _FlexPatterns:
+    ids: list[tuple[str, re.Pattern[bytes]]] = []
+    dates: list[tuple[str, tuple[str, ...]]] = []
+    years: set[bytes] = set()
     for keyword, values in flex:
         alternatives: set[bytes] = set()
+        das: list[str] = []
         for kind, text in values:
-            if kind == "id":
-                found = id_pattern(text)
-                alternatives |= {found} if found else set()
-            elif kind == "phone":
-                found = phone_pattern(text)
-                alternatives |= {found} if found else set()
-            else:
-                for codec in codecs:
-                    found = date_pattern(text, codec)
-                    alternatives |= {found} if found else set()
+            found = id_pattern(text) if kind == "id" else None
+            found = phone_pattern(text) if kind == "phone" else found
+            if found:
+                alternatives.add(found)
+            if kind == "date" and text[:8].isdigit() and len(text) >= 8:
+                das.append(text[:8])
+                years |= {re.escape(text[:4].encode()), rb"[-/.' ]" + text[2:4].encode()}
         if alternatives:
             body = b"|".join(b"(?:" + a + b")" for a in sorted(alternatives))
-            per_keyword.append((keyword, re.compile(body, re.IGNORECASE)))
-    if not per_keyword:
-        return None, ()
-    anyhit = re.compile(b"|".join(b"(?:" + p.pattern + b")" for _, p in per_keyword), re.I)
-    return anyhit, tuple(per_keyword)
+            ids.append((keyword, re.compile(body, re.IGNORECASE)))
+        if das:
+            dates.append((keyword, tuple(sorted(das))))
+    year_pattern = (
+        re.compile(rb"(?:" + b"|".join(sorted(years)) + rb")(?![0-9])") if years else None
+    )
+    return _FlexPatterns(tuple(ids), year_pattern, tuple(dates), codecs)
+
+
+@functools.lru_cache(maxsize=256)
+def _date_patterns(values: tuple[str, ...], codecs: tuple[str, ...]) -> re.Pattern[bytes]:
+    alternatives = {p for v in values for c in codecs if (p := date_pattern(v, c))}
+    return re.compile(
+        b"|".join(b"(?:" + a + b")" for a in sorted(alternatives)) or rb"(?!)", re.IGNORECASE
+    )
 
 
 def _decoded_values(elem: DataElement) -> list[Any]:
@@ -486,7 +522,7 @@ def _check(
     needles, flex, original_uids = _from_original(original, profile, identity)
     pattern, sources = _needle_pattern(needles, codecs)
     flex_key = tuple(sorted((k, tuple(sorted(v))) for k, v in flex.items()))
-    flex_any, flex_each = _flex_patterns(flex_key, tuple(codecs))
+    flexible = _flex_patterns(flex_key, tuple(codecs))
     old_uids = set() if profile.has(Option.RETAIN_UIDS) else original_uids
     vocabulary = _marker_vocabulary(profile)
 
@@ -522,10 +558,9 @@ def _check(
             finding("uid-not-remapped", item, "still holds a UID of the original")
         chunks.append(data)
         owners.append(item)
-        if flex_any is not None and item.vr in _TEXT_VRS and flex_any.search(data):
-            for keyword, each in flex_each:
-                if each.search(data):
-                    finding("identifying-value-present", item, f"contains the original {keyword}")
+        if item.vr in _TEXT_VRS:
+            for keyword in flexible.hits(data):
+                finding("identifying-value-present", item, f"contains the original {keyword}")
 
     if pattern is not None:
         for data, item in zip(chunks, owners, strict=True) if _any_hit(pattern, chunks) else ():

@@ -56,7 +56,8 @@ def _compound_variants(part: str) -> set[str]:
     return variants
 
 
-def name_forms(value: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def name_forms(value: str) -> frozenset[str]:
     """Literal forms of one PN value (see the module docstring)."""
     forms: set[str] = set()
     for group in value.split("="):
@@ -78,7 +79,7 @@ def name_forms(value: str) -> set[str]:
     out: set[str] = set()
     for form in forms:
         out |= _folded(form)
-    return out
+    return frozenset(out)
 
 
 def id_pattern(value: str) -> bytes | None:

@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 
 from deidentify import Profile, PseudonymKeys, apply, verify
 from deidentify.clean import Scrubber
+from deidentify.heldback import HeldBack
 from deidentify.identity import StudyIdentity
 from deidentify.recipe import parse_recipe
 from tests.deidentify.adversarial import CHARSETS, leftovers, study
@@ -198,3 +199,23 @@ def test_verifier_finds_written_forms_the_engine_would_clean(keys: PseudonymKeys
         out.Manufacturer = f"Made for {text}"  # put back what the engine removed
         findings = verify(ds, out, profile)
         assert [f.keyword for f in findings] == ["Manufacturer"], text
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("not-dicom: no DICOM preamble/prefix or unreadable header", "unreadable"),
+        ("unparseable: EOFError", "unreadable"),
+        ("truncated: Pixel Data shorter than declared", "incomplete"),
+        ("verification-failed", "verification-failed"),
+        ("pixel-scrub: text left after scrubbing", "pixel-scrub"),
+        ("document: encapsulated PDF holds identity", "document"),
+        ("deidentify-failed: KeyError", "error"),
+        ("something new", "error"),
+    ],
+)
+def test_held_back_reason_classes(reason: str, expected: str) -> None:
+    held = HeldBack()
+    held.add(reason)
+    assert held.partial and held.counts() == {expected: 1}
+    assert HeldBack().counts() == {} and not HeldBack().partial
