@@ -46,6 +46,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deidentify import fastpath
+from deidentify.documents import DocumentHeldBack
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
 from deidentify.heldback import HeldBack
@@ -276,6 +277,8 @@ def process_file(
                 source = scrubbed.dataset
             result = apply(source, profile, PseudonymKeys(secret), recipe)
             findings = verify(ds, result.dataset, profile, recipe)
+        except DocumentHeldBack as held:
+            outcome.reason = str(held)  # "document: ..." names the problem, never a value
         except _PixelsRefused as refused:
             outcome.reason = f"pixel-scrub: {refused.result.reason}"
             if refused.result.preview is not None:

@@ -45,8 +45,7 @@ def document_check(ds: Dataset, scrubber: Scrubber, *, allowed: bool) -> None:
             "document: the policy does not send encapsulated documents "
             '(a site recipe allows clean ones with [documents] policy = "send-if-clean")'
         )
-    data = ds.get("EncapsulatedDocument")
-    raw = bytes(data.value or b"") if data is not None else b""
+    raw = bytes(ds[ENCAPSULATED_DOCUMENT].value or b"")
     sop_class = str(ds.get("SOPClassUID", ""))
     if sop_class == PDF_SOP_CLASS:
         texts = _pdf_texts(raw)

@@ -43,6 +43,7 @@ from pydicom.sequence import Sequence
 from deidentify.clean import CODE_KEYWORDS, Scrubber, nothing_useful
 from deidentify.clean import REDACTED as REDACTED_TOKEN
 from deidentify.dates import cap_age, day_offset, shift_da, shift_dt
+from deidentify.documents import ENCAPSULATED_DOCUMENT, document_check
 from deidentify.dummies import dummy_value, empty_value
 from deidentify.identity import StudyIdentity
 from deidentify.profile import (
@@ -152,6 +153,7 @@ class _Context:
     changes: Counter[str] = field(default_factory=Counter)
     notes: dict[str, None] = field(default_factory=dict)  # ordered set
     identity: StudyIdentity | None = None  # the study's identity, when the caller collected it
+    keep_document: bool = False  # the encapsulated document was checked (`documents`)
     _scrubber: Scrubber | None = None
 
     def note(self, text: str) -> None:
@@ -190,7 +192,8 @@ def apply(
     identity: StudyIdentity | None = None,
 ) -> DeidResult:
     """De-identify `ds` under `profile` (plus a validated site `recipe`, see `recipe.py`);
-    returns a new dataset and what changed. `identity`: the identifying values of the whole
+    returns a new dataset and what changed; raises `DocumentHeldBack` (the reason) for an
+    encapsulated document that may not be sent. `identity`: the identifying values of the whole
     study (`StudyIdentity.collect` over every instance's header), searched for in every kept
     text value besides the instance's own."""
     if recipe is not None:
@@ -208,6 +211,11 @@ def apply(
     )
     if modified_dates and not patient_id:
         ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
+    if ENCAPSULATED_DOCUMENT in ds:
+        # raises DocumentHeldBack unless the document may be sent as it is
+        document_check(ds, ctx.scrubber, allowed=profile.send_documents)
+        ctx.keep_document = True
+        ctx.note("EncapsulatedDocument: checked, no identity found; kept as it is")
     out = _walk(ds, ctx, depth=0, clean_text=False)
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
@@ -309,6 +317,8 @@ def _walk(src: Dataset, ctx: _Context, *, depth: int, clean_text: bool) -> Datas
             continue
         else:
             action = action_for(tag, vr=vr, sop_class_uid=sop_class)
+        if tag == ENCAPSULATED_DOCUMENT and depth == 0 and ctx.keep_document:
+            action = Action.K
         if action is Action.X:
             ctx.changes["X"] += 1
             continue

@@ -195,6 +195,9 @@ class Profile:
     # (private creator, group, element byte or None for every element of the creator's block)
     private_keep: frozenset[tuple[str, int, int | None]] = field(default_factory=frozenset)
     recipe_id: str = ""
+    # Encapsulated documents (PDF, CDA) are sent only when this is True and they hold no
+    # identity (`deidentify.documents`); a site recipe's [documents] policy sets it.
+    send_documents: bool = False
 
     def __post_init__(self) -> None:
         opts = frozenset(Option(o) for o in self.options)
