@@ -33,12 +33,11 @@ import os
 import re
 import struct
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -63,7 +62,14 @@ from deidentify.engine import (
     _with_recipe,
     retained_out,
 )
-from deidentify.identity import StudyIdentity, kind_of
+from deidentify.identity import (
+    ADDRESS_KEYWORDS,
+    DATE_KEYWORDS,
+    ID_KEYWORDS,
+    OTHER_KEYWORDS,
+    PHONE_KEYWORDS,
+    StudyIdentity,
+)
 from deidentify.profile import Action, Option, Profile
 from deidentify.rawdicom import (
     PIXEL_DATA,
@@ -95,10 +101,8 @@ _U32 = struct.Struct("<I")
 class _RawContext(_Context):
     """`engine._Context` without a source dataset: text that needs cleaning falls back.
 
-    `identity_scrubber` (set by `apply_raw` from the raw header) only looks for identity in
-    kept text: a hit falls back too, and the pydicom path cleans it."""
-
-    identity_scrubber: Scrubber | None = None
+    Kept text is searched for the study's identity by `apply_raw`: a hit falls back too, and
+    the pydicom path cleans it."""
 
     @property
     def scrubber(self) -> Scrubber:
@@ -221,6 +225,7 @@ class _Walker:
         self.action_for = ctx.profile.action_for
         self.retain_device = ctx.profile.has(Option.RETAIN_DEVICE_IDENTITY)
         self.overrides = ctx.profile.override_map
+        self.kept_text: list[str] = []
 
     def walk(
         self, elems: list[RawElement], depth: int, clean: bool, parent: Charset
@@ -299,16 +304,13 @@ class _Walker:
         return out
 
     def _check_identity(self, elem: RawElement, charset: Charset) -> None:
-        """Fall back when a kept text value holds any of the study's identity."""
-        scrubber = self.ctx.identity_scrubber
-        if scrubber is None:
-            return
+        """Collect a kept text value; `apply_raw` searches them all at once for the study's
+        identity (a hit falls back: the pydicom path cleans it)."""
         if not _decodable(elem, self.implicit):
             raise Fallback("value of a private, UN or ambiguous VR element needs a look")
         value = _decoded(elem.tag, elem.vr, elem.value, self.implicit, charset).value
         items = value if isinstance(value, MultiValue | list | tuple) else [value]
-        if any(scrubber.has_identity(str(v)) for v in items if v):
-            raise Fallback("text to clean")
+        self.kept_text.extend(str(v) for v in items if v)
 
     def _sequence(
         self, elem: RawElement, action: Action, depth: int, clean: bool, charset: Charset
@@ -407,30 +409,56 @@ def _empty(data: bytes) -> bool:
     return len(data) == 8
 
 
-def _raw_identity_values(
-    elems: list[RawElement], implicit: bool, charset: Charset, depth: int = 0
-) -> Iterator[tuple[str, str, str]]:
-    """(keyword, VR, value) of the identity-bearing elements of a raw header, any depth."""
+def _raw_identity_elements(
+    elems: list[RawElement],
+    implicit: bool,
+    charset: Charset,
+    found: list[_IdentityItem],
+    depth: int,
+) -> None:
+    """The identity-bearing elements of a raw header, any depth, as they were read."""
     charset = _charset_of(elems, charset)
     for elem in elems:
         if elem.items is not None:
             if depth < 16:
                 for item in elem.items:
-                    yield from _raw_identity_values(item.elements, implicit, charset, depth + 1)
+                    _raw_identity_elements(item.elements, implicit, charset, found, depth + 1)
             continue
-        if (elem.tag >> 16) % 2 or not elem.value:
-            continue
-        keyword = _keyword(elem.tag)
-        if kind_of(keyword, elem.vr) is None:
-            continue
-        if not _decodable(elem, implicit):
-            raise Fallback("undecodable identifying value")
-        value = _decoded(elem.tag, elem.vr, elem.value, implicit, charset).value
-        items = value if isinstance(value, MultiValue | list | tuple) else [value]
-        for item in items:
-            text = str(item if item is not None else "").strip()
-            if text:
-                yield keyword, elem.vr, text
+        if elem.value and (elem.vr == "PN" or elem.tag in _IDENTITY_TAGS):
+            if not _decodable(elem, implicit):
+                raise Fallback("undecodable identifying value")
+            found.append((elem.tag, elem.vr, elem.value, charset))
+
+
+_IdentityItem = tuple[int, str, bytes, Charset]
+_IDENTITY_TAGS = frozenset(
+    tag
+    for tag in (
+        tag_for_keyword(k)
+        for k in ID_KEYWORDS | ADDRESS_KEYWORDS | PHONE_KEYWORDS | DATE_KEYWORDS | OTHER_KEYWORDS
+    )
+    if tag is not None
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _identity_scrubber(
+    items: tuple[_IdentityItem, ...],
+    implicit: bool,
+    profile: Profile,
+    identity: StudyIdentity | None,
+) -> Scrubber:
+    """The scrubber of an instance's identity (plus the study's): a study's instances share it."""
+    values: list[tuple[str, str, str]] = []
+    for tag, vr, raw, charset in items:
+        value = _decoded(tag, vr, raw, implicit, charset).value
+        texts = value if isinstance(value, MultiValue | list | tuple) else [value]
+        keyword = _keyword(tag)
+        values += [(keyword, vr, t) for t in (str(v or "").strip() for v in texts) if t]
+    own = StudyIdentity.from_values(values)
+    return Scrubber.for_identity(
+        retained_out(own if identity is None else identity.merge(own), profile)
+    )
 
 
 @functools.lru_cache(maxsize=8192)
@@ -465,13 +493,14 @@ def apply_raw(
     )
     if modified_dates and not patient_id:
         ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
-    own = StudyIdentity.from_values(_raw_identity_values(top, implicit, None))
-    ctx.identity_scrubber = Scrubber.for_identity(
-        retained_out(own if identity is None else identity.merge(own), profile)
-    )
+    found: list[_IdentityItem] = []
+    _raw_identity_elements(top, implicit, None, found, 0)
+    scrubber = _identity_scrubber(tuple(found), implicit, profile, identity)
     walker = _Walker(ctx, implicit)
     pixel = RawElement(PIXEL_DATA, header.pixel.vr or "OB", b"")
     body = dict(walker.walk([*top, pixel, *header.tail], 0, False, None))
+    if walker.kept_text and scrubber.has_identity("\x00".join(walker.kept_text)):
+        raise Fallback("text to clean")
     if PIXEL_DATA not in body:
         raise Fallback("Pixel Data not kept")
     # file meta: always explicit VR little endian, written without a character set

@@ -393,12 +393,19 @@ class _FlexPatterns:
     output text holds one of the dates' years (most outputs hold none)."""
 
     ids: tuple[tuple[str, re.Pattern[bytes]], ...]
+    any_id: re.Pattern[bytes] | None  # any of `ids`: one search per text in the common case
     years: re.Pattern[bytes] | None
     dates: tuple[tuple[str, tuple[str, ...]], ...]  # keyword -> DA values
     codecs: tuple[str, ...]
 
+    def any_hit(self, data: bytes) -> bool:
+        """Could `hits` find anything in `data` (an ID, or a year of one of the dates)?"""
+        return any(p is not None and p.search(data) for p in (self.any_id, self.years))
+
     def hits(self, data: bytes) -> list[str]:
-        found = [keyword for keyword, pattern in self.ids if pattern.search(data)]
+        found: list[str] = []
+        if self.any_id is not None and self.any_id.search(data):
+            found = [keyword for keyword, pattern in self.ids if pattern.search(data)]
         if self.years is not None and self.years.search(data):
             found += [
                 keyword
@@ -434,7 +441,12 @@ def _flex_patterns(
     year_pattern = (
         re.compile(rb"(?:" + b"|".join(sorted(years)) + rb")(?![0-9])") if years else None
     )
-    return _FlexPatterns(tuple(ids), year_pattern, tuple(dates), codecs)
+    any_id = (
+        re.compile(b"|".join(b"(?:" + p.pattern + b")" for _, p in ids), re.IGNORECASE)
+        if ids
+        else None
+    )
+    return _FlexPatterns(tuple(ids), any_id, year_pattern, tuple(dates), codecs)
 
 
 @functools.lru_cache(maxsize=256)
@@ -534,6 +546,8 @@ def _check(
     # One pass over the output; text is searched in one buffer, attributed only on a hit.
     chunks: list[bytes] = []
     owners: list[_Item] = []
+    texts: list[bytes] = []  # text values, searched for IDs, phones and dates in any form
+    text_owners: list[_Item] = []
     for item in output:
         tag = item.tag
         private = (tag >> 16) & 1
@@ -559,9 +573,13 @@ def _check(
         chunks.append(data)
         owners.append(item)
         if item.vr in _TEXT_VRS:
+            texts.append(data)
+            text_owners.append(item)
+
+    if texts and flexible.any_hit(b"\x00".join(texts)):
+        for data, item in zip(texts, text_owners, strict=True):
             for keyword in flexible.hits(data):
                 finding("identifying-value-present", item, f"contains the original {keyword}")
-
     if pattern is not None:
         for data, item in zip(chunks, owners, strict=True) if _any_hit(pattern, chunks) else ():
             hits = {m.group(0).lower() for m in pattern.finditer(data)}
