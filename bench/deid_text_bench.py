@@ -127,7 +127,7 @@ def _ordinary_study(rng: random.Random, slices: int) -> list[Dataset]:
 
 
 def _researcher_values(ds: Dataset) -> dict[str, str]:
-    values = {k: str(ds.get(k).value) for k in RESEARCH if k in ds and ds.get(k).value}
+    values = {k: str(ds[k].value) for k in RESEARCH if k in ds and ds[k].value}
     for i, item in enumerate(_content_items(ds)):
         for code in item.get("ConceptNameCodeSequence", []) or []:
             values[f"content[{i}].CodeMeaning"] = str(code.CodeMeaning)

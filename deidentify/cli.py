@@ -50,9 +50,11 @@ from deidentify.documents import DocumentHeldBack
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
 from deidentify.heldback import HeldBack
+from deidentify.identity import StudyIdentity
 from deidentify.pixels import PixelPolicy, ScrubResult, TesseractBackend, scrub
 from deidentify.profile import Option, Profile
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
+from deidentify.studyscan import study_identities
 from deidentify.verify import verify
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -237,6 +239,7 @@ def process_file(
     options: list[str],
     secret: bytes,
     recipe: Recipe | None = None,
+    identity: StudyIdentity | None = None,
     *,
     fast: bool = True,
 ) -> Outcome:
@@ -250,7 +253,9 @@ def process_file(
     scrub_pixels = profile.has(Option.CLEAN_PIXEL_DATA)
     if fast and not scrub_pixels:  # the pixel stage decodes pixels: pydicom path
         try:
-            output, changes, notes = fastpath.process(src, out_dir, profile, _keys(secret), recipe)
+            output, changes, notes = fastpath.process(
+                src, out_dir, profile, _keys(secret), recipe, identity=identity
+            )
         except Exception as exc:  # Fallback, or anything unexpected: the pydicom path decides
             # the reason or the exception type only: messages may quote values
             reason = str(exc) if isinstance(exc, fastpath.Fallback) else type(exc).__name__
@@ -275,8 +280,8 @@ def process_file(
                 if scrubbed.quarantined or scrubbed.dataset is None:
                     raise _PixelsRefused(scrubbed)
                 source = scrubbed.dataset
-            result = apply(source, profile, PseudonymKeys(secret), recipe)
-            findings = verify(ds, result.dataset, profile, recipe)
+            result = apply(source, profile, PseudonymKeys(secret), recipe, identity=identity)
+            findings = verify(ds, result.dataset, profile, recipe, identity=identity)
         except DocumentHeldBack as held:
             outcome.reason = str(held)  # "document: ..." names the problem, never a value
         except _PixelsRefused as refused:
@@ -316,9 +321,12 @@ def process_batch(
     workers: int = 1,
     on_done: Callable[[], object] | None = None,
     fast: bool = True,
+    study_identity: bool = True,
 ) -> list[Outcome]:
     """`process_file` for every (source, relative name), in order; `workers` processes
-    (`fast` False: the pydicom path only, for comparisons)."""
+    (`fast` False: the pydicom path only, for comparisons). `study_identity`: a pre-pass
+    collects each study's identity from every input's header (`deidentify.studyscan`), so
+    text is cleaned of names only another instance of the study carries."""
     one = functools.partial(
         process_file,
         out_dir=out_dir,
@@ -329,8 +337,13 @@ def process_batch(
         fast=fast,
     )
     outcomes: list[Outcome] = []
+    sources, names = [src for src, _ in jobs], [rel for _, rel in jobs]
     if workers == 1 or len(jobs) < 2:
-        results: Iterable[Outcome] = (one(src, rel) for src, rel in jobs)
+        identities = study_identities(sources) if study_identity else [None] * len(jobs)
+        results: Iterable[Outcome] = (
+            one(src, rel, identity=ident)
+            for (src, rel), ident in zip(jobs, identities, strict=True)
+        )
         for outcome in results:
             outcomes.append(outcome)
             if on_done is not None:
@@ -339,12 +352,24 @@ def process_batch(
     # Small chunks: fewer round trips than one task per file, still balanced at the end.
     chunk = max(1, min(8, len(jobs) // (workers * 16)))
     with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
-        sources, names = [src for src, _ in jobs], [rel for _, rel in jobs]
-        for outcome in pool.map(one, sources, names, chunksize=chunk):
+        identities = (
+            study_identities(sources, lambda fn, paths: pool.map(fn, paths, chunksize=chunk))
+            if study_identity
+            else [None] * len(jobs)
+        )
+        for outcome in pool.map(
+            _call, [one] * len(jobs), sources, names, identities, chunksize=chunk
+        ):
             outcomes.append(outcome)
             if on_done is not None:
                 on_done()
     return outcomes
+
+
+def _call(
+    one: Callable[..., Outcome], src: Path, rel: str, identity: StudyIdentity | None
+) -> Outcome:
+    return one(src, rel, identity=identity)
 
 
 def _worker_init() -> None:

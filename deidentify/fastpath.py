@@ -441,6 +441,25 @@ _IDENTITY_TAGS = frozenset(
 )
 
 
+def _own_identity(items: tuple[_IdentityItem, ...], implicit: bool) -> StudyIdentity:
+    values: list[tuple[str, str, str]] = []
+    for tag, vr, raw, charset in items:
+        value = _decoded(tag, vr, raw, implicit, charset).value
+        texts = value if isinstance(value, MultiValue | list | tuple) else [value]
+        keyword = _keyword(tag)
+        values += [(keyword, vr, t) for t in (str(v or "").strip() for v in texts) if t]
+    return StudyIdentity.from_values(values)
+
+
+def raw_identity(header: RawHeader) -> tuple[str, StudyIdentity]:
+    """(Study Instance UID, the instance's identity) from a raw header (a study pre-pass)."""
+    top, implicit = header.elements, header.implicit
+    found: list[_IdentityItem] = []
+    _raw_identity_elements(top, implicit, None, found, 0)
+    study = str(_value(top, 0x0020000D, implicit, _charset_of(top, None)) or "")
+    return study, _own_identity(tuple(found), implicit)
+
+
 @functools.lru_cache(maxsize=256)
 def _identity_scrubber(
     items: tuple[_IdentityItem, ...],
@@ -449,13 +468,7 @@ def _identity_scrubber(
     identity: StudyIdentity | None,
 ) -> Scrubber:
     """The scrubber of an instance's identity (plus the study's): a study's instances share it."""
-    values: list[tuple[str, str, str]] = []
-    for tag, vr, raw, charset in items:
-        value = _decoded(tag, vr, raw, implicit, charset).value
-        texts = value if isinstance(value, MultiValue | list | tuple) else [value]
-        keyword = _keyword(tag)
-        values += [(keyword, vr, t) for t in (str(v or "").strip() for v in texts) if t]
-    own = StudyIdentity.from_values(values)
+    own = _own_identity(items, implicit)
     return Scrubber.for_identity(
         retained_out(own if identity is None else identity.merge(own), profile)
     )

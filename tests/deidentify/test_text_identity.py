@@ -16,7 +16,7 @@ from deidentify.heldback import HeldBack
 from deidentify.identity import StudyIdentity
 from deidentify.recipe import parse_recipe
 from tests.deidentify.adversarial import CHARSETS, leftovers, study
-from tests.deidentify.factories import ct_dataset
+from tests.deidentify.factories import SECRET, ct_dataset
 
 PROFILES = {
     "basic": (),
@@ -219,3 +219,31 @@ def test_held_back_reason_classes(reason: str, expected: str) -> None:
     held.add(reason)
     assert held.partial and held.counts() == {expected: 1}
     assert HeldBack().counts() == {} and not HeldBack().partial
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cli_cleans_names_another_instance_of_the_study_carries(
+    tmp_path: Path, workers: int
+) -> None:
+    from deidentify.cli import process_batch
+
+    study_uid = "1.2.826.0.1.3680043.8.498.16"
+    first, second = ct_dataset(study_uid=study_uid), ct_dataset(study_uid=study_uid, index=1)
+    first.NameOfPhysiciansReadingStudy = "Zamora-Ibarra^Lucia"
+    second.ManufacturerModelName = "Protocol reviewed by Dr Zamora"
+    src = tmp_path / "in"
+    src.mkdir()
+    jobs = []
+    for name, ds in (("a.dcm", first), ("b.dcm", second)):
+        ds.save_as(src / name, enforce_file_format=True)
+        jobs.append((src / name, name))
+    out = tmp_path / "out"
+    outcomes = process_batch(jobs, out, tmp_path / "q", [], SECRET, workers=workers)
+    assert [o.quarantined for o in outcomes] == [False, False]
+    written = dcmread(out / outcomes[1].output)
+    assert written.ManufacturerModelName == "Protocol reviewed by Dr ***"
+    # without the pre-pass the name is not known in b.dcm (one instance at a time)
+    alone = process_batch(
+        jobs, tmp_path / "out2", tmp_path / "q2", [], SECRET, study_identity=False
+    )
+    assert dcmread(tmp_path / "out2" / alone[1].output).ManufacturerModelName.endswith("Zamora")
