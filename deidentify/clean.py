@@ -1,10 +1,12 @@
-"""Clean (C) for free text: remove the instance's own identifying values and PHI-like patterns.
+"""Cleaning text: the study's identifying values and PHI-like patterns become ``***``.
 
-Used by Clean Descriptors, Clean Structured Content and for text inside sequences whose
-basic action is D (e.g. Content Sequence): the text is kept, but every occurrence of a value
-that identifies the patient (names in every PN form, IDs, accession, birth date and study dates
-in common formats, addresses, phone numbers, the institution and physicians) and every phone
-number, e-mail address or MRN-like number is replaced by ``***``.
+`Scrubber.scrub_identity` runs on every kept text value; `Scrubber.scrub` (free text: Clean
+Descriptors, Clean Structured Content, text inside sequences whose basic action is D such as
+Content Sequence) also replaces every date, phone number, e-mail address, URL with an
+identifier, street address and MRN-like number. The forms searched are in `textforms`.
+
+`identifying_values`, `person_name_forms` and `date_forms` (literal forms of one instance's
+values) are what the pixel scrubber's OCR matching uses.
 """
 
 from __future__ import annotations

@@ -19,7 +19,15 @@ Choices worth knowing
 * Dates with Retain Longitudinal Modified Dates: shifted by a per-patient keyed number of days
   (see `dates.py`); without a date option, D dates get a dummy date.
 * Text inside sequences whose action is D or C (e.g. Content Sequence) is cleaned with
-  `clean.Scrubber`; text attributes with action C (clean-descriptors etc.) likewise.
+  `clean.Scrubber.scrub` (identity and every PHI-like pattern); text attributes with action C
+  (clean-descriptors etc.) likewise.
+* Every other kept text value (LO, SH, ST, LT, UT, UC, UR, PN at any depth, code meanings and
+  manufacturer included) is searched for the study's identity (`StudyIdentity`: this instance's
+  headers plus, when the caller passes it, the whole study's) in its written forms and cleaned
+  (`Scrubber.scrub_identity`): identifying substrings become ``***``; a value left with nothing
+  else is removed (Type 3), emptied (Type 2) or kept as the token (Type 1, nested).
+* Encapsulated documents are checked and kept unchanged, or the instance is held back
+  (`documents.DocumentHeldBack`); free-form patient descriptors are removed (`profile`).
 * Overlays: when Overlay Data (60xx,3000) is not kept, the whole overlay group is removed so
   the output stays valid; Clean Graphics cannot clean overlay bitmaps in the header path, so
   under that option overlays are removed too (noted in `DeidResult.notes`).

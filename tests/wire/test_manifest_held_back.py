@@ -3,13 +3,17 @@ without them keep their exact canonical bytes (signatures made by older senders 
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
+from tests.wire.conftest import SMALL_CHUNK, ListSink, Party, make_draft
+from wire.envelope import parse_header, seal, verify_header
 from wire.manifest import Manifest, new_bundle_id
 
 
@@ -55,3 +59,31 @@ def test_held_back_counts_travel_by_class() -> None:
 def test_held_back_refuses_values_and_bad_counts(held_back: dict[str, int]) -> None:
     with pytest.raises(ValidationError):
         Manifest(**_fields(held_back=held_back))
+
+
+def test_sealed_header_carries_held_back_and_verifies(
+    signing_key: ec.EllipticCurvePrivateKey, alice: Party
+) -> None:
+    draft = make_draft().model_copy(update={"held_back": {"verification-failed": 5}})
+    header = seal(
+        io.BytesIO(b"payload"),
+        ListSink(),
+        draft=draft,
+        recipients=[alice.recipient],
+        signing_key=signing_key,
+        signer_key_id="serial-01",
+        chunk_size=SMALL_CHUNK,
+    )
+    assert header.manifest.held_back == {"verification-failed": 5}
+    reparsed = parse_header(header.to_bytes())
+    verify_header(reparsed, signing_key.public_key())  # the signature covers the counts
+    plain = seal(
+        io.BytesIO(b"payload"),
+        ListSink(),
+        draft=make_draft(),
+        recipients=[alice.recipient],
+        signing_key=signing_key,
+        signer_key_id="serial-01",
+        chunk_size=SMALL_CHUNK,
+    )
+    assert b"held_back" not in plain.to_bytes()
