@@ -49,12 +49,13 @@ from deidentify import fastpath
 from deidentify.documents import DocumentHeldBack
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
+from deidentify.fastpath import Seen
 from deidentify.heldback import HeldBack
 from deidentify.identity import StudyIdentity
 from deidentify.pixels import PixelPolicy, ScrubResult, TesseractBackend, scrub
 from deidentify.profile import Option, Profile
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
-from deidentify.studyscan import study_identities
+from deidentify.studyscan import reruns
 from deidentify.verify import verify
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -247,13 +248,32 @@ def process_file(
 
     The fast header path (`deidentify.fastpath`) goes first; whatever it does not handle - or
     any error in it - runs the pydicom path below, which also quarantines and reports. `fast`
-    False: the pydicom path only."""
+    False: the pydicom path only. `identity`: the study's (see `studyscan`)."""
+    return process_file_seen(src, rel, out_dir, qdir, options, secret, recipe, identity, fast=fast)[
+        0
+    ]
+
+
+def process_file_seen(
+    src: Path,
+    rel: str,
+    out_dir: Path,
+    qdir: Path,
+    options: list[str],
+    secret: bytes,
+    recipe: Recipe | None = None,
+    identity: StudyIdentity | None = None,
+    *,
+    fast: bool = True,
+) -> tuple[Outcome, Seen | None]:
+    """`process_file`, and what the study pass needs to know about the instance."""
     outcome = Outcome(source=rel)
+    seen: Seen | None = None
     profile = _profile(tuple(options))
     scrub_pixels = profile.has(Option.CLEAN_PIXEL_DATA)
     if fast and not scrub_pixels:  # the pixel stage decodes pixels: pydicom path
         try:
-            output, changes, notes = fastpath.process(
+            output, changes, notes, seen = fastpath.process(
                 src, out_dir, profile, _keys(secret), recipe, identity=identity
             )
         except Exception as exc:  # Fallback, or anything unexpected: the pydicom path decides
@@ -262,10 +282,12 @@ def process_file(
             _log.debug("fast path not taken for %s: %s", rel, reason)
         else:
             outcome.output, outcome.changes, outcome.notes = output, dict(changes), list(notes)
-            return outcome
+            return outcome, seen
     try:
         ds = dcmread(src, defer_size=DEFER_SIZE)
         problem = incomplete(ds, src.stat().st_size)
+        study_uid = str(ds.get("StudyInstanceUID", "") or "")
+        seen = Seen(study_uid, StudyIdentity.collect([ds]), None) if identity is None else None
     except InvalidDicomError:
         problem = "not-dicom: no DICOM preamble/prefix or unreadable header"
     except Exception as exc:  # truncated/corrupt files raise many kinds of errors
@@ -302,12 +324,12 @@ def process_file(
             else:
                 try:
                     outcome.output = _write(result.dataset, out_dir, src)
-                    return outcome
+                    return outcome, seen
                 except Exception as exc:
                     outcome.reason = f"write-failed: {type(exc).__name__}"
     outcome.quarantined = True
     _quarantine(src, qdir, rel, outcome)
-    return outcome
+    return outcome, seen
 
 
 def process_batch(
@@ -324,11 +346,11 @@ def process_batch(
     study_identity: bool = True,
 ) -> list[Outcome]:
     """`process_file` for every (source, relative name), in order; `workers` processes
-    (`fast` False: the pydicom path only, for comparisons). `study_identity`: a pre-pass
-    collects each study's identity from every input's header (`deidentify.studyscan`), so
-    text is cleaned of names only another instance of the study carries."""
+    (`fast` False: the pydicom path only, for comparisons). `study_identity`: the study pass
+    (`deidentify.studyscan`) runs again, with the study's identity, the instances whose text
+    may hold a name only another instance of their study carries."""
     one = functools.partial(
-        process_file,
+        process_file_seen,
         out_dir=out_dir,
         qdir=qdir,
         options=options,
@@ -336,39 +358,84 @@ def process_batch(
         recipe=recipe,
         fast=fast,
     )
-    outcomes: list[Outcome] = []
-    sources, names = [src for src, _ in jobs], [rel for _, rel in jobs]
+    none: list[StudyIdentity | None] = [None] * len(jobs)
     if workers == 1 or len(jobs) < 2:
-        identities = study_identities(sources) if study_identity else [None] * len(jobs)
-        results: Iterable[Outcome] = (
-            one(src, rel, identity=ident)
-            for (src, rel), ident in zip(jobs, identities, strict=True)
+        first = _run(one, jobs, none, None, on_done)
+        again = _again(first, options, recipe) if study_identity else {}
+        return _merge(
+            first, _run(one, [jobs[i] for i in again], list(again.values()), None), again, out_dir
         )
-        for outcome in results:
-            outcomes.append(outcome)
-            if on_done is not None:
-                on_done()
-        return outcomes
     # Small chunks: fewer round trips than one task per file, still balanced at the end.
     chunk = max(1, min(8, len(jobs) // (workers * 16)))
     with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
-        identities = (
-            study_identities(sources, lambda fn, paths: pool.map(fn, paths, chunksize=chunk))
-            if study_identity
-            else [None] * len(jobs)
+        first = _run(one, jobs, none, (pool, chunk), on_done)
+        again = _again(first, options, recipe) if study_identity else {}
+        rerun = _run(one, [jobs[i] for i in again], list(again.values()), (pool, 1))
+    return _merge(first, rerun, again, out_dir)
+
+
+_Pool = tuple[ProcessPoolExecutor, int]
+
+
+def _run(
+    one: Callable[..., tuple[Outcome, Seen | None]],
+    jobs: list[tuple[Path, str]],
+    identities: list[StudyIdentity | None],
+    pool: _Pool | None,
+    on_done: Callable[[], object] | None = None,
+) -> list[tuple[Outcome, Seen | None]]:
+    sources, names = [src for src, _ in jobs], [rel for _, rel in jobs]
+    if pool is None:
+        results: Iterable[tuple[Outcome, Seen | None]] = (
+            one(src, rel, identity=ident)
+            for src, rel, ident in zip(sources, names, identities, strict=True)
         )
-        for outcome in pool.map(
+    else:
+        executor, chunk = pool
+        results = executor.map(
             _call, [one] * len(jobs), sources, names, identities, chunksize=chunk
-        ):
-            outcomes.append(outcome)
-            if on_done is not None:
-                on_done()
+        )
+    out = []
+    for result in results:
+        out.append(result)
+        if on_done is not None:
+            on_done()
+    return out
+
+
+def _again(
+    first: list[tuple[Outcome, Seen | None]], options: list[str], recipe: Recipe | None
+) -> dict[int, StudyIdentity]:
+    profile = _profile(tuple(options))
+    profile = recipe.apply_to(profile) if recipe is not None else profile
+    return {
+        index: study
+        for index, study in reruns([seen for _, seen in first], profile).items()
+        if not first[index][0].quarantined
+    }
+
+
+def _merge(
+    first: list[tuple[Outcome, Seen | None]],
+    rerun: list[tuple[Outcome, Seen | None]],
+    again: dict[int, StudyIdentity],
+    out_dir: Path,
+) -> list[Outcome]:
+    outcomes = [outcome for outcome, _ in first]
+    for index, (outcome, _) in zip(again, rerun, strict=True):
+        old = outcomes[index].output
+        if old and old != outcome.output:
+            (out_dir / old).unlink(missing_ok=True)  # the first output may not stay
+        outcomes[index] = outcome
     return outcomes
 
 
 def _call(
-    one: Callable[..., Outcome], src: Path, rel: str, identity: StudyIdentity | None
-) -> Outcome:
+    one: Callable[..., tuple[Outcome, Seen | None]],
+    src: Path,
+    rel: str,
+    identity: StudyIdentity | None,
+) -> tuple[Outcome, Seen | None]:
     return one(src, rel, identity=identity)
 
 

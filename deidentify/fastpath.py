@@ -34,7 +34,7 @@ import re
 import struct
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -382,7 +382,7 @@ class FastResult:
     """The de-identified header: bytes before Pixel Data (File Meta Information included, up to
     and including the Pixel Data element's tag and length) and the bytes after it."""
 
-    __slots__ = ("changes", "header", "notes", "tail", "uids")
+    __slots__ = ("changes", "header", "notes", "seen", "tail", "uids")
 
     def __init__(
         self,
@@ -399,6 +399,15 @@ class FastResult:
             notes,
             uids,
         )
+        self.seen: Seen | None = None
+
+
+class Seen(NamedTuple):
+    """What a study pass learns from one instance (never reported: it holds identity)."""
+
+    study_uid: str  # the original's Study Instance UID
+    identity: StudyIdentity  # the instance's own identifying values
+    kept_text: str | None  # every text value kept as it was, NUL-joined (None: not known)
 
 
 def _empty(data: bytes) -> bool:
@@ -441,6 +450,7 @@ _IDENTITY_TAGS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def _own_identity(items: tuple[_IdentityItem, ...], implicit: bool) -> StudyIdentity:
     values: list[tuple[str, str, str]] = []
     for tag, vr, raw, charset in items:
@@ -508,7 +518,8 @@ def apply_raw(
         ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
     found: list[_IdentityItem] = []
     _raw_identity_elements(top, implicit, None, found, 0)
-    scrubber = _identity_scrubber(tuple(found), implicit, profile, identity)
+    items = tuple(found)
+    scrubber = _identity_scrubber(items, implicit, profile, identity)
     walker = _Walker(ctx, implicit)
     pixel = RawElement(PIXEL_DATA, header.pixel.vr or "OB", b"")
     body = dict(walker.walk([*top, pixel, *header.tail], 0, False, None))
@@ -548,7 +559,10 @@ def apply_raw(
     uids: dict[int, bytes] = {
         tag: body[tag] for tag in (0x00080018, 0x0020000D, 0x0020000E) if tag in body
     }
-    return FastResult(b"".join(parts), b"".join(tail), ctx.changes, tuple(ctx.notes), uids)
+    result = FastResult(b"".join(parts), b"".join(tail), ctx.changes, tuple(ctx.notes), uids)
+    study_uid = str(_value(top, 0x0020000D, implicit, charset) or "")
+    result.seen = Seen(study_uid, _own_identity(items, implicit), "\x00".join(walker.kept_text))
+    return result
 
 
 # --- the instance: checks, write ----------------------------------------------------------------
@@ -636,9 +650,10 @@ def process(
     recipe: Recipe | None = None,
     *,
     identity: StudyIdentity | None = None,
-) -> tuple[str, Counter[str], tuple[str, ...]]:
+) -> tuple[str, Counter[str], tuple[str, ...], Seen | None]:
     """De-identify, verify and write `src` under `out_dir`; (output path relative to `out_dir`,
-    changes, notes). Raises `Fallback` (nothing written) when the pydicom path must run."""
+    changes, notes, what a study pass needs to know). Raises `Fallback` (nothing written) when
+    the pydicom path must run."""
     fd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         size = os.fstat(fd).st_size
@@ -672,4 +687,4 @@ def process(
             raise
     finally:
         os.close(fd)
-    return str(Path(study, series, f"{sop}.dcm")), result.changes, result.notes
+    return str(Path(study, series, f"{sop}.dcm")), result.changes, result.notes, result.seen

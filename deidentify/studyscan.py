@@ -1,68 +1,49 @@
-"""A study pre-pass for `hexchange-deid`: the identity of each input's whole study.
+"""The study pass of `hexchange-deid`: clean text of identity that only *another* instance of
+the study carries (a reading physician named only in the report), as the agent does with the
+whole study's `StudyIdentity`.
 
-Every input's header is read once (the raw header parser of the fast path; pydicom without
-Pixel Data for anything it does not handle, e.g. SR and documents), its identifying values are
-collected (`StudyIdentity`) and merged per Study Instance UID, so `apply` and `verify` look for
-a name that only another instance of the study carries (a reading physician named only in the
-report) - the same output the node agent produces from the same study. Unreadable inputs get no
-identity here; the main pass quarantines them with the reason.
+The batch runs once with each instance's own identity; every instance reports what it saw
+(`fastpath.Seen`: its Study Instance UID, its own identifying values and the text it kept as
+it was). The identities are merged per study; an instance is run again with its study's
+identity when the study holds values it did not know *and* its kept text holds any of them
+(or its kept text is not known: the pydicom path). In the common case - every instance of a
+study carries the same names - nothing runs twice, and nothing is read twice.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-from pydicom import dcmread
-
-from deidentify.fastpath import raw_identity
+from deidentify.clean import Scrubber
+from deidentify.engine import retained_out
+from deidentify.fastpath import Seen
 from deidentify.identity import StudyIdentity
-from deidentify.rawdicom import read_header
-
-FileIdentity = tuple[str, StudyIdentity] | None
+from deidentify.profile import Profile
 
 
-def file_identity(path: Path) -> FileIdentity:
-    """(Study Instance UID, identity) of one input; None when it cannot be read."""
-    found = _from_raw_header(path)
-    if found is not None:
-        return found
-    try:
-        ds = dcmread(path, stop_before_pixels=True)
-        return str(ds.get("StudyInstanceUID", "") or ""), StudyIdentity.collect([ds])
-    except Exception:  # unreadable: the main pass quarantines it with the reason
-        return None
-
-
-def _from_raw_header(path: Path) -> FileIdentity:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            return raw_identity(read_header(fd, os.fstat(fd).st_size))
-        finally:
-            os.close(fd)
-    except Exception:  # Fallback or an unusual file: pydicom reads it
-        return None
-
-
-def study_identities(
-    paths: Sequence[Path],
-    map_fn: Callable[[Callable[[Path], FileIdentity], Sequence[Path]], Iterable[FileIdentity]]
-    | None = None,
-) -> list[StudyIdentity | None]:
-    """For each path, the merged identity of its study (None: unreadable or no study UID).
-    `map_fn`: e.g. a process pool's `map`, to read the headers in parallel."""
-    found = list((map_fn or _serial_map)(file_identity, paths))
+def study_identities(seen: Sequence[Seen | None]) -> dict[str, StudyIdentity]:
+    """Study Instance UID -> the merged identity of its instances."""
     studies: dict[str, StudyIdentity] = {}
-    for item in found:
-        if item is not None and item[0]:
-            uid, identity = item
-            studies[uid] = studies[uid].merge(identity) if uid in studies else identity
-    return [studies.get(item[0]) if item is not None and item[0] else None for item in found]
+    for item in seen:
+        if item is not None and item.study_uid:
+            uid = item.study_uid
+            studies[uid] = studies[uid].merge(item.identity) if uid in studies else item.identity
+    return studies
 
 
-def _serial_map(
-    fn: Callable[[Path], FileIdentity], paths: Sequence[Path]
-) -> Iterable[FileIdentity]:
-    return map(fn, paths)
+def reruns(seen: Sequence[Seen | None], profile: Profile) -> dict[int, StudyIdentity]:
+    """Index -> study identity, for the instances to run again (see the module docstring)."""
+    studies = study_identities(seen)
+    out: dict[int, StudyIdentity] = {}
+    for index, item in enumerate(seen):
+        if item is None or not item.study_uid:
+            continue
+        study = studies[item.study_uid]
+        if study == item.identity:
+            continue
+        if item.kept_text is not None:
+            scrubber = Scrubber.for_identity(retained_out(study, profile))
+            if not item.kept_text or not scrubber.has_identity(item.kept_text):
+                continue
+        out[index] = study
+    return out
