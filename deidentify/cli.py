@@ -49,11 +49,11 @@ from deidentify import fastpath
 from deidentify.documents import DocumentHeldBack
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
-from deidentify.fastpath import Seen
 from deidentify.heldback import HeldBack
 from deidentify.identity import StudyIdentity
 from deidentify.pixels import PixelPolicy, ScrubResult, TesseractBackend, scrub
 from deidentify.profile import Option, Profile
+from deidentify.rawidentity import Seen
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
 from deidentify.studyscan import reruns
 from deidentify.verify import verify

@@ -34,14 +34,11 @@ import re
 import struct
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
 
-from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 
 from deidentify.clean import Scrubber
 from deidentify.dummies import dummy_value
@@ -60,14 +57,8 @@ from deidentify.engine import (
     _mark_notes,
     _passes_through,
     _with_recipe,
-    retained_out,
 )
 from deidentify.identity import (
-    ADDRESS_KEYWORDS,
-    DATE_KEYWORDS,
-    ID_KEYWORDS,
-    OTHER_KEYWORDS,
-    PHONE_KEYWORDS,
     StudyIdentity,
 )
 from deidentify.profile import Action, Option, Profile
@@ -77,6 +68,21 @@ from deidentify.rawdicom import (
     RawElement,
     RawHeader,
     read_header,
+)
+from deidentify.rawidentity import (
+    IdentityItem,
+    Seen,
+    identity_scrubber,
+    own_identity,
+    raw_identity_elements,
+)
+from deidentify.rawvalues import (
+    Charset,
+    charset_of,
+    charset_value,
+    decodable,
+    decoded,
+    value_of,
 )
 from deidentify.uids import is_well_known_uid
 from deidentify.verify import verify_raw
@@ -109,73 +115,6 @@ class _RawContext(_Context):
         raise Fallback("text to clean")
 
 
-# --- decoding (only the values the profile needs) ----------------------------------------------
-
-
-Charset = bytes | None  # the raw value of the governing (0008,0005), None: the default
-
-
-@functools.lru_cache(maxsize=64)
-def _codecs(charset: Charset) -> Any:
-    """Python codecs for reading values (pydicom's `Dataset._character_set`)."""
-    if charset is None:
-        return default_encoding
-    return convert_encodings(_charset_value(charset))
-
-
-@functools.lru_cache(maxsize=64)
-def _charset_value(charset: Charset) -> Any:
-    """The decoded Specific Character Set value (what `encode` is given for writing)."""
-    if charset is None:
-        return None
-    raw = RawDataElement(BaseTag(_CHARSET), "CS", len(charset), charset, 0, False, True)
-    return convert_raw_data_element(raw).value
-
-
-@functools.lru_cache(maxsize=8192)
-def _decoded(tag: int, vr: str, value: bytes, implicit: bool, charset: Charset) -> DataElement:
-    """The element as `Dataset.__getitem__` decodes it (public, unambiguous VRs only)."""
-    raw = RawDataElement(
-        BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True
-    )
-    return convert_raw_data_element(raw, encoding=_codecs(charset))
-
-
-@functools.lru_cache(maxsize=8192)
-def _dictionary_vr_text(tag: int) -> str:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
-
-
-def _decodable(elem: RawElement, implicit: bool) -> bool:
-    """Values pydicom decodes without its dataset (no private VR lookup, no UN, no ambiguity)."""
-    if (elem.tag >> 16) % 2 or elem.vr == "UN":
-        return False
-    return not (implicit and " or " in _dictionary_vr_text(elem.tag))
-
-
-def _value(elems: list[RawElement], tag: int, implicit: bool, charset: Charset) -> Any:
-    for elem in elems:
-        if elem.tag == tag:
-            if not _decodable(elem, implicit):
-                raise Fallback("undecodable value")
-            return _decoded(tag, elem.vr, elem.value, implicit, charset).value
-        if elem.tag > tag:
-            break
-    return None
-
-
-def _charset_of(elems: list[RawElement], parent: Charset) -> Charset:
-    for elem in elems:
-        if elem.tag == _CHARSET:
-            return elem.value
-        if elem.tag > _CHARSET:
-            break
-    return parent
-
-
 # --- encoding -----------------------------------------------------------------------------------
 
 
@@ -187,7 +126,7 @@ def _raw_bytes(elem: RawElement, implicit: bool) -> bytes:
 @functools.lru_cache(maxsize=4096)
 def _dummy_bytes(tag: int, vr: str, site: str | None, implicit: bool, charset: Charset) -> bytes:
     value = dummy_value(vr) if site is None else site
-    return encode_data_element(DataElement(tag, vr, value), implicit, _charset_value(charset))
+    return encode_data_element(DataElement(tag, vr, value), implicit, charset_value(charset))
 
 
 def _sequence_bytes(tag: int, items: list[tuple[bool, bytes]], implicit: bool) -> bytes:
@@ -232,7 +171,7 @@ class _Walker:
     ) -> list[tuple[int, bytes]]:
         ctx, implicit, action_for = self.ctx, self.implicit, self.action_for
         changes = ctx.changes
-        charset = _charset_of(elems, parent)
+        charset = charset_of(elems, parent)
         creators: dict[tuple[int, int], str] = {}
         dropped: set[int] = set()
         for elem in elems:
@@ -294,7 +233,7 @@ class _Walker:
             )
             if data is not None:
                 out.append((tag, data))
-        encodings = _charset_value(charset)
+        encodings = charset_value(charset)
         for creator_group, creator_block in kept_blocks:
             creator_tag = (creator_group << 16) | creator_block
             creator = DataElement(creator_tag, "LO", creators[(creator_group, creator_block)])
@@ -306,9 +245,9 @@ class _Walker:
     def _check_identity(self, elem: RawElement, charset: Charset) -> None:
         """Collect a kept text value; `apply_raw` searches them all at once for the study's
         identity (a hit falls back: the pydicom path cleans it)."""
-        if not _decodable(elem, self.implicit):
+        if not decodable(elem, self.implicit):
             raise Fallback("value of a private, UN or ambiguous VR element needs a look")
-        value = _decoded(elem.tag, elem.vr, elem.value, self.implicit, charset).value
+        value = decoded(elem.tag, elem.vr, elem.value, self.implicit, charset).value
         items = value if isinstance(value, MultiValue | list | tuple) else [value]
         self.kept_text.extend(str(v) for v in items if v)
 
@@ -333,7 +272,7 @@ class _Walker:
         self, elem: RawElement, action: Action, depth: int, clean: bool, charset: Charset
     ) -> bytes | None:
         tag, vr, implicit, ctx = elem.tag, elem.vr, self.implicit, self.ctx
-        if not _decodable(elem, implicit):
+        if not decodable(elem, implicit):
             raise Fallback("value of a private, UN or ambiguous VR element needs a look")
         if action is not Action.K and not (tag in _PSEUDONYM_TAGS and tag not in self.overrides):
             if action is Action.Z:
@@ -351,7 +290,7 @@ class _Walker:
                 site = self.profile.replacement_for(tag)
                 return _dummy_bytes(tag, vr, site, implicit, charset)
         # everything else exactly as engine.apply does it, on the decoded value
-        full = _decoded(tag, vr, elem.value, implicit, charset)
+        full = decoded(tag, vr, elem.value, implicit, charset)
         new = (
             _keep(full, ctx, depth, clean)
             if action is Action.K
@@ -361,7 +300,7 @@ class _Walker:
             return None
         if new.VR == "SQ":
             raise Fallback("sequence from a leaf")
-        return encode_data_element(new, implicit, _charset_value(charset))
+        return encode_data_element(new, implicit, charset_value(charset))
 
 
 def _remap_uid(value: bytes, ctx: _RawContext) -> bytes | None:
@@ -402,91 +341,12 @@ class FastResult:
         self.seen: Seen | None = None
 
 
-class Seen(NamedTuple):
-    """What a study pass learns from one instance (never reported: it holds identity)."""
-
-    study_uid: str  # the original's Study Instance UID
-    identity: StudyIdentity  # the instance's own identifying values
-    kept_text: str | None  # every text value kept as it was, NUL-joined (None: not known)
-
-
 def _empty(data: bytes) -> bool:
     """Is the (explicit VR) encoded element's value empty?"""
     vr = data[4:6]
     if vr in (b"OB", b"OW", b"UN", b"UT", b"UC", b"UR", b"SQ", b"OD", b"OF", b"OL", b"OV"):
         return len(data) == 12
     return len(data) == 8
-
-
-def _raw_identity_elements(
-    elems: list[RawElement],
-    implicit: bool,
-    charset: Charset,
-    found: list[_IdentityItem],
-    depth: int,
-) -> None:
-    """The identity-bearing elements of a raw header, any depth, as they were read."""
-    charset = _charset_of(elems, charset)
-    for elem in elems:
-        if elem.items is not None:
-            if depth < 16:
-                for item in elem.items:
-                    _raw_identity_elements(item.elements, implicit, charset, found, depth + 1)
-            continue
-        if elem.value and (elem.vr == "PN" or elem.tag in _IDENTITY_TAGS):
-            if not _decodable(elem, implicit):
-                raise Fallback("undecodable identifying value")
-            found.append((elem.tag, elem.vr, elem.value, charset))
-
-
-_IdentityItem = tuple[int, str, bytes, Charset]
-_IDENTITY_TAGS = frozenset(
-    tag
-    for tag in (
-        tag_for_keyword(k)
-        for k in ID_KEYWORDS | ADDRESS_KEYWORDS | PHONE_KEYWORDS | DATE_KEYWORDS | OTHER_KEYWORDS
-    )
-    if tag is not None
-)
-
-
-@functools.lru_cache(maxsize=256)
-def _own_identity(items: tuple[_IdentityItem, ...], implicit: bool) -> StudyIdentity:
-    values: list[tuple[str, str, str]] = []
-    for tag, vr, raw, charset in items:
-        value = _decoded(tag, vr, raw, implicit, charset).value
-        texts = value if isinstance(value, MultiValue | list | tuple) else [value]
-        keyword = _keyword(tag)
-        values += [(keyword, vr, t) for t in (str(v or "").strip() for v in texts) if t]
-    return StudyIdentity.from_values(values)
-
-
-def raw_identity(header: RawHeader) -> tuple[str, StudyIdentity]:
-    """(Study Instance UID, the instance's identity) from a raw header (a study pre-pass)."""
-    top, implicit = header.elements, header.implicit
-    found: list[_IdentityItem] = []
-    _raw_identity_elements(top, implicit, None, found, 0)
-    study = str(_value(top, 0x0020000D, implicit, _charset_of(top, None)) or "")
-    return study, _own_identity(tuple(found), implicit)
-
-
-@functools.lru_cache(maxsize=256)
-def _identity_scrubber(
-    items: tuple[_IdentityItem, ...],
-    implicit: bool,
-    profile: Profile,
-    identity: StudyIdentity | None,
-) -> Scrubber:
-    """The scrubber of an instance's identity (plus the study's): a study's instances share it."""
-    own = _own_identity(items, implicit)
-    return Scrubber.for_identity(
-        retained_out(own if identity is None else identity.merge(own), profile)
-    )
-
-
-@functools.lru_cache(maxsize=8192)
-def _keyword(tag: int) -> str:
-    return str(keyword_for_tag(tag) or "")
 
 
 def apply_raw(
@@ -502,9 +362,9 @@ def apply_raw(
         profile = _with_recipe(recipe, profile)
     implicit = header.implicit
     top = header.elements
-    charset = _charset_of(top, None)
-    patient_id = str(_value(top, TAG_PATIENT_ID, implicit, charset) or "")
-    sop_class = str(_value(top, 0x00080016, implicit, charset) or "") or None
+    charset = charset_of(top, None)
+    patient_id = str(value_of(top, TAG_PATIENT_ID, implicit, charset) or "")
+    sop_class = str(value_of(top, 0x00080016, implicit, charset) or "") or None
     modified_dates = profile.has(Option.RETAIN_LONG_MODIFIED_DATES)
     ctx = _RawContext(
         profile=profile,
@@ -516,10 +376,10 @@ def apply_raw(
     )
     if modified_dates and not patient_id:
         ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
-    found: list[_IdentityItem] = []
-    _raw_identity_elements(top, implicit, None, found, 0)
+    found: list[IdentityItem] = []
+    raw_identity_elements(top, implicit, None, found, 0)
     items = tuple(found)
-    scrubber = _identity_scrubber(items, implicit, profile, identity)
+    scrubber = identity_scrubber(items, implicit, profile, identity)
     walker = _Walker(ctx, implicit)
     pixel = RawElement(PIXEL_DATA, header.pixel.vr or "OB", b"")
     body = dict(walker.walk([*top, pixel, *header.tail], 0, False, None))
@@ -560,8 +420,8 @@ def apply_raw(
         tag: body[tag] for tag in (0x00080018, 0x0020000D, 0x0020000E) if tag in body
     }
     result = FastResult(b"".join(parts), b"".join(tail), ctx.changes, tuple(ctx.notes), uids)
-    study_uid = str(_value(top, 0x0020000D, implicit, charset) or "")
-    result.seen = Seen(study_uid, _own_identity(items, implicit), "\x00".join(walker.kept_text))
+    study_uid = str(value_of(top, 0x0020000D, implicit, charset) or "")
+    result.seen = Seen(study_uid, own_identity(items, implicit), "\x00".join(walker.kept_text))
     return result
 
 
@@ -569,7 +429,7 @@ def apply_raw(
 
 
 def _int(elems: list[RawElement], tag: int, default: int, implicit: bool, charset: Charset) -> int:
-    value = _value(elems, tag, implicit, charset)
+    value = value_of(elems, tag, implicit, charset)
     return int(value or default)
 
 
@@ -577,9 +437,9 @@ def _check_complete(header: RawHeader) -> None:
     """`cli.incomplete` on the raw header; anything incomplete goes the pydicom way (which
     quarantines it with the reason)."""
     top, implicit = header.elements, header.implicit
-    charset = _charset_of(top, None)
+    charset = charset_of(top, None)
     for tag in _REQUIRED_UIDS:
-        if not _value(top, tag, implicit, charset):
+        if not value_of(top, tag, implicit, charset):
             raise Fallback("incomplete")
     try:
         frames = _int(top, 0x00280008, 1, implicit, charset)

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 from deidentify.clean import Scrubber
 from deidentify.engine import retained_out
-from deidentify.fastpath import Seen
 from deidentify.identity import StudyIdentity
 from deidentify.profile import Profile
+from deidentify.rawidentity import Seen
 
 
 def study_identities(seen: Sequence[Seen | None]) -> dict[str, StudyIdentity]:

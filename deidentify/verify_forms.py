@@ -22,6 +22,7 @@ import datetime as dt
 import functools
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from babel.dates import format_date
 
@@ -159,3 +160,73 @@ def date_pattern(value: str, codec: str) -> bytes | None:
         month_name + rb"[ ,+]*" + year4 + rb"(?![0-9])",
     ]
     return b"|".join(alternatives)
+
+
+@dataclass(frozen=True)
+class FlexPatterns:
+    """Patterns for IDs, phones and written dates; date patterns are compiled only when an
+    output text holds one of the dates' years (most outputs hold none)."""
+
+    ids: tuple[tuple[str, re.Pattern[bytes]], ...]
+    any_id: re.Pattern[bytes] | None  # any of `ids`: one search per text in the common case
+    years: re.Pattern[bytes] | None
+    dates: tuple[tuple[str, tuple[str, ...]], ...]  # keyword -> DA values
+    codecs: tuple[str, ...]
+
+    def any_hit(self, data: bytes) -> bool:
+        """Could `hits` find anything in `data` (an ID, or a year of one of the dates)?"""
+        return any(p is not None and p.search(data) for p in (self.any_id, self.years))
+
+    def hits(self, data: bytes) -> list[str]:
+        found: list[str] = []
+        if self.any_id is not None and self.any_id.search(data):
+            found = [keyword for keyword, pattern in self.ids if pattern.search(data)]
+        if self.years is not None and self.years.search(data):
+            found += [
+                keyword
+                for keyword, values in self.dates
+                if _date_patterns(values, self.codecs).search(data)
+            ]
+        return found
+
+
+@functools.lru_cache(maxsize=256)
+def flex_patterns(
+    flex: tuple[tuple[str, tuple[tuple[str, str], ...]], ...], codecs: tuple[str, ...]
+) -> FlexPatterns:
+    ids: list[tuple[str, re.Pattern[bytes]]] = []
+    dates: list[tuple[str, tuple[str, ...]]] = []
+    years: set[bytes] = set()
+    for keyword, values in flex:
+        alternatives: set[bytes] = set()
+        das: list[str] = []
+        for kind, text in values:
+            found = id_pattern(text) if kind == "id" else None
+            found = phone_pattern(text) if kind == "phone" else found
+            if found:
+                alternatives.add(found)
+            if kind == "date" and text[:8].isdigit() and len(text) >= 8:
+                das.append(text[:8])
+                years |= {re.escape(text[:4].encode()), rb"[-/.' ]" + text[2:4].encode()}
+        if alternatives:
+            body = b"|".join(b"(?:" + a + b")" for a in sorted(alternatives))
+            ids.append((keyword, re.compile(body, re.IGNORECASE)))
+        if das:
+            dates.append((keyword, tuple(sorted(das))))
+    year_pattern = (
+        re.compile(rb"(?:" + b"|".join(sorted(years)) + rb")(?![0-9])") if years else None
+    )
+    any_id = (
+        re.compile(b"|".join(b"(?:" + p.pattern + b")" for _, p in ids), re.IGNORECASE)
+        if ids
+        else None
+    )
+    return FlexPatterns(tuple(ids), any_id, year_pattern, tuple(dates), codecs)
+
+
+@functools.lru_cache(maxsize=256)
+def _date_patterns(values: tuple[str, ...], codecs: tuple[str, ...]) -> re.Pattern[bytes]:
+    alternatives = {p for v in values for c in codecs if (p := date_pattern(v, c))}
+    return re.compile(
+        b"|".join(b"(?:" + a + b")" for a in sorted(alternatives)) or rb"(?!)", re.IGNORECASE
+    )
