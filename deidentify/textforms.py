@@ -130,7 +130,7 @@ def text_patterns(value: str) -> set[str]:
         if len(part) >= 4 and _long_enough(part):
             for form in _ascii_forms(part):
                 words = [w for w in re.split(r"[\s,^]+", form) if w]
-                out.add(_bounded(r"[\s,^]*".join(re.escape(w) for w in words), form))
+                out.add(_bounded(r"[\s,^+]*".join(re.escape(w) for w in words), form))
     return out
 
 

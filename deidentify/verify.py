@@ -42,7 +42,7 @@ from deidentify.profile import (
     is_private_creator_tag,
 )
 from deidentify.rawdicom import PIXEL_DATA, Fallback, RawElement, RawHeader, parse_output
-from deidentify.verify_forms import flex_patterns, name_forms
+from deidentify.verify_forms import flex_patterns, name_forms, text_forms
 from deidentify.vrs import element_vr
 
 if TYPE_CHECKING:
@@ -352,6 +352,8 @@ def _from_original(
     def add(keyword: str, kind: str, text: str) -> None:
         if kind == "name":
             values = set(_name_needles(text))
+        elif kind == "text":
+            values = {v for v in text_forms(text) if len(v) >= _MIN_NEEDLE}
         else:
             values = {text} if len(text) >= _MIN_NEEDLE else set()
             if kind in ("id", "phone", "date"):

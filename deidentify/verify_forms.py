@@ -83,6 +83,18 @@ def name_forms(value: str) -> frozenset[str]:
     return frozenset(out)
 
 
+@functools.lru_cache(maxsize=1024)
+def text_forms(value: str) -> frozenset[str]:
+    """An address or other value: whole, each comma/caret/line part of 6+ characters, with
+    spaces, "+" (URLs) or nothing between words."""
+    parts = {value.strip()} | {p.strip() for p in re.split(r"[,^\r\n;]+", value)}
+    forms: set[str] = set()
+    for part in (p for p in parts if len(p) >= 6):
+        words = part.split()
+        forms |= {part, " ".join(words), "+".join(words), "".join(words)}
+    return frozenset(forms)
+
+
 def id_pattern(value: str) -> bytes | None:
     """A bytes pattern for an ID with optional separators; None when too short or not ASCII."""
     core = [c for c in value if c.isalnum()]

@@ -176,7 +176,9 @@ def _value(vr: str, index: int, extra: tuple[str, ...]) -> str:
         return short[index % len(short)]
     if vr == "PN":
         return PN_FORMS[index % len(PN_FORMS)]
-    if vr == "UR":
+    if vr == "UR":  # URIs are ASCII: an ASCII form
+        ascii_forms = [f for f in forms if f.isascii()]
+        form = ascii_forms[index % len(ascii_forms)]
         return f"https://pacs.example.org/wado?requestType=WADO&patientID={form}".replace(" ", "+")
     if vr == "LO":
         return f"see {form} here"[:64]

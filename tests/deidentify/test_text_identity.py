@@ -247,3 +247,22 @@ def test_cli_cleans_names_another_instance_of_the_study_carries(
         jobs, tmp_path / "out2", tmp_path / "q2", [], SECRET, study_identity=False
     )
     assert dcmread(tmp_path / "out2" / alone[1].output).ManufacturerModelName.endswith("Zamora")
+
+
+@pytest.mark.parametrize("charset", ["latin1", "utf8"])
+def test_hexchange_deid_writes_the_adversarial_study_clean(tmp_path: Path, charset: str) -> None:
+    """Through the files path (fast path, fallback, study pass): every file is written and
+    holds no planted value."""
+    from deidentify.cli import process_batch
+
+    src = tmp_path / "in"
+    src.mkdir()
+    jobs = []
+    for i, ds in enumerate(study(charset)):
+        ds.save_as(src / f"{i}.dcm", enforce_file_format=True)
+        jobs.append((src / f"{i}.dcm", f"{i}.dcm"))
+    out = tmp_path / "out"
+    outcomes = process_batch(jobs, out, tmp_path / "q", list(PROFILES["clean"]), SECRET)
+    assert [o.reason for o in outcomes if o.quarantined] == []
+    for outcome in outcomes:
+        assert leftovers(dcmread(out / outcome.output), charset) == []
