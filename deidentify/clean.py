@@ -26,6 +26,7 @@ from deidentify.textforms import (
     URL,
     Candidate,
     DateHit,
+    Fragment,
     compile_alternation,
     date_candidate,
     find_dates,
@@ -253,7 +254,7 @@ def nothing_useful(text: str) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _scrubber_for(identity: StudyIdentity) -> Scrubber:
-    fragments: set[str] = set()
+    fragments: set[Fragment] = set()
     for name in identity.names:
         fragments |= name_patterns(name)
     for value in identity.ids:

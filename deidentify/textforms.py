@@ -66,13 +66,19 @@ def _flex(text: str) -> str:
     return _NAME_SEP.join(re.escape(w) for w in words)
 
 
-def _bounded(fragment: str, sample: str) -> str:
-    return fragment if _is_cjk(sample) else f"{_B}{fragment}{_E}"
+# A regex fragment and whether it needs latin word boundaries around it (CJK needs none, and
+# digit-bounded fragments carry their own): `compile_alternation` puts the boundaries around
+# all of them at once, which keeps compiling a study's pattern cheap.
+Fragment = tuple[bool, str]
 
 
-def name_patterns(value: str) -> set[str]:
+def _bounded(fragment: str, sample: str) -> Fragment:
+    return (not _is_cjk(sample), fragment)
+
+
+def name_patterns(value: str) -> set[Fragment]:
     """Regex fragments for one PN value in every form listed in the module docstring."""
-    out: set[str] = set()
+    out: set[Fragment] = set()
     for group in value.split("="):
         components = [p.strip() for p in group.split("^")]
         family = components[0]
@@ -89,8 +95,8 @@ def name_patterns(value: str) -> set[str]:
             pieces.add(f"{family} {given}")
             letters = [w[0] for w in _SPLIT_WORDS.split(" ".join(parts[1:] + parts[:1])) if w]
             if len(letters) >= 2:
-                out.add(_B + r"\.?\s?".join(re.escape(c) for c in letters) + r"\." + _E)
-                out.add(_B + r"\.\s?".join(re.escape(c) for c in letters) + r"\.?" + _E)
+                out.add((True, r"\.?\s?".join(re.escape(c) for c in letters) + r"\."))
+                out.add((True, r"\.\s?".join(re.escape(c) for c in letters) + r"\.?"))
         for piece in pieces:
             if not _long_enough(piece):
                 continue
@@ -99,31 +105,31 @@ def name_patterns(value: str) -> set[str]:
     return out
 
 
-def id_patterns(value: str) -> set[str]:
+def id_patterns(value: str) -> set[Fragment]:
     """An ID with any separators between its characters, and its long digit runs alone."""
     core = [c for c in value if c.isalnum()]
     if len(core) < MIN_LATIN:
         return set()
-    out = {_B + _ID_SEP.join(re.escape(c) for c in core) + _E}
+    out: set[Fragment] = {(True, _ID_SEP.join(re.escape(c) for c in core))}
     for run in re.findall(r"\d{5,}", value):
         if run != "".join(core):
-            out.add(rf"(?<!\d){run}(?!\d)")
+            out.add((False, rf"(?<!\d){run}(?!\d)"))
     return out
 
 
-def phone_patterns(value: str) -> set[str]:
+def phone_patterns(value: str) -> set[Fragment]:
     digits = re.sub(r"\D", "", value)
-    out: set[str] = set()
+    out: set[Fragment] = set()
     for cut in range(4):
         tail = digits[cut:]
         if len(tail) >= 7:
-            out.add(r"(?<!\d)\+?" + _PHONE_SEP.join(tail) + r"(?!\d)")
+            out.add((False, r"(?<!\d)\+?" + _PHONE_SEP.join(tail) + r"(?!\d)"))
     return out
 
 
-def text_patterns(value: str) -> set[str]:
+def text_patterns(value: str) -> set[Fragment]:
     """Addresses and other values: the whole value and each comma/caret-separated part."""
-    out: set[str] = set()
+    out: set[Fragment] = set()
     parts = {value, *re.split(r"[,^\n\r;]+", value)}
     for part in parts:
         part = part.strip()
@@ -134,11 +140,14 @@ def text_patterns(value: str) -> set[str]:
     return out
 
 
-def compile_alternation(fragments: Iterable[str]) -> re.Pattern[str] | None:
-    ordered = sorted(set(fragments), key=lambda f: (-len(f), f))
-    if not ordered:
-        return None
-    return re.compile("|".join(f"(?:{f})" for f in ordered), re.IGNORECASE)
+def compile_alternation(fragments: Iterable[Fragment]) -> re.Pattern[str] | None:
+    """One case-insensitive pattern: latin-bounded fragments in one group, the rest after."""
+    unique = set(fragments)
+    words = sorted({f for bounded, f in unique if bounded}, key=lambda f: (-len(f), f))
+    others = sorted({f for bounded, f in unique if not bounded}, key=lambda f: (-len(f), f))
+    parts = [f"{_B}(?:{'|'.join(words)}){_E}"] if words else []
+    parts += [f"(?:{f})" for f in others]
+    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
 
 # --- dates --------------------------------------------------------------------------------------
