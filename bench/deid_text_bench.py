@@ -82,6 +82,26 @@ RESEARCH = (
     "PatientSex",
     "PatientAge",
 )
+# Descriptions as scanners write them: numbers, slashes, units, versions (all must be kept).
+STUDY_DESCRIPTIONS = (
+    "CT CHEST WITH CONTRAST",
+    "MR BRAIN W/WO",
+    "CT ABD/PELVIS 3 PHASE",
+    "CTA HEAD AND NECK",
+    "Follow-up 6 months, 2nd series",
+)
+SERIES_DESCRIPTIONS = (
+    "AXIAL 5MM",
+    "COR 3/3",
+    "T1 SE 4.5/1.2",
+    "DWI b=1000",
+    "CTA 0.625mm 120kV",
+    "Lung 1.25 B70f",
+    "PORTAL VENOUS 70s",
+    "MPR 3.0 x 3.0",
+    "Dose Report 1/1",
+)
+PROTOCOLS = ("CHEST ROUTINE", "Neuro 2.0 protocol v12", "ABD_PEL_3PH_1.5", "5.1 Thorax HR")
 PLANT_INTO = (
     "ImageComments",
     "StudyDescription",
@@ -108,7 +128,9 @@ def _ordinary_study(rng: random.Random, slices: int) -> list[Dataset]:
     forms = (*adversarial.SHORT_FORMS, *adversarial.LONG_FORMS)
     for index in range(slices):
         ds = adversarial._base(adversarial.CHARSETS["latin1"], index, uid, series)
-        ds.ProtocolName = "CHEST ROUTINE"
+        ds.StudyDescription = STUDY_DESCRIPTIONS[index % len(STUDY_DESCRIPTIONS)]
+        ds.SeriesDescription = SERIES_DESCRIPTIONS[index % len(SERIES_DESCRIPTIONS)]
+        ds.ProtocolName = PROTOCOLS[index % len(PROTOCOLS)]
         ds.ConvolutionKernel = "B30f"
         study.sop_instance_uids.append(str(ds.SOPInstanceUID))
         if index % 4 == 1:

@@ -283,7 +283,8 @@ def phone_spans(text: str) -> list[tuple[int, int]]:
         for match in phonenumbers.PhoneNumberMatcher(
             text, region, leniency=phonenumbers.Leniency.POSSIBLE
         ):
-            spans.add((match.start, match.end))
+            if sum(c.isdigit() for c in match.raw_string) >= 7:  # not "120" in "120kV"
+                spans.add((match.start, match.end))
     return sorted(spans)
 
 

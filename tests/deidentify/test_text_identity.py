@@ -266,3 +266,19 @@ def test_hexchange_deid_writes_the_adversarial_study_clean(tmp_path: Path, chars
     assert [o.reason for o in outcomes if o.quarantined] == []
     for outcome in outcomes:
         assert leftovers(dcmread(out / outcome.output), charset) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CTA 0.625mm 120kV",
+        "T1 SE 4.5/1.2",
+        "DWI b=1000",
+        "Neuro 2.0 protocol v12",
+        "Dose Report 1/1",
+        "MPR 3.0 x 3.0",
+        "Follow-up 6 months, 2nd series",
+    ],
+)
+def test_free_text_keeps_acquisition_descriptions(text: str) -> None:
+    assert Scrubber.for_identity(StudyIdentity()).scrub(text) == text
