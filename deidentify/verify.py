@@ -419,11 +419,37 @@ def _cached_needle_pattern(
                 sources.setdefault(encoded.lower(), set()).add(keyword)
     if not sources:
         return None, sources
-    alternation = b"|".join(re.escape(v) for v in sorted(sources, key=len, reverse=True))
+    searched = _without_redundant(sources)
+    alternation = b"|".join(re.escape(v) for v in sorted(searched, key=len, reverse=True))
     pattern = re.compile(
         rb"(?<!" + _WORD + rb")(?:" + alternation + rb")(?!" + _WORD + rb")", re.IGNORECASE
     )
     return pattern, sources
+
+
+def _without_redundant(needles: Iterable[bytes]) -> list[bytes]:
+    """The needles minus those holding a shorter needle as a whole word ("dulcinea quixote"
+    holds "quixote"): whatever the longer one matches, the shorter one matches too, and the
+    search costs grow with the number of needles."""
+    kept: list[bytes] = []
+    for needle in sorted(set(needles), key=len):
+        if not any(_holds_word(needle, shorter) for shorter in kept):
+            kept.append(needle)
+    return kept
+
+
+def _holds_word(text: bytes, word: bytes) -> bool:
+    start = text.find(word)
+    while start >= 0:
+        end = start + len(word)
+        before = text[start - 1 : start] if start else b""
+        after = text[end : end + 1]
+        if not (before.isalnum() and before.isascii()) and not (
+            after.isalnum() and after.isascii()
+        ):
+            return True
+        start = text.find(word, start + 1)
+    return False
 
 
 def verify(

@@ -198,7 +198,7 @@ def test_verifier_finds_written_forms_the_engine_would_clean(keys: PseudonymKeys
         out = apply(ds, profile, keys).dataset
         out.Manufacturer = f"Made for {text}"  # put back what the engine removed
         findings = verify(ds, out, profile)
-        assert [f.keyword for f in findings] == ["Manufacturer"], text
+        assert {f.keyword for f in findings} == {"Manufacturer"}, text
 
 
 @pytest.mark.parametrize(
