@@ -10,6 +10,7 @@ and study's dates. It holds no matching code: the engine (`clean.Scrubber`) and 
 A caller that sees the whole study before sending it (the node agent) collects it once:
 
     identity = StudyIdentity.collect(headers)       # every instance's dataset (no pixels needed)
+    identity = StudyIdentity.from_files(paths)      # the same, reading the study's files
     result = apply(ds, profile, keys, identity=identity)
     findings = verify(ds, result.dataset, profile, identity=identity)
 
@@ -20,9 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from deidentify.vrs import element_vr
@@ -89,6 +93,19 @@ class StudyIdentity:
     def collect(cls, datasets: Iterable[Dataset]) -> StudyIdentity:
         """The identity of every dataset given (any depth of every sequence)."""
         return cls.from_values(v for ds in datasets for v in _text_values(ds, 0))
+
+    @classmethod
+    def from_files(cls, paths: Iterable[Path]) -> StudyIdentity:
+        """The identity of every readable DICOM file given (headers only, Pixel Data is not
+        read); unreadable files are skipped: de-identifying them fails on its own, with the
+        reason."""
+        datasets: list[Dataset] = []
+        for path in paths:
+            try:
+                datasets.append(dcmread(path, stop_before_pixels=True))
+            except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
+                continue
+        return cls.collect(datasets)
 
     @classmethod
     def from_values(cls, values: Iterable[tuple[str, str, str]]) -> StudyIdentity:

@@ -43,6 +43,8 @@ def raw_identity_elements(
     """The identity-bearing elements of a raw header, any depth, as they were read."""
     charset = charset_of(elems, charset)
     for elem in elems:
+        if (elem.tag >> 16) % 2:
+            continue  # private: no keyword to know what it holds (as `StudyIdentity.collect`)
         if elem.items is not None:
             if depth < 16:
                 for item in elem.items:

@@ -282,3 +282,16 @@ def test_hexchange_deid_writes_the_adversarial_study_clean(tmp_path: Path, chars
 )
 def test_free_text_keeps_acquisition_descriptions(text: str) -> None:
     assert Scrubber.for_identity(StudyIdentity()).scrub(text) == text
+
+
+def test_study_identity_from_files_reads_headers_and_skips_unreadable(tmp_path: Path) -> None:
+    study_uid = "1.2.826.0.1.3680043.8.498.17"
+    first, second = ct_dataset(study_uid=study_uid), ct_dataset(study_uid=study_uid, index=1)
+    first.NameOfPhysiciansReadingStudy = "Zamora-Ibarra^Lucia"
+    first.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    second.save_as(tmp_path / "b.dcm", enforce_file_format=True)
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    paths = [tmp_path / "a.dcm", tmp_path / "b.dcm", tmp_path / "notes.txt"]
+    identity = StudyIdentity.from_files(paths)
+    assert identity == StudyIdentity.collect([first, second])
+    assert "Zamora-Ibarra^Lucia" in identity.names
