@@ -3,14 +3,16 @@ policy allows documents; never rewritten, never sent as an invalid object.
 
 Table E.1-1 replaces Encapsulated Document (0042,0011) with a dummy, which leaves an instance
 without its document: an invalid object. Instead, `document_check` extracts the document's text
-(PDF: `pypdf`, page text plus the document information and XMP metadata; CDA: the XML's text)
+(PDF: `pypdf`, the pages' text; CDA: the XML's text)
 and looks for the study's identity (`clean.Scrubber.scrub` finds anything it would clean: the
 study's names, IDs and dates in any written form, and any date, phone number, e-mail address,
 street address, URL with an identifier or MRN-like number). The instance is then
 
-* kept with its document unchanged when the profile allows documents
-  (`Profile.send_documents`, a site recipe's ``[documents] policy = "send-if-clean"``) and
-  nothing was found;
+* kept when the profile allows documents (`Profile.send_documents`, a site recipe's
+  ``[documents] policy = "send-if-clean"``) and nothing was found: a CDA as it is, a PDF with
+  its pages unchanged and its document information and XMP metadata (author, creation dates,
+  tools) removed (`pypdf`); a PDF with forms, annotations, attachments, outlines or actions is
+  held back (their text is not checked);
 * held back (`DocumentHeldBack`, reason class ``document``) otherwise, with a reason that names
   the problem and never a value.
 
@@ -38,8 +40,9 @@ class DocumentHeldBack(Exception):
     (starts with "document:", names no value)."""
 
 
-def document_check(ds: Dataset, scrubber: Scrubber, *, allowed: bool) -> None:
-    """Raise `DocumentHeldBack` unless `ds`'s encapsulated document may be sent as it is."""
+def document_check(ds: Dataset, scrubber: Scrubber, *, allowed: bool) -> bytes | None:
+    """Raise `DocumentHeldBack` unless `ds`'s encapsulated document may be sent; returns the
+    document to send instead (a PDF without its metadata), or None to send it as it is."""
     if not allowed:
         raise DocumentHeldBack(
             "document: the policy does not send encapsulated documents "
@@ -47,8 +50,9 @@ def document_check(ds: Dataset, scrubber: Scrubber, *, allowed: bool) -> None:
         )
     raw = bytes(ds[ENCAPSULATED_DOCUMENT].value or b"")
     sop_class = str(ds.get("SOPClassUID", ""))
+    replacement: bytes | None = None
     if sop_class == PDF_SOP_CLASS:
-        texts = _pdf_texts(raw)
+        texts, replacement = _pdf_texts(raw)
     elif sop_class == CDA_SOP_CLASS:
         texts = [_TAG.sub(" ", raw.decode("utf-8", "replace"))]
     else:
@@ -59,13 +63,20 @@ def document_check(ds: Dataset, scrubber: Scrubber, *, allowed: bool) -> None:
     for text in texts:
         if text and scrubber.scrub(text) != text:
             raise DocumentHeldBack(
-                "document: the encapsulated document holds identifying text; documents are "
-                "never rewritten"
+                "document: the encapsulated document holds identifying text; document text "
+                "is never rewritten"
             )
+    return replacement
 
 
-def _pdf_texts(raw: bytes) -> list[str]:
-    from pypdf import PdfReader  # imported here: only document instances need it
+# Parts of a PDF whose text `extract_text` does not return: held back rather than checked.
+_UNCHECKED_ROOT_KEYS = ("/AcroForm", "/Names", "/Outlines", "/OpenAction", "/AA")
+
+
+def _pdf_texts(raw: bytes) -> tuple[list[str], bytes]:
+    """The page texts, and the PDF without its document information and XMP metadata (author,
+    dates, tools: removed, not checked)."""
+    from pypdf import PdfReader, PdfWriter  # imported here: only document instances need it
     from pypdf.errors import PdfReadError
 
     try:
@@ -74,21 +85,28 @@ def _pdf_texts(raw: bytes) -> list[str]:
             raise DocumentHeldBack("document: the PDF is encrypted and cannot be checked")
         if len(reader.pages) > _MAX_PAGES:
             raise DocumentHeldBack(f"document: the PDF has more than {_MAX_PAGES} pages")
+        root = reader.root_object
+        unchecked = [k for k in _UNCHECKED_ROOT_KEYS if k in root]
+        if unchecked or any("/Annots" in page for page in reader.pages):
+            raise DocumentHeldBack(
+                "document: the PDF has forms, annotations, attachments, outlines or actions, "
+                "whose text cannot be checked"
+            )
         texts = [page.extract_text() or "" for page in reader.pages]
-        info = reader.metadata
-        if info is not None:
-            texts += [str(v) for v in info.values()]
-        xmp = reader.xmp_metadata
-        if xmp is not None:
-            texts.append(_TAG.sub(" ", xmp.stream.get_data().decode("utf-8", "replace")))
+        writer = PdfWriter(clone_from=reader)
+        writer.metadata = None
+        writer.xmp_metadata = None
+        out = io.BytesIO()
+        writer.write(out)
     except DocumentHeldBack:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError, AttributeError) as exc:
         raise DocumentHeldBack(
             f"document: the PDF cannot be read ({type(exc).__name__}); it is held back"
         ) from None
-    if not any(t.strip() for t in texts[: len(reader.pages)]):
+    if not any(t.strip() for t in texts):
         raise DocumentHeldBack(
             "document: the PDF has no extractable text (scanned?); it cannot be checked"
         )
-    return texts
+    data = out.getvalue()
+    return texts, data + b"\x00" if len(data) % 2 else data

@@ -78,6 +78,8 @@ TAG_PIXEL_DATA = 0x7FE00010
 _OVERLAY_DATA_ELEMENT = 0x3000
 # File meta AE titles name the sending/receiving devices: Retain Device Identity keeps them.
 _FILE_META_AE_TAGS = frozenset({0x00020016, 0x00020017, 0x00020018})
+_DOCUMENT_LENGTH = 0x00420015  # Encapsulated Document Length
+_DOCUMENT_TAGS = frozenset({ENCAPSULATED_DOCUMENT, _DOCUMENT_LENGTH})
 _TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "UR", "AE", "PN"})
 # Every kept value of these VRs is searched for the study's identity (`Scrubber.scrub_identity`).
 IDENTITY_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "UR", "PN"})
@@ -162,6 +164,7 @@ class _Context:
     notes: dict[str, None] = field(default_factory=dict)  # ordered set
     identity: StudyIdentity | None = None  # the study's identity, when the caller collected it
     keep_document: bool = False  # the encapsulated document was checked (`documents`)
+    document: bytes | None = None  # the document to send instead of the original's
     _scrubber: Scrubber | None = None
 
     def note(self, text: str) -> None:
@@ -221,9 +224,12 @@ def apply(
         ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
     if ENCAPSULATED_DOCUMENT in ds:
         # raises DocumentHeldBack unless the document may be sent as it is
-        document_check(ds, ctx.scrubber, allowed=profile.send_documents)
+        ctx.document = document_check(ds, ctx.scrubber, allowed=profile.send_documents)
         ctx.keep_document = True
-        ctx.note("EncapsulatedDocument: checked, no identity found; kept as it is")
+        ctx.note(
+            "EncapsulatedDocument: checked, no identity found; "
+            + ("kept as it is" if ctx.document is None else "PDF metadata removed")
+        )
     out = _walk(ds, ctx, depth=0, clean_text=False)
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
@@ -325,7 +331,13 @@ def _walk(src: Dataset, ctx: _Context, *, depth: int, clean_text: bool) -> Datas
             continue
         else:
             action = action_for(tag, vr=vr, sop_class_uid=sop_class)
-        if tag == ENCAPSULATED_DOCUMENT and depth == 0 and ctx.keep_document:
+        if depth == 0 and ctx.keep_document and tag in _DOCUMENT_TAGS:
+            if ctx.document is not None:  # the document without its metadata, and its length
+                new_value: Any = ctx.document
+                if tag == _DOCUMENT_LENGTH:
+                    new_value = len(ctx.document.rstrip(b"\x00"))
+                elements[elem.tag] = DataElement(tag, vr, new_value)
+                continue
             action = Action.K
         if action is Action.X:
             ctx.changes["X"] += 1
