@@ -46,8 +46,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deidentify import fastpath
+from deidentify.documents import DocumentHeldBack
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
+from deidentify.heldback import HeldBack
+from deidentify.identity import StudyIdentity
 from deidentify.pixels import (
     PixelPolicy,
     PixelTally,
@@ -58,7 +61,9 @@ from deidentify.pixels import (
 )
 from deidentify.pixels import outcome as pixel_outcome
 from deidentify.profile import Option, Profile
+from deidentify.rawidentity import Seen
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
+from deidentify.studyscan import reruns
 from deidentify.verify import verify
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -245,6 +250,7 @@ def process_file(
     options: list[str],
     secret: bytes,
     recipe: Recipe | None = None,
+    identity: StudyIdentity | None = None,
     *,
     fast: bool = True,
 ) -> Outcome:
@@ -252,23 +258,46 @@ def process_file(
 
     The fast header path (`deidentify.fastpath`) goes first; whatever it does not handle - or
     any error in it - runs the pydicom path below, which also quarantines and reports. `fast`
-    False: the pydicom path only."""
+    False: the pydicom path only. `identity`: the study's (see `studyscan`)."""
+    return process_file_seen(src, rel, out_dir, qdir, options, secret, recipe, identity, fast=fast)[
+        0
+    ]
+
+
+def process_file_seen(
+    src: Path,
+    rel: str,
+    out_dir: Path,
+    qdir: Path,
+    options: list[str],
+    secret: bytes,
+    recipe: Recipe | None = None,
+    identity: StudyIdentity | None = None,
+    *,
+    fast: bool = True,
+) -> tuple[Outcome, Seen | None]:
+    """`process_file`, and what the study pass needs to know about the instance."""
     outcome = Outcome(source=rel)
+    seen: Seen | None = None
     profile = _profile(tuple(options))
     scrub_pixels = profile.has(Option.CLEAN_PIXEL_DATA)
     if fast and not scrub_pixels:  # the pixel stage decodes pixels: pydicom path
         try:
-            output, changes, notes = fastpath.process(src, out_dir, profile, _keys(secret), recipe)
+            output, changes, notes, seen = fastpath.process(
+                src, out_dir, profile, _keys(secret), recipe, identity=identity
+            )
         except Exception as exc:  # Fallback, or anything unexpected: the pydicom path decides
             # the reason or the exception type only: messages may quote values
             reason = str(exc) if isinstance(exc, fastpath.Fallback) else type(exc).__name__
             _log.debug("fast path not taken for %s: %s", rel, reason)
         else:
             outcome.output, outcome.changes, outcome.notes = output, dict(changes), list(notes)
-            return outcome
+            return outcome, seen
     try:
         ds = dcmread(src, defer_size=DEFER_SIZE)
         problem = incomplete(ds, src.stat().st_size)
+        study_uid = str(ds.get("StudyInstanceUID", "") or "")
+        seen = Seen(study_uid, StudyIdentity.collect([ds]), None) if identity is None else None
     except InvalidDicomError:
         problem = "not-dicom: no DICOM preamble/prefix or unreadable header"
     except Exception as exc:  # truncated/corrupt files raise many kinds of errors
@@ -285,8 +314,10 @@ def process_file(
                 if scrubbed.quarantined or scrubbed.dataset is None:
                     raise _PixelsRefused(scrubbed)
                 source = scrubbed.dataset
-            result = apply(source, profile, PseudonymKeys(secret), recipe)
-            findings = verify(ds, result.dataset, profile, recipe)
+            result = apply(source, profile, PseudonymKeys(secret), recipe, identity=identity)
+            findings = verify(ds, result.dataset, profile, recipe, identity=identity)
+        except DocumentHeldBack as held:
+            outcome.reason = str(held)  # "document: ..." names the problem, never a value
         except _PixelsRefused as refused:
             outcome.reason = f"pixel-scrub: {refused.result.reason}"
             if refused.result.preview is not None:
@@ -305,12 +336,12 @@ def process_file(
             else:
                 try:
                     outcome.output = _write(result.dataset, out_dir, src)
-                    return outcome
+                    return outcome, seen
                 except Exception as exc:
                     outcome.reason = f"write-failed: {type(exc).__name__}"
     outcome.quarantined = True
     _quarantine(src, qdir, rel, outcome)
-    return outcome
+    return outcome, seen
 
 
 def process_batch(
@@ -324,11 +355,14 @@ def process_batch(
     workers: int = 1,
     on_done: Callable[[], object] | None = None,
     fast: bool = True,
+    study_identity: bool = True,
 ) -> list[Outcome]:
     """`process_file` for every (source, relative name), in order; `workers` processes
-    (`fast` False: the pydicom path only, for comparisons)."""
+    (`fast` False: the pydicom path only, for comparisons). `study_identity`: the study pass
+    (`deidentify.studyscan`) runs again, with the study's identity, the instances whose text
+    may hold a name only another instance of their study carries."""
     one = functools.partial(
-        process_file,
+        process_file_seen,
         out_dir=out_dir,
         qdir=qdir,
         options=options,
@@ -336,23 +370,85 @@ def process_batch(
         recipe=recipe,
         fast=fast,
     )
-    outcomes: list[Outcome] = []
+    none: list[StudyIdentity | None] = [None] * len(jobs)
     if workers == 1 or len(jobs) < 2:
-        results: Iterable[Outcome] = (one(src, rel) for src, rel in jobs)
-        for outcome in results:
-            outcomes.append(outcome)
-            if on_done is not None:
-                on_done()
-        return outcomes
+        first = _run(one, jobs, none, None, on_done)
+        again = _again(first, options, recipe) if study_identity else {}
+        return _merge(
+            first, _run(one, [jobs[i] for i in again], list(again.values()), None), again, out_dir
+        )
     # Small chunks: fewer round trips than one task per file, still balanced at the end.
     chunk = max(1, min(8, len(jobs) // (workers * 16)))
     with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
-        sources, names = [src for src, _ in jobs], [rel for _, rel in jobs]
-        for outcome in pool.map(one, sources, names, chunksize=chunk):
-            outcomes.append(outcome)
-            if on_done is not None:
-                on_done()
+        first = _run(one, jobs, none, (pool, chunk), on_done)
+        again = _again(first, options, recipe) if study_identity else {}
+        rerun = _run(one, [jobs[i] for i in again], list(again.values()), (pool, 1))
+    return _merge(first, rerun, again, out_dir)
+
+
+_Pool = tuple[ProcessPoolExecutor, int]
+
+
+def _run(
+    one: Callable[..., tuple[Outcome, Seen | None]],
+    jobs: list[tuple[Path, str]],
+    identities: list[StudyIdentity | None],
+    pool: _Pool | None,
+    on_done: Callable[[], object] | None = None,
+) -> list[tuple[Outcome, Seen | None]]:
+    sources, names = [src for src, _ in jobs], [rel for _, rel in jobs]
+    if pool is None:
+        results: Iterable[tuple[Outcome, Seen | None]] = (
+            one(src, rel, identity=ident)
+            for src, rel, ident in zip(sources, names, identities, strict=True)
+        )
+    else:
+        executor, chunk = pool
+        results = executor.map(
+            _call, [one] * len(jobs), sources, names, identities, chunksize=chunk
+        )
+    out = []
+    for result in results:
+        out.append(result)
+        if on_done is not None:
+            on_done()
+    return out
+
+
+def _again(
+    first: list[tuple[Outcome, Seen | None]], options: list[str], recipe: Recipe | None
+) -> dict[int, StudyIdentity]:
+    profile = _profile(tuple(options))
+    profile = recipe.apply_to(profile) if recipe is not None else profile
+    return {
+        index: study
+        for index, study in reruns([seen for _, seen in first], profile).items()
+        if not first[index][0].quarantined
+    }
+
+
+def _merge(
+    first: list[tuple[Outcome, Seen | None]],
+    rerun: list[tuple[Outcome, Seen | None]],
+    again: dict[int, StudyIdentity],
+    out_dir: Path,
+) -> list[Outcome]:
+    outcomes = [outcome for outcome, _ in first]
+    for index, (outcome, _) in zip(again, rerun, strict=True):
+        old = outcomes[index].output
+        if old and old != outcome.output:
+            (out_dir / old).unlink(missing_ok=True)  # the first output may not stay
+        outcomes[index] = outcome
     return outcomes
+
+
+def _call(
+    one: Callable[..., tuple[Outcome, Seen | None]],
+    src: Path,
+    rel: str,
+    identity: StudyIdentity | None,
+) -> tuple[Outcome, Seen | None]:
+    return one(src, rel, identity=identity)
 
 
 def _worker_init() -> None:
@@ -370,6 +466,16 @@ def _profile(options: tuple[str, ...]) -> Profile:
     return Profile.from_names(options)
 
 
+def held_back(outcomes: Iterable[Outcome]) -> HeldBack:
+    """Quarantined instances by reason class (`deidentify.heldback`): what the recipient of
+    this output should be told is missing."""
+    held = HeldBack()
+    for outcome in outcomes:
+        if outcome.quarantined:
+            held.add(outcome.reason)
+    return held
+
+
 def _summary(outcomes: list[Outcome], console: Console) -> Counter[str]:
     changes: Counter[str] = Counter()
     for o in outcomes:
@@ -380,6 +486,8 @@ def _summary(outcomes: list[Outcome], console: Console) -> Counter[str]:
     table.add_row("instances", str(len(outcomes)))
     table.add_row("written", str(sum(1 for o in outcomes if o.output)))
     table.add_row("quarantined", str(sum(1 for o in outcomes if o.quarantined)))
+    for reason, count in held_back(outcomes).counts().items():
+        table.add_row(f"held back: {reason} (output partial)", str(count))
     for action in sorted(changes):
         table.add_row(f"attributes {action}", str(changes[action]))
     console.print(table)
@@ -482,6 +590,7 @@ def run(
             "instances": len(outcomes),
             "written": sum(1 for o in outcomes if o.output),
             "quarantined": sum(1 for o in outcomes if o.quarantined),
+            "held_back": held_back(outcomes).counts(),
             "changes": dict(changes),
             "files": [asdict(o) for o in outcomes],
         }

@@ -19,7 +19,15 @@ Choices worth knowing
 * Dates with Retain Longitudinal Modified Dates: shifted by a per-patient keyed number of days
   (see `dates.py`); without a date option, D dates get a dummy date.
 * Text inside sequences whose action is D or C (e.g. Content Sequence) is cleaned with
-  `clean.Scrubber`; text attributes with action C (clean-descriptors etc.) likewise.
+  `clean.Scrubber.scrub` (identity and every PHI-like pattern); text attributes with action C
+  (clean-descriptors etc.) likewise.
+* Every other kept text value (LO, SH, ST, LT, UT, UC, UR, PN at any depth, code meanings and
+  manufacturer included) is searched for the study's identity (`StudyIdentity`: this instance's
+  headers plus, when the caller passes it, the whole study's) in its written forms and cleaned
+  (`Scrubber.scrub_identity`): identifying substrings become ``***``; a value left with nothing
+  else is removed (Type 3), emptied (Type 2) or kept as the token (Type 1, nested).
+* Encapsulated documents are checked and kept unchanged, or the instance is held back
+  (`documents.DocumentHeldBack`); free-form patient descriptors are removed (`profile`).
 * Overlays: when Overlay Data (60xx,3000) is not kept, the whole overlay group is removed so
   the output stays valid; Clean Graphics cannot clean overlay bitmaps in the header path, so
   under that option overlays are removed too (noted in `DeidResult.notes`).
@@ -34,15 +42,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
-from deidentify.clean import CODE_KEYWORDS, Scrubber, identifying_values
+from deidentify.clean import CODE_KEYWORDS, Scrubber, nothing_useful
+from deidentify.clean import REDACTED as REDACTED_TOKEN
 from deidentify.dates import cap_age, day_offset, shift_da, shift_dt
+from deidentify.documents import ENCAPSULATED_DOCUMENT, document_check
 from deidentify.dummies import dummy_value, empty_value
+from deidentify.identity import StudyIdentity
 from deidentify.profile import (
     BASIC_PROFILE_CODE,
     OPTION_CODES,
@@ -51,8 +62,9 @@ from deidentify.profile import (
     Profile,
     is_private_creator_tag,
 )
+from deidentify.tables import iod_types
 from deidentify.uids import is_well_known_uid, keyed_token, keyed_uid
-from deidentify.vrs import element_vr
+from deidentify.vrs import dictionary_vr, element_vr
 
 if TYPE_CHECKING:
     from deidentify.recipe import Recipe
@@ -66,7 +78,11 @@ TAG_PIXEL_DATA = 0x7FE00010
 _OVERLAY_DATA_ELEMENT = 0x3000
 # File meta AE titles name the sending/receiving devices: Retain Device Identity keeps them.
 _FILE_META_AE_TAGS = frozenset({0x00020016, 0x00020017, 0x00020018})
-_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "AE", "PN"})
+_DOCUMENT_LENGTH = 0x00420015  # Encapsulated Document Length
+_DOCUMENT_TAGS = frozenset({ENCAPSULATED_DOCUMENT, _DOCUMENT_LENGTH})
+_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "UR", "AE", "PN"})
+# Every kept value of these VRs is searched for the study's identity (`Scrubber.scrub_identity`).
+IDENTITY_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "UR", "PN"})
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,9 @@ class _Context:
     date_offset: int | None
     changes: Counter[str] = field(default_factory=Counter)
     notes: dict[str, None] = field(default_factory=dict)  # ordered set
+    identity: StudyIdentity | None = None  # the study's identity, when the caller collected it
+    keep_document: bool = False  # the encapsulated document was checked (`documents`)
+    document: bytes | None = None  # the document to send instead of the original's
     _scrubber: Scrubber | None = None
 
     def note(self, text: str) -> None:
@@ -155,17 +174,39 @@ class _Context:
     def scrubber(self) -> Scrubber:
         """Built on first use: most instances have no free text to clean."""
         if self._scrubber is None:
-            include_dates = not self.profile.has(Option.RETAIN_LONG_FULL_DATES)
-            values = identifying_values(self.source, include_dates=include_dates)
-            self._scrubber = Scrubber.for_values(values)
+            own = StudyIdentity.collect([self.source])
+            identity = own if self.identity is None else self.identity.merge(own)
+            self._scrubber = Scrubber.for_identity(retained_out(identity, self.profile))
         return self._scrubber
 
 
+@functools.lru_cache(maxsize=256)
+def retained_out(identity: StudyIdentity, profile: Profile) -> StudyIdentity:
+    """`identity` without the values of attributes the profile keeps as they are."""
+    keywords = {keyword for keyword, _ in identity.by_keyword}
+    kept = {
+        k
+        for k in keywords
+        if (tag := tag_for_keyword(k)) is not None
+        and profile.action_for(tag, vr=dictionary_vr(tag)) is Action.K
+        and (profile.raw_action_for(tag) is not None or tag in profile.override_map)
+    }
+    return identity.without(kept)
+
+
 def apply(
-    ds: Dataset, profile: Profile, keys: PseudonymKeys, recipe: Recipe | None = None
+    ds: Dataset,
+    profile: Profile,
+    keys: PseudonymKeys,
+    recipe: Recipe | None = None,
+    *,
+    identity: StudyIdentity | None = None,
 ) -> DeidResult:
     """De-identify `ds` under `profile` (plus a validated site `recipe`, see `recipe.py`);
-    returns a new dataset and what changed."""
+    returns a new dataset and what changed; raises `DocumentHeldBack` (the reason) for an
+    encapsulated document that may not be sent. `identity`: the identifying values of the whole
+    study (`StudyIdentity.collect` over every instance's header), searched for in every kept
+    text value besides the instance's own."""
     if recipe is not None:
         profile = _with_recipe(recipe, profile)
     patient_id = str(ds.get("PatientID", "") or "")
@@ -177,9 +218,18 @@ def apply(
         sop_class_uid=str(ds.get("SOPClassUID", "") or "") or None,
         patient_pseudonym=keys.patient_pseudonym(patient_id) if patient_id else "",
         date_offset=keys.day_offset(patient_id) if modified_dates else None,
+        identity=identity,
     )
     if modified_dates and not patient_id:
         ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
+    if ENCAPSULATED_DOCUMENT in ds:
+        # raises DocumentHeldBack unless the document may be sent as it is
+        ctx.document = document_check(ds, ctx.scrubber, allowed=profile.send_documents)
+        ctx.keep_document = True
+        ctx.note(
+            "EncapsulatedDocument: checked, no identity found; "
+            + ("kept as it is" if ctx.document is None else "PDF metadata removed")
+        )
     out = _walk(ds, ctx, depth=0, clean_text=False)
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
@@ -281,10 +331,22 @@ def _walk(src: Dataset, ctx: _Context, *, depth: int, clean_text: bool) -> Datas
             continue
         else:
             action = action_for(tag, vr=vr, sop_class_uid=sop_class)
+        if depth == 0 and ctx.keep_document and tag in _DOCUMENT_TAGS:
+            if ctx.document is not None:  # the document without its metadata, and its length
+                new_value: Any = ctx.document
+                if tag == _DOCUMENT_LENGTH:
+                    new_value = len(ctx.document.rstrip(b"\x00"))
+                elements[elem.tag] = DataElement(tag, vr, new_value)
+                continue
+            action = Action.K
         if action is Action.X:
             ctx.changes["X"] += 1
             continue
-        if action is Action.K and _passes_through(tag, vr, clean_text):
+        if (
+            action is Action.K
+            and _passes_through(tag, vr, clean_text)
+            and not (vr in IDENTITY_VRS and _holds_identity(src, tag, ctx))
+        ):
             elements[elem.tag] = (
                 elem if isinstance(elem, RawDataElement) else DataElement(tag, vr, elem.value)
             )
@@ -295,6 +357,8 @@ def _walk(src: Dataset, ctx: _Context, *, depth: int, clean_text: bool) -> Datas
             if action is Action.K
             else (_act(full, action, ctx, depth, clean_text))
         )
+        if new is not None and new.VR in IDENTITY_VRS and new.value:
+            new = _clean_text(new, ctx, depth, free=False)
         if new is not None:
             elements[new.tag] = new
 
@@ -308,6 +372,15 @@ def _walk(src: Dataset, ctx: _Context, *, depth: int, clean_text: bool) -> Datas
     out.set_original_encoding(implicit, little, src.original_character_set or None)
     out.is_undefined_length_sequence_item = src.is_undefined_length_sequence_item
     return out
+
+
+def _holds_identity(src: Dataset, tag: Any, ctx: _Context) -> bool:
+    """Does a kept text value hold any of the study's identifying values?"""
+    value = src[tag].value
+    if not value:
+        return False
+    items = value if isinstance(value, MultiValue | list | tuple) else [value]
+    return any(ctx.scrubber.has_identity(str(v)) for v in items)
 
 
 def _passes_through(tag: int, vr: str, clean_text: bool) -> bool:
@@ -369,7 +442,7 @@ def _act(
     return _clean(elem, ctx, depth)
 
 
-def _keep(elem: DataElement, ctx: _Context, depth: int, clean: bool) -> DataElement:
+def _keep(elem: DataElement, ctx: _Context, depth: int, clean: bool) -> DataElement | None:
     vr = elem.VR
     if vr == "SQ":
         return _sequence(elem, ctx, depth, clean)
@@ -380,7 +453,7 @@ def _keep(elem: DataElement, ctx: _Context, depth: int, clean: bool) -> DataElem
             ctx.note(f"{elem.keyword or elem.tag}: age over 89 capped (Safe Harbor)")
         return DataElement(elem.tag, vr, capped)
     if clean and vr in _TEXT_VRS and elem.value and elem.keyword not in CODE_KEYWORDS:
-        return _clean_text(elem, ctx)
+        return _clean_text(elem, ctx, depth, free=True)
     return DataElement(elem.tag, vr, elem.value)
 
 
@@ -430,23 +503,46 @@ def _clean(elem: DataElement, ctx: _Context, depth: int) -> DataElement | None:
     if vr in _TEXT_VRS or vr == "CS":
         if not elem.value or elem.keyword in CODE_KEYWORDS:
             return DataElement(elem.tag, vr, elem.value)
-        return _clean_text(elem, ctx)
+        return _clean_text(elem, ctx, depth, free=True)
     ctx.changes["X"] += 1
     ctx.note(f"{elem.keyword or elem.tag}: no cleaner for VR {vr}; removed")
     return None
 
 
-def _clean_text(elem: DataElement, ctx: _Context) -> DataElement:
+def _clean_text(elem: DataElement, ctx: _Context, depth: int, *, free: bool) -> DataElement | None:
+    """Replace identifying substrings with a neutral token (`free`: free text, so every
+    PHI-like pattern too). A value left with nothing useful is removed when the attribute may
+    be absent (Type 3 or not in the IOD, top level), emptied when it is Type 2, and kept as the
+    token when it must have a value (Type 1, or nested: its Type depends on the sequence)."""
     value = elem.value
-    if isinstance(value, MultiValue | list | tuple):
-        new: Any = [ctx.scrubber.scrub(str(v)) for v in value]
-        changed = [str(v) for v in value] != new
-    else:
-        new = ctx.scrubber.scrub(str(value))
-        changed = new != str(value)
-    if changed:
-        ctx.changes["C"] += 1
-    return DataElement(elem.tag, elem.VR, new)
+    scrub = ctx.scrubber.scrub if free else ctx.scrubber.scrub_identity
+    items = value if isinstance(value, MultiValue | list | tuple) else [value]
+    old = [str(v) for v in items]
+    new = [scrub(v) for v in old]
+    if new == old:
+        return elem if isinstance(elem, DataElement) else DataElement(elem.tag, elem.VR, value)
+    ctx.changes["C"] += 1
+    name = elem.keyword or f"({int(elem.tag) >> 16:04X},{int(elem.tag) & 0xFFFF:04X})"
+    if all(nothing_useful(v) for v in new):
+        typ = _type_of(int(elem.tag), ctx, depth)
+        if typ == "3":
+            ctx.note(f"{name}: identifying text removed, nothing else in it; attribute removed")
+            return None
+        if typ == "2":
+            ctx.note(f"{name}: identifying text removed, nothing else in it; emptied")
+            return DataElement(elem.tag, elem.VR, empty_value(elem.VR))
+    ctx.note(f"{name}: identifying text replaced by {REDACTED_TOKEN}")
+    return DataElement(elem.tag, elem.VR, new[0] if len(new) == 1 else new)
+
+
+def _type_of(tag: int, ctx: _Context, depth: int) -> str:
+    """ "1", "2" or "3" (absent from the IOD counts as 3); nested or unknown: "1"."""
+    if depth or ctx.sop_class_uid is None:
+        return "1"
+    types = iod_types().types_for(ctx.sop_class_uid)
+    if types is None:
+        return "1"
+    return types.get(tag, "3")[0]
 
 
 def _clean_date(elem: DataElement, ctx: _Context) -> DataElement:

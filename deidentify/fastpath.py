@@ -34,19 +34,18 @@ import re
 import struct
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import BaseTag
+from pydicom.multival import MultiValue
 
 from deidentify.clean import Scrubber
 from deidentify.dummies import dummy_value
 from deidentify.encode import encode_data_element, encode_elements, header_bytes
 from deidentify.engine import (
     _FILE_META_AE_TAGS,
+    IDENTITY_VRS,
     TAG_ACCESSION,
     TAG_PATIENT_ID,
     TAG_PATIENT_NAME,
@@ -59,6 +58,9 @@ from deidentify.engine import (
     _passes_through,
     _with_recipe,
 )
+from deidentify.identity import (
+    StudyIdentity,
+)
 from deidentify.profile import Action, Option, Profile
 from deidentify.rawdicom import (
     PIXEL_DATA,
@@ -66,6 +68,21 @@ from deidentify.rawdicom import (
     RawElement,
     RawHeader,
     read_header,
+)
+from deidentify.rawidentity import (
+    IdentityItem,
+    Seen,
+    identity_scrubber,
+    own_identity,
+    raw_identity_elements,
+)
+from deidentify.rawvalues import (
+    Charset,
+    charset_of,
+    charset_value,
+    decodable,
+    decoded,
+    value_of,
 )
 from deidentify.uids import is_well_known_uid
 from deidentify.verify import verify_raw
@@ -88,78 +105,14 @@ _U32 = struct.Struct("<I")
 
 
 class _RawContext(_Context):
-    """`engine._Context` without a source dataset: text that needs cleaning falls back."""
+    """`engine._Context` without a source dataset: text that needs cleaning falls back.
+
+    Kept text is searched for the study's identity by `apply_raw`: a hit falls back too, and
+    the pydicom path cleans it."""
 
     @property
     def scrubber(self) -> Scrubber:
         raise Fallback("text to clean")
-
-
-# --- decoding (only the values the profile needs) ----------------------------------------------
-
-
-Charset = bytes | None  # the raw value of the governing (0008,0005), None: the default
-
-
-@functools.lru_cache(maxsize=64)
-def _codecs(charset: Charset) -> Any:
-    """Python codecs for reading values (pydicom's `Dataset._character_set`)."""
-    if charset is None:
-        return default_encoding
-    return convert_encodings(_charset_value(charset))
-
-
-@functools.lru_cache(maxsize=64)
-def _charset_value(charset: Charset) -> Any:
-    """The decoded Specific Character Set value (what `encode` is given for writing)."""
-    if charset is None:
-        return None
-    raw = RawDataElement(BaseTag(_CHARSET), "CS", len(charset), charset, 0, False, True)
-    return convert_raw_data_element(raw).value
-
-
-@functools.lru_cache(maxsize=8192)
-def _decoded(tag: int, vr: str, value: bytes, implicit: bool, charset: Charset) -> DataElement:
-    """The element as `Dataset.__getitem__` decodes it (public, unambiguous VRs only)."""
-    raw = RawDataElement(
-        BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True
-    )
-    return convert_raw_data_element(raw, encoding=_codecs(charset))
-
-
-@functools.lru_cache(maxsize=8192)
-def _dictionary_vr_text(tag: int) -> str:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
-
-
-def _decodable(elem: RawElement, implicit: bool) -> bool:
-    """Values pydicom decodes without its dataset (no private VR lookup, no UN, no ambiguity)."""
-    if (elem.tag >> 16) % 2 or elem.vr == "UN":
-        return False
-    return not (implicit and " or " in _dictionary_vr_text(elem.tag))
-
-
-def _value(elems: list[RawElement], tag: int, implicit: bool, charset: Charset) -> Any:
-    for elem in elems:
-        if elem.tag == tag:
-            if not _decodable(elem, implicit):
-                raise Fallback("undecodable value")
-            return _decoded(tag, elem.vr, elem.value, implicit, charset).value
-        if elem.tag > tag:
-            break
-    return None
-
-
-def _charset_of(elems: list[RawElement], parent: Charset) -> Charset:
-    for elem in elems:
-        if elem.tag == _CHARSET:
-            return elem.value
-        if elem.tag > _CHARSET:
-            break
-    return parent
 
 
 # --- encoding -----------------------------------------------------------------------------------
@@ -173,7 +126,7 @@ def _raw_bytes(elem: RawElement, implicit: bool) -> bytes:
 @functools.lru_cache(maxsize=4096)
 def _dummy_bytes(tag: int, vr: str, site: str | None, implicit: bool, charset: Charset) -> bytes:
     value = dummy_value(vr) if site is None else site
-    return encode_data_element(DataElement(tag, vr, value), implicit, _charset_value(charset))
+    return encode_data_element(DataElement(tag, vr, value), implicit, charset_value(charset))
 
 
 def _sequence_bytes(tag: int, items: list[tuple[bool, bytes]], implicit: bool) -> bytes:
@@ -211,13 +164,14 @@ class _Walker:
         self.action_for = ctx.profile.action_for
         self.retain_device = ctx.profile.has(Option.RETAIN_DEVICE_IDENTITY)
         self.overrides = ctx.profile.override_map
+        self.kept_text: list[str] = []
 
     def walk(
         self, elems: list[RawElement], depth: int, clean: bool, parent: Charset
     ) -> list[tuple[int, bytes]]:
         ctx, implicit, action_for = self.ctx, self.implicit, self.action_for
         changes = ctx.changes
-        charset = _charset_of(elems, parent)
+        charset = charset_of(elems, parent)
         creators: dict[tuple[int, int], str] = {}
         dropped: set[int] = set()
         for elem in elems:
@@ -264,6 +218,8 @@ class _Walker:
             if action is Action.X:
                 changes["X"] += 1
                 continue
+            if passes and vr in IDENTITY_VRS and elem.value:
+                self._check_identity(elem, charset)
             if passes:
                 if tag == PIXEL_DATA:
                     out.append((tag, b""))  # marker: the writer copies the input's value
@@ -277,7 +233,7 @@ class _Walker:
             )
             if data is not None:
                 out.append((tag, data))
-        encodings = _charset_value(charset)
+        encodings = charset_value(charset)
         for creator_group, creator_block in kept_blocks:
             creator_tag = (creator_group << 16) | creator_block
             creator = DataElement(creator_tag, "LO", creators[(creator_group, creator_block)])
@@ -285,6 +241,15 @@ class _Walker:
         if kept_blocks:
             out.sort()
         return out
+
+    def _check_identity(self, elem: RawElement, charset: Charset) -> None:
+        """Collect a kept text value; `apply_raw` searches them all at once for the study's
+        identity (a hit falls back: the pydicom path cleans it)."""
+        if not decodable(elem, self.implicit):
+            raise Fallback("value of a private, UN or ambiguous VR element needs a look")
+        value = decoded(elem.tag, elem.vr, elem.value, self.implicit, charset).value
+        items = value if isinstance(value, MultiValue | list | tuple) else [value]
+        self.kept_text.extend(str(v) for v in items if v)
 
     def _sequence(
         self, elem: RawElement, action: Action, depth: int, clean: bool, charset: Charset
@@ -307,7 +272,7 @@ class _Walker:
         self, elem: RawElement, action: Action, depth: int, clean: bool, charset: Charset
     ) -> bytes | None:
         tag, vr, implicit, ctx = elem.tag, elem.vr, self.implicit, self.ctx
-        if not _decodable(elem, implicit):
+        if not decodable(elem, implicit):
             raise Fallback("value of a private, UN or ambiguous VR element needs a look")
         if action is not Action.K and not (tag in _PSEUDONYM_TAGS and tag not in self.overrides):
             if action is Action.Z:
@@ -325,7 +290,7 @@ class _Walker:
                 site = self.profile.replacement_for(tag)
                 return _dummy_bytes(tag, vr, site, implicit, charset)
         # everything else exactly as engine.apply does it, on the decoded value
-        full = _decoded(tag, vr, elem.value, implicit, charset)
+        full = decoded(tag, vr, elem.value, implicit, charset)
         new = (
             _keep(full, ctx, depth, clean)
             if action is Action.K
@@ -335,7 +300,7 @@ class _Walker:
             return None
         if new.VR == "SQ":
             raise Fallback("sequence from a leaf")
-        return encode_data_element(new, implicit, _charset_value(charset))
+        return encode_data_element(new, implicit, charset_value(charset))
 
 
 def _remap_uid(value: bytes, ctx: _RawContext) -> bytes | None:
@@ -356,7 +321,7 @@ class FastResult:
     """The de-identified header: bytes before Pixel Data (File Meta Information included, up to
     and including the Pixel Data element's tag and length) and the bytes after it."""
 
-    __slots__ = ("changes", "header", "notes", "tail", "uids")
+    __slots__ = ("changes", "header", "notes", "seen", "tail", "uids")
 
     def __init__(
         self,
@@ -373,6 +338,7 @@ class FastResult:
             notes,
             uids,
         )
+        self.seen: Seen | None = None
 
 
 def _empty(data: bytes) -> bool:
@@ -384,16 +350,21 @@ def _empty(data: bytes) -> bool:
 
 
 def apply_raw(
-    header: RawHeader, profile: Profile, keys: PseudonymKeys, recipe: Recipe | None = None
+    header: RawHeader,
+    profile: Profile,
+    keys: PseudonymKeys,
+    recipe: Recipe | None = None,
+    *,
+    identity: StudyIdentity | None = None,
 ) -> FastResult:
     """`engine.apply` + `encode` on a raw header (see the module docstring)."""
     if recipe is not None:
         profile = _with_recipe(recipe, profile)
     implicit = header.implicit
     top = header.elements
-    charset = _charset_of(top, None)
-    patient_id = str(_value(top, TAG_PATIENT_ID, implicit, charset) or "")
-    sop_class = str(_value(top, 0x00080016, implicit, charset) or "") or None
+    charset = charset_of(top, None)
+    patient_id = str(value_of(top, TAG_PATIENT_ID, implicit, charset) or "")
+    sop_class = str(value_of(top, 0x00080016, implicit, charset) or "") or None
     modified_dates = profile.has(Option.RETAIN_LONG_MODIFIED_DATES)
     ctx = _RawContext(
         profile=profile,
@@ -405,9 +376,15 @@ def apply_raw(
     )
     if modified_dates and not patient_id:
         ctx.note("PatientID is empty: dates shifted by the offset of the empty patient key")
+    found: list[IdentityItem] = []
+    raw_identity_elements(top, implicit, None, found, 0)
+    items = tuple(found)
+    scrubber = identity_scrubber(items, implicit, profile, identity)
     walker = _Walker(ctx, implicit)
     pixel = RawElement(PIXEL_DATA, header.pixel.vr or "OB", b"")
     body = dict(walker.walk([*top, pixel, *header.tail], 0, False, None))
+    if walker.kept_text and scrubber.has_identity("\x00".join(walker.kept_text)):
+        raise Fallback("text to clean")
     if PIXEL_DATA not in body:
         raise Fallback("Pixel Data not kept")
     # file meta: always explicit VR little endian, written without a character set
@@ -442,14 +419,17 @@ def apply_raw(
     uids: dict[int, bytes] = {
         tag: body[tag] for tag in (0x00080018, 0x0020000D, 0x0020000E) if tag in body
     }
-    return FastResult(b"".join(parts), b"".join(tail), ctx.changes, tuple(ctx.notes), uids)
+    result = FastResult(b"".join(parts), b"".join(tail), ctx.changes, tuple(ctx.notes), uids)
+    study_uid = str(value_of(top, 0x0020000D, implicit, charset) or "")
+    result.seen = Seen(study_uid, own_identity(items, implicit), "\x00".join(walker.kept_text))
+    return result
 
 
 # --- the instance: checks, write ----------------------------------------------------------------
 
 
 def _int(elems: list[RawElement], tag: int, default: int, implicit: bool, charset: Charset) -> int:
-    value = _value(elems, tag, implicit, charset)
+    value = value_of(elems, tag, implicit, charset)
     return int(value or default)
 
 
@@ -457,9 +437,9 @@ def _check_complete(header: RawHeader) -> None:
     """`cli.incomplete` on the raw header; anything incomplete goes the pydicom way (which
     quarantines it with the reason)."""
     top, implicit = header.elements, header.implicit
-    charset = _charset_of(top, None)
+    charset = charset_of(top, None)
     for tag in _REQUIRED_UIDS:
-        if not _value(top, tag, implicit, charset):
+        if not value_of(top, tag, implicit, charset):
             raise Fallback("incomplete")
     try:
         frames = _int(top, 0x00280008, 1, implicit, charset)
@@ -528,16 +508,19 @@ def process(
     profile: Profile,
     keys: PseudonymKeys,
     recipe: Recipe | None = None,
-) -> tuple[str, Counter[str], tuple[str, ...]]:
+    *,
+    identity: StudyIdentity | None = None,
+) -> tuple[str, Counter[str], tuple[str, ...], Seen | None]:
     """De-identify, verify and write `src` under `out_dir`; (output path relative to `out_dir`,
-    changes, notes). Raises `Fallback` (nothing written) when the pydicom path must run."""
+    changes, notes, what a study pass needs to know). Raises `Fallback` (nothing written) when
+    the pydicom path must run."""
     fd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         size = os.fstat(fd).st_size
         header = read_header(fd, size)
         _check_complete(header)
-        result = apply_raw(header, profile, keys, recipe)
-        if verify_raw(header, result.header, result.tail, profile, recipe):
+        result = apply_raw(header, profile, keys, recipe, identity=identity)
+        if verify_raw(header, result.header, result.tail, profile, recipe, identity=identity):
             raise Fallback("verification findings: the pydicom path reports them")
         study = _path_uid(result.uids.get(0x0020000D))
         series = _path_uid(result.uids.get(0x0020000E))
@@ -564,4 +547,4 @@ def process(
             raise
     finally:
         os.close(fd)
-    return str(Path(study, series, f"{sop}.dcm")), result.changes, result.notes
+    return str(Path(study, series, f"{sop}.dcm")), result.changes, result.notes, result.seen

@@ -51,7 +51,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from deidentify.tables import Rule, e1_1, iod_types, safe_private_signatures
 
@@ -135,6 +135,33 @@ _NON_INSTANCE_UID_KEYWORDS = frozenset(
 )
 
 
+# Free-form descriptions of the patient: a rare occupation, rank or history in a small town
+# names a person. Removed by default, whatever the options (Clean Descriptors would keep them
+# cleaned); a site recipe keeps them with `keep`. Emptied instead where the IOD makes them
+# Type 1 or 2.
+PATIENT_DESCRIPTORS = frozenset(
+    {
+        "Occupation",
+        "AdditionalPatientHistory",
+        "PatientComments",
+        "MilitaryRank",
+        "BranchOfService",
+        "MedicalAlerts",
+        "Allergies",
+        "AdmittingDiagnosesDescription",
+        "PatientReligiousPreference",
+        "PatientState",
+        "SpecialNeeds",
+        "ResponsiblePersonRole",
+        "PatientInsurancePlanCodeSequence",
+        "ReasonForVisit",
+    }
+)
+_PATIENT_DESCRIPTOR_TAGS = frozenset(
+    t for t in (tag_for_keyword(k) for k in PATIENT_DESCRIPTORS) if t is not None
+)
+
+
 def is_non_instance_uid_keyword(keyword: str) -> bool:
     """True for UI attributes naming a class, transfer syntax or scheme (never remapped)."""
     return keyword in _NON_INSTANCE_UID_KEYWORDS or keyword.endswith(("ClassUID", "ClassUIDInFile"))
@@ -168,6 +195,9 @@ class Profile:
     # (private creator, group, element byte or None for every element of the creator's block)
     private_keep: frozenset[tuple[str, int, int | None]] = field(default_factory=frozenset)
     recipe_id: str = ""
+    # Encapsulated documents (PDF, CDA) are sent only when this is True and they hold no
+    # identity (`deidentify.documents`); a site recipe's [documents] policy sets it.
+    send_documents: bool = False
 
     def __post_init__(self) -> None:
         opts = frozenset(Option(o) for o in self.options)
@@ -288,6 +318,8 @@ class Profile:
         override = self.override_map.get(tag)
         if override is not None:
             return override.action
+        if tag in _PATIENT_DESCRIPTOR_TAGS:
+            return _descriptor_action(tag, sop_class_uid)
         raw = self.raw_action_for(tag)
         if raw is None:
             return self._unlisted_action(tag, vr)
@@ -316,6 +348,12 @@ class Profile:
         ):
             return Action.U
         return Action.K
+
+
+def _descriptor_action(tag: int, sop_class_uid: str | None) -> Action:
+    types = iod_types().types_for(sop_class_uid) if sop_class_uid else None
+    typ = types.get(tag, "3") if types is not None else "3"
+    return Action.Z if typ[0] in "12" else Action.X
 
 
 def _resolve(raw: str, tag: int, vr: str, sop_class_uid: str | None) -> Action:

@@ -59,7 +59,8 @@ ACTIONS: dict[str, Action] = {
     "replace": Action.D,
 }
 DATE_POLICIES = ("shift", "remove", "keep")
-_SECTIONS = ("description", "attributes", "private", "dates")
+_SECTIONS = ("description", "attributes", "private", "dates", "documents")
+DOCUMENT_POLICIES = ("send-if-clean", "hold")
 _ATTRIBUTE_KEYS = ("action", "value", "replace", "allow_identifying")
 _PRIVATE_KEYS = ("creator", "group", "element")
 _STRING_VRS = frozenset(
@@ -120,6 +121,7 @@ class Recipe:
     attributes: tuple[AttributeOverride, ...] = ()
     private_keep: tuple[PrivateKeep, ...] = ()
     date_policy: str | None = None
+    document_policy: str | None = None  # "send-if-clean" or "hold" ([documents] policy)
     description: str = ""
     sha256: str = ""  # of the recipe text, recorded in DeidentificationMethod
 
@@ -141,6 +143,11 @@ class Recipe:
             private_keep=profile.private_keep
             | {(p.creator, p.group, p.element) for p in self.private_keep},
             recipe_id=self.sha256 or profile.recipe_id,
+            send_documents=(
+                profile.send_documents
+                if self.document_policy is None
+                else self.document_policy == "send-if-clean"
+            ),
         )
 
     @property
@@ -248,12 +255,14 @@ def parse_recipe(text: str) -> Recipe:
     attributes = _parse_attributes(data.get("attributes", {}), lines, problems)
     private = _parse_private(data.get("private", {}), lines, problems)
     policy = _parse_dates(data.get("dates", {}), lines, problems)
+    documents = _parse_documents(data.get("documents", {}), lines, problems)
     if problems:
         raise RecipeError(problems)
     return Recipe(
         attributes=attributes,
         private_keep=private,
         date_policy=policy,
+        document_policy=documents,
         description=description,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
@@ -523,6 +532,29 @@ def _parse_dates(section: Any, lines: _Lines, problems: list[RecipeProblem]) -> 
                 lines.key("dates", "policy"),
                 f"unknown date policy {shown!r}",
                 _suggest(shown, DATE_POLICIES, 'policy: "shift", "remove" or "keep"'),
+            )
+        )
+        return None
+    return str(policy)
+
+
+def _parse_documents(section: Any, lines: _Lines, problems: list[RecipeProblem]) -> str | None:
+    """[documents] policy: "send-if-clean" sends encapsulated PDF/CDA documents that hold no
+    identity (`deidentify.documents`); "hold" (the default) holds every one back."""
+    example = '`policy = "send-if-clean"`'
+    section = _one_setting_table("documents", "policy", example, section, lines, problems)
+    if section is None:
+        return None
+    policy = section.get("policy")
+    if policy is None:
+        return None
+    if policy not in DOCUMENT_POLICIES:
+        shown = policy if isinstance(policy, str) else ""
+        problems.append(
+            RecipeProblem(
+                lines.key("documents", "policy"),
+                f"unknown document policy {shown!r}",
+                _suggest(shown, DOCUMENT_POLICIES, 'policy: "send-if-clean" or "hold"'),
             )
         )
         return None

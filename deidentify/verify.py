@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
+from deidentify.identity import StudyIdentity
 from deidentify.profile import (
     BASIC_PROFILE_CODE,
     OPTION_CODES,
@@ -41,6 +42,7 @@ from deidentify.profile import (
     is_private_creator_tag,
 )
 from deidentify.rawdicom import PIXEL_DATA, Fallback, RawElement, RawHeader, parse_output
+from deidentify.verify_forms import flex_patterns, name_forms, text_forms
 from deidentify.vrs import element_vr
 
 if TYPE_CHECKING:
@@ -49,32 +51,42 @@ if TYPE_CHECKING:
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _MIN_NEEDLE = 3
 
-# keyword -> is it a person name (all PN forms are searched)
-_IDENTIFYING: dict[str, bool] = {
-    "PatientName": True,
-    "OtherPatientNames": True,
-    "PatientBirthName": True,
-    "PatientMotherBirthName": True,
-    "ResponsiblePerson": True,
-    "ReferringPhysicianName": True,
-    "PerformingPhysicianName": True,
-    "NameOfPhysiciansReadingStudy": True,
-    "PhysiciansOfRecord": True,
-    "RequestingPhysician": True,
-    "OperatorsName": True,
-    "PatientID": False,
-    "OtherPatientIDs": False,
-    "AccessionNumber": False,
-    "PatientBirthDate": False,
-    "PatientAddress": False,
-    "PatientTelephoneNumbers": False,
-    "MedicalRecordLocator": False,
-    "InstitutionName": False,
-    "InstitutionAddress": False,
-    "InstitutionalDepartmentName": False,
-    "StationName": False,
-    "DeviceSerialNumber": False,
+# keyword -> kind of identifying value: "name" (every PN form is searched), "id" (with any
+# separators), "phone", "date" (every written form, in text), "text" (the value as it is).
+# Any other PN attribute, at any depth, counts as "name".
+_IDENTIFYING: dict[str, str] = {
+    "PatientName": "name",
+    "OtherPatientNames": "name",
+    "PatientBirthName": "name",
+    "PatientMotherBirthName": "name",
+    "ResponsiblePerson": "name",
+    "ReferringPhysicianName": "name",
+    "PerformingPhysicianName": "name",
+    "NameOfPhysiciansReadingStudy": "name",
+    "PhysiciansOfRecord": "name",
+    "RequestingPhysician": "name",
+    "OperatorsName": "name",
+    "PatientID": "id",
+    "OtherPatientIDs": "id",
+    "AccessionNumber": "id",
+    "MedicalRecordLocator": "id",
+    "AdmissionID": "id",
+    "FillerOrderNumberImagingServiceRequest": "id",
+    "PlacerOrderNumberImagingServiceRequest": "id",
+    "PatientBirthDate": "date",
+    "StudyDate": "date",
+    "SeriesDate": "date",
+    "AcquisitionDate": "date",
+    "ContentDate": "date",
+    "PatientAddress": "text",
+    "PatientTelephoneNumbers": "phone",
+    "InstitutionName": "text",
+    "InstitutionAddress": "text",
+    "InstitutionalDepartmentName": "text",
+    "StationName": "text",
+    "DeviceSerialNumber": "text",
 }
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "UR", "PN", "UN", "OB"})
 IDENTIFYING_KEYWORDS = frozenset(_IDENTIFYING)
 
 
@@ -91,8 +103,8 @@ def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-_IDENTIFYING_TAGS: dict[int, bool] = {
-    int(tag_for_keyword(k) or 0): is_name for k, is_name in _IDENTIFYING.items()
+_IDENTIFYING_TAGS: dict[int, str] = {
+    int(tag_for_keyword(k) or 0): kind for k, kind in _IDENTIFYING.items()
 }
 _WORD = rb"[0-9A-Za-z]"
 
@@ -268,7 +280,8 @@ def _split(data: bytes) -> list[bytes]:
     return [v for v in (p.strip(b"\x00 ") for p in data.split(b"\\")) if v]
 
 
-def _name_forms(value: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def _name_forms(value: str) -> frozenset[str]:
     forms: set[str] = set()
     for group in value.split("="):
         parts = [p.strip() for p in group.split("^") if p.strip()]
@@ -280,7 +293,7 @@ def _name_forms(value: str) -> set[str]:
             family, given = parts[0], parts[1]
             forms |= {f"{given} {family}", f"{family} {given}", f"{family}, {given}"}
             forms.add(" ".join(parts[1:] + parts[:1]))
-    return forms
+    return frozenset(forms)
 
 
 def _codecs(ds: Dataset) -> list[str]:
@@ -303,13 +316,51 @@ def _codecs_for(charset: bytes | None) -> tuple[str, ...]:
     return tuple(found)
 
 
+# keyword -> (kind, original value) searched as a pattern: IDs, phones, dates
+Flex = dict[str, set[tuple[str, str]]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_needles(text: str) -> frozenset[str]:
+    return frozenset(v for v in _name_forms(text) | name_forms(text) if _long_name(v))
+
+
+def _long_name(form: str) -> bool:
+    """A name form worth searching: 3+ letters (2+ for CJK); "Dr." or an initial is not."""
+    letters = [c for c in form if c.isalnum()]
+    return len(letters) >= (2 if any(ord(c) >= 0x2E80 for c in letters) else _MIN_NEEDLE)
+
+
+def _retained(profile: Profile, tag: int, vr: str) -> bool:
+    """Kept as it is by an option or the site recipe (an attribute the table does not list,
+    such as a rare PN attribute, is not retained: its value still counts as identity)."""
+    if profile.action_for(tag, vr=vr) is not Action.K:
+        return False
+    return profile.raw_action_for(tag) is not None or tag in profile.override_map
+
+
 def _from_original(
-    elements: Iterable[_Item], profile: Profile
-) -> tuple[dict[str, set[str]], set[bytes]]:
+    elements: Iterable[_Item], profile: Profile, identity: StudyIdentity | None = None
+) -> tuple[dict[str, set[str]], Flex, set[bytes]]:
     """One pass over the original: (keyword -> identifying values that must not appear in the
-    output, instance UIDs that must not survive)."""
+    output as written, keyword -> values searched in all their written forms, instance UIDs
+    that must not survive). `identity` adds the rest of the study's values."""
     needles: dict[str, set[str]] = {}
+    flex: Flex = {}
     uids: set[bytes] = set()
+
+    def add(keyword: str, kind: str, text: str) -> None:
+        if kind == "name":
+            values = set(_name_needles(text))
+        elif kind == "text":
+            values = {v for v in text_forms(text) if len(v) >= _MIN_NEEDLE}
+        else:
+            values = {text} if len(text) >= _MIN_NEEDLE else set()
+            if kind in ("id", "phone", "date"):
+                flex.setdefault(keyword, set()).add((kind, text))
+        if values:
+            needles.setdefault(keyword, set()).update(values)
+
     for item in elements:
         if item.vr == "UI":
             keyword = _keyword(item.tag)
@@ -319,19 +370,23 @@ def _from_original(
                 continue
             uids.update(u for u in _split(item.uid_bytes()) if not u.startswith(b"1.2.840.10008."))
             continue
-        is_name = _IDENTIFYING_TAGS.get(item.tag)
-        if is_name is None or item.vr == "SQ" or item.tag >> 16 == 0x0002:
+        kind = _IDENTIFYING_TAGS.get(item.tag) or ("name" if item.vr == "PN" else None)
+        if kind is None or item.vr == "SQ" or item.tag >> 16 == 0x0002 or (item.tag >> 16) % 2:
             continue
-        if profile.action_for(item.tag, vr=item.vr) is Action.K:
+        if _retained(profile, item.tag, item.vr):
             continue  # retained by an option or the site recipe (e.g. institution identity)
-        values: set[str] = set()
-        texts = [str(v).strip() for v in item.values()]
-        for text in (t for t in texts if t):
-            values |= _name_forms(text) if is_name else {text}
-        values = {v for v in values if len(v) >= _MIN_NEEDLE}
-        if values:
-            needles.setdefault(_keyword(item.tag), set()).update(values)
-    return needles, uids
+        for text in (str(v).strip() for v in item.values()):
+            if text:
+                add(_keyword(item.tag), kind, text)
+    for keyword, text in sorted(identity.by_keyword) if identity is not None else ():
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            continue
+        vr = str(dictionary_VR(tag))
+        kind = _IDENTIFYING_TAGS.get(tag) or ("name" if vr == "PN" else None)
+        if kind is not None and not _retained(profile, tag, vr):
+            add(keyword, kind, text)
+    return needles, flex, uids
 
 
 def _decoded_values(elem: DataElement) -> list[Any]:
@@ -364,15 +419,46 @@ def _cached_needle_pattern(
                 sources.setdefault(encoded.lower(), set()).add(keyword)
     if not sources:
         return None, sources
-    alternation = b"|".join(re.escape(v) for v in sorted(sources, key=len, reverse=True))
+    searched = _without_redundant(sources)
+    alternation = b"|".join(re.escape(v) for v in sorted(searched, key=len, reverse=True))
     pattern = re.compile(
         rb"(?<!" + _WORD + rb")(?:" + alternation + rb")(?!" + _WORD + rb")", re.IGNORECASE
     )
     return pattern, sources
 
 
+def _without_redundant(needles: Iterable[bytes]) -> list[bytes]:
+    """The needles minus those holding a shorter needle as a whole word ("dulcinea quixote"
+    holds "quixote"): whatever the longer one matches, the shorter one matches too, and the
+    search costs grow with the number of needles."""
+    kept: list[bytes] = []
+    for needle in sorted(set(needles), key=len):
+        if not any(_holds_word(needle, shorter) for shorter in kept):
+            kept.append(needle)
+    return kept
+
+
+def _holds_word(text: bytes, word: bytes) -> bool:
+    start = text.find(word)
+    while start >= 0:
+        end = start + len(word)
+        before = text[start - 1 : start] if start else b""
+        after = text[end : end + 1]
+        if not (before.isalnum() and before.isascii()) and not (
+            after.isalnum() and after.isascii()
+        ):
+            return True
+        start = text.find(word, start + 1)
+    return False
+
+
 def verify(
-    original: Dataset, output: Dataset, profile: Profile, recipe: Recipe | None = None
+    original: Dataset,
+    output: Dataset,
+    profile: Profile,
+    recipe: Recipe | None = None,
+    *,
+    identity: StudyIdentity | None = None,
 ) -> list[Finding]:
     """Check `output` (the de-identified `original`) against `profile` (and the site recipe it
     was made with: attributes the recipe keeps are neither "removed" nor searched for); [] when
@@ -382,7 +468,13 @@ def verify(
     sop_class = str(original.get("SOPClassUID", "") or "") or None
     marked = str(output.get("PatientIdentityRemoved", "")).upper() == "YES"
     return _check(
-        _all_elements(original), _all_elements(output), _codecs(output), marked, profile, sop_class
+        _all_elements(original),
+        _all_elements(output),
+        _codecs(output),
+        marked,
+        profile,
+        sop_class,
+        identity,
     )
 
 
@@ -393,11 +485,14 @@ def _check(
     marked: bool,
     profile: Profile,
     sop_class: str | None,
+    identity: StudyIdentity | None = None,
 ) -> list[Finding]:
     """The checks of `verify` on the elements of the original and of the output."""
     findings: list[Finding] = []
-    needles, original_uids = _from_original(original, profile)
+    needles, flex, original_uids = _from_original(original, profile, identity)
     pattern, sources = _needle_pattern(needles, codecs)
+    flex_key = tuple(sorted((k, tuple(sorted(v))) for k, v in flex.items()))
+    flexible = flex_patterns(flex_key, tuple(codecs))
     old_uids = set() if profile.has(Option.RETAIN_UIDS) else original_uids
     vocabulary = _marker_vocabulary(profile)
 
@@ -409,6 +504,8 @@ def _check(
     # One pass over the output; text is searched in one buffer, attributed only on a hit.
     chunks: list[bytes] = []
     owners: list[_Item] = []
+    texts: list[bytes] = []  # text values, searched for IDs, phones and dates in any form
+    text_owners: list[_Item] = []
     for item in output:
         tag = item.tag
         private = (tag >> 16) & 1
@@ -433,7 +530,14 @@ def _check(
             finding("uid-not-remapped", item, "still holds a UID of the original")
         chunks.append(data)
         owners.append(item)
+        if item.vr in _TEXT_VRS:
+            texts.append(data)
+            text_owners.append(item)
 
+    if texts and flexible.any_hit(b"\x00".join(texts)):
+        for data, item in zip(texts, text_owners, strict=True):
+            for keyword in flexible.hits(data):
+                finding("identifying-value-present", item, f"contains the original {keyword}")
     if pattern is not None:
         for data, item in zip(chunks, owners, strict=True) if _any_hit(pattern, chunks) else ():
             hits = {m.group(0).lower() for m in pattern.finditer(data)}
@@ -482,6 +586,8 @@ def verify_raw(
     tail: bytes,
     profile: Profile,
     recipe: Recipe | None = None,
+    *,
+    identity: StudyIdentity | None = None,
 ) -> list[Finding]:
     """`verify` for the fast header path: `original` is the input's parsed header, `header` the
     output's bytes up to and including the Pixel Data element's tag and length, `tail` the bytes
@@ -532,6 +638,7 @@ def verify_raw(
         marked,
         profile,
         sop_class,
+        identity,
     )
 
 

@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from wire.canonical import canonical_json
 from wire.facts import StudyFacts
@@ -38,6 +47,21 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A timezone-aware datetime, normalized to UTC (naive datetimes are refused)."""
 
 Mode = Literal["identified", "deidentified"]
+
+HeldBackReason = Literal[
+    "unreadable",
+    "incomplete",
+    "verification-failed",
+    "pixel-scrub",
+    "document",
+    "policy",
+    "error",
+]
+"""Why instances of the study were held back (quarantined or dropped by policy): a class, never
+a value (`deidentify.heldback`)."""
+
+HeldBack = Annotated[dict[HeldBackReason, Annotated[int, Field(ge=1)]], Field(max_length=7)]
+"""Instances of the study not in the bundle, by reason class. Absent: none held back."""
 
 
 def _unique_recipients(recipients: list[str]) -> list[str]:
@@ -78,6 +102,7 @@ class ManifestDraft(BaseModel):
     modalities: list[Modality]
     created_at: UtcDatetime
     facts: StudyFacts | None = None
+    held_back: HeldBack | None = None
 
 
 class Manifest(BaseModel):
@@ -106,6 +131,16 @@ class Manifest(BaseModel):
     facts: StudyFacts | None = Field(
         default=None, description="what sharing rules match on, without identity (see module)"
     )
+    # Instances held back by reason class; None (and then absent from every serialized form,
+    # so manifests without it keep their exact canonical bytes) when the study is complete.
+    held_back: HeldBack | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_held_back(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("held_back") is None:
+            data.pop("held_back", None)
+        return data
 
     @model_validator(mode="after")
     def _chunking_agrees(self) -> Self:

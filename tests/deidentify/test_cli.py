@@ -66,6 +66,10 @@ def test_cli_batch_quarantines_and_continues(
     assert reasons["short.dcm.reason.json"]["reason"].startswith("truncated")
     data = json.loads(report.read_text())
     assert data["instances"] == 6 and data["written"] == 3 and data["quarantined"] == 3
+    # the recipient is told what is missing, by reason class only
+    assert sum(data["held_back"].values()) == 3
+    assert data["held_back"]["incomplete"] >= 1 and data["held_back"]["unreadable"] >= 1
+    assert set(data["held_back"]) <= {"unreadable", "incomplete"}
     assert data["options"] == ["retain-long-modified-dates"]
 
 

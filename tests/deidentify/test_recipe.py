@@ -182,3 +182,12 @@ def test_cli_recipe(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "site recipe sha256:" in report.read_text(encoding="utf-8")
+
+
+def test_documents_policy() -> None:
+    assert parse_recipe('[documents]\npolicy = "send-if-clean"\n').apply_to(BASIC).send_documents
+    assert not parse_recipe('[documents]\npolicy = "hold"\n').apply_to(BASIC).send_documents
+    assert not parse_recipe("").apply_to(BASIC).send_documents  # held back by default
+    problems = _problems('[documents]\npolicy = "send"\n')
+    assert any("unknown document policy 'send'" in p for p in problems)
+    assert any("send-if-clean" in p for p in problems)
