@@ -109,7 +109,7 @@ class Destination(_Model):
     priority: int = Field(default=100, description="Lower is sent first")
     deid_options: tuple[str, ...] = ()
     recipe: str | None = Field(default=None, description="the rule's site recipe (TOML)")
-    pixel_policy: str = Field(default="scrub", description="the rule's burned-in text policy")
+    pixel_policy: str = Field(default="blank", description="the rule's burned-in text policy")
 
 
 class InboundSection(_Model):

@@ -15,7 +15,7 @@ or OCR for the instance); then `deidentify.pixels.scrub` holds the decoded frame
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydicom import dcmread
@@ -23,9 +23,12 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from deidentify.cli import DEFER_SIZE, incomplete, write_streamed
+from deidentify.documents import DocumentHeldBack
 from deidentify.engine import PseudonymKeys, apply
+from deidentify.identity import StudyIdentity
 from deidentify.pixels import OcrBackend, PixelPolicy, TesseractBackend, scrub
 from deidentify.profile import Option, Profile
+from deidentify.recipe import Recipe, RecipeError, parse_recipe
 from deidentify.verify import verify
 from node_agent.config import AgentConfig, Destination
 from node_agent.pipeline import InstanceRejected
@@ -57,9 +60,13 @@ def deidentify_file(
     profile: Profile,
     keys: PseudonymKeys,
     pixels: PixelStage | None = None,
+    *,
+    recipe: Recipe | None = None,
+    identity: StudyIdentity | None = None,
 ) -> None:
     """De-identify the instance at `path` into the new file `target`, or raise
-    InstanceRejected (nothing usable is left at `target` then)."""
+    InstanceRejected (nothing usable is left at `target` then). `identity`: every identifying
+    value of the whole study, cleaned out of kept text wherever it is written."""
     try:
         original = dcmread(path, defer_size=DEFER_SIZE)
         syntax = original.file_meta.get("TransferSyntaxUID")
@@ -85,8 +92,11 @@ def deidentify_file(
                 }
             raise InstanceRejected(f"pixel scrub: {scrubbed.reason}", previews=previews)
         source = scrubbed.dataset
-    result = apply(source, profile, keys)
-    findings = verify(original, result.dataset, profile)
+    try:
+        result = apply(source, profile, keys, recipe, identity=identity)
+    except DocumentHeldBack as exc:
+        raise InstanceRejected(str(exc)) from exc
+    findings = verify(original, result.dataset, profile, recipe, identity=identity)
     if findings:
         summary = "; ".join(f"{f.code} {f.keyword or f.tag} at {f.path}" for f in findings[:10])
         raise InstanceRejected(f"de-identification verification failed: {summary}")
@@ -105,7 +115,30 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination, Path]
     pixel_policy = PixelPolicy.default()
     if config.deidentify.pixel_rules_file is not None:
         pixel_policy = pixel_policy.with_site_rules(config.deidentify.pixel_rules_file.read_bytes())
-    pixels = PixelStage(pixel_policy, TesseractBackend())
+    ocr = TesseractBackend()
+    recipes: dict[str, Recipe] = {}
+    identities: dict[Path, tuple[int, StudyIdentity]] = {}
+
+    def study_identity(path: Path) -> StudyIdentity:
+        """Every identifying value the study's headers carry (the spool keeps a study's
+        instances in one folder); read again when instances were added."""
+        members = sorted(path.parent.glob("*.dcm"))
+        known = identities.get(path.parent)
+        if known is None or known[0] != len(members):
+            while len(identities) >= 64:
+                identities.pop(next(iter(identities)))
+            identities[path.parent] = (len(members), StudyIdentity.from_files(members))
+        return identities[path.parent][1]
+
+    def recipe_of(destination: Destination) -> Recipe | None:
+        if destination.recipe is None:
+            return None
+        if destination.recipe not in recipes:
+            try:
+                recipes[destination.recipe] = parse_recipe(destination.recipe)
+            except RecipeError as exc:
+                raise InstanceRejected(f"the sharing rule's recipe does not parse: {exc}") from exc
+        return recipes[destination.recipe]
 
     def transform(path: Path, destination: Destination, target: Path) -> None:
         if not keys:
@@ -124,6 +157,13 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination, Path]
                 f"policy names an unknown de-identification option: {exc}"
             ) from exc
         profile = Profile(profile.options | {Option.CLEAN_PIXEL_DATA})
-        deidentify_file(path, target, profile, keys[0], pixels)
+        try:
+            pixels = PixelStage(replace(pixel_policy, text=destination.pixel_policy), ocr)
+        except ValueError as exc:
+            raise InstanceRejected(f"the sharing rule's pixel policy: {exc}") from exc
+        deidentify_file(
+            path, target, profile, keys[0], pixels,
+            recipe=recipe_of(destination), identity=study_identity(path),
+        )  # fmt: skip
 
     return transform

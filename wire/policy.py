@@ -30,9 +30,11 @@ _CS = re.compile(r"^[A-Z0-9_ ]{1,16}$")
 _AE = re.compile(r"^[\x20-\x7e]{1,16}$")
 _POLICY_TAG = b"hexchange/v1 site-policy\n"
 
-PixelPolicy = Literal["scrub", "quarantine-burned-in", "trust-header"]
-"""What to do with burned-in text in a de-identified share: scrub it (default, safe), quarantine
-every instance that shows any, or trust Burned In Annotation (only for modalities known clean)."""
+PixelPolicy = Literal["blank", "strict", "ocr"]
+"""Burned-in text in a de-identified share (`deidentify.pixels` text policy): `blank` (default)
+blanks every detected text line unless OCR reads it as safe (orientation markers, W/L, ...);
+`strict` blanks every detected line, safe or not; `ocr` blanks only what OCR reads as
+identifying (looser: for sites whose modalities burn in nothing but technique data)."""
 
 
 class _Model(BaseModel):
@@ -154,7 +156,7 @@ class PolicyRule(_Model):
     recipe: str | None = Field(
         default=None, max_length=65536, description="site recipe (TOML) applied after the profile"
     )
-    pixel_policy: PixelPolicy = "scrub"
+    pixel_policy: PixelPolicy = "blank"
     match: PolicyMatch = Field(default_factory=PolicyMatch)
 
 

@@ -121,3 +121,33 @@ def test_an_unreadable_instance_is_rejected_and_writes_nothing(tmp_path: Path) -
     with pytest.raises(InstanceRejected, match="truncated"):
         transform(truncated, Destination(org="org-r", mode="deidentified"), target)
     assert not target.exists()
+
+
+def test_the_agent_cleans_names_another_instance_of_the_study_carries(tmp_path: Path) -> None:
+    """A name only instance 1's header holds, written in instance 2's comments, is cleaned by
+    the agent too (the study's identity, not only the instance's), and the rule's recipe and
+    pixel policy are applied."""
+    key = tmp_path / "network.key"
+    key.write_text(bytes(range(32, 72)).hex())
+    study = make_ct_study(tmp_path / "spool" / "study", instances=2)
+    first = dcmread(study.files[0])
+    first.ReferringPhysicianName = "Quimbleton^Hortensia"
+    first.save_as(study.files[0], enforce_file_format=True)
+    second = dcmread(study.files[1])
+    second.ImageComments = "reviewed with Dr. Quimbleton, see prior"
+    second.save_as(study.files[1], enforce_file_format=True)
+    transform = make_deidentifier(_config(tmp_path, key))
+    rule = Destination(
+        org="org-r", mode="deidentified", deid_options=("clean-descriptors",),
+        recipe='[attributes]\nPatientAge = "keep"\n', pixel_policy="strict",
+    )  # fmt: skip
+    out = tmp_path / "out.dcm"
+    transform(study.files[1], rule, out)
+    written = out.read_bytes()
+    assert b"Quimbleton" not in written and b"QUIMBLETON" not in written.upper()
+    with pytest.raises(InstanceRejected, match="recipe"):
+        transform(study.files[1], rule.model_copy(update={"recipe": "[keep\n"}), tmp_path / "x")
+    with pytest.raises(InstanceRejected, match="pixel policy"):
+        transform(
+            study.files[1], rule.model_copy(update={"pixel_policy": "sideways"}), tmp_path / "y"
+        )

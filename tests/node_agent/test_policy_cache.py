@@ -64,8 +64,8 @@ def test_only_signed_policies_are_used_and_the_last_verified_one_stays(tmp_path:
 
 def test_rules_match_on_every_criterion_of_the_study(tmp_path: Path) -> None:
     adult_chest = PolicyRule(
-        destination_org="org-r", mode="deidentified", recipe='[keep]\nPatientAge = "keep"\n',
-        pixel_policy="quarantine-burned-in",
+        destination_org="org-r", mode="deidentified", recipe='[attributes]\nPatientAge = "keep"\n',
+        pixel_policy="strict",
         match=PolicyMatch(
             modalities=["CT"], body_parts=["CHEST"], min_age_years=18,
             study_description="*thorax*", station_names=["CT01"], calling_aes=["CTSCANNER"],
@@ -82,7 +82,7 @@ def test_rules_match_on_every_criterion_of_the_study(tmp_path: Path) -> None:
     routes = cache.destinations_for(study)
     assert [(d.org, d.mode) for d in routes] == [("org-b", "identified"), ("org-r", "deidentified")]
     research = routes[1]
-    assert research.recipe and research.pixel_policy == "quarantine-burned-in"
+    assert research.recipe and research.pixel_policy == "strict"
     for change in (
         {"patient_age_years": 12}, {"body_parts": ["HEAD"]}, {"study_description": "CT head"},
         {"station_names": ["CT02"]}, {"calling_aes": ["OTHER"]}, {"patient_age_years": None},
