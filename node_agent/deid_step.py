@@ -82,7 +82,12 @@ def deidentify_file(
         raise InstanceRejected(problem)
     source: Dataset = original
     if pixels is not None and "PixelData" in original:
-        scrubbed = scrub(original, pixels.policy, pixels.ocr)
+        try:
+            scrubbed = scrub(original, pixels.policy, pixels.ocr)
+        except Exception as exc:  # malformed pixel data: quarantined with the error's kind
+            raise InstanceRejected(
+                f"pixel scrub: the pixel data could not be decoded ({type(exc).__name__})"
+            ) from exc
         if scrubbed.quarantined or scrubbed.dataset is None:
             previews = {}
             if scrubbed.preview is not None:
@@ -92,6 +97,27 @@ def deidentify_file(
                 }
             raise InstanceRejected(f"pixel scrub: {scrubbed.reason}", previews=previews)
         source = scrubbed.dataset
+    try:
+        _apply_verify_write(path, target, original, source, profile, keys, recipe, identity)
+    except InstanceRejected:
+        target.unlink(missing_ok=True)
+        raise
+    except Exception as exc:  # values read lazily can still be malformed (wrong lengths, bad
+        # VRs): the instance is quarantined with the error's kind, never a crash of the loop
+        target.unlink(missing_ok=True)
+        raise InstanceRejected(f"unparseable DICOM value ({type(exc).__name__})") from exc
+
+
+def _apply_verify_write(
+    path: Path,
+    target: Path,
+    original: Dataset,
+    source: Dataset,
+    profile: Profile,
+    keys: PseudonymKeys,
+    recipe: Recipe | None,
+    identity: StudyIdentity | None,
+) -> None:
     try:
         result = apply(source, profile, keys, recipe, identity=identity)
     except DocumentHeldBack as exc:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 
 from node_agent.dicom.uids import is_valid_uid
 from node_agent.files import fsync_dir
@@ -98,7 +97,8 @@ class Spool:
                 stop_before_pixels=True,
                 specific_tags=["StudyInstanceUID", "SOPInstanceUID", "Modality"],
             )
-        except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+        except Exception as exc:  # untrusted bytes: pydicom raises many kinds (struct.error,
+            # NotImplementedError for an unknown VR, ...); every one is a refusal with a reason
             raise SpoolError(
                 f"the data set could not be parsed as DICOM ({type(exc).__name__})"
             ) from exc
