@@ -160,6 +160,7 @@ class Inbound:
                 sop_uids.append(self.store.store(data))
             self.store.confirm(sop_uids)
             count = len(sop_uids)
+            held_back = dict(header.manifest.held_back or {})
             self.ledger.delivery_stored(bundle_id, count)
             self.client.ack(bundle_id)
         except (HubUnavailable, StoreError, OSError) as exc:
@@ -171,6 +172,13 @@ class Inbound:
         self.ledger.delivery_acked(bundle_id)
         self._cleanup(folder)
         log.info("delivery stored", bundle_id=bundle_id, instances=count)
+        if held_back:  # the study is incomplete: say how many are missing and why (classes only)
+            log.warning(
+                "delivery is partial: the sender held instances back",
+                bundle_id=bundle_id,
+                held_back=held_back,
+                missing=sum(held_back.values()),
+            )
         return True
 
     @staticmethod

@@ -28,6 +28,7 @@ from typing import BinaryIO, NamedTuple, cast
 import structlog
 from pydicom import dcmread
 
+from deidentify.heldback import HeldBack
 from node_agent.config import AgentConfig, Destination
 from node_agent.files import durable_write, fsync_dir
 from node_agent.identity import AgentIdentity
@@ -462,6 +463,7 @@ class Pipeline:
         staging = Path(tempfile.mkdtemp(prefix=".seal-", dir=self.outbox))
         included: list[tuple[str, str]] = []
         modalities: set[str] = set()
+        held = HeldBack()  # instances of this part not sent, by reason class (no values)
         # identified members are the spool files as received: their sha256 is on record, so
         # the payload writer reads each once (and checks the copy against the record)
         known: dict[str, str] = {}
@@ -483,6 +485,7 @@ class Pipeline:
                         for name, data in exc.previews.items():
                             durable_write(self.quarantine_dir / sop_uid / name, data)
                         self.ledger.quarantine_instance(sop_uid, str(exc), path)
+                        held.add(str(exc))
                         log.warning("instance quarantined", reason=str(exc))
                         continue
                     source_path = target
@@ -510,6 +513,7 @@ class Pipeline:
                 modalities=sorted(modalities),
                 created_at=dt.datetime.now(dt.UTC),
                 facts=self._study_facts(study_uid).without_identity(),
+                held_back=held.counts() or None,  # reason classes, no values
             )
             pipe = PayloadPipe(streams, known)
             try:
