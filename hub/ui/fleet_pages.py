@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from hub.audit import query as audit_query
 from hub.audit.chain import AuditBroken, verify_chain
+from hub.errors import InvalidRequest
 from hub.fleet import service as fleet
 from hub.index import service as index
 from hub.permissions import Permission, holds
@@ -34,8 +35,10 @@ SORTABLE = (
     "org", "site", "last_seen_at", "agent_version", "queue_depth", "oldest_item_age_s",
     "bytes_pending", "disk_free_bytes", "quarantined_instances", "certificate_expires_at",
 )  # fmt: skip
-Name = Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-Short = Annotated[str | None, Query(max_length=100)]
+# a form's empty field arrives as "": every filter is text, empty meaning "any"
+Name = Annotated[str, Query(max_length=63, pattern=r"^([a-z0-9][a-z0-9-]{0,62})?$")]
+Short = Annotated[str, Query(max_length=100)]
+Day = Annotated[str, Query(max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$")]
 CHART_W, CHART_H = 240, 48
 
 
@@ -50,7 +53,7 @@ def _sort_key(field: str) -> object:
 @router.get("/fleet")
 def fleet_page(
     request: Request, actor: FleetReadUi, session: SessionDep, services: ServicesDep,
-    q: Short = None, sort: Annotated[str, Query(max_length=40)] = "org",
+    q: Short = "", sort: Annotated[str, Query(max_length=40)] = "org",
     order: Literal["asc", "desc"] = "asc", stale: bool = False,
 ) -> Response:  # fmt: skip
     rows = fleet.fleet(session, services.ca, actor)
@@ -175,14 +178,14 @@ def remove_site(
 
 @router.get("/transfers")
 def transfers(
-    request: Request, actor: BundleReadUi, session: SessionDep, org: Name = None,
+    request: Request, actor: BundleReadUi, session: SessionDep, org: Name = "",
     direction: Literal["any", "sent", "received"] = "any",
-    state: Literal["receiving", "complete"] | None = None,
+    state: Literal["receiving", "complete", ""] = "",
 ) -> Response:  # fmt: skip
     orgs = [o.id for o in sites.list_orgs(session, actor)]
-    org = org or (actor.org if actor.org else (orgs[0] if orgs else None))
+    org = org or actor.org or (orgs[0] if orgs else "")
     rows = (
-        index.search(session, actor, org, direction=direction, state=state, limit=200)
+        index.search(session, actor, org, direction=direction, state=state or None, limit=200)
         if org
         else []
     )
@@ -192,15 +195,23 @@ def transfers(
     )  # fmt: skip
 
 
+def _day(text: str) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.UTC)
+    except ValueError:
+        raise InvalidRequest(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
 @router.get("/audit")
 def audit(
     request: Request, actor: AuditReadUi, session: SessionDep, services: ServicesDep,
-    who: Short = None, action: Short = None, org: Name = None,
-    since: dt.date | None = None, until: dt.date | None = None,
+    who: Short = "", action: Short = "", org: Name = "", since: Day = "", until: Day = "",
 ) -> Response:  # fmt: skip
     services.audit_buffer.flush()
-    start = dt.datetime.combine(since, dt.time(), dt.UTC) if since else None
-    end = dt.datetime.combine(until, dt.time(), dt.UTC) + dt.timedelta(days=1) if until else None
+    start, end = _day(since), _day(until)
+    end = end + dt.timedelta(days=1) if end else None
     events = audit_query.query(
         session, actor, org=org or None, action=action or None, who=who or None,
         since=start, until=end, limit=200,
@@ -215,5 +226,5 @@ def audit(
     return render(
         request, "audit.html", events=events, chain=chain,
         form={"who": who or "", "action": action or "", "org": org or "",
-              "since": since or "", "until": until or ""},
+              "since": since, "until": until},
     )  # fmt: skip

@@ -1,0 +1,240 @@
+"""The hub's web UI in a real browser (Debian's chromium) against a real hub on loopback:
+sign-in per role, enrollment with the token the page shows, policy edit/dry run/save,
+revoke, a silent site going stale, escaping of what sites report, personal API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from playwright.sync_api import Page, expect
+from sqlmodel import select
+
+from hub.fleet import service as fleet
+from hub.models import Site
+from hub.principals import Principal
+from hub.sites import service as sites
+from tests.hub.conftest import EnrolledSite, Hub, enroll_request
+from tests.ui.conftest import days_ago, screenshot, sign_in
+from wire.api import EnrollResponse, Heartbeat
+
+HOSTILE = '<img src=x onerror="document.title=1">'
+
+
+def make_site(hub: Hub, org: str, site: str, name: str = "") -> None:
+    with hub.session() as session:
+        sites.create_site(session, hub.registry(), Principal.cli(), org, site, name)
+
+
+def beat(site: EnrolledSite, **fields: object) -> None:
+    body = {"agent_version": "0.1.0", "queue_depth": 2, "bytes_pending": 4096,
+            "disk_free_bytes": 50 * 2**30} | fields  # fmt: skip
+    response = site.client.post("/node/v1/heartbeat", json=Heartbeat(**body).model_dump())  # type: ignore[arg-type]
+    assert response.status_code == 204, response.text
+
+
+def enroll_from_page(page: Page, hub: Hub, org: str, site: str) -> EnrolledSite:
+    """Issue a token on the site's page, then enroll an agent with exactly what it shows."""
+    page.goto(f"{hub.public_url}/ui/orgs/{org}/sites/{site}")
+    page.get_by_role("button", name="Issue enrollment token").click()
+    token = page.locator("#enroll-token").inner_text().strip()
+    command = page.locator("#enroll-command").inner_text()
+    assert command.startswith("hexchange-agent enroll ") and command.endswith(f"--token {token}")
+    attempt = enroll_request(token, org, site)
+    response = hub.post_enroll(attempt.request)
+    assert response.status_code == 200, response.text
+    return hub.site_from(attempt, EnrollResponse.model_validate(response.json()))
+
+
+def test_anonymous_visitor_is_sent_to_sign_in_and_a_wrong_password_is_refused(
+    page: Page, ui_hub: Hub
+) -> None:
+    page.goto(ui_hub.public_url + "/ui/fleet")
+    expect(page).to_have_url(ui_hub.public_url + "/ui/login")
+    page.get_by_label("Username").fill("olga")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("wrong username or password")
+    screenshot(page, "sign-in")
+
+
+def test_each_role_sees_only_what_it_may(page: Page, ui_hub: Hub) -> None:
+    expected_nav = {
+        "nadia": ["Fleet", "Sites", "Transfers", "Audit", "People", "API tokens"],
+        "olga": ["Fleet", "Sites", "Transfers", "Audit", "People", "API tokens"],
+        "carl": ["Sites", "Transfers", "API tokens"],
+        "rita": ["API tokens"],
+    }
+    for username, nav in expected_nav.items():
+        sign_in(page, ui_hub, username)
+        links = page.get_by_role("navigation", name="Main").get_by_role("link")
+        expect(links).to_have_text(nav)
+        if username == "nadia":
+            page.goto(ui_hub.public_url + "/ui/sites")
+            expect(page.locator("main")).to_contain_text("org-b")
+        if username == "olga":
+            page.goto(ui_hub.public_url + "/ui/sites")
+            expect(page.locator("main")).not_to_contain_text("org-b")
+            response = page.goto(ui_hub.public_url + "/ui/orgs/org-b/sites/lab")
+            assert response is not None and response.status == 404
+            expect(page.locator("main")).not_to_contain_text("B's lab")
+        if username in ("carl", "rita"):
+            response = page.goto(ui_hub.public_url + "/ui/fleet")
+            assert response is not None and response.status == 403
+            expect(page.locator("main")).to_contain_text("your role may not do this")
+            response = page.goto(ui_hub.public_url + "/ui/people")
+            assert response is not None and response.status == 403
+        page.get_by_role("button", name="Sign out").click()
+        expect(page).to_have_url(ui_hub.public_url + "/ui/login")
+        page.goto(ui_hub.public_url + "/ui/me/tokens")  # the session really ended
+        expect(page).to_have_url(ui_hub.public_url + "/ui/login")
+
+
+def test_issue_token_enroll_and_watch_the_site_in_the_fleet(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-1", "Clinic one")
+    sign_in(page, ui_hub, "olga")
+    enrolled = enroll_from_page(page, ui_hub, "org-a", "clinic-1")
+    with ui_hub.session() as session:  # three days of history, as a running agent leaves
+        for hours in range(72, 0, -6):
+            fleet.record_heartbeat(
+                session, "org-a", "clinic-1",
+                Heartbeat(agent_version="0.1.0", queue_depth=hours % 17,
+                          bytes_pending=hours * 10**6, disk_free_bytes=2**35),
+                now=days_ago(hours / 24),
+            )  # fmt: skip
+    beat(enrolled, last_error=HOSTILE)
+
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-1")
+    expect(page.locator("main dl")).to_contain_text(f"{enrolled.serial:x}"[:8])
+    expect(page.locator("td", has_text="used")).to_have_count(1)  # the one-time token is spent
+    expect(page.locator("svg.chart polyline.queue")).to_have_count(1)
+    assert len(page.locator("svg.chart polyline.queue").get_attribute("points").split()) >= 12  # type: ignore[union-attr]
+    screenshot(page, "site")
+
+    page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-1")
+    row = page.locator('tr[data-site="org-a/clinic-1"]')
+    expect(row).to_contain_text("0.1.0")
+    expect(row).to_contain_text("ok")
+    expect(row.locator("td.err")).to_have_text(HOSTILE)  # shown as text, never as markup
+    expect(row.locator("img")).to_have_count(0)
+    assert page.title() != "1"
+    page.get_by_role("link", name="Queue").click()  # sortable
+    expect(page.locator("th[aria-sort]")).to_contain_text("Queue")
+    page.goto(ui_hub.public_url + "/ui/fleet")
+    screenshot(page, "fleet")
+
+
+def test_a_site_that_stops_beating_goes_stale(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-2")
+    sign_in(page, ui_hub, "olga")
+    enrolled = enroll_from_page(page, ui_hub, "org-a", "clinic-2")
+    beat(enrolled)
+    page.goto(ui_hub.public_url + "/ui/fleet")
+    expect(page.locator('tr[data-site="org-a/clinic-2"]')).not_to_have_class("stale")
+    with ui_hub.session() as session:  # the agent stopped ten minutes ago
+        row = session.exec(select(Site).where(Site.org == "org-a", Site.site == "clinic-2")).one()
+        row.last_seen_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+        session.add(row)
+        session.commit()
+    page.get_by_label("Stale only").check()
+    page.get_by_role("button", name="Apply").click()
+    stale = page.locator('tr[data-site="org-a/clinic-2"]')
+    expect(stale).to_have_class("stale")
+    expect(stale.locator(".badge")).to_have_text("stale")
+    expect(page.locator("tbody tr.stale")).to_have_count(page.locator("tbody tr").count())
+
+
+def test_edit_dry_run_save_and_roll_back_a_policy(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-3")
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-3/policy")
+    expect(page.locator("#current-version")).to_have_text("0")
+    page.get_by_label("Destination organization or collection").fill("org-nowhere")
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.locator("#policy-error")).to_contain_text("'org-nowhere' is not part of")
+
+    page.get_by_label("Destination organization or collection").first.fill("org-b")
+    page.get_by_label("Mode").first.select_option("deidentified")
+    page.get_by_label("Match modalities").first.fill("ct, MR")
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.locator("#dry-run")).to_be_visible()
+    expect(page.locator("#current-version")).to_have_text("0")  # a dry run saves nothing
+    screenshot(page, "policy")
+
+    page.get_by_label("Reason for the change (audited)").fill("share CT and MR with B")
+    page.get_by_role("button", name="Save as version 1").click()
+    expect(page.locator("#current-version")).to_have_text("1")
+    expect(page.get_by_label("Match modalities").first).to_have_value("CT, MR")
+    with ui_hub.session() as session:
+        from hub.policy import service as policies
+
+        saved = policies.current(session, "org-a", "clinic-3")
+    assert [(r.destination_org, r.mode, r.match.modalities) for r in saved.rules] == [
+        ("org-b", "deidentified", ["CT", "MR"])
+    ]
+    page.get_by_role("link", name="Diff with 0").click()
+    expect(page.locator("ul.diff .added")).to_contain_text("org-b")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Roll back to version 0").click()
+    expect(page.locator("#current-version")).to_have_text("2")
+    expect(page.locator("#versions")).to_contain_text("roll back to 0")
+
+
+def test_clinician_cannot_post_with_a_forged_form(page: Page, ui_hub: Hub) -> None:
+    """No CSRF token, no action: a page elsewhere cannot make a signed-in admin act."""
+    make_site(ui_hub, "org-a", "clinic-4")
+    sign_in(page, ui_hub, "olga")
+    response = page.request.post(
+        ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-4/remove", form={"csrf_token": "x"}
+    )
+    assert response.status == 403
+    with ui_hub.session() as session:
+        assert sites.get_site(session, ui_hub.registry(), Principal.cli(), "org-a", "clinic-4")
+
+
+def test_revoke_a_site(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-5")
+    sign_in(page, ui_hub, "olga")
+    enrolled = enroll_from_page(page, ui_hub, "org-a", "clinic-5")
+    beat(enrolled)
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-5")
+    page.get_by_label("Reason").fill("laptop stolen")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke certificate").click()
+    expect(page.locator("main dl .badge")).to_have_text("revoked")
+    assert ui_hub.registry().is_revoked(enrolled.serial)
+    quiet = {"agent_version": "0.1.0", "queue_depth": 0, "bytes_pending": 0, "disk_free_bytes": 1}
+    response = enrolled.client.post("/node/v1/heartbeat", json=quiet)
+    assert response.status_code in (401, 403)
+    page.goto(ui_hub.public_url + "/ui/fleet")
+    expect(page.locator('tr[data-site="org-a/clinic-5"] .badge')).to_have_text("revoked")
+
+
+def test_personal_api_token_is_shown_once_and_can_be_revoked(page: Page, ui_hub: Hub) -> None:
+    sign_in(page, ui_hub, "rita")
+    expect(page).to_have_url(ui_hub.public_url + "/ui/me/tokens")
+    page.get_by_label("Name").fill("notebook")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.locator("#token-secret").inner_text().strip()
+    me = page.request.get(ui_hub.public_url + "/api/v1/me",
+                          headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
+    assert me.ok and me.json()["username"] == "rita"
+    page.goto(ui_hub.public_url + "/ui/me/tokens")
+    expect(page.locator("main")).not_to_contain_text(secret)  # shown once
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke token notebook").click()
+    expect(page.locator("tr", has_text="notebook")).to_contain_text("revoked")
+    again = page.request.get(ui_hub.public_url + "/api/v1/me",
+                             headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
+    assert again.status == 401
+
+
+def test_audit_search_shows_the_chain_status(page: Page, ui_hub: Hub) -> None:
+    sign_in(page, ui_hub, "nadia")
+    page.goto(ui_hub.public_url + "/ui/audit")
+    expect(page.locator("#chain")).to_contain_text("verified")
+    page.get_by_label("Actor").fill("user:nadia")
+    page.get_by_role("button", name="Search").click()
+    rows = page.locator("main tbody tr")
+    expect(rows.first).to_contain_text("user:nadia")
+    assert all("user:nadia" in text for text in rows.all_inner_texts())
+    screenshot(page, "audit")
