@@ -16,6 +16,7 @@ from hub.sites import service as sites
 from tests.hub.conftest import EnrolledSite, Hub, enroll_request
 from tests.ui.conftest import days_ago, screenshot, sign_in
 from wire.api import EnrollResponse, Heartbeat
+from wire.facts import StudyFacts
 
 HOSTILE = '<img src=x onerror="document.title=1">'
 
@@ -158,7 +159,6 @@ def test_edit_dry_run_save_and_roll_back_a_policy(page: Page, ui_hub: Hub) -> No
     page.get_by_role("button", name="Dry run").click()
     expect(page.locator("#dry-run")).to_be_visible()
     expect(page.locator("#current-version")).to_have_text("0")  # a dry run saves nothing
-    screenshot(page, "policy")
 
     page.get_by_label("Reason for the change (audited)").fill("share CT and MR with B")
     page.get_by_role("button", name="Save as version 1").click()
@@ -238,3 +238,45 @@ def test_audit_search_shows_the_chain_status(page: Page, ui_hub: Hub) -> None:
     expect(rows.first).to_contain_text("user:nadia")
     assert all("user:nadia" in text for text in rows.all_inner_texts())
     screenshot(page, "audit")
+
+
+def test_the_site_sends_under_the_saved_policy_and_a_dry_run_shows_the_change(
+    page: Page, ui_hub: Hub
+) -> None:
+    make_site(ui_hub, "org-a", "clinic-6")
+    receiver = ui_hub.enroll("org-b", "lab-6")  # publishes org-b's keys
+    assert receiver.org == "org-b"
+    sign_in(page, ui_hub, "olga")
+    sender = enroll_from_page(page, ui_hub, "org-a", "clinic-6")
+    ct = StudyFacts(modalities=["CT"])
+    refused = sender.put_header(sender.seal(b"study" * 50, ["org-b"], mode="deidentified",
+                                            facts=ct))  # fmt: skip
+    assert refused.status_code >= 400  # deny by default: no rule yet
+
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-6/policy")
+    page.get_by_label("Destination organization or collection").fill("org-b")
+    page.get_by_label("Match modalities").fill("CT")
+    page.get_by_label("Reason for the change (audited)").fill("CT to B, de-identified")
+    page.get_by_role("button", name="Save as version 1").click()
+    expect(page.locator("#current-version")).to_have_text("1")
+
+    sent = sender.seal(b"study" * 50, ["org-b"], mode="deidentified", facts=ct)
+    sender.push(sent)
+
+    page.goto(ui_hub.public_url + "/ui/transfers?org=org-a&direction=sent")
+    row = page.locator("main tbody tr", has_text="org-a/clinic-6")
+    expect(row).to_contain_text("org-b")
+    expect(row).to_contain_text("deidentified")
+    expect(row).to_contain_text("complete")
+    screenshot(page, "transfers")
+
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-6/policy")
+    page.get_by_label("Match modalities").first.fill("MR")
+    page.get_by_role("button", name="Dry run").click()
+    changed = page.locator("#dry-run tbody tr.changed")
+    expect(changed).to_have_count(1)
+    expect(changed).to_contain_text("CT")
+    expect(changed.locator("td").nth(3)).to_contain_text("org-b (deidentified)")  # current
+    expect(changed.locator("td").nth(4)).to_have_text("nothing")  # these rules
+    expect(page.locator("#current-version")).to_have_text("1")
+    screenshot(page, "policy")
