@@ -186,7 +186,9 @@ def main() -> int:
         proc.wait(timeout=30)
     report = {
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": (
+            f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        ),
         "sites": args.sites,
         "loads": args.loads,
         **result,
