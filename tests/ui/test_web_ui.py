@@ -5,6 +5,10 @@ revoke, a silent site going stale, escaping of what sites report, personal API t
 from __future__ import annotations
 
 import datetime as dt
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 from sqlmodel import select
@@ -280,3 +284,58 @@ def test_the_site_sends_under_the_saved_policy_and_a_dry_run_shows_the_change(
     expect(changed.locator("td").nth(4)).to_have_text("nothing")  # these rules
     expect(page.locator("#current-version")).to_have_text("1")
     screenshot(page, "policy")
+
+
+def test_a_real_agent_enrolls_with_the_command_the_page_shows(
+    page: Page, ui_hub: Hub, tmp_path: Path
+) -> None:
+    make_site(ui_hub, "org-a", "clinic-7")
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-7")
+    page.get_by_role("button", name="Issue enrollment token").click()
+    command = shlex.split(page.locator("#enroll-command").inner_text())
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\ndata_dir = "{tmp_path / "agent"}"\nname = "org-a/clinic-7"\n\n'
+        f'[hub]\npublic_url = "{ui_hub.public_url}"\nnode_url = "{ui_hub.node_url}"\n'
+        f'ca_file = "{ui_hub.ca_file}"\n\n'
+        '[dicom]\nae_title = "CLINIC7"\nhost = "127.0.0.1"\nport = 11117\n'
+    )
+    assert command[:3] == ["hexchange-agent", "enroll", "--config"]
+    command[0] = str(Path(sys.executable).parent / "hexchange-agent")
+    command[3] = str(config)  # the page names the packaged path; this agent lives here
+    result = subprocess.run(command, capture_output=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()[-500:]
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-7")
+    expect(page.locator("main dl")).to_contain_text("enrolled")
+    expect(page.locator("td", has_text="used")).to_have_count(1)
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))
+  .map(e => e.name || e.id)"""
+
+
+def test_pages_are_labelled_keyboard_reachable_and_validate_as_you_type(
+    page: Page, ui_hub: Hub
+) -> None:
+    make_site(ui_hub, "org-a", "clinic-8")
+    sign_in(page, ui_hub, "nadia")
+    for path in ("/ui/fleet", "/ui/sites", "/ui/orgs/org-a/sites/clinic-8",
+                 "/ui/orgs/org-a/sites/clinic-8/policy", "/ui/transfers", "/ui/audit",
+                 "/ui/people", "/ui/me/tokens"):  # fmt: skip
+        response = page.goto(ui_hub.public_url + path)
+        assert response is not None and response.status == 200, path
+        assert page.evaluate(UNLABELLED) == [], f"form fields without a label on {path}"
+        assert page.locator("h1").count() == 1, path
+    page.keyboard.press("Tab")  # the first stop skips the navigation
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-8/policy")
+    destination = page.get_by_label("Destination organization or collection")
+    destination.press_sequentially("Org B")
+    assert destination.evaluate("e => e.matches(':invalid')")  # flagged while typing
+    page.get_by_role("button", name="Dry run").click()
+    assert page.url.endswith("/policy")  # the browser kept the form: nothing was sent
+    destination.fill("org-b")
+    assert destination.evaluate("e => e.validity.valid")
