@@ -38,6 +38,10 @@ def login(
     request: Request, session: SessionDep, services: ServicesDep,
     username: Annotated[str, Form(max_length=64)], password: Annotated[str, Form(max_length=256)],
 ) -> Response:  # fmt: skip
+    origin = request.headers.get("origin")
+    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+        # login CSRF: another site's form must not sign the browser in to someone's account
+        return error_page(request, 403, "Forbidden", "sign in from this hub's own sign-in page")
     try:
         signed = users.login(
             session, services.passwords, username=username, password=password,

@@ -18,7 +18,7 @@ from hub.models import Site
 from hub.principals import Principal
 from hub.sites import service as sites
 from tests.hub.conftest import EnrolledSite, Hub, enroll_request
-from tests.ui.conftest import days_ago, screenshot, sign_in
+from tests.ui.conftest import PASSWORD, days_ago, screenshot, sign_in
 from wire.api import EnrollResponse, Heartbeat
 from wire.facts import StudyFacts
 
@@ -339,3 +339,14 @@ def test_pages_are_labelled_keyboard_reachable_and_validate_as_you_type(
     assert page.url.endswith("/policy")  # the browser kept the form: nothing was sent
     destination.fill("org-b")
     assert destination.evaluate("e => e.validity.valid")
+
+
+def test_sign_in_from_another_site_is_refused(page: Page, ui_hub: Hub) -> None:
+    response = page.request.post(
+        ui_hub.public_url + "/ui/login",
+        form={"username": "olga", "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+        max_redirects=0,
+    )
+    assert response.status == 403
+    assert "set-cookie" not in response.headers
