@@ -6,10 +6,12 @@ Browsers cannot be downloaded here: Playwright launches /usr/bin/chromium (insta
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from hub.bootstrap import init_hub
 from hub.principals import Principal
@@ -96,8 +98,10 @@ def sign_in(page: Page, hub: Hub, username: str) -> None:
 
 
 def screenshot(page: Page, name: str) -> None:
+    """The visible part of the page for the README, as a small palette PNG."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+    shot = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
+    shot.quantize(colors=64).save(SCREENSHOTS / f"{name}.png", optimize=True)
 
 
 def days_ago(days: float) -> dt.datetime:
