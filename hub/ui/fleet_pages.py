@@ -14,6 +14,7 @@ from hub.audit import query as audit_query
 from hub.audit.chain import AuditBroken, verify_chain
 from hub.errors import InvalidRequest
 from hub.fleet import service as fleet
+from hub.fleet_view import quota_reasons
 from hub.index import service as index
 from hub.permissions import Permission, holds
 from hub.principals import Principal
@@ -67,6 +68,7 @@ def fleet_page(
     return render(
         request, "fleet.html", rows=rows, q=q or "", sort=sort, order=order, stale=stale,
         columns=SORTABLE, stale_count=sum(r.stale for r in rows),
+        quota=quota_reasons(session),  # only the rows shown are looked up
     )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from sqlmodel import select
 
 from hub.fleet import service as fleet
-from hub.models import Site
+from hub.models import QuotaRefusal, Site
 from hub.principals import Principal
 from hub.sites import service as sites
 from tests.hub.conftest import EnrolledSite, Hub, enroll_request
@@ -122,6 +122,12 @@ def test_issue_token_enroll_and_watch_the_site_in_the_fleet(page: Page, ui_hub: 
     expect(row.locator("td.err")).to_have_text(HOSTILE)  # shown as text, never as markup
     expect(row.locator("img")).to_have_count(0)
     assert page.title() != "1"
+    with ui_hub.session() as session:  # as hub/quotas.py records a refused request
+        session.add(QuotaRefusal(org="org-a", site="clinic-1", limit_name="bytes_per_day",
+                                 detail="over 10 GiB today", refusals=3))  # fmt: skip
+        session.commit()
+    page.reload()
+    expect(row.locator("td.err")).to_contain_text("quota: bytes_per_day x3")
     page.get_by_role("link", name="Queue").click()  # sortable
     expect(page.locator("th[aria-sort]")).to_contain_text("Queue")
 
@@ -350,3 +356,26 @@ def test_sign_in_from_another_site_is_refused(page: Page, ui_hub: Hub) -> None:
     )
     assert response.status == 403
     assert "set-cookie" not in response.headers
+
+
+def test_cancel_an_unused_token_and_remove_a_site(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-9")
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-9")
+    page.get_by_role("button", name="Issue enrollment token").click()
+    token = page.locator("#enroll-token").inner_text().strip()
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-9")
+    expect(page.locator("main")).not_to_contain_text(token)  # shown once
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel token").click()
+    expect(page.locator("td", has_text="cancelled")).to_have_count(1)
+    refused = ui_hub.post_enroll(enroll_request(token, "org-a", "clinic-9").request)
+    assert refused.status_code == 403
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # asked first; "no" keeps the site
+    page.get_by_role("button", name="Remove site").click()
+    expect(page).to_have_url(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-9")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Remove site").click()
+    expect(page).to_have_url(ui_hub.public_url + "/ui/sites")
+    expect(page.locator("main")).not_to_contain_text("clinic-9")
