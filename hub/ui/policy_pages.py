@@ -3,7 +3,7 @@ version history with diff and roll back."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
@@ -17,7 +17,7 @@ from hub.policy import service as policies
 from hub.principals import Principal
 from hub.routes.deps import OrgPath, SessionDep, SitePath
 from hub.ui.web import PolicyReadUi, PolicyWriteUi, UiRoute, render
-from wire.policy import PolicyRule
+from wire.policy import PixelPolicy, PolicyRule
 
 router = APIRouter(
     prefix="/ui/orgs/{org}/sites/{site}/policy", route_class=UiRoute, include_in_schema=False
@@ -26,6 +26,7 @@ router = APIRouter(
 LISTS = ("modalities", "sop_classes", "body_parts", "calling_aes", "station_names")
 TEXTS = ("study_description", "min_age_years", "max_age_years")
 MAX_RULES = 256
+PIXEL_POLICIES = get_args(PixelPolicy)  # the wire model's choices, whatever they are
 Version = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
@@ -89,7 +90,8 @@ def rules_from_fields(rows: list[dict[str, str]]) -> list[PolicyRule]:
                 "priority": row.get("priority", "").strip() or "100",
                 "deid_options": _split(row.get("deid_options", "")),
                 "recipe": recipe if recipe.strip() else None,
-                "pixel_policy": row.get("pixel_policy", "scrub"),
+                "pixel_policy": row.get("pixel_policy")
+                or PolicyRule.model_fields["pixel_policy"].default,
                 "match": match,
             }
         )
@@ -108,6 +110,7 @@ def _page(
         rows=rows if rows is not None else [rule_fields(r) for r in policy.rules],
         versions=policies.list_versions(session, actor, org, site), dry=dry, error=error,
         diff=diff, days=days, may_write=holds(actor, Permission.POLICY_WRITE),
+        pixel_policies=PIXEL_POLICIES,
         blank=rule_fields(PolicyRule(destination_org="x", mode="deidentified")) | {
             "destination_org": ""},
     )  # fmt: skip

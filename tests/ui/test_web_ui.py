@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 from playwright.sync_api import Page, expect
 from sqlmodel import select
@@ -21,6 +22,7 @@ from tests.hub.conftest import EnrolledSite, Hub, enroll_request
 from tests.ui.conftest import PASSWORD, days_ago, screenshot, sign_in
 from wire.api import EnrollResponse, Heartbeat
 from wire.facts import StudyFacts
+from wire.policy import PixelPolicy
 
 HOSTILE = '<img src=x onerror="document.title=1">'
 
@@ -164,6 +166,8 @@ def test_edit_dry_run_save_and_roll_back_a_policy(page: Page, ui_hub: Hub) -> No
     page.get_by_label("Destination organization or collection").first.fill("org-b")
     page.get_by_label("Mode").first.select_option("deidentified")
     page.get_by_label("Match modalities").first.fill("ct, MR")
+    pixel = get_args(PixelPolicy)[-1]  # the choices are the wire model's
+    page.get_by_label("Pixel policy").first.select_option(pixel)
     page.get_by_role("button", name="Dry run").click()
     expect(page.locator("#dry-run")).to_be_visible()
     expect(page.locator("#current-version")).to_have_text("0")  # a dry run saves nothing
@@ -176,9 +180,8 @@ def test_edit_dry_run_save_and_roll_back_a_policy(page: Page, ui_hub: Hub) -> No
         from hub.policy import service as policies
 
         saved = policies.current(session, "org-a", "clinic-3")
-    assert [(r.destination_org, r.mode, r.match.modalities) for r in saved.rules] == [
-        ("org-b", "deidentified", ["CT", "MR"])
-    ]
+    assert [(r.destination_org, r.mode, r.match.modalities, r.pixel_policy)
+            for r in saved.rules] == [("org-b", "deidentified", ["CT", "MR"], pixel)]  # fmt: skip
     page.get_by_role("link", name="Diff with 0").click()
     expect(page.locator("ul.diff .added")).to_contain_text("org-b")
     page.once("dialog", lambda dialog: dialog.accept())
