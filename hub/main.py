@@ -15,6 +15,7 @@ from hub.routes import audit_api, meta, node, orgs, people, policies, public
 from hub.routes.audit_trail import AuditTrail
 from hub.services import Services, build_services
 from hub.settings import HubSettings
+from hub.ui import router as ui_router
 from wire.api import one_line
 
 log = structlog.get_logger("hexchange.hub")
@@ -106,7 +107,7 @@ def create_app(settings: HubSettings, services: Services | None = None) -> FastA
     app = _base_app(services, "Hexchange hub")
     for router in (
         meta.router, public.router, people.router, orgs.router, policies.router,
-        audit_api.router,
+        audit_api.router, ui_router,
     ):  # fmt: skip
         app.include_router(router)
     app.add_middleware(AuditTrail, services=services)

@@ -30,7 +30,8 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def authenticate(request: Request, session: Session) -> Principal:
+def authenticate(request: Request, session: Session, csrf_sent: str | None = None) -> Principal:
+    """`csrf_sent`: the token a form carried (web UI); else the X-CSRF-Token header is read."""
     address = client_address(request)
     header = request.headers.get("authorization")
     if header:
@@ -50,9 +51,10 @@ def authenticate(request: Request, session: Session) -> Principal:
         if found is None:
             raise SignInRequired("your session has ended; sign in again")
         principal, csrf = found
-        if request.method not in SAFE_METHODS and not hmac.compare_digest(
-            request.headers.get(CSRF_HEADER, ""), csrf
-        ):
+        if csrf_sent is None:
+            csrf_sent = request.headers.get(CSRF_HEADER, "")
+        request.state.csrf_token = csrf
+        if request.method not in SAFE_METHODS and not hmac.compare_digest(csrf_sent, csrf):
             raise Forbidden(
                 "missing or wrong CSRF token: send the X-CSRF-Token header you got at sign-in"
             )
@@ -77,6 +79,28 @@ class Allow:
 
     def __repr__(self) -> str:
         return f"Allow({self.permission.value})"
+
+
+class UiAllow(Allow):
+    """The web UI's dependency: as `Allow`, but a form's `csrf_token` field is the CSRF proof
+    (the UI's router turns the refusals into a sign-in redirect or an HTML error page)."""
+
+    async def __call__(  # type: ignore[override]
+        self, request: Request, session: SessionDep
+    ) -> Principal:
+        sent: str | None = None
+        if request.method not in SAFE_METHODS and "authorization" not in request.headers:
+            form = await request.form()
+            value = form.get("csrf_token")
+            sent = value if isinstance(value, str) else ""
+        principal = authenticate(request, session, sent)
+        request.state.principal = principal
+        org = request.path_params.get("org")
+        authorize(principal, self.permission, org if isinstance(org, str) else None)
+        return principal
+
+    def __repr__(self) -> str:
+        return f"UiAllow({self.permission.value})"
 
 
 def public() -> None:

@@ -2,13 +2,16 @@
 
 A route that declares no permission fails this suite. What is denied is 401, 403 or 404 with
 a problem body and no data; what is allowed is never 401/403 (it may still be 404/409/422 for
-the placeholder ids and empty bodies used here)."""
+the placeholder ids and empty bodies used here). Web UI pages (/ui/...) answer an anonymous
+caller with a redirect (303) to the sign-in page, and a denied one with a 403/404 HTML page
+that shows none of the data."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from hub.permissions import GRANTS, ORG_SCOPED, Permission
@@ -17,6 +20,25 @@ from hub.routes.registry import iter_routes
 from tests.hub.api_world import ROLES, World, world_on
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
+UI_LOGIN = "/ui/login"
+DESTRUCTIVE_ENDINGS = ("/revoke", "/rollback", "/remove", "/cancel")
+
+
+def _main_part(html: str) -> str:
+    """The page's content (the header names the signed-in person, whose name may be anything)."""
+    start, end = html.find("<main"), html.find("</main>")
+    return html[start:end] if start >= 0 and end > start else html
+
+
+def _ui_refusal_ok(response: httpx.Response, want: str) -> bool:
+    if want == "401":
+        return response.status_code == 303 and response.headers.get("location") == UI_LOGIN
+    content = _main_part(response.text)
+    return (
+        str(response.status_code) == want
+        and response.headers.get("content-type", "").startswith("text/html")
+        and "clinic" not in content
+    )
 
 
 @pytest.fixture(
@@ -37,6 +59,8 @@ def test_every_route_declares_exactly_one_permission(world: World) -> None:
         assert undeclared == [], f"routes without exactly one declared permission: {undeclared}"
     node_perms = {r.permissions for r in iter_routes(world.node_client.app)}  # type: ignore[arg-type]
     assert node_perms == {(Permission.SITE,)}
+    ui_pages = [r for r in iter_routes(world.app_client.app) if r.path.startswith("/ui/")]  # type: ignore[arg-type]
+    assert len(ui_pages) > 10, "the web UI's pages are part of the matrix"
 
 
 def _expected(permission: Permission, role: str | None, scope: str) -> str:
@@ -61,6 +85,7 @@ def _fill(world: World, path: str, org: str) -> str:
         "version": "0",
         "bundle_id": "0" * 32,
         "index": "0",
+        "name": "ui.css",  # the web UI's static files
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
@@ -84,14 +109,15 @@ def test_matrix(world: World, role: str | None, scope: str) -> None:
                 continue  # nothing organization-specific to cross
             path = _fill(world, route.path, target_org)
             for method in sorted(route.methods - {"HEAD"}):
-                destructive = method == "DELETE" or path.endswith(("/revoke", "/rollback"))
+                destructive = method == "DELETE" or path.endswith(DESTRUCTIVE_ENDINGS)
                 if destructive and _expected(permission, role, scope) == "allowed":
                     continue  # checked for refusal here; the allowed case in the API tests
-                if path == "/api/v1/auth/login":
+                if path in ("/api/v1/auth/login", UI_LOGIN):
                     continue  # sign-in: its own tests (rate limit)
                 response = client.request(
                     method, path, headers=world.as_(role, own_org),
                     json={} if method in ("POST", "PUT", "PATCH") else None,
+                    follow_redirects=False,
                 )  # fmt: skip
                 want = _expected(permission, role, scope)
                 got = response.status_code
@@ -99,6 +125,10 @@ def test_matrix(world: World, role: str | None, scope: str) -> None:
                     ok = got not in (401, 403) and not (
                         got == 404 and "that you can see" in response.text
                     )
+                    if path != "/ui/logout":  # signing out sends you to the sign-in page
+                        ok = ok and response.headers.get("location") != UI_LOGIN
+                elif path.startswith("/ui/"):
+                    ok = _ui_refusal_ok(response, want)
                 else:
                     ok = str(got) == want
                     if ok:

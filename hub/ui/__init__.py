@@ -1,0 +1,12 @@
+"""The hub's web UI: server-rendered pages over the same domain services and permission checks
+as the user API, mounted on the public app under /ui."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from hub.ui import account, fleet_pages, policy_pages
+
+router = APIRouter()
+for _part in (account.router, fleet_pages.router, policy_pages.router):
+    router.include_router(_part)

@@ -1,0 +1,384 @@
+"""The hub's web UI in a real browser (Debian's chromium) against a real hub on loopback:
+sign-in per role, enrollment with the token the page shows, policy edit/dry run/save,
+revoke, a silent site going stale, escaping of what sites report, personal API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args
+
+from playwright.sync_api import Page, expect
+from sqlmodel import select
+
+from hub.fleet import service as fleet
+from hub.models import QuotaRefusal, Site
+from hub.principals import Principal
+from hub.sites import service as sites
+from tests.hub.conftest import EnrolledSite, Hub, enroll_request
+from tests.ui.conftest import PASSWORD, days_ago, screenshot, sign_in
+from wire.api import EnrollResponse, Heartbeat
+from wire.facts import StudyFacts
+from wire.policy import PixelPolicy
+
+HOSTILE = '<img src=x onerror="document.title=1">'
+
+
+def make_site(hub: Hub, org: str, site: str, name: str = "") -> None:
+    with hub.session() as session:
+        sites.create_site(session, hub.registry(), Principal.cli(), org, site, name)
+
+
+def beat(site: EnrolledSite, **fields: object) -> None:
+    body = {"agent_version": "0.1.0", "queue_depth": 2, "bytes_pending": 4096,
+            "disk_free_bytes": 50 * 2**30} | fields  # fmt: skip
+    response = site.client.post("/node/v1/heartbeat", json=Heartbeat(**body).model_dump())  # type: ignore[arg-type]
+    assert response.status_code == 204, response.text
+
+
+def enroll_from_page(page: Page, hub: Hub, org: str, site: str) -> EnrolledSite:
+    """Issue a token on the site's page, then enroll an agent with exactly what it shows."""
+    page.goto(f"{hub.public_url}/ui/orgs/{org}/sites/{site}")
+    page.get_by_role("button", name="Issue enrollment token").click()
+    token = page.locator("#enroll-token").inner_text().strip()
+    command = page.locator("#enroll-command").inner_text()
+    assert command.startswith("hexchange-agent enroll ") and command.endswith(f"--token {token}")
+    attempt = enroll_request(token, org, site)
+    response = hub.post_enroll(attempt.request)
+    assert response.status_code == 200, response.text
+    return hub.site_from(attempt, EnrollResponse.model_validate(response.json()))
+
+
+def test_anonymous_visitor_is_sent_to_sign_in_and_a_wrong_password_is_refused(
+    page: Page, ui_hub: Hub
+) -> None:
+    page.goto(ui_hub.public_url + "/ui/fleet")
+    expect(page).to_have_url(ui_hub.public_url + "/ui/login")
+    page.get_by_label("Username").fill("olga")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("wrong username or password")
+    screenshot(page, "sign-in")
+
+
+def test_each_role_sees_only_what_it_may(page: Page, ui_hub: Hub) -> None:
+    expected_nav = {
+        "nadia": ["Fleet", "Sites", "Transfers", "Audit", "People", "API tokens"],
+        "olga": ["Fleet", "Sites", "Transfers", "Audit", "People", "API tokens"],
+        "carl": ["Sites", "Transfers", "API tokens"],
+        "rita": ["API tokens"],
+    }
+    for username, nav in expected_nav.items():
+        sign_in(page, ui_hub, username)
+        links = page.get_by_role("navigation", name="Main").get_by_role("link")
+        expect(links).to_have_text(nav)
+        if username == "nadia":
+            page.goto(ui_hub.public_url + "/ui/sites")
+            expect(page.locator("main")).to_contain_text("org-b")
+        if username == "olga":
+            page.goto(ui_hub.public_url + "/ui/sites")
+            expect(page.locator("main")).not_to_contain_text("org-b")
+            response = page.goto(ui_hub.public_url + "/ui/orgs/org-b/sites/lab")
+            assert response is not None and response.status == 404
+            expect(page.locator("main")).not_to_contain_text("B's lab")
+        if username in ("carl", "rita"):
+            response = page.goto(ui_hub.public_url + "/ui/fleet")
+            assert response is not None and response.status == 403
+            expect(page.locator("main")).to_contain_text("your role may not do this")
+            response = page.goto(ui_hub.public_url + "/ui/people")
+            assert response is not None and response.status == 403
+        page.get_by_role("button", name="Sign out").click()
+        expect(page).to_have_url(ui_hub.public_url + "/ui/login")
+        page.goto(ui_hub.public_url + "/ui/me/tokens")  # the session really ended
+        expect(page).to_have_url(ui_hub.public_url + "/ui/login")
+
+
+def test_issue_token_enroll_and_watch_the_site_in_the_fleet(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-1", "Clinic one")
+    sign_in(page, ui_hub, "olga")
+    enrolled = enroll_from_page(page, ui_hub, "org-a", "clinic-1")
+    with ui_hub.session() as session:  # three days of history, as a running agent leaves
+        for hours in range(72, 0, -6):
+            fleet.record_heartbeat(
+                session, "org-a", "clinic-1",
+                Heartbeat(agent_version="0.1.0", queue_depth=hours % 17,
+                          bytes_pending=hours * 10**6, disk_free_bytes=2**35),
+                now=days_ago(hours / 24),
+            )  # fmt: skip
+    beat(enrolled, last_error=HOSTILE)
+
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-1")
+    expect(page.locator("main dl")).to_contain_text(f"{enrolled.serial:x}"[:8])
+    expect(page.locator("td", has_text="used")).to_have_count(1)  # the one-time token is spent
+    expect(page.locator("svg.chart polyline.queue")).to_have_count(1)
+    assert len(page.locator("svg.chart polyline.queue").get_attribute("points").split()) >= 12  # type: ignore[union-attr]
+    screenshot(page, "site")
+
+    page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-1")
+    row = page.locator('tr[data-site="org-a/clinic-1"]')
+    expect(row).to_contain_text("0.1.0")
+    expect(row).to_contain_text("ok")
+    expect(row.locator("td.err")).to_have_text(HOSTILE)  # shown as text, never as markup
+    expect(row.locator("img")).to_have_count(0)
+    assert page.title() != "1"
+    with ui_hub.session() as session:  # as hub/quotas.py records a refused request
+        session.add(QuotaRefusal(org="org-a", site="clinic-1", limit_name="bytes_per_day",
+                                 detail="over 10 GiB today", refusals=3))  # fmt: skip
+        session.commit()
+    page.reload()
+    expect(row.locator("td.err")).to_contain_text("quota: bytes_per_day x3")
+    page.get_by_role("link", name="Queue").click()  # sortable
+    expect(page.locator("th[aria-sort]")).to_contain_text("Queue")
+
+
+def test_a_site_that_stops_beating_goes_stale(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-2")
+    sign_in(page, ui_hub, "olga")
+    enrolled = enroll_from_page(page, ui_hub, "org-a", "clinic-2")
+    beat(enrolled)
+    page.goto(ui_hub.public_url + "/ui/fleet")
+    expect(page.locator('tr[data-site="org-a/clinic-2"]')).not_to_have_class("stale")
+    with ui_hub.session() as session:  # the agent stopped ten minutes ago
+        row = session.exec(select(Site).where(Site.org == "org-a", Site.site == "clinic-2")).one()
+        row.last_seen_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+        session.add(row)
+        session.commit()
+    page.get_by_label("Stale only").check()
+    page.get_by_role("button", name="Apply").click()
+    stale = page.locator('tr[data-site="org-a/clinic-2"]')
+    expect(stale).to_have_class("stale")
+    expect(stale.locator(".badge")).to_have_text("stale")
+    expect(page.locator("tbody tr.stale")).to_have_count(page.locator("tbody tr").count())
+
+
+def test_edit_dry_run_save_and_roll_back_a_policy(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-3")
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-3/policy")
+    expect(page.locator("#current-version")).to_have_text("0")
+    page.get_by_label("Destination organization or collection").fill("org-nowhere")
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.locator("#policy-error")).to_contain_text("'org-nowhere' is not part of")
+
+    page.get_by_label("Destination organization or collection").first.fill("org-b")
+    page.get_by_label("Mode").first.select_option("deidentified")
+    page.get_by_label("Match modalities").first.fill("ct, MR")
+    pixel = get_args(PixelPolicy)[-1]  # the choices are the wire model's
+    page.get_by_label("Pixel policy").first.select_option(pixel)
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.locator("#dry-run")).to_be_visible()
+    expect(page.locator("#current-version")).to_have_text("0")  # a dry run saves nothing
+
+    page.get_by_label("Reason for the change (audited)").fill("share CT and MR with B")
+    page.get_by_role("button", name="Save as version 1").click()
+    expect(page.locator("#current-version")).to_have_text("1")
+    expect(page.get_by_label("Match modalities").first).to_have_value("CT, MR")
+    with ui_hub.session() as session:
+        from hub.policy import service as policies
+
+        saved = policies.current(session, "org-a", "clinic-3")
+    assert [(r.destination_org, r.mode, r.match.modalities, r.pixel_policy)
+            for r in saved.rules] == [("org-b", "deidentified", ["CT", "MR"], pixel)]  # fmt: skip
+    page.get_by_role("link", name="Diff with 0").click()
+    expect(page.locator("ul.diff .added")).to_contain_text("org-b")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Roll back to version 0").click()
+    expect(page.locator("#current-version")).to_have_text("2")
+    expect(page.locator("#versions")).to_contain_text("roll back to 0")
+
+
+def test_clinician_cannot_post_with_a_forged_form(page: Page, ui_hub: Hub) -> None:
+    """No CSRF token, no action: a page elsewhere cannot make a signed-in admin act."""
+    make_site(ui_hub, "org-a", "clinic-4")
+    sign_in(page, ui_hub, "olga")
+    response = page.request.post(
+        ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-4/remove", form={"csrf_token": "x"}
+    )
+    assert response.status == 403
+    with ui_hub.session() as session:
+        assert sites.get_site(session, ui_hub.registry(), Principal.cli(), "org-a", "clinic-4")
+
+
+def test_revoke_a_site(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-5")
+    sign_in(page, ui_hub, "olga")
+    enrolled = enroll_from_page(page, ui_hub, "org-a", "clinic-5")
+    beat(enrolled)
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-5")
+    page.get_by_label("Reason").fill("laptop stolen")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke certificate").click()
+    expect(page.locator("main dl .badge")).to_have_text("revoked")
+    assert ui_hub.registry().is_revoked(enrolled.serial)
+    quiet = {"agent_version": "0.1.0", "queue_depth": 0, "bytes_pending": 0, "disk_free_bytes": 1}
+    response = enrolled.client.post("/node/v1/heartbeat", json=quiet)
+    assert response.status_code in (401, 403)
+    page.goto(ui_hub.public_url + "/ui/fleet")
+    expect(page.locator('tr[data-site="org-a/clinic-5"] .badge')).to_have_text("revoked")
+
+
+def test_personal_api_token_is_shown_once_and_can_be_revoked(page: Page, ui_hub: Hub) -> None:
+    sign_in(page, ui_hub, "rita")
+    expect(page).to_have_url(ui_hub.public_url + "/ui/me/tokens")
+    page.get_by_label("Name").fill("notebook")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.locator("#token-secret").inner_text().strip()
+    me = page.request.get(ui_hub.public_url + "/api/v1/me",
+                          headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
+    assert me.ok and me.json()["username"] == "rita"
+    page.goto(ui_hub.public_url + "/ui/me/tokens")
+    expect(page.locator("main")).not_to_contain_text(secret)  # shown once
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke token notebook").click()
+    expect(page.locator("tr", has_text="notebook")).to_contain_text("revoked")
+    again = page.request.get(ui_hub.public_url + "/api/v1/me",
+                             headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
+    assert again.status == 401
+
+
+def test_audit_search_shows_the_chain_status(page: Page, ui_hub: Hub) -> None:
+    sign_in(page, ui_hub, "nadia")
+    page.goto(ui_hub.public_url + "/ui/audit")
+    expect(page.locator("#chain")).to_contain_text("verified")
+    page.get_by_label("Actor").fill("user:nadia")
+    page.get_by_role("button", name="Search").click()
+    rows = page.locator("main tbody tr")
+    expect(rows.first).to_contain_text("user:nadia")
+    assert all("user:nadia" in text for text in rows.all_inner_texts())
+    screenshot(page, "audit")
+
+
+def test_the_site_sends_under_the_saved_policy_and_a_dry_run_shows_the_change(
+    page: Page, ui_hub: Hub
+) -> None:
+    make_site(ui_hub, "org-a", "clinic-6")
+    receiver = ui_hub.enroll("org-b", "lab-6")  # publishes org-b's keys
+    assert receiver.org == "org-b"
+    sign_in(page, ui_hub, "olga")
+    sender = enroll_from_page(page, ui_hub, "org-a", "clinic-6")
+    ct = StudyFacts(modalities=["CT"])
+    refused = sender.put_header(sender.seal(b"study" * 50, ["org-b"], mode="deidentified",
+                                            facts=ct))  # fmt: skip
+    assert refused.status_code >= 400  # deny by default: no rule yet
+
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-6/policy")
+    page.get_by_label("Destination organization or collection").fill("org-b")
+    page.get_by_label("Match modalities").fill("CT")
+    page.get_by_label("Reason for the change (audited)").fill("CT to B, de-identified")
+    page.get_by_role("button", name="Save as version 1").click()
+    expect(page.locator("#current-version")).to_have_text("1")
+
+    sent = sender.seal(b"study" * 50, ["org-b"], mode="deidentified", facts=ct)
+    sender.push(sent)
+
+    page.goto(ui_hub.public_url + "/ui/transfers?org=org-a&direction=sent")
+    row = page.locator("main tbody tr", has_text="org-a/clinic-6")
+    expect(row).to_contain_text("org-b")
+    expect(row).to_contain_text("deidentified")
+    expect(row).to_contain_text("complete")
+    screenshot(page, "transfers")
+
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-6/policy")
+    page.get_by_label("Match modalities").first.fill("MR")
+    page.get_by_role("button", name="Dry run").click()
+    changed = page.locator("#dry-run tbody tr.changed")
+    expect(changed).to_have_count(1)
+    expect(changed).to_contain_text("CT")
+    expect(changed.locator("td").nth(3)).to_contain_text("org-b (deidentified)")  # current
+    expect(changed.locator("td").nth(4)).to_have_text("nothing")  # these rules
+    expect(page.locator("#current-version")).to_have_text("1")
+    screenshot(page, "policy")
+
+
+def test_a_real_agent_enrolls_with_the_command_the_page_shows(
+    page: Page, ui_hub: Hub, tmp_path: Path
+) -> None:
+    make_site(ui_hub, "org-a", "clinic-7")
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-7")
+    page.get_by_role("button", name="Issue enrollment token").click()
+    command = shlex.split(page.locator("#enroll-command").inner_text())
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\ndata_dir = "{tmp_path / "agent"}"\nname = "org-a/clinic-7"\n\n'
+        f'[hub]\npublic_url = "{ui_hub.public_url}"\nnode_url = "{ui_hub.node_url}"\n'
+        f'ca_file = "{ui_hub.ca_file}"\n\n'
+        '[dicom]\nae_title = "CLINIC7"\nhost = "127.0.0.1"\nport = 11117\n'
+    )
+    assert command[:3] == ["hexchange-agent", "enroll", "--config"]
+    command[0] = str(Path(sys.executable).parent / "hexchange-agent")
+    command[3] = str(config)  # the page names the packaged path; this agent lives here
+    result = subprocess.run(command, capture_output=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()[-500:]
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-7")
+    expect(page.locator("main dl")).to_contain_text("enrolled")
+    expect(page.locator("td", has_text="used")).to_have_count(1)
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))
+  .map(e => e.name || e.id)"""
+
+
+def test_pages_are_labelled_keyboard_reachable_and_validate_as_you_type(
+    page: Page, ui_hub: Hub
+) -> None:
+    make_site(ui_hub, "org-a", "clinic-8")
+    sign_in(page, ui_hub, "nadia")
+    for path in ("/ui/fleet", "/ui/sites", "/ui/orgs/org-a/sites/clinic-8",
+                 "/ui/orgs/org-a/sites/clinic-8/policy", "/ui/transfers", "/ui/audit",
+                 "/ui/people", "/ui/me/tokens"):  # fmt: skip
+        response = page.goto(ui_hub.public_url + path)
+        assert response is not None and response.status == 200, path
+        assert page.evaluate(UNLABELLED) == [], f"form fields without a label on {path}"
+        assert page.locator("h1").count() == 1, path
+        if path == "/ui/fleet":
+            screenshot(page, "fleet")  # late in the module: every site made so far
+    page.keyboard.press("Tab")  # the first stop skips the navigation
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-8/policy")
+    destination = page.get_by_label("Destination organization or collection")
+    destination.press_sequentially("Org B")
+    assert destination.evaluate("e => e.matches(':invalid')")  # flagged while typing
+    page.get_by_role("button", name="Dry run").click()
+    assert page.url.endswith("/policy")  # the browser kept the form: nothing was sent
+    destination.fill("org-b")
+    assert destination.evaluate("e => e.validity.valid")
+
+
+def test_sign_in_from_another_site_is_refused(page: Page, ui_hub: Hub) -> None:
+    response = page.request.post(
+        ui_hub.public_url + "/ui/login",
+        form={"username": "olga", "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+        max_redirects=0,
+    )
+    assert response.status == 403
+    assert "set-cookie" not in response.headers
+
+
+def test_cancel_an_unused_token_and_remove_a_site(page: Page, ui_hub: Hub) -> None:
+    make_site(ui_hub, "org-a", "clinic-9")
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-9")
+    page.get_by_role("button", name="Issue enrollment token").click()
+    token = page.locator("#enroll-token").inner_text().strip()
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-9")
+    expect(page.locator("main")).not_to_contain_text(token)  # shown once
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel token").click()
+    expect(page.locator("td", has_text="cancelled")).to_have_count(1)
+    refused = ui_hub.post_enroll(enroll_request(token, "org-a", "clinic-9").request)
+    assert refused.status_code == 403
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # asked first; "no" keeps the site
+    page.get_by_role("button", name="Remove site").click()
+    expect(page).to_have_url(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-9")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Remove site").click()
+    expect(page).to_have_url(ui_hub.public_url + "/ui/sites")
+    expect(page.locator("main")).not_to_contain_text("clinic-9")
