@@ -3,7 +3,7 @@
     .venv/bin/python bench/body_cap_bench.py [--mib 16] [--clients 20] [--write]
 
 Runs the real hub (both listeners, real TLS) in a child process twice, side by side in one
-run: as built (`hub.limits` body caps installed) and with the caps switched off (the
+run: as built (`hub.api.limits` body caps installed) and with the caps switched off (the
 behaviour before issue 14: FastAPI reads a JSON body whole before validating it). Against
 each, 20 clients at once POST an oversized body (`--mib` MiB) to the unauthenticated
 enrollment route, half with a Content-Length, half chunked, each sending as fast as the hub
@@ -38,7 +38,7 @@ from hub.settings import HubSettings  # noqa: E402
 
 CHILD = """
 import asyncio, sys
-from hub import limits
+from hub.api import limits
 from hub.server import serve
 from hub.settings import HubSettings
 if sys.argv[2] == "uncapped":

@@ -10,9 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hub import errors, limits, quotas
-from hub.routes import audit_api, meta, node, orgs, people, policies, public
-from hub.routes.audit_trail import AuditTrail
+from hub import errors, quotas
+from hub.api import audit_api, limits, meta, node, orgs, people, policies, public
+from hub.api.audit_trail import AuditTrail
 from hub.services import Services, build_services
 from hub.settings import HubSettings
 from hub.ui import router as ui_router

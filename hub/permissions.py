@@ -1,6 +1,6 @@
 """Permissions and what each role holds: one table, read by the routes and by the tests.
 
-Every route declares exactly one permission (see `hub.routes.access`). A principal without the
+Every route declares exactly one permission (see `hub.api.access`). A principal without the
 permission gets 403; one with it but outside the organization named in the path gets 404, so a
 foreign organization's existence is not confirmed.
 """

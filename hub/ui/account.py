@@ -8,9 +8,9 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
 from hub import errors
+from hub.api.access import SESSION_COOKIE, PublicRoute, client_address
+from hub.api.deps import RowId, ServicesDep, SessionDep
 from hub.permissions import Permission, holds
-from hub.routes.access import SESSION_COOKIE, PublicRoute, client_address
-from hub.routes.deps import RowId, ServicesDep, SessionDep
 from hub.ui.web import HERE, LOGIN_PATH, NAV, SelfUi, UiRoute, UserReadUi, error_page, render
 from hub.users import service as users
 

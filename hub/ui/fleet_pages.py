@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlmodel import Session
 
+from hub.api.deps import OrgPath, ServicesDep, SessionDep, SitePath
 from hub.audit import query as audit_query
 from hub.audit.chain import AuditBroken, verify_chain
 from hub.errors import InvalidRequest
@@ -18,7 +19,6 @@ from hub.fleet_view import quota_reasons
 from hub.index import service as index
 from hub.permissions import Permission, holds
 from hub.principals import Principal
-from hub.routes.deps import OrgPath, ServicesDep, SessionDep, SitePath
 from hub.sites import service as sites
 from hub.ui.web import (
     AuditReadUi,

@@ -10,12 +10,12 @@ from fastapi.responses import RedirectResponse
 from sqlmodel import Session
 from starlette.datastructures import FormData
 
+from hub.api.deps import OrgPath, SessionDep, SitePath
 from hub.errors import InvalidRequest
 from hub.permissions import Permission, holds
 from hub.policy import dryrun
 from hub.policy import service as policies
 from hub.principals import Principal
-from hub.routes.deps import OrgPath, SessionDep, SitePath
 from hub.ui.web import PolicyReadUi, PolicyWriteUi, UiRoute, render
 from wire.policy import PixelPolicy, PolicyRule
 

@@ -20,9 +20,9 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from hub import errors
+from hub.api.access import UiAllow
 from hub.permissions import Permission, holds
 from hub.principals import Principal
-from hub.routes.access import UiAllow
 
 HERE = Path(__file__).parent
 # autoescape on for every template: values from sites and users are always escaped

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from hub.api.registry import iter_routes
 from hub.permissions import GRANTS, ORG_SCOPED, Permission
 from hub.principals import Role
-from hub.routes.registry import iter_routes
 from tests.hub.api_world import ROLES, World, world_on
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}

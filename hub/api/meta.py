@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hub.api.access import ApiDocsDep, MetricsReadDep, PublicRoute
+from hub.api.deps import ServicesDep
 from hub.fleet.metrics import registry_for
-from hub.routes.access import ApiDocsDep, MetricsReadDep, PublicRoute
-from hub.routes.deps import ServicesDep
 
 router = APIRouter(tags=["meta"])
 

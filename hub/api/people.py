@@ -7,7 +7,7 @@ import datetime as dt
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from hub.routes.access import (
+from hub.api.access import (
     SESSION_COOKIE,
     PublicRoute,
     SelfDep,
@@ -15,8 +15,8 @@ from hub.routes.access import (
     UserReadDep,
     client_address,
 )
-from hub.routes.deps import OrgPath, RowId, ServicesDep, SessionDep
-from hub.routes.inputs import ApiInput
+from hub.api.deps import OrgPath, RowId, ServicesDep, SessionDep
+from hub.api.inputs import ApiInput
 from hub.users import service as users
 
 router = APIRouter(prefix="/api/v1", tags=["people"])

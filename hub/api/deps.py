@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlmodel import Session
 
+from hub.api.limits import CHUNK_CAP, HEADER_CAP, BodyTooLarge
 from hub.ingest import HeaderCache, IngestContext
-from hub.limits import CHUNK_CAP, HEADER_CAP, BodyTooLarge
 from hub.quotas import QuotaLimits
 from hub.services import Services
 
@@ -56,7 +56,7 @@ MAX_CHUNK_BODY = CHUNK_CAP
 async def read_body(request: Request, limit: int) -> bytes:
     """Read a request body, refusing it (413) as soon as it passes `limit` bytes.
 
-    `hub.limits.BodyLimitMiddleware` has already capped the route; this is the per-call cap."""
+    `hub.api.limits.BodyLimitMiddleware` has already capped the route; this is the per-call cap."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise BodyTooLarge(limit)

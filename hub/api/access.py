@@ -15,10 +15,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel import Session
 
+from hub.api.deps import SessionDep
 from hub.errors import Forbidden, SignInRequired
 from hub.permissions import Permission, authorize
 from hub.principals import Principal
-from hub.routes.deps import SessionDep
 from hub.users import service as users
 
 SESSION_COOKIE = "hx_session"

@@ -8,9 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from hub.fleet import service as fleet
-from hub.index import service as index
-from hub.routes.access import (
+from hub.api.access import (
     BundleReadDep,
     FleetReadDep,
     OrgCreateDep,
@@ -18,8 +16,10 @@ from hub.routes.access import (
     SiteManageDep,
     SiteReadDep,
 )
-from hub.routes.deps import OrgPath, ServicesDep, SessionDep, SitePath
-from hub.routes.inputs import ApiInput
+from hub.api.deps import OrgPath, ServicesDep, SessionDep, SitePath
+from hub.api.inputs import ApiInput
+from hub.fleet import service as fleet
+from hub.index import service as index
 from hub.sites import service as sites
 
 NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"

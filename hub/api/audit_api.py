@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from hub.api.access import AuditReadDep, MetricsReadDep
+from hub.api.deps import OrgPath, ServicesDep, SessionDep
+from hub.api.inputs import ShortText
 from hub.audit import fhir
 from hub.audit import query as audit_query
 from hub.audit.chain import AuditBroken, VerifyReport, verify_chain
 from hub.errors import Conflict
-from hub.routes.access import AuditReadDep, MetricsReadDep
-from hub.routes.deps import OrgPath, ServicesDep, SessionDep
-from hub.routes.inputs import ShortText
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 

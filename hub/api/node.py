@@ -10,10 +10,10 @@ from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from hub import deliveries, enrollment, ingest, policy
+from hub.api.deps import MAX_CHUNK_BODY, MAX_HEADER_BODY, IngestDep, SessionDep, read_body
+from hub.api.identity import SiteDep, client_certificate_pem
 from hub.fleet import service as fleet
-from hub.identity import SiteDep, client_certificate_pem
 from hub.models import Site
-from hub.routes.deps import MAX_CHUNK_BODY, MAX_HEADER_BODY, IngestDep, SessionDep, read_body
 from wire.api import (
     BundleStatus,
     DeliveryList,

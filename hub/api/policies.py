@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
+from hub.api.access import PolicyReadDep, PolicyWriteDep
+from hub.api.deps import OrgPath, SessionDep, SitePath
+from hub.api.inputs import ApiInput
 from hub.policy import dryrun
 from hub.policy import service as policies
-from hub.routes.access import PolicyReadDep, PolicyWriteDep
-from hub.routes.deps import OrgPath, SessionDep, SitePath
-from hub.routes.inputs import ApiInput
 from wire.policy import PolicyRule, SitePolicy
 
 router = APIRouter(prefix="/api/v1/orgs/{org}/sites/{site}/policy", tags=["policy"])

@@ -7,8 +7,8 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 
 from hub import enrollment
-from hub.routes.access import PublicRoute
-from hub.routes.deps import SessionDep
+from hub.api.access import PublicRoute
+from hub.api.deps import SessionDep
 from wire.api import EnrollRequest, EnrollResponse
 
 router = APIRouter(prefix="/api/v1", tags=["public"])
