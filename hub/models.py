@@ -36,7 +36,10 @@ class Site(SQLModel, table=True):
 class Bundle(SQLModel, table=True):
     """One sealed study bundle, indexed from its plaintext manifest only."""
 
-    __table_args__ = (Index("ix_bundle_sender_created", "sender_org", "sender_site", "created_at"),)
+    __table_args__ = (
+        Index("ix_bundle_sender_created", "sender_org", "sender_site", "created_at"),
+        Index("ix_bundle_org_created", "sender_org", "created_at"),
+    )
 
     bundle_id: str = Field(primary_key=True, max_length=32)
     sender_org: str = Field(index=True, max_length=63)
@@ -64,6 +67,8 @@ class ReceivedChunk(SQLModel, table=True):
 
 
 class Delivery(SQLModel, table=True):
+    __table_args__ = (Index("ix_delivery_recipient", "recipient_org", "bundle_id"),)
+
     bundle_id: str = Field(primary_key=True, foreign_key="bundle.bundle_id", max_length=32)
     recipient_org: str = Field(primary_key=True, max_length=63)
     state: str = Field(default="queued", index=True, max_length=16)
@@ -79,6 +84,8 @@ class AuditEvent(SQLModel, table=True):
     `hash` covers every column and the previous event's hash (see `hub.audit.chain`).
     """
 
+    __table_args__ = (Index("ix_auditevent_org_seq", "org", "seq"),)
+
     id: int | None = Field(default=None, primary_key=True)
     seq: int = Field(unique=True)
     at: dt.datetime = Field(default_factory=utcnow)
@@ -86,7 +93,7 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=64)
     subject: str = Field(default="", max_length=200)
     detail: str = Field(default="")
-    org: str = Field(default="", index=True, max_length=63)
+    org: str = Field(default="", max_length=63)
     address: str = Field(default="", max_length=64)
     outcome: str = Field(default="success", max_length=16)
     prev_hash: str = Field(max_length=64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import shlex
 from dataclasses import dataclass
@@ -112,7 +113,9 @@ def list_orgs(session: Session, actor: Principal) -> list[OrgView]:
 # --- sites ------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def certificate_expiry(pem: str | None) -> dt.datetime | None:
+    """When a stored certificate expires (parsed once per certificate and process)."""
     if not pem:
         return None
     try:
