@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from hub.models import Bundle, Delivery
@@ -67,26 +66,29 @@ def search(
 ) -> list[BundleView]:
     """Bundles `org` sent (direction=sent), received (received) or both, newest first."""
     authorize(actor, Permission.BUNDLE_READ, org)
-    received = select(Delivery.bundle_id).where(Delivery.recipient_org == org)
-    if direction == "sent":
-        stmt = select(Bundle).where(Bundle.sender_org == org)
-    elif direction == "received":
-        stmt = select(Bundle).where(col(Bundle.bundle_id).in_(received))
-    else:
-        stmt = select(Bundle).where(
-            or_(col(Bundle.sender_org) == org, col(Bundle.bundle_id).in_(received))
-        )
-    if site is not None:
-        stmt = stmt.where(Bundle.sender_site == site)
-    if state is not None:
-        stmt = stmt.where(Bundle.state == state)
-    if mode is not None:
-        stmt = stmt.where(Bundle.mode == mode)
-    if modality is not None:
-        stmt = stmt.where(col(Bundle.modalities).contains(json.dumps(modality.upper())))
-    if since is not None:
-        stmt = stmt.where(Bundle.created_at >= since)
-    if until is not None:
-        stmt = stmt.where(Bundle.created_at < until)
-    stmt = stmt.order_by(col(Bundle.created_at).desc()).limit(max(1, min(limit, MAX_PAGE)))
-    return [_view(r) for r in session.exec(stmt)]
+    limit = max(1, min(limit, MAX_PAGE))
+    since = _aware(since) if since is not None else None
+    until = _aware(until) if until is not None else None
+    sent = select(Bundle).where(Bundle.sender_org == org)
+    received = select(Bundle).join(Delivery, col(Delivery.bundle_id) == col(Bundle.bundle_id))
+    received = received.where(Delivery.recipient_org == org)
+    queries = {"sent": [sent], "received": [received]}.get(direction, [sent, received])
+    found: dict[str, Bundle] = {}
+    for stmt in queries:  # each side on its own index, newest first; merged below
+        if site is not None:
+            stmt = stmt.where(Bundle.sender_site == site)
+        if state is not None:
+            stmt = stmt.where(Bundle.state == state)
+        if mode is not None:
+            stmt = stmt.where(Bundle.mode == mode)
+        if modality is not None:
+            stmt = stmt.where(col(Bundle.modalities).contains(json.dumps(modality.upper())))
+        if since is not None:
+            stmt = stmt.where(Bundle.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(Bundle.created_at < until)
+        stmt = stmt.order_by(col(Bundle.created_at).desc()).limit(limit)
+        for row in session.exec(stmt):
+            found[row.bundle_id] = row
+    newest = sorted(found.values(), key=lambda b: _aware(b.created_at), reverse=True)[:limit]
+    return [_view(r) for r in newest]

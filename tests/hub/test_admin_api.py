@@ -235,3 +235,23 @@ def test_the_hub_rechecks_the_rule_criteria_the_manifest_can_show(
     assert refused.status_code == 403 and "does not allow" in refused.json()["detail"]
     chest = StudyFacts(modalities=["CT"], body_parts=["CHEST"])  # description: not for the hub
     assert site_a.put_header(site_a.seal(b"x" * 10, ["org-b"], facts=chest)).status_code == 200
+
+
+def test_the_bundle_index_shows_each_organization_what_it_sent_and_received(
+    hub: Hub, sites: tuple[EnrolledSite, ...]
+) -> None:
+    site_a, site_b, _ = sites
+    to_b = site_a.seal(b"a" * 50, ["org-b"], facts=StudyFacts(modalities=["MR"]))
+    site_a.push(to_b)
+    site_b.push(site_b.seal(b"b" * 50, ["org-a"]))
+    clinician_b = hub.person("dr-b", "clinician", "org-b")
+    got = clinician_b.get("/api/v1/orgs/org-b/bundles", params={"direction": "received"}).json()
+    assert [b["bundle_id"] for b in got] == [to_b.bundle_id]
+    assert got[0]["sender_org"] == "org-a" and got[0]["modalities"] == ["MR"]
+    both = clinician_b.get("/api/v1/orgs/org-b/bundles").json()
+    assert len(both) == 2 and both[0]["created_at"] >= both[1]["created_at"]
+    only_mr = clinician_b.get("/api/v1/orgs/org-b/bundles", params={"modality": "MR"}).json()
+    assert [b["bundle_id"] for b in only_mr] == [to_b.bundle_id]
+    assert clinician_b.get("/api/v1/orgs/org-c/bundles").status_code == 404
+    admin_c = hub.person("admin-c", "org-admin", "org-c")
+    assert admin_c.get("/api/v1/orgs/org-c/bundles").json() == []
