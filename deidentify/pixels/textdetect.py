@@ -137,7 +137,12 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     lines += _lines(glyphs[:, [1, 0, 3, 2]], np.ascontiguousarray(body.T), params, vertical=True)
     out: list[TextLine] = []
     for line in _merge(lines):
-        if not line.vertical:
+        if line.vertical:  # absorbed in the transposed frame, where it runs along a row
+            t = _absorb(
+                TextLine(_transpose(line.box), line.glyphs), glyphs[:, [1, 0, 3, 2]], params
+            )
+            line = TextLine(_transpose(t.box), line.glyphs, True)
+        else:
             line = _absorb(line, glyphs, params)
         followed = _follow(line, strokes, body, params)
         clipped = _extend(followed, params).clip(columns, rows)
@@ -177,6 +182,10 @@ def _parts(
         right, bottom = min(x + w + pad, box.width), min(y + h + pad, box.height)
         parts.append(Box(box.left + left, box.top + top, right - left, bottom - top))
     return tuple(parts)
+
+
+def _transpose(box: Box) -> Box:
+    return Box(box.top, box.left, box.height, box.width)
 
 
 def _fill(canvas: npt.NDArray[np.uint8], area: Box, origin: Box, value: int) -> None:
