@@ -111,12 +111,11 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (params.kernel, params.kernel))
     window = (2 * params.texture_radius + 1,) * 2
     found: list[npt.NDArray[np.int32]] = []
-    faint = np.zeros(gray.shape, bool)
+    hats: list[Gray8] = []
     labelled: list[npt.NDArray[np.int32]] = []
-    strokes = np.zeros(gray.shape, bool)
     for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
         hat = cv2.morphologyEx(gray, op, kernel)
-        faint |= hat >= params.faint
+        hats.append(np.asarray(hat, np.uint8))
         if int(hat.max()) < params.min_contrast:
             continue
         # texture (MR fat, trabecular bone, noise) raises the bar locally, so glyphs drawn
@@ -126,7 +125,6 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
             cv2.convertScaleAbs(local, alpha=params.texture_factor), params.min_contrast
         )
         mask = np.where(hat >= bar, 255, 0).astype(np.uint8)
-        strokes |= mask > 0
         boxes, labels = _glyphs(mask, params)
         found.append(boxes)
         labelled.append(labels)
@@ -144,17 +142,17 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
             line = TextLine(_transpose(t.box), line.glyphs, True)
         else:
             line = _absorb(line, glyphs, params)
-        followed = _follow(line, strokes, body, params)
+        ink = _Ink(hats, labelled, params.faint)
+        followed = _follow(line, ink, body, params)
         clipped = _extend(followed, params).clip(columns, rows)
         if clipped is not None:
-            parts = _parts(labelled, faint, clipped, followed.box, line.box, params.part_pad)
+            parts = _parts(ink, clipped, followed.box, line.box, params.part_pad)
             out.append(TextLine(clipped, line.glyphs, line.vertical, parts))
     return out
 
 
 def _parts(
-    labelled: list[npt.NDArray[np.int32]],
-    faint: npt.NDArray[np.bool_],
+    ink: _Ink,
     box: Box,
     followed: Box,
     core: Box,
@@ -166,15 +164,13 @@ def _parts(
     Blanking these instead of the whole line box leaves the anatomy between and around the
     letters unchanged."""
     window = (slice(box.top, box.bottom), slice(box.left, box.right))
-    strokes = np.zeros((box.height, box.width), np.uint8)
-    for labels in labelled:
-        strokes |= np.where(labels[window] > 0, 255, 0).astype(np.uint8)
+    strokes = np.where(ink.strokes(window), 255, 0).astype(np.uint8)
     seed = np.asarray(cv2.dilate(strokes, np.ones((5, 5), np.uint8)), dtype=np.uint8)
     followed_zone = np.zeros(seed.shape, np.uint8)
     _fill(followed_zone, followed, box, 255)
     _fill(followed_zone, core, box, 0)
     seed |= followed_zone
-    crop = np.where(faint[window], seed, 0).astype(np.uint8)
+    crop = np.where(ink.faint(window), seed, 0).astype(np.uint8)
     n, _, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
     parts = []
     for x, y, w, h in stats[1:n, :4].tolist():
@@ -182,6 +178,26 @@ def _parts(
         right, bottom = min(x + w + pad, box.width), min(y + h + pad, box.height)
         parts.append(Box(box.left + left, box.top + top, right - left, bottom - top))
     return tuple(parts)
+
+
+class _Ink:
+    """The frame's ink, computed only where asked (windows around lines): strokes (the
+    components of the glyph threshold) and faint ink (top-hat >= `faint`, either polarity)."""
+
+    def __init__(self, hats: list[Gray8], labelled: list[npt.NDArray[np.int32]], faint: int):
+        self.hats, self.labelled, self.level = hats, labelled, faint
+
+    def strokes(self, window: tuple[slice, slice]) -> npt.NDArray[np.bool_]:
+        out = np.zeros(self.hats[0][window].shape, bool)
+        for labels in self.labelled:
+            out |= labels[window] > 0
+        return out
+
+    def faint(self, window: tuple[slice, slice]) -> npt.NDArray[np.bool_]:
+        out = np.zeros(self.hats[0][window].shape, bool)
+        for hat in self.hats:
+            out |= hat[window] >= self.level
+        return out
 
 
 def _transpose(box: Box) -> Box:
@@ -346,7 +362,7 @@ def _absorb(line: TextLine, glyphs: npt.NDArray[np.int32], params: DetectParams)
 
 def _follow(
     line: TextLine,
-    faint: npt.NDArray[np.bool_],
+    ink: _Ink,
     body: npt.NDArray[np.uint8],
     params: DetectParams,
 ) -> TextLine:
@@ -354,27 +370,30 @@ def _follow(
     band, while the gaps stay below a letter gap: the ends of a line whose contrast fades
     (text crossing from background onto anatomy), a last letter, a comma."""
     b = line.box
-    if line.vertical:
-        start, stop, thickness = b.top, b.bottom, b.width
-        strip = faint.T
-        low, high = b.left, b.right
-    else:
-        start, stop, thickness = b.left, b.right, b.height
-        strip = faint
-        low, high = b.top, b.bottom
-    margin = max(2, thickness // 3)
-    inside = np.count_nonzero(strip[low:high], axis=0)
-    outside = np.count_nonzero(strip[max(low - margin, 0) : low], axis=0)
-    outside += np.count_nonzero(strip[high : high + margin], axis=0)
-    # a stroke across the band that stays inside it: not a noise speck, not anatomy
-    band = (inside >= max(2, thickness // 5)) & (outside == 0)
-    reach = max(int(params.gap * thickness), 2)
+    thickness = b.width if line.vertical else b.height
     centre = body[b.top + b.height // 2, b.left + b.width // 2]
     factor = params.body_reach if centre else params.faint_reach
     limit = int(factor * min(thickness, params.max_height))
-    after = _run(band[stop : stop + limit], reach)
-    before = _run(band[max(start - limit, 0) : start][::-1], reach)
-    start, stop = start - before, stop + after
+    margin = max(2, thickness // 3)
+    if line.vertical:
+        start, stop, low, high = b.top, b.bottom, b.left, b.right
+    else:
+        start, stop, low, high = b.left, b.right, b.top, b.bottom
+    first, outer = max(start - limit, 0), max(low - margin, 0)
+    across, along = slice(outer, high + margin), slice(first, stop + limit)
+    window = (along, across) if line.vertical else (across, along)
+    strip = ink.strokes(window)
+    strip = strip.T if line.vertical else strip  # rows across the line, columns along it
+    core = strip[low - outer : high - outer]
+    inside = np.count_nonzero(core, axis=0)
+    outside = np.count_nonzero(strip, axis=0) - inside
+    # a stroke across the band that stays inside it: not a noise speck, not anatomy
+    band = (inside >= max(2, thickness // 5)) & (outside == 0)
+    start, stop = start - first, stop - first
+    reach = max(int(params.gap * thickness), 2)
+    after = _run(band[stop:], reach)
+    before = _run(band[:start][::-1], reach)
+    start, stop = first + start - before, first + stop + after
     if line.vertical:
         box = Box(b.left, start, b.width, stop - start)
     else:
