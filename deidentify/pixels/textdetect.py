@@ -15,11 +15,15 @@ per 512 x 512 slice):
 4. groups glyphs into lines per height band (a morphological closing that bridges letter and
    word gaps) and keeps a line of at least `min_glyphs` glyphs, or one glyph wide enough to be
    a word whose letters touch (anti-aliasing, JPEG); lines are found horizontally and, for
-   rotated text, vertically.
+   rotated text, vertically;
+5. follows each line along its direction over strokes that stay inside its band (a last
+   letter fused with anatomy, a comma) and takes as its `parts` the ink next to its strokes
+   (top-hat >= `faint`: anti-aliased edges), so that only the text is blanked
+   (`TextLine.ink_boxes`: the parts joined into words), not a padded box around it.
 
-The result is a list of line boxes (frame pixels). False marks (an aligned run of bright
-vessels) are tolerated: the scrubber blanks a detected line unless OCR reads it as known-safe
-text, so a false mark costs a blanked background strip, a missed line would be a leak.
+The result is a list of line boxes (frame pixels) with their ink. False marks (an aligned run
+of bright vessels) are tolerated: the scrubber blanks a detected line unless OCR reads it as
+known-safe text, so a false mark costs a blanked strip, a missed line would be a leak.
 `document_like` tells a page of text (a scanned document, a screenshot) from annotations.
 """
 
@@ -63,7 +67,7 @@ class DetectParams:
     body_extra: int = 1  # inside it, a line needs this many more glyphs
     body_strict: float = 0.67  # and sits this much straighter
     absorb_rounds: int = 3  # rounds of taking in same-row glyphs at either end of a line
-    faint: int = 18  # grey levels: ink this strong (no clutter bar) next to a line extends it
+    faint: int = 18  # grey levels: ink this strong next to a line's strokes is blanked with it
     faint_reach: float = 4.0  # along the line, by at most this x its thickness per end
     body_reach: float = 4.0  # the same for a line over the anatomy (1.0: -2 % recall, +1 % kept)
     pad: int = 1
@@ -366,9 +370,9 @@ def _follow(
     body: npt.NDArray[np.uint8],
     params: DetectParams,
 ) -> TextLine:
-    """The line grown along its direction over fainter ink (`params.faint` grey levels) in its
-    band, while the gaps stay below a letter gap: the ends of a line whose contrast fades
-    (text crossing from background onto anatomy), a last letter, a comma."""
+    """The line grown along its direction over strokes (any shape) that cross its band and
+    stay inside it, while the gaps stay below a letter gap: a last letter fused with an
+    anatomy mark, a comma, the end of a line the grouping cut."""
     b = line.box
     thickness = b.width if line.vertical else b.height
     centre = body[b.top + b.height // 2, b.left + b.width // 2]
