@@ -11,10 +11,13 @@ unchanged: pixels outside every text box (grown by 3 px) equal before and after.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -37,6 +40,7 @@ class Score:
     quarantined: int = 0
     instances: int = 0
     unchanged: list[float] | None = None
+    by: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # -> [removed, boxes]
 
     def add(self, other: Score) -> None:
         self.removed += other.removed
@@ -44,6 +48,10 @@ class Score:
         self.quarantined += other.quarantined
         self.instances += other.instances
         self.unchanged = (self.unchanged or []) + (other.unchanged or [])
+        for key, (removed, total) in other.by.items():
+            counts = self.by.setdefault(key, [0, 0])
+            counts[0] += removed
+            counts[1] += total
 
 
 def corpus(quick: bool, seed: int = 7) -> list[tuple[int, float, Sample]]:
@@ -86,13 +94,22 @@ def score(sample: Sample, policy: PixelPolicy, ocr: TesseractBackend | None) -> 
         blanked[box.top : box.bottom, box.left : box.right] = True
     outside = np.ones(before.shape, bool)
     removed = 0
+    by: dict[tuple[str, str], list[int]] = {}
     for truth in sample.boxes:
         g = truth.box.grow(3)
         outside[max(g.top, 0) : g.bottom, max(g.left, 0) : g.right] = False
         if truth.identifying and truth.ink.any():
-            removed += float(blanked[truth.ink].mean()) >= 0.98
+            hit = float(blanked[truth.ink].mean()) >= 0.98
+            removed += hit
+            spec = truth.spec
+            for key in (("font", spec.font.rsplit(".", 1)[0]), ("angle", f"{spec.angle:g} deg"),
+                        ("image", sample.anatomy), ("inverted", str(spec.inverted)),
+                        ("antialias", str(spec.antialias))):  # fmt: skip
+                counts = by.setdefault(key, [0, 0])
+                counts[0] += hit
+                counts[1] += 1
     unchanged = float((before == after)[outside].mean())
-    return Score(removed, total, 0, 1, [unchanged])
+    return Score(removed, total, 0, 1, [unchanged], by)
 
 
 def table(
@@ -128,6 +145,23 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def _baseline_find_text() -> Callable[[np.ndarray], object] | None:
+    """`find_text` of another checkout (HEXCHANGE_DETECT_BASELINE=/path/to/textdetect.py,
+    e.g. main's), timed in the same run as ours."""
+    path = os.environ.get("HEXCHANGE_DETECT_BASELINE")
+    if not path:
+        return None
+    spec = importlib.util.spec_from_file_location("baseline_textdetect", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.find_text  # type: ignore[no-any-return]
+
+
+pairs: list[tuple[float, float]] = []
+
+
 def speeds(ocr: TesseractBackend) -> dict[str, float]:
     rng = np.random.default_rng(3)
     ct = burn(anatomy("ct_head"), random_burns(rng, 512, 512, heights=(12,), contrasts=(0.6,)))
@@ -145,6 +179,13 @@ def speeds(ocr: TesseractBackend) -> dict[str, float]:
         for i in range(cine_decoded.count):
             find_text(render_gray8(cine_decoded.frames[i], cine_decoded.photometric))
 
+    baseline = _baseline_find_text()
+    if baseline is not None:
+        gray = render_gray8(frame, decoded.photometric)
+        for _ in range(3):  # alternate: other load on the machine hits both
+            ours = 1000 * _best(lambda: find_text(gray), 30)
+            theirs = 1000 * _best(lambda: baseline(gray), 30)
+            pairs.append((ours, theirs))
     out = {
         "detect_ms": 1000 * _best(detect, 60),
         "scrub_clean_ms": 1000 * _best(lambda: scrub(clean.ds, PixelPolicy.default(), ocr), 15),
@@ -199,6 +240,17 @@ def lines_for(quick: bool, ocr: TesseractBackend) -> list[str]:
         f"{100 * float(np.min(allcells.unchanged or [0])):.1f} %), quarantined "
         f"{allcells.quarantined}/{allcells.instances}.",
         "",
+        "Recall by font, rotation, image, style (same run):",
+        "",
+    ]
+    for kind in ("font", "angle", "image", "inverted", "antialias"):
+        cells_ = sorted((k[1], v) for k, v in allcells.by.items() if k[0] == kind)
+        out.append(
+            f"- {kind}: "
+            + ", ".join(f"{name} {100 * r / max(t, 1):.0f} % ({r}/{t})" for name, (r, t) in cells_)
+        )
+    out += [
+        "",
         "Clean anatomy (no text) through the detector-only scrub: fraction unchanged, lines found:",
         "",
         "| image | unchanged | lines |",
@@ -233,6 +285,13 @@ def lines_for(quick: bool, ocr: TesseractBackend) -> list[str]:
         f" (OCR time per instance ~{sp['scrub_text_ocr_ms'] - sp['scrub_text_no_ocr_ms']:.0f}"
         " ms)",
         f"- detector on US cine frames (RGB 640x480): {sp['cine_fps']:.0f} frames/s",
-        "",
     ]
+    if pairs:
+        out.append(
+            "- same run, alternating (find_text alone on the 8-bit slice, median of 30, 3 rounds):"
+            f" this detector vs {os.environ['HEXCHANGE_DETECT_BASELINE']}: "
+            + ", ".join(f"{a:.1f} vs {b:.1f} ms" for a, b in pairs)
+            + f"; ratio {statistics.median(a / b for a, b in pairs):.2f}"
+        )
+    out.append("")
     return out

@@ -68,7 +68,7 @@ def decide(
         if safe:
             kept.append(line.box)
         else:
-            blank.append(line.box)  # padded by the detector (pad, extend)
+            blank.extend(line.ink_boxes)  # the line's words, tight
     return blank, kept
 
 
@@ -89,10 +89,11 @@ def rescreen(
         safe = kept.get(index, [])
         edges = [b.grow(reach) for b in blanked.get(index, [])]
         boxes = [
-            ln.box
+            word
             for ln in lines
             if not any(ln.box.overlap(k) for k in safe)
             and not any(2 * ln.box.overlap(e) >= ln.box.area for e in edges)
+            for word in ln.ink_boxes
         ]
         if boxes:
             left[index] = boxes

@@ -148,7 +148,7 @@ def scrub(
             blank, kept = decide(found, words.get(index), hits, policy)
             if kept:
                 result.kept[index] = kept
-            for box in merge_boxes(blank):
+            for box in dict.fromkeys(blank):  # words of detected lines, already joined
                 clipped = box.clip(columns, rows)
                 if clipped is not None:
                     _blank_box(decoded, index, clipped)

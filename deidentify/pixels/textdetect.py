@@ -15,11 +15,15 @@ per 512 x 512 slice):
 4. groups glyphs into lines per height band (a morphological closing that bridges letter and
    word gaps) and keeps a line of at least `min_glyphs` glyphs, or one glyph wide enough to be
    a word whose letters touch (anti-aliasing, JPEG); lines are found horizontally and, for
-   rotated text, vertically.
+   rotated text, vertically;
+5. follows each line along its direction over strokes that stay inside its band (a last
+   letter fused with anatomy, a comma) and takes as its `parts` the ink next to its strokes
+   (top-hat >= `faint`: anti-aliased edges), so that only the text is blanked
+   (`TextLine.ink_boxes`: the parts joined into words), not a padded box around it.
 
-The result is a list of line boxes (frame pixels). False marks (an aligned run of bright
-vessels) are tolerated: the scrubber blanks a detected line unless OCR reads it as known-safe
-text, so a false mark costs a blanked background strip, a missed line would be a leak.
+The result is a list of line boxes (frame pixels) with their ink. False marks (an aligned run
+of bright vessels) are tolerated: the scrubber blanks a detected line unless OCR reads it as
+known-safe text, so a false mark costs a blanked strip, a missed line would be a leak.
 `document_like` tells a page of text (a scanned document, a screenshot) from annotations.
 """
 
@@ -63,8 +67,12 @@ class DetectParams:
     body_extra: int = 1  # inside it, a line needs this many more glyphs
     body_strict: float = 0.67  # and sits this much straighter
     absorb_rounds: int = 3  # rounds of taking in same-row glyphs at either end of a line
+    faint: int = 18  # grey levels: ink this strong next to a line's strokes is blanked with it
+    faint_reach: float = 4.0  # along the line, by at most this x its thickness per end
+    body_reach: float = 4.0  # the same for a line over the anatomy (1.0: -2 % recall, +1 % kept)
     pad: int = 1
     extend: float = 0.25  # added around every line box
+    part_pad: int = 1  # ink components inside a line box are blanked grown by this
 
 
 DEFAULT_DETECT = DetectParams()
@@ -75,6 +83,25 @@ class TextLine:
     box: Box
     glyphs: int  # components grouped into it (about its number of letters)
     vertical: bool = False
+    parts: tuple[Box, ...] = ()  # the ink inside `box` (components, grown)
+
+    @property
+    def ink_boxes(self) -> list[Box]:
+        """What to blank: the line's ink (`parts`) joined into words (pieces at most half the
+        line's thickness apart along it), else the line box."""
+        if not self.parts:
+            return [self.box]
+        thickness = self.box.width if self.vertical else self.box.height
+        along = sorted(self.parts, key=lambda p: p.top if self.vertical else p.left)
+        words = [along[0]]
+        for part in along[1:]:
+            last = words[-1]
+            gap = part.top - last.bottom if self.vertical else part.left - last.right
+            if 2 * gap <= thickness:
+                words[-1] = last.union(part)
+            else:
+                words.append(part)
+        return words
 
 
 def frame_gray8(frame: Frames, photometric: str) -> Gray8:
@@ -88,8 +115,11 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (params.kernel, params.kernel))
     window = (2 * params.texture_radius + 1,) * 2
     found: list[npt.NDArray[np.int32]] = []
+    hats: list[Gray8] = []
+    labelled: list[npt.NDArray[np.int32]] = []
     for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
         hat = cv2.morphologyEx(gray, op, kernel)
+        hats.append(np.asarray(hat, np.uint8))
         if int(hat.max()) < params.min_contrast:
             continue
         # texture (MR fat, trabecular bone, noise) raises the bar locally, so glyphs drawn
@@ -99,7 +129,9 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
             cv2.convertScaleAbs(local, alpha=params.texture_factor), params.min_contrast
         )
         mask = np.where(hat >= bar, 255, 0).astype(np.uint8)
-        found.append(_glyphs(mask, params))
+        boxes, labels = _glyphs(mask, params)
+        found.append(boxes)
+        labelled.append(labels)
     glyphs = np.concatenate(found) if found else np.zeros((0, 4), np.int32)
     rows, columns = gray.shape
     body = _body(gray, params)
@@ -107,12 +139,79 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     lines += _lines(glyphs[:, [1, 0, 3, 2]], np.ascontiguousarray(body.T), params, vertical=True)
     out: list[TextLine] = []
     for line in _merge(lines):
-        if not line.vertical:
+        if line.vertical:  # absorbed in the transposed frame, where it runs along a row
+            t = _absorb(
+                TextLine(_transpose(line.box), line.glyphs), glyphs[:, [1, 0, 3, 2]], params
+            )
+            line = TextLine(_transpose(t.box), line.glyphs, True)
+        else:
             line = _absorb(line, glyphs, params)
-        clipped = _extend(line, params).clip(columns, rows)
+        ink = _Ink(hats, labelled, params.faint)
+        followed = _follow(line, ink, body, params)
+        clipped = _extend(followed, params).clip(columns, rows)
         if clipped is not None:
-            out.append(TextLine(clipped, line.glyphs, line.vertical))
+            parts = _parts(ink, clipped, followed.box, line.box, params.part_pad)
+            out.append(TextLine(clipped, line.glyphs, line.vertical, parts))
     return out
+
+
+def _parts(
+    ink: _Ink,
+    box: Box,
+    followed: Box,
+    core: Box,
+    pad: int,
+) -> tuple[Box, ...]:
+    """Boxes of the ink inside `box` (grown by `pad`, kept inside `box`): faint ink next to
+    the strokes (`labelled`: the components of the glyph threshold; anti-aliased edges
+    included) or in the stretches the line was `_follow`ed over.
+    Blanking these instead of the whole line box leaves the anatomy between and around the
+    letters unchanged."""
+    window = (slice(box.top, box.bottom), slice(box.left, box.right))
+    strokes = np.where(ink.strokes(window), 255, 0).astype(np.uint8)
+    seed = np.asarray(cv2.dilate(strokes, np.ones((5, 5), np.uint8)), dtype=np.uint8)
+    followed_zone = np.zeros(seed.shape, np.uint8)
+    _fill(followed_zone, followed, box, 255)
+    _fill(followed_zone, core, box, 0)
+    seed |= followed_zone
+    crop = np.where(ink.faint(window), seed, 0).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    parts = []
+    for x, y, w, h in stats[1:n, :4].tolist():
+        left, top = max(x - pad, 0), max(y - pad, 0)
+        right, bottom = min(x + w + pad, box.width), min(y + h + pad, box.height)
+        parts.append(Box(box.left + left, box.top + top, right - left, bottom - top))
+    return tuple(parts)
+
+
+class _Ink:
+    """The frame's ink, computed only where asked (windows around lines): strokes (the
+    components of the glyph threshold) and faint ink (top-hat >= `faint`, either polarity)."""
+
+    def __init__(self, hats: list[Gray8], labelled: list[npt.NDArray[np.int32]], faint: int):
+        self.hats, self.labelled, self.level = hats, labelled, faint
+
+    def strokes(self, window: tuple[slice, slice]) -> npt.NDArray[np.bool_]:
+        out = np.zeros(self.hats[0][window].shape, bool)
+        for labels in self.labelled:
+            out |= labels[window] > 0
+        return out
+
+    def faint(self, window: tuple[slice, slice]) -> npt.NDArray[np.bool_]:
+        out = np.zeros(self.hats[0][window].shape, bool)
+        for hat in self.hats:
+            out |= hat[window] >= self.level
+        return out
+
+
+def _transpose(box: Box) -> Box:
+    return Box(box.top, box.left, box.height, box.width)
+
+
+def _fill(canvas: npt.NDArray[np.uint8], area: Box, origin: Box, value: int) -> None:
+    """Set `area` (frame pixels) of `canvas` (which covers `origin`) to `value`."""
+    top, left = max(area.top - origin.top, 0), max(area.left - origin.left, 0)
+    canvas[top : area.bottom - origin.top, left : area.right - origin.left] = value
 
 
 def _body(gray: Gray8, params: DetectParams) -> npt.NDArray[np.uint8]:
@@ -123,9 +222,12 @@ def _body(gray: Gray8, params: DetectParams) -> npt.NDArray[np.uint8]:
     return np.asarray(body, dtype=np.uint8)
 
 
-def _glyphs(mask: npt.NDArray[np.uint8], params: DetectParams) -> npt.NDArray[np.int32]:
-    """Boxes (x, y, w, h) of the components of `mask` shaped like glyphs (or touching ones)."""
-    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+def _glyphs(
+    mask: npt.NDArray[np.uint8], params: DetectParams
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+    """Boxes (x, y, w, h) of the components of `mask` shaped like glyphs (or touching ones),
+    and the component labels of `mask`."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     stats = stats[1:]
     width = stats[:, cv2.CC_STAT_WIDTH]
     height = stats[:, cv2.CC_STAT_HEIGHT]
@@ -141,7 +243,7 @@ def _glyphs(mask: npt.NDArray[np.uint8], params: DetectParams) -> npt.NDArray[np
         & (fill >= params.min_fill)
         & (fill <= params.max_fill)
     )
-    return np.ascontiguousarray(stats[ok, :4], dtype=np.int32)
+    return np.ascontiguousarray(stats[ok, :4], dtype=np.int32), np.asarray(labels, np.int32)
 
 
 def _lines(
@@ -260,6 +362,57 @@ def _absorb(line: TextLine, glyphs: npt.NDArray[np.int32], params: DetectParams)
             break
         box = grown
     return TextLine(box, line.glyphs, line.vertical)
+
+
+def _follow(
+    line: TextLine,
+    ink: _Ink,
+    body: npt.NDArray[np.uint8],
+    params: DetectParams,
+) -> TextLine:
+    """The line grown along its direction over strokes (any shape) that cross its band and
+    stay inside it, while the gaps stay below a letter gap: a last letter fused with an
+    anatomy mark, a comma, the end of a line the grouping cut."""
+    b = line.box
+    thickness = b.width if line.vertical else b.height
+    centre = body[b.top + b.height // 2, b.left + b.width // 2]
+    factor = params.body_reach if centre else params.faint_reach
+    limit = int(factor * min(thickness, params.max_height))
+    margin = max(2, thickness // 3)
+    if line.vertical:
+        start, stop, low, high = b.top, b.bottom, b.left, b.right
+    else:
+        start, stop, low, high = b.left, b.right, b.top, b.bottom
+    first, outer = max(start - limit, 0), max(low - margin, 0)
+    across, along = slice(outer, high + margin), slice(first, stop + limit)
+    window = (along, across) if line.vertical else (across, along)
+    strip = ink.strokes(window)
+    strip = strip.T if line.vertical else strip  # rows across the line, columns along it
+    core = strip[low - outer : high - outer]
+    inside = np.count_nonzero(core, axis=0)
+    outside = np.count_nonzero(strip, axis=0) - inside
+    # a stroke across the band that stays inside it: not a noise speck, not anatomy
+    band = (inside >= max(2, thickness // 5)) & (outside == 0)
+    start, stop = start - first, stop - first
+    reach = max(int(params.gap * thickness), 2)
+    after = _run(band[stop:], reach)
+    before = _run(band[:start][::-1], reach)
+    start, stop = first + start - before, first + stop + after
+    if line.vertical:
+        box = Box(b.left, start, b.width, stop - start)
+    else:
+        box = Box(start, b.top, stop - start, b.height)
+    return TextLine(box, line.glyphs, line.vertical)
+
+
+def _run(profile: npt.NDArray[np.bool_], reach: int) -> int:
+    """How far ink continues from the start of `profile` with no gap longer than `reach`."""
+    end = 0
+    for position in np.flatnonzero(profile).tolist():
+        if position - end > reach:
+            break
+        end = position + 1
+    return end
 
 
 def _extend(line: TextLine, params: DetectParams) -> Box:

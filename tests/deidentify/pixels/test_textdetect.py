@@ -17,7 +17,7 @@ from deidentify.pixels.frames import decode, render_gray8
 from deidentify.pixels.ocr import Box, OcrWord
 from deidentify.pixels.textdetect import find_text
 from tests.deidentify.pixels.synth import FakeOcr, Text, mono_image
-from tests.factories.burned_text import Burn, Sample, anatomy, burn, installed_fonts
+from tests.factories.burned_text import Anatomy, Burn, Sample, anatomy, burn, installed_fonts
 
 POLICY = PixelPolicy(rules=RuleSet())
 needs_fonts = pytest.mark.skipif(
@@ -173,3 +173,28 @@ def test_a_safe_reading_must_explain_the_marks() -> None:
     assert not line_is_safe([], glyphs=3)  # unread text is never safe
     site = frozenset({"LIVER"})
     assert line_is_safe([OcrWord("Liver", Box(0, 0, 30, 10), 90.0)], 5, site)
+
+
+def _dark_frame_with_bar(bar_x: int) -> Anatomy:
+    """A dark 256 x 512 CT-like frame crossed top to bottom by a thin bright bar (a catheter,
+    a vessel)."""
+    pixels = np.full((256, 512), 40, np.int32)
+    pixels[:, bar_x : bar_x + 3] = 900
+    pixels[0, 0] = 1000  # the dynamic range of a CT window
+    return Anatomy("bar", pixels, "CT")
+
+
+@needs_fonts
+@pytest.mark.parametrize("height", [12, 24, 40])
+def test_blanked_boxes_hug_the_text(height: int) -> None:
+    """Only the text's ink and a couple of pixels around it are blanked: the pixels next to a
+    line are kept (the line boxes used to be padded by a quarter of the text height)."""
+    base = _dark_frame_with_bar(505)
+    sample = burn(base, [Burn("Rosalind Quigley", 8, 100, height, 1.0)])
+    result = scrub(sample.ds, POLICY, FakeOcr([]))
+    assert result.dataset is not None, result.reason
+    coverage, _ = _coverage_and_unchanged(sample, result.dataset, result.boxes[0])
+    assert coverage >= 0.98
+    allowed = sample.boxes[0].box.grow(2 + height // 8)
+    for box in result.boxes[0]:
+        assert box.union(allowed) == allowed, f"{box} reaches beyond {allowed}"
