@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="20 sites, 2 days, 20k bundles")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
+    parser.add_argument("--db", default=None, help="reuse a database kept by --keep-db")
     args = parser.parse_args(argv)
     if args.quick:
         args.sites, args.days, args.bundles, args.audit_events, args.seconds = (
@@ -161,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             5,
         )
 
-    name = f"hexchange_bench_{secrets.token_hex(4)}"
+    name = args.db or f"hexchange_bench_{secrets.token_hex(4)}"
     admin = psycopg.connect(**PG, dbname="postgres", autocommit=True)
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    if args.db is None:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     raw_url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     workdir = Path(tempfile.mkdtemp(prefix="hexchange-hub-bench-"))
@@ -177,15 +180,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         init_hub(settings)
         started = time.perf_counter()
-        counts = load(raw_url, args.sites, args.days, args.bundles, args.audit_events)
+        counts = {}
+        if args.db is None:
+            counts = load(raw_url, args.sites, args.days, args.bundles, args.audit_events)
         load_s = time.perf_counter() - started
         print(f"loaded in {load_s:.0f} s: {counts}", flush=True)
         services = build_services(settings)
         tokens = {}
         with services.session() as session:
+            run = secrets.token_hex(3)
             for role, org in (("network-admin", None), ("org-admin", "org-03")):
                 view = users.create_user(
-                    session, Principal.cli(), services.passwords, username=f"bench-{role}",
+                    session, Principal.cli(), services.passwords, username=f"bench-{role}-{run}",
                     role=role, org=org, password=PASSWORD,
                 )  # fmt: skip
                 who = Principal(kind="user", name=view.username, role=Role(role), org=org,
@@ -221,9 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        if args.keep_db:
+            print(f"database kept: --db {name}")
+        else:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
         admin.close()
     report = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -67,7 +67,7 @@ class ReceivedChunk(SQLModel, table=True):
 
 
 class Delivery(SQLModel, table=True):
-    __table_args__ = (Index("ix_delivery_recipient", "recipient_org", "bundle_id"),)
+    __table_args__ = (Index("ix_delivery_recipient", "recipient_org", "created_at"),)
 
     bundle_id: str = Field(primary_key=True, foreign_key="bundle.bundle_id", max_length=32)
     recipient_org: str = Field(primary_key=True, max_length=63)

@@ -74,7 +74,8 @@ def search(
     received = received.where(Delivery.recipient_org == org)
     queries = {"sent": [sent], "received": [received]}.get(direction, [sent, received])
     found: dict[str, Bundle] = {}
-    for stmt in queries:  # each side on its own index, newest first; merged below
+    for stmt in queries:  # each side walks its own index newest first; merged below
+        when = col(Delivery.created_at) if stmt is received else col(Bundle.created_at)
         if site is not None:
             stmt = stmt.where(Bundle.sender_site == site)
         if state is not None:
@@ -84,10 +85,10 @@ def search(
         if modality is not None:
             stmt = stmt.where(col(Bundle.modalities).contains(json.dumps(modality.upper())))
         if since is not None:
-            stmt = stmt.where(Bundle.created_at >= since)
+            stmt = stmt.where(when >= since)
         if until is not None:
-            stmt = stmt.where(Bundle.created_at < until)
-        stmt = stmt.order_by(col(Bundle.created_at).desc()).limit(limit)
+            stmt = stmt.where(when < until)
+        stmt = stmt.order_by(when.desc()).limit(limit)
         for row in session.exec(stmt):
             found[row.bundle_id] = row
     newest = sorted(found.values(), key=lambda b: _aware(b.created_at), reverse=True)[:limit]

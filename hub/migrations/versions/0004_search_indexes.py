@@ -21,7 +21,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_bundle_org_created", ["sender_org", "created_at"], unique=False)
     with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_delivery_recipient", ["recipient_org", "bundle_id"], unique=False
+            "ix_delivery_recipient", ["recipient_org", "created_at"], unique=False
         )
     with op.batch_alter_table("auditevent", schema=None) as batch_op:
         batch_op.drop_index("ix_auditevent_org")
