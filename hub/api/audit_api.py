@@ -30,7 +30,7 @@ def audit_all(
     before_seq: Seq = None, limit: Limit = 100,
 ) -> list[audit_query.EventView]:  # fmt: skip
     """Newest first: every organization for a network admin, your own for an org admin."""
-    services.audit_buffer.flush()
+    services.audit_buffer.sync()
     return audit_query.query(
         session, actor, action=action, who=who, since=since, until=until,
         before_seq=before_seq, limit=limit,
@@ -44,7 +44,7 @@ def audit_org(
     since: dt.datetime | None = None, until: dt.datetime | None = None,
     before_seq: Seq = None, limit: Limit = 100,
 ) -> list[audit_query.EventView]:  # fmt: skip
-    services.audit_buffer.flush()
+    services.audit_buffer.sync()
     return audit_query.query(
         session, actor, org=org, action=action, who=who, since=since, until=until,
         before_seq=before_seq, limit=limit,
@@ -58,7 +58,7 @@ def audit_org_fhir(
     before_seq: Seq = None, limit: Limit = 100,
 ) -> dict[str, Any]:  # fmt: skip
     """The same events as FHIR R4 AuditEvent resources in a collection Bundle."""
-    services.audit_buffer.flush()
+    services.audit_buffer.sync()
     events = audit_query.query(
         session, actor, org=org, since=since, until=until, before_seq=before_seq, limit=limit
     )
@@ -71,7 +71,7 @@ def audit_all_fhir(
     since: dt.datetime | None = None, until: dt.datetime | None = None,
     before_seq: Seq = None, limit: Limit = 100,
 ) -> dict[str, Any]:  # fmt: skip
-    services.audit_buffer.flush()
+    services.audit_buffer.sync()
     events = audit_query.query(
         session, actor, since=since, until=until, before_seq=before_seq, limit=limit
     )
@@ -81,7 +81,7 @@ def audit_all_fhir(
 @router.get("/audit/verify")
 def audit_verify(actor: MetricsReadDep, session: SessionDep, services: ServicesDep) -> VerifyReport:
     """Check the whole chain and its signed checkpoints (network admins)."""
-    services.audit_buffer.flush()
+    services.audit_buffer.sync()
     try:
         return verify_chain(session, services.signing_key.public_key())
     except AuditBroken as exc:

@@ -42,10 +42,16 @@ class AuditBuffer:
         self._queue: queue.Queue[AccessEvent] = queue.Queue()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._progress = threading.Condition()
+        self._enqueued = 0
+        self._written = 0
 
     def put(self, event: AccessEvent) -> None:
-        self._queue.put(event)
+        with self._progress:
+            self._enqueued += 1
+            self._queue.put(event)
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
@@ -55,9 +61,21 @@ class AuditBuffer:
                     self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
             self.flush()
         self.flush()
+
+    def sync(self, timeout: float = 2.0) -> bool:
+        """Wait until every event queued before this call is written (read-your-writes for
+        the audit log). Readers share the writer's next batch instead of each writing one."""
+        with self._progress:
+            target = self._enqueued
+            if self._written >= target or self._thread is None:
+                return self._written >= target
+            self._wake.set()
+            return self._progress.wait_for(lambda: self._written >= target, timeout)
 
     def flush(self) -> int:
         """Append everything queued so far; returns how many events were written."""
@@ -79,6 +97,9 @@ class AuditBuffer:
                     session.commit()
                     if crossed:
                         checkpoint(session, self.signing_key)  # type: ignore[arg-type]
+                with self._progress:
+                    self._written += len(events)
+                    self._progress.notify_all()
             except SQLAlchemyError as exc:
                 log.error("audit append failed", error=type(exc).__name__, events=len(events))
                 for event in events:  # kept for the next try, in order

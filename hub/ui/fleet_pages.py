@@ -211,7 +211,7 @@ def audit(
     request: Request, actor: AuditReadUi, session: SessionDep, services: ServicesDep,
     who: Short = "", action: Short = "", org: Name = "", since: Day = "", until: Day = "",
 ) -> Response:  # fmt: skip
-    services.audit_buffer.flush()
+    services.audit_buffer.sync()
     start, end = _day(since), _day(until)
     end = end + dt.timedelta(days=1) if end else None
     events = audit_query.query(
