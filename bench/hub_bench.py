@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-        if args.keep_db:
+        if args.keep_db or args.db:  # a reused database is kept too
             print(f"database kept: --db {name}")
         else:
             admin.execute(
