@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 from sqlmodel import Session, col, select
@@ -10,12 +9,8 @@ from sqlmodel import Session, col, select
 from certs.identity import SiteIdentity
 from hub import audit
 from hub.errors import NotFound
-from hub.models import Bundle, Delivery, SiteCertificate, utcnow
+from hub.models import Bundle, Delivery, SiteCertificate, aware, utcnow
 from wire.api import Delivery as DeliveryModel
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def pending_for(session: Session, identity: SiteIdentity, limit: int) -> list[DeliveryModel]:
@@ -38,7 +33,7 @@ def pending_for(session: Session, identity: SiteIdentity, limit: int) -> list[De
                 instance_count=bundle.instance_count,
                 payload_bytes=bundle.payload_bytes,
                 chunk_count=bundle.chunk_count,
-                created_at=_aware(delivery.created_at),
+                created_at=aware(delivery.created_at),
                 sender_certificate_pem=sender.certificate_pem if sender else "",
             )
         )

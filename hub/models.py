@@ -12,6 +12,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def aware(value: dt.datetime) -> dt.datetime:
+    """A stored timestamp as UTC-aware (SQLite hands them back naive; they are stored in UTC)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
 class Organization(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=63)
     name: str = Field(default="", max_length=200)

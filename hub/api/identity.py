@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from certs.errors import CertsError
 from certs.identity import SiteIdentity, site_identity_from_pem
 from hub.errors import Forbidden, NotAuthenticated
-from hub.models import Site, SiteCertificate
+from hub.models import Site, SiteCertificate, aware
 from hub.permissions import Permission
 
 
@@ -47,9 +47,6 @@ def client_certificate_pem(scope: MutableMapping[str, Any]) -> str:
     return leaf.decode() if isinstance(leaf, bytes) else str(leaf)
 
 
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
-
 
 def check_current_certificate(
     session: Session, identity: SiteIdentity, *, overlap: dt.timedelta, is_revoked: Any
@@ -74,7 +71,7 @@ def check_current_certificate(
         return
     current_row = session.get(SiteCertificate, current)
     if current_row is not None:
-        issued = _aware(current_row.issued_at)
+        issued = aware(current_row.issued_at)
         previous = session.exec(
             select(SiteCertificate.serial)
             .where(

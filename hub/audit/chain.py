@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from hub.models import AuditCheckpoint, AuditEvent, AuditHead, utcnow
+from hub.models import AuditCheckpoint, AuditEvent, AuditHead, aware, utcnow
 
 GENESIS = "0" * 64
 CHECKPOINT_EVERY = 100
@@ -32,16 +32,13 @@ class AuditBroken(ValueError):
     """The log was changed after the fact; the message says where."""
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
 
 def entry_hash(prev_hash: str, event: AuditEvent) -> str:
     material = json.dumps(
         [
             prev_hash,
             event.seq,
-            _aware(event.at).astimezone(dt.UTC).isoformat(),
+            aware(event.at).astimezone(dt.UTC).isoformat(),
             event.actor,
             event.action,
             event.subject,

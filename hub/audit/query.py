@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from hub.models import AuditEvent
+from hub.models import AuditEvent, aware
 from hub.permissions import Permission, authorize, visible_orgs
 from hub.principals import Principal
 
@@ -28,7 +28,7 @@ class EventView:
 
 
 def _view(row: AuditEvent) -> EventView:
-    at = row.at if row.at.tzinfo else row.at.replace(tzinfo=dt.UTC)
+    at = aware(row.at)
     return EventView(
         seq=row.seq, at=at, actor=row.actor, action=row.action, subject=row.subject,
         detail=row.detail, org=row.org, address=row.address, outcome=row.outcome,

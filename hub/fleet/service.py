@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from certs.registry import CADirectory
 from hub.fleet.models import SiteHeartbeat
-from hub.models import SharingPolicy, Site
+from hub.models import SharingPolicy, Site, aware
 from hub.permissions import Permission, authorize, visible_orgs
 from hub.principals import Principal
 from hub.sites.service import certificate_expiry
@@ -22,9 +22,6 @@ HISTORY = dt.timedelta(days=30)
 HISTORY_EVERY = dt.timedelta(minutes=5)  # one history row per site per 5 minutes at most
 STALE_AFTER = dt.timedelta(minutes=3)  # agents beat every 30 s: six missed beats
 
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def record_heartbeat(
@@ -54,7 +51,7 @@ def record_heartbeat(
         .order_by(col(SiteHeartbeat.at).desc())
         .limit(1)
     ).first()
-    if newest is not None and now - _aware(newest) < every:
+    if newest is not None and now - aware(newest) < every:
         session.commit()
         return
     session.add(SiteHeartbeat(org=org, site=site, at=now, payload=payload))
@@ -130,7 +127,7 @@ def fleet(
     rows = []
     for site in sites:
         beat = parse_beat(site.last_heartbeat)
-        seen = _aware(site.last_seen_at) if site.last_seen_at else None
+        seen = aware(site.last_seen_at) if site.last_seen_at else None
         serial = site.certificate_serial
         try:
             revoked = bool(serial) and ca.is_revoked(int(serial or "", 16))
@@ -189,5 +186,5 @@ def history(
     for row in session.exec(query):
         beat = parse_beat(row.payload)
         if beat is not None:
-            out.append(BeatView(at=_aware(row.at), heartbeat=beat))
+            out.append(BeatView(at=aware(row.at), heartbeat=beat))
     return out

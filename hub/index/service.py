@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from hub.models import Bundle, Delivery
+from hub.models import Bundle, Delivery, aware
 from hub.permissions import Permission, authorize
 from hub.principals import Principal
 
@@ -30,9 +30,6 @@ class BundleView:
     completed_at: dt.datetime | None
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
 
 def _view(row: Bundle) -> BundleView:
     return BundleView(
@@ -45,8 +42,8 @@ def _view(row: Bundle) -> BundleView:
         instance_count=row.instance_count,
         payload_bytes=row.payload_bytes,
         state=row.state,
-        created_at=_aware(row.created_at),
-        completed_at=_aware(row.completed_at) if row.completed_at else None,
+        created_at=aware(row.created_at),
+        completed_at=aware(row.completed_at) if row.completed_at else None,
     )
 
 
@@ -67,8 +64,8 @@ def search(
     """Bundles `org` sent (direction=sent), received (received) or both, newest first."""
     authorize(actor, Permission.BUNDLE_READ, org)
     limit = max(1, min(limit, MAX_PAGE))
-    since = _aware(since) if since is not None else None
-    until = _aware(until) if until is not None else None
+    since = aware(since) if since is not None else None
+    until = aware(until) if until is not None else None
     sent = select(Bundle).where(Bundle.sender_org == org)
     received = select(Bundle).join(Delivery, col(Delivery.bundle_id) == col(Bundle.bundle_id))
     received = received.where(Delivery.recipient_org == org)
@@ -91,5 +88,5 @@ def search(
         stmt = stmt.order_by(when.desc()).limit(limit)
         for row in session.exec(stmt):
             found[row.bundle_id] = row
-    newest = sorted(found.values(), key=lambda b: _aware(b.created_at), reverse=True)[:limit]
+    newest = sorted(found.values(), key=lambda b: aware(b.created_at), reverse=True)[:limit]
     return [_view(r) for r in newest]

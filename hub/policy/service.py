@@ -11,15 +11,11 @@ from sqlmodel import Session, col, select
 
 from hub import audit
 from hub.errors import InvalidRequest, NotFound
-from hub.models import Organization, SharingPolicy, Site, utcnow
+from hub.models import Organization, SharingPolicy, Site, aware, utcnow
 from hub.permissions import Permission, authorize
 from hub.policy.models import PolicyVersion
 from hub.principals import Principal
 from wire.policy import PolicyRule, SitePolicy
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _rules(text: str) -> list[PolicyRule]:
@@ -36,7 +32,7 @@ def current(session: Session, org: str, site: str) -> SitePolicy:
         return SitePolicy(org=org, site=site, version=0, rules=[], updated_at=utcnow())
     return SitePolicy(
         org=org, site=site, version=row.version, rules=_rules(row.rules),
-        updated_at=_aware(row.updated_at),
+        updated_at=aware(row.updated_at),
     )  # fmt: skip
 
 
@@ -162,7 +158,7 @@ def _version_view(row: PolicyVersion) -> VersionView:
         version=row.version,
         author=row.author,
         reason=row.reason,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
         rolled_back_from=row.rolled_back_from,
         rules=_rules(row.rules),
     )

@@ -18,7 +18,7 @@ from certs.registry import CADirectory
 from certs.tokens import TokenClaims, issue_token, verify_token
 from hub import audit
 from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.models import Organization, SharingPolicy, Site, SiteCertificate
+from hub.models import Organization, SharingPolicy, Site, SiteCertificate, aware
 from hub.permissions import Permission, authorize, visible_orgs
 from hub.principals import Principal
 from hub.sites.models import EnrollmentToken
@@ -26,9 +26,6 @@ from hub.sites.models import EnrollmentToken
 MAX_TOKEN_TTL_MINUTES = 7 * 24 * 60
 NAME_RULE = "1-63 lowercase letters, digits and hyphens, starting with a letter or digit"
 
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _check_id(label: str, value: str) -> None:
@@ -86,7 +83,7 @@ def create_org(session: Session, actor: Principal, org_id: str, name: str = "") 
     session.add(row)
     audit.record(session, actor=actor.actor, action="org.create", subject=org_id, org=org_id)
     session.commit()
-    return OrgView(id=org_id, name=row.name, created_at=_aware(row.created_at), sites=0)
+    return OrgView(id=org_id, name=row.name, created_at=aware(row.created_at), sites=0)
 
 
 def require_org(session: Session, actor: Principal, org: str, permission: Permission) -> None:
@@ -105,7 +102,7 @@ def list_orgs(session: Session, actor: Principal) -> list[OrgView]:
     for row in session.exec(query):
         count = len(session.exec(select(Site.id).where(Site.org == row.id)).all())
         out.append(
-            OrgView(id=row.id, name=row.name, created_at=_aware(row.created_at), sites=count)
+            OrgView(id=row.id, name=row.name, created_at=aware(row.created_at), sites=count)
         )
     return out
 
@@ -130,11 +127,11 @@ def site_view(row: Site, ca: CADirectory) -> SiteView:
         org=row.org,
         site=row.site,
         name=row.name,
-        enrolled_at=_aware(row.enrolled_at) if row.enrolled_at else None,
+        enrolled_at=aware(row.enrolled_at) if row.enrolled_at else None,
         certificate_serial=serial,
         certificate_expires_at=certificate_expiry(row.certificate_pem),
         revoked=bool(serial) and ca.is_revoked(int(serial, 16)),  # type: ignore[arg-type]
-        last_seen_at=_aware(row.last_seen_at) if row.last_seen_at else None,
+        last_seen_at=aware(row.last_seen_at) if row.last_seen_at else None,
     )
 
 
@@ -244,7 +241,7 @@ def _token_view(row: EnrollmentToken, used: set[str], now: dt.datetime) -> Token
         state = "cancelled"
     elif row.jti in used:
         state = "used"
-    elif _aware(row.expires_at) <= now:
+    elif aware(row.expires_at) <= now:
         state = "expired"
     else:
         state = "unused"
@@ -253,8 +250,8 @@ def _token_view(row: EnrollmentToken, used: set[str], now: dt.datetime) -> Token
         org=row.org,
         site=row.site,
         created_by=row.created_by,
-        created_at=_aware(row.created_at),
-        expires_at=_aware(row.expires_at),
+        created_at=aware(row.created_at),
+        expires_at=aware(row.expires_at),
         state=state,
     )
 
@@ -312,7 +309,7 @@ def _cancel(session: Session, ca: CADirectory, row: EnrollmentToken, actor: Prin
     if row.cancelled_at is not None or row.jti in ca.used_token_ids():
         return False
     claims = TokenClaims(
-        org=row.org, site=row.site, token_id=row.jti, expires_at=_aware(row.expires_at)
+        org=row.org, site=row.site, token_id=row.jti, expires_at=aware(row.expires_at)
     )
     try:
         ca.consume_token(claims)  # the CA now refuses it, in every hub process

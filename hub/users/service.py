@@ -20,7 +20,7 @@ from hub.errors import (
     SignInRequired,
     TooManyRequests,
 )
-from hub.models import Organization
+from hub.models import Organization, aware
 from hub.permissions import Permission, authorize, visible_orgs
 from hub.principals import Principal, Role
 from hub.users.models import ApiToken, LoginFailure, User, WebSession
@@ -39,9 +39,6 @@ def _digest(secret: str) -> str:
     # API tokens and session ids are 256-bit random values: a plain hash is enough to store them
     return hashlib.sha256(secret.encode()).hexdigest()
 
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def principal_of(user: User, address: str = "") -> Principal:
@@ -76,8 +73,8 @@ def view(user: User) -> UserView:
         role=user.role,
         org=user.org,
         locked=user.locked,
-        created_at=_aware(user.created_at),
-        last_login_at=_aware(user.last_login_at) if user.last_login_at else None,
+        created_at=aware(user.created_at),
+        last_login_at=aware(user.last_login_at) if user.last_login_at else None,
     )
 
 
@@ -368,7 +365,7 @@ def from_session(
     """(principal, csrf token) of a live sign-in session, checked on every request."""
     web = session.get(WebSession, _digest(session_id))
     now = dt.datetime.now(dt.UTC)
-    if web is None or web.revoked_at is not None or _aware(web.expires_at) <= now:
+    if web is None or web.revoked_at is not None or aware(web.expires_at) <= now:
         return None
     user = _active_user(session, web.user_id)
     return (principal_of(user, address), web.csrf_token) if user else None
@@ -379,12 +376,12 @@ def from_api_token(session: Session, token: str, address: str = "") -> Principal
         return None
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == _digest(token))).first()
     now = dt.datetime.now(dt.UTC)
-    if row is None or row.revoked_at is not None or _aware(row.expires_at) <= now:
+    if row is None or row.revoked_at is not None or aware(row.expires_at) <= now:
         return None
     user = _active_user(session, row.user_id)
     if user is None:
         return None
-    last = _aware(row.last_used_at) if row.last_used_at else None
+    last = aware(row.last_used_at) if row.last_used_at else None
     if last is None or now - last > dt.timedelta(minutes=1):
         row.last_used_at = now
         session.add(row)
@@ -410,10 +407,10 @@ def _token_view(row: ApiToken) -> TokenView:
     return TokenView(
         id=row.id,
         name=row.name,
-        created_at=_aware(row.created_at),
-        expires_at=_aware(row.expires_at),
+        created_at=aware(row.created_at),
+        expires_at=aware(row.expires_at),
         revoked=row.revoked_at is not None,
-        last_used_at=_aware(row.last_used_at) if row.last_used_at else None,
+        last_used_at=aware(row.last_used_at) if row.last_used_at else None,
     )
 
 
