@@ -147,13 +147,15 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination, Path]
 
     def study_identity(path: Path) -> StudyIdentity:
         """Every identifying value the study's headers carry (the spool keeps a study's
-        instances in one folder); read again when instances were added."""
-        members = sorted(path.parent.glob("*.dcm"))
+        instances in one folder); read again only when the folder changed (an instance added),
+        so the folder is not listed once per instance."""
+        version = path.parent.stat().st_mtime_ns
         known = identities.get(path.parent)
-        if known is None or known[0] != len(members):
+        if known is None or known[0] != version:
             while len(identities) >= 64:
                 identities.pop(next(iter(identities)))
-            identities[path.parent] = (len(members), StudyIdentity.from_files(members))
+            members = sorted(path.parent.glob("*.dcm"))
+            identities[path.parent] = (version, StudyIdentity.from_files(members))
         return identities[path.parent][1]
 
     def recipe_of(destination: Destination) -> Recipe | None:
