@@ -34,12 +34,14 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+from bench.hub_process import wait_for_hub  # noqa: E402
 from certs.tls import client_ssl_context  # noqa: E402
 from hub.bootstrap import init_hub  # noqa: E402
 from hub.principals import Principal, Role  # noqa: E402
 from hub.services import build_services  # noqa: E402
 from hub.settings import HubSettings  # noqa: E402
 from hub.users import service as users  # noqa: E402
+from tests.federation import free_port  # noqa: E402
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 ORGS = 10
@@ -175,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = HubSettings(
             data_dir=workdir / "hub",
             database_url=url,
-            node_port=_free_port(),
-            public_port=_free_port(),
+            node_port=free_port(),
+            public_port=free_port(),
         )
         init_hub(settings)
         started = time.perf_counter()
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         base = f"https://127.0.0.1:{settings.public_port}"
         context = client_ssl_context(settings.ca_cert_file)
-        _wait(base, context)
+        wait_for_hub(base, context)
         week_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).isoformat()
         targets = {
             "fleet (org admin, 50 sites)": ("org-admin", "/api/v1/orgs/org-03/fleet", {}),
@@ -248,24 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(base: str, context: object) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/api/v1/health", verify=context, timeout=2).status_code == 200:  # type: ignore[arg-type]
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("the hub did not start")
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
+from bench.hub_process import wait_for_hub  # noqa: E402
 from certs.tls import client_ssl_context  # noqa: E402
 from hub.bootstrap import init_hub  # noqa: E402
 from hub.models import Organization, Site  # noqa: E402
@@ -42,6 +43,7 @@ from hub.principals import Principal, Role  # noqa: E402
 from hub.services import build_services  # noqa: E402
 from hub.settings import HubSettings  # noqa: E402
 from hub.users import service as users  # noqa: E402
+from tests.federation import free_port  # noqa: E402
 
 PASSWORD = "bench password not secret"
 ORGS = 10
@@ -97,24 +99,6 @@ def load(settings: HubSettings, sites: int) -> dict[str, str]:
     return {"token": token}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(base: str, context: object) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/api/v1/health", verify=context, timeout=2).status_code == 200:  # type: ignore[arg-type]
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("the hub did not start")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -166,7 +150,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hexchange-ui-bench-"))
     settings = HubSettings(
         data_dir=workdir / "hub", database_url=f"sqlite:///{workdir / 'hub.db'}",
-        node_port=_free_port(), public_port=_free_port(),
+        node_port=free_port(), public_port=free_port(),
     )  # fmt: skip
     init_hub(settings)
     secrets_ = load(settings, args.sites)
@@ -179,7 +163,7 @@ def main() -> int:
     try:
         base = f"https://127.0.0.1:{settings.public_port}"
         context = client_ssl_context(settings.ca_cert_file)
-        _wait(base, context)
+        wait_for_hub(base, context)
         result = measure(base, context, secrets_["token"], args.sites, args.loads)
     finally:
         proc.terminate()
