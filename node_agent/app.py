@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from node_agent.recipients import RecipientDirectory
 from node_agent.spool import Spool
 from node_agent.state import AgentState
 from node_agent.uploader import Uploader
-from wire.api import Heartbeat, one_line
+from wire.api import Heartbeat, QuarantineReason, one_line
 
 log = structlog.get_logger("hexchange.agent")
 
@@ -57,6 +58,7 @@ def build_heartbeat(state: AgentState, data_dir: Path, policy_version: int | Non
         inbound_waiting = conn.execute(
             "SELECT COUNT(*) FROM inbound WHERE state IN ('downloading', 'stored', 'failed')"
         ).fetchone()[0]
+        reasons = _quarantine_reasons(conn)
     oldest = time.time() - pending[1] if pending[1] else None
     return Heartbeat(
         agent_version=AGENT_VERSION,
@@ -70,7 +72,26 @@ def build_heartbeat(state: AgentState, data_dir: Path, policy_version: int | Non
         partial_studies=studies.get("partial", 0) + studies.get("quarantined", 0),
         quarantined_instances=quarantined,
         inbound_waiting=inbound_waiting,
+        quarantine_reasons=reasons,
     )
+
+
+def _quarantine_reasons(conn: sqlite3.Connection) -> dict[QuarantineReason, int]:
+    """Items still waiting for a decision (an instance not released, a delivery not retried),
+    counted by kind of reason. A kind an older agent did not record counts as `other`."""
+    counts: dict[QuarantineReason, int] = {}
+    for category, count in conn.execute(
+        "SELECT q.category, COUNT(*) FROM quarantine q "
+        "LEFT JOIN instances i ON q.kind = 'instance' AND i.sop_uid = q.ref "
+        "LEFT JOIN inbound d ON q.kind = 'delivery' AND d.bundle_id = q.ref "
+        "WHERE i.state = 'quarantined' OR d.state = 'failed' GROUP BY q.category"
+    ):
+        try:
+            reason = QuarantineReason(category)
+        except ValueError:
+            reason = QuarantineReason.OTHER
+        counts[reason] = counts.get(reason, 0) + int(count)
+    return counts
 
 
 @dataclass

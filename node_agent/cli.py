@@ -380,9 +380,11 @@ def quarantine_list(config: ConfigOpt) -> None:
     """Quarantined instances and deliveries."""
     from node_agent import operations
 
-    table = Table("id", "kind", "reference", "since", "reason")
+    table = Table("id", "kind", "reference", "since", "category", "reason")
     for item in operations.quarantine_list(_state(config)):
-        table.add_row(str(item.id), item.kind, item.ref, _when(item.created_at), item.reason)
+        table.add_row(
+            str(item.id), item.kind, item.ref, _when(item.created_at), item.category, item.reason
+        )
     Console().print(table)
 
 
@@ -398,6 +400,7 @@ def quarantine_show(config: ConfigOpt, item_id: Annotated[int, typer.Argument()]
         ("kind", item.kind),
         ("reference", item.ref),
         ("since", _when(item.created_at)),
+        ("category", item.category),
         ("reason", item.reason),
         ("file", item.path or "-"),
     ):

@@ -32,6 +32,12 @@ from deidentify.recipe import Recipe, RecipeError, parse_recipe
 from deidentify.verify import verify
 from node_agent.config import AgentConfig, Destination
 from node_agent.pipeline import InstanceRejected
+from wire.api import QuarantineReason
+
+MALFORMED = QuarantineReason.MALFORMED
+PIXELS_UNREADABLE = QuarantineReason.PIXELS_UNREADABLE
+BURNED_IN_TEXT = QuarantineReason.BURNED_IN_TEXT
+CONFIGURATION = QuarantineReason.CONFIGURATION
 
 
 def load_keys(path: Path | None) -> PseudonymKeys:
@@ -75,18 +81,19 @@ def deidentify_file(
         encapsulated = syntax is not None and syntax.is_encapsulated
         problem = "" if encapsulated else incomplete(original, path.stat().st_size)
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
-        raise InstanceRejected(f"unreadable DICOM ({type(exc).__name__})") from exc
+        raise InstanceRejected(f"unreadable DICOM ({type(exc).__name__})", MALFORMED) from exc
     except Exception as exc:  # a truncated or corrupt file raises many kinds of errors
-        raise InstanceRejected(f"unparseable DICOM ({type(exc).__name__})") from exc
+        raise InstanceRejected(f"unparseable DICOM ({type(exc).__name__})", MALFORMED) from exc
     if problem:
-        raise InstanceRejected(problem)
+        raise InstanceRejected(problem, MALFORMED)
     source: Dataset = original
     if pixels is not None and "PixelData" in original:
         try:
             scrubbed = scrub(original, pixels.policy, pixels.ocr)
         except Exception as exc:  # malformed pixel data: quarantined with the error's kind
             raise InstanceRejected(
-                f"pixel scrub: the pixel data could not be decoded ({type(exc).__name__})"
+                f"pixel scrub: the pixel data could not be decoded ({type(exc).__name__})",
+                PIXELS_UNREADABLE,
             ) from exc
         if scrubbed.quarantined or scrubbed.dataset is None:
             previews = {}
@@ -95,7 +102,9 @@ def deidentify_file(
                     "before.png": scrubbed.preview.before_png,
                     "after.png": scrubbed.preview.after_png,
                 }
-            raise InstanceRejected(f"pixel scrub: {scrubbed.reason}", previews=previews)
+            raise InstanceRejected(
+                f"pixel scrub: {scrubbed.reason}", BURNED_IN_TEXT, previews=previews
+            )
         source = scrubbed.dataset
     try:
         _apply_verify_write(path, target, original, source, profile, keys, recipe, identity)
@@ -105,7 +114,9 @@ def deidentify_file(
     except Exception as exc:  # values read lazily can still be malformed (wrong lengths, bad
         # VRs): the instance is quarantined with the error's kind, never a crash of the loop
         target.unlink(missing_ok=True)
-        raise InstanceRejected(f"unparseable DICOM value ({type(exc).__name__})") from exc
+        raise InstanceRejected(
+            f"unparseable DICOM value ({type(exc).__name__})", MALFORMED
+        ) from exc
 
 
 def _apply_verify_write(
@@ -121,11 +132,13 @@ def _apply_verify_write(
     try:
         result = apply(source, profile, keys, recipe, identity=identity)
     except DocumentHeldBack as exc:
-        raise InstanceRejected(str(exc)) from exc
+        raise InstanceRejected(str(exc), QuarantineReason.DOCUMENT) from exc
     findings = verify(original, result.dataset, profile, recipe, identity=identity)
     if findings:
         summary = "; ".join(f"{f.code} {f.keyword or f.tag} at {f.path}" for f in findings[:10])
-        raise InstanceRejected(f"de-identification verification failed: {summary}")
+        raise InstanceRejected(
+            f"de-identification verification failed: {summary}", QuarantineReason.VERIFICATION
+        )
     if not write_streamed(result.dataset, target, path):  # e.g. pixels changed by the scrub
         result.dataset.save_as(target, enforce_file_format=True)
 
@@ -165,7 +178,9 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination, Path]
             try:
                 recipes[destination.recipe] = parse_recipe(destination.recipe)
             except RecipeError as exc:
-                raise InstanceRejected(f"the sharing rule's recipe does not parse: {exc}") from exc
+                raise InstanceRejected(
+                    f"the sharing rule's recipe does not parse: {exc}", CONFIGURATION
+                ) from exc
         return recipes[destination.recipe]
 
     def transform(path: Path, destination: Destination, target: Path) -> None:
@@ -173,7 +188,7 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination, Path]
             try:
                 keys.append(load_keys(config.deidentify.key_file))
             except ValueError as exc:
-                raise InstanceRejected(str(exc)) from exc
+                raise InstanceRejected(str(exc), CONFIGURATION) from exc
         try:
             profile = (
                 Profile.from_names(destination.deid_options)
@@ -182,13 +197,15 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination, Path]
             )
         except ValueError as exc:
             raise InstanceRejected(
-                f"policy names an unknown de-identification option: {exc}"
+                f"policy names an unknown de-identification option: {exc}", CONFIGURATION
             ) from exc
         profile = Profile(profile.options | {Option.CLEAN_PIXEL_DATA})
         try:
             pixels = PixelStage(replace(pixel_policy, text=destination.pixel_policy), ocr)
         except ValueError as exc:
-            raise InstanceRejected(f"the sharing rule's pixel policy: {exc}") from exc
+            raise InstanceRejected(
+                f"the sharing rule's pixel policy: {exc}", CONFIGURATION
+            ) from exc
         deidentify_file(
             path, target, profile, keys[0], pixels,
             recipe=recipe_of(destination), identity=study_identity(path),

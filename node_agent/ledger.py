@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from node_agent.state import AgentState, record_quarantine
+from wire.api import QuarantineReason
 
 _DelayFor = Callable[[int], float]  # the retry delay after n failures in a row
 
@@ -317,12 +318,16 @@ class Ledger:
         return len(rows)
 
     def quarantine_instance(
-        self, sop_uid: str, reason: str, path: str | None, kind: str = "instance"
+        self,
+        sop_uid: str,
+        reason: str,
+        path: str | None,
+        category: QuarantineReason = QuarantineReason.OTHER,
     ) -> None:
         """spooled -> quarantined, with the item a human must look at."""
         with self.state.transaction() as conn:
             _move(conn, "instances", sop_uid, "quarantined")
-            record_quarantine(conn, kind, sop_uid, reason, path)
+            record_quarantine(conn, "instance", sop_uid, reason, path, category)
 
     def release_instance(self, item_id: int, sop_uid: str) -> None:
         """quarantined -> spooled; its study goes through the pipeline (and checks) again."""
@@ -551,7 +556,7 @@ class Ledger:
                 "failed",
                 also={"last_error": reason, "updated_at": time.time()},
             )
-            record_quarantine(conn, "delivery", bundle_id, reason, None)
+            record_quarantine(conn, "delivery", bundle_id, reason, None, QuarantineReason.DELIVERY)
 
     def release_delivery(self, item_id: int, bundle_id: str) -> None:
         with self.state.transaction() as conn:

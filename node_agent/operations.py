@@ -22,11 +22,18 @@ class QuarantineItem:
     reason: str
     path: str | None
     created_at: float
+    category: str  # wire.api.QuarantineReason: what the hub's quarantine view counts
 
 
 def _item(row: sqlite3.Row) -> QuarantineItem:
     return QuarantineItem(
-        row["id"], row["kind"], row["ref"], row["reason"], row["path"], row["created_at"]
+        row["id"],
+        row["kind"],
+        row["ref"],
+        row["reason"],
+        row["path"],
+        row["created_at"],
+        row["category"],
     )
 
 

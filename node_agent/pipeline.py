@@ -37,6 +37,7 @@ from node_agent.policy import NoPolicy
 from node_agent.priority import priority_for
 from node_agent.state import AgentState
 from node_agent.study_facts import StudyFactsCache
+from wire.api import QuarantineReason
 from wire.envelope import RecipientKey, seal
 from wire.errors import PayloadError
 from wire.facts import StudyFacts
@@ -104,8 +105,15 @@ class InstanceRejected(Exception):
     `previews` are files (name -> bytes, e.g. before/after PNGs) kept for the reviewer.
     """
 
-    def __init__(self, reason: str, *, previews: dict[str, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        category: QuarantineReason,
+        *,
+        previews: dict[str, bytes] | None = None,
+    ) -> None:
         super().__init__(reason)
+        self.category = category  # what the hub's quarantine view counts (no item text)
         self.previews = previews or {}
 
 
@@ -484,7 +492,7 @@ class Pipeline:
                         target.unlink(missing_ok=True)
                         for name, data in exc.previews.items():
                             durable_write(self.quarantine_dir / sop_uid / name, data)
-                        self.ledger.quarantine_instance(sop_uid, str(exc), path)
+                        self.ledger.quarantine_instance(sop_uid, str(exc), path, exc.category)
                         held.add(str(exc))
                         log.warning("instance quarantined", reason=str(exc))
                         continue

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from wire.api import QuarantineReason
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY,
@@ -88,12 +90,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
     ref TEXT NOT NULL,
     reason TEXT NOT NULL,
     path TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    category TEXT NOT NULL DEFAULT 'other'  -- wire.api.QuarantineReason: counted at the hub
 );
 """
 
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 # columns added after the first release, by the schema version that added them
@@ -104,12 +107,14 @@ _ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
     5: [("outbox", "lease_owner", "TEXT"), ("outbox", "lease_until", "REAL")],
     6: [("instances", "state", "TEXT NOT NULL DEFAULT 'spooled'")],
     7: [("instances", "source_ae", "TEXT")],
+    8: [("quarantine", "category", "TEXT NOT NULL DEFAULT 'other'")],
 }
 
 # rows to bring in line once a version's columns exist (the instances already quarantined)
 _BACKFILL: dict[int, str] = {
     6: "UPDATE instances SET state = 'quarantined' WHERE sop_uid IN "
     "(SELECT ref FROM quarantine WHERE kind = 'instance')",
+    8: "UPDATE quarantine SET category = 'delivery' WHERE kind = 'delivery'",
 }
 
 
@@ -130,14 +135,21 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def record_quarantine(
-    conn: sqlite3.Connection, kind: str, ref: str, reason: str, path: str | None
+    conn: sqlite3.Connection,
+    kind: str,
+    ref: str,
+    reason: str,
+    path: str | None,
+    category: QuarantineReason = QuarantineReason.OTHER,
 ) -> None:
-    """Inside a transaction: record an item a human must look at (once per kind and ref)."""
+    """Inside a transaction: record an item a human must look at (once per kind and ref).
+    `reason` stays at the site; only `category` is counted in the hub's view."""
     if conn.execute("SELECT 1 FROM quarantine WHERE kind = ? AND ref = ?", (kind, ref)).fetchone():
         return
     conn.execute(
-        "INSERT INTO quarantine(kind, ref, reason, path, created_at) VALUES (?,?,?,?,?)",
-        (kind, ref, reason, path, time.time()),
+        "INSERT INTO quarantine(kind, ref, reason, path, created_at, category) "
+        "VALUES (?,?,?,?,?,?)",
+        (kind, ref, reason, path, time.time(), category.value),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from cryptography import x509
@@ -135,6 +136,20 @@ def one_line(text: str, limit: int) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
 
 
+class QuarantineReason(StrEnum):
+    """Why an item waits in a site's quarantine: a fixed set of kinds, so the hub's view counts
+    them without any of the item's own text (which could name a patient) leaving the site."""
+
+    MALFORMED = "malformed"  # the file or one of its values does not parse
+    PIXELS_UNREADABLE = "pixels-unreadable"  # the pixel data could not be decoded
+    BURNED_IN_TEXT = "burned-in-text"  # text-like marks in the pixels the scrub may not clear
+    DOCUMENT = "document"  # an encapsulated or scanned document held back
+    VERIFICATION = "verification"  # identifying data found after de-identification
+    CONFIGURATION = "configuration"  # the sharing rule, recipe or key file is unusable
+    DELIVERY = "delivery"  # a delivery from another organization could not be stored
+    OTHER = "other"
+
+
 class Heartbeat(_Model):
     """What an agent reports about itself; every field bounded, since an admin's view shows it."""
 
@@ -149,6 +164,10 @@ class Heartbeat(_Model):
     partial_studies: int = Field(default=0, ge=0, le=_COUNT_MAX)
     quarantined_instances: int = Field(default=0, ge=0, le=_COUNT_MAX)
     inbound_waiting: int = Field(default=0, ge=0, le=_COUNT_MAX)
+    quarantine_reasons: dict[QuarantineReason, Annotated[int, Field(ge=0, le=_COUNT_MAX)]] = Field(
+        default_factory=dict,
+        description="Items now in quarantine (instances and deliveries), by kind of reason",
+    )
 
 
 class Problem(_Model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 from sqlalchemy import delete
@@ -21,7 +21,6 @@ from wire.api import Heartbeat
 HISTORY = dt.timedelta(days=30)
 HISTORY_EVERY = dt.timedelta(minutes=5)  # one history row per site per 5 minutes at most
 STALE_AFTER = dt.timedelta(minutes=3)  # agents beat every 30 s: six missed beats
-
 
 
 def record_heartbeat(
@@ -98,6 +97,8 @@ class FleetRow:
     certificate_expires_at: dt.datetime | None
     revoked: bool
     heartbeat_unreadable: bool = False
+    # items waiting in the site's quarantine, by kind of reason (wire.api.QuarantineReason)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
 
 
 def fleet(
@@ -157,6 +158,9 @@ def fleet(
                 certificate_expires_at=certificate_expiry(site.certificate_pem),
                 revoked=revoked,
                 heartbeat_unreadable=bool(site.last_heartbeat) and beat is None,
+                quarantine_reasons=(
+                    {k.value: v for k, v in beat.quarantine_reasons.items() if v} if beat else {}
+                ),
             )
         )
     return rows

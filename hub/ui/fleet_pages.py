@@ -29,6 +29,7 @@ from hub.ui.web import (
     UiRoute,
     render,
 )
+from wire.api import QuarantineReason
 
 router = APIRouter(prefix="/ui", route_class=UiRoute, include_in_schema=False)
 
@@ -69,6 +70,76 @@ def fleet_page(
         request, "fleet.html", rows=rows, q=q or "", sort=sort, order=order, stale=stale,
         columns=SORTABLE, stale_count=sum(r.stale for r in rows),
         quota=quota_reasons(session),  # only the rows shown are looked up
+    )  # fmt: skip
+
+
+# what each kind of reason means to the site's admin, and what to do about it
+REASON_HELP: dict[QuarantineReason, tuple[str, str]] = {
+    QuarantineReason.VERIFICATION: (
+        "identifying data was found after de-identification",
+        "look at the finding; add the attribute to the site's recipe, then release",
+    ),
+    QuarantineReason.BURNED_IN_TEXT: (
+        "text-like marks in the pixels that the scrub may not clear",
+        "look at the before/after preview; allow-list safe text or discard the instance",
+    ),
+    QuarantineReason.DOCUMENT: (
+        "a scanned or encapsulated document was held back",
+        "documents are not sent de-identified; share identified or discard",
+    ),
+    QuarantineReason.PIXELS_UNREADABLE: (
+        "the pixel data could not be decoded",
+        "resend from the modality or PACS; a transfer syntax the agent lacks a decoder for",
+    ),
+    QuarantineReason.MALFORMED: (
+        "the file or one of its values does not parse",
+        "resend from the modality or PACS; the file was cut or corrupted",
+    ),
+    QuarantineReason.CONFIGURATION: (
+        "the sharing rule, its recipe or the pseudonym key file is unusable",
+        "fix the policy or the agent's key file, then release",
+    ),
+    QuarantineReason.DELIVERY: (
+        "a delivery from another organization could not be stored",
+        "check the local PACS, then retry the delivery",
+    ),
+    QuarantineReason.OTHER: ("recorded by an older agent, without a kind", "see the agent"),
+}
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    row: fleet.FleetRow
+    reasons: list[tuple[str, int]]  # (reason, count), most first
+
+    @property
+    def items(self) -> int:
+        return sum(count for _, count in self.reasons)
+
+
+@router.get("/quarantine")
+def quarantine_page(
+    request: Request, actor: FleetReadUi, session: SessionDep, services: ServicesDep
+) -> Response:
+    """Counts and kinds of reasons per site; the items themselves never leave the site."""
+    rows = []
+    totals: dict[str, int] = {}
+    quiet = 0
+    for row in fleet.fleet(session, services.ca, actor):
+        reasons = sorted(row.quarantine_reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        if not reasons and (row.quarantined_instances or 0) > 0:
+            reasons = [(QuarantineReason.OTHER.value, row.quarantined_instances or 0)]
+        if not reasons:
+            quiet += 1
+            continue
+        for reason, count in reasons:
+            totals[reason] = totals.get(reason, 0) + count
+        rows.append(QuarantineRow(row, reasons))
+    rows.sort(key=lambda r: (-r.items, r.row.org, r.row.site))
+    return render(
+        request, "quarantine.html", rows=rows, quiet=quiet,
+        totals=sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])),
+        help={reason.value: text for reason, text in REASON_HELP.items()},
     )  # fmt: skip
 
 

@@ -44,6 +44,7 @@ _STATUS: tuple[tuple[type[errors.HubError], int], ...] = (
 # (label, path, permission): the navigation shows a page only to who may open it
 NAV: tuple[tuple[str, str, Permission], ...] = (
     ("Fleet", "/ui/fleet", Permission.FLEET_READ),
+    ("Quarantine", "/ui/quarantine", Permission.FLEET_READ),
     ("Sites", "/ui/sites", Permission.SITE_READ),
     ("Transfers", "/ui/transfers", Permission.BUNDLE_READ),
     ("Audit", "/ui/audit", Permission.AUDIT_READ),

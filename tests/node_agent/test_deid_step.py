@@ -118,9 +118,18 @@ def test_an_unreadable_instance_is_rejected_and_writes_nothing(tmp_path: Path) -
     truncated.write_bytes(study.files[0].read_bytes()[:-500])
     transform = make_deidentifier(_config(tmp_path, key))
     target = tmp_path / "out.dcm"
-    with pytest.raises(InstanceRejected, match="truncated"):
+    with pytest.raises(InstanceRejected, match="truncated") as caught:
         transform(truncated, Destination(org="org-r", mode="deidentified"), target)
+    assert caught.value.category == "malformed"  # what the hub's quarantine view counts
     assert not target.exists()
+    # a rule naming an option the agent does not know: the site's configuration, not the file
+    with pytest.raises(InstanceRejected, match="unknown de-identification option") as caught:
+        transform(
+            study.files[0],
+            Destination(org="org-r", mode="deidentified", deid_options=["no-such-option"]),
+            target,
+        )
+    assert caught.value.category == "configuration"
 
 
 def test_the_agent_cleans_names_another_instance_of_the_study_carries(tmp_path: Path) -> None:

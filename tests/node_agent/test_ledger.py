@@ -16,12 +16,15 @@ from node_agent.config import Destination
 from node_agent.ledger import ARROWS, IllegalTransition, Ledger, LedgerError
 from node_agent.pipeline import InstanceRejected, Pipeline, mark_stable
 from tests.node_agent.test_pipeline_queue import _store_study, agent_parts  # noqa: F401
+from wire.api import QuarantineReason
 
 
 def _rejecting(bad: set[str]):  # type: ignore[no-untyped-def]
     def transform(path: Path, _d: Destination, target: Path) -> None:
         if str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) in bad:
-            raise InstanceRejected("de-identification verification failed: burned-in text")
+            raise InstanceRejected(
+                "pixel scrub: text-like marks left after the scrub", QuarantineReason.BURNED_IN_TEXT
+            )
         target.write_bytes(path.read_bytes())
 
     return transform
@@ -60,6 +63,7 @@ def test_all_quarantined_partial_and_sealed_studies_are_told_apart(agent_parts, 
 
     beat = build_heartbeat(state, config.agent.data_dir, None)
     assert beat.partial_studies == 2 and beat.quarantined_instances == 3
+    assert beat.quarantine_reasons == {QuarantineReason.BURNED_IN_TEXT: 3}
     assert beat.held_studies == 0 and beat.queue_depth == 2
     for needle in [*every.identifying_strings, every.study_instance_uid]:
         assert needle not in beat.model_dump_json()
@@ -71,7 +75,9 @@ def test_all_quarantined_partial_and_sealed_studies_are_told_apart(agent_parts, 
     assert _study_state(state, some.study_instance_uid)[0] == "stable"
     assert pipeline.process_stable() == 1
     assert _study_state(state, some.study_instance_uid) == ("sealed", None)
-    assert build_heartbeat(state, config.agent.data_dir, None).partial_studies == 1
+    after = build_heartbeat(state, config.agent.data_dir, None)
+    assert after.partial_studies == 1
+    assert after.quarantine_reasons == {QuarantineReason.BURNED_IN_TEXT: 2}  # released: gone
 
 
 def test_held_study_is_counted_and_a_new_policy_sends_it_again(
@@ -120,8 +126,46 @@ def test_a_delivery_error_reaches_the_heartbeat_and_counts_as_waiting(agent_part
     schedule_retry(state, "inbound", "b" * 32, reason, base=1, cap=2)
     beat = build_heartbeat(state, config.agent.data_dir, None)
     assert beat.inbound_waiting == 1 and beat.last_error == reason
+    assert beat.quarantine_reasons == {}  # retried, not in quarantine
     ledger.delivery_stored("b" * 32, 3)
     assert ledger.delivery_acked("b" * 32)
     assert build_heartbeat(state, config.agent.data_dir, None).inbound_waiting == 0
     with pytest.raises(IllegalTransition, match="acked -> stored"):
         ledger.delivery_stored("b" * 32, 3)
+
+
+def test_a_refused_delivery_counts_as_a_delivery_reason_until_retried(agent_parts) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    config, _cf, state, *_ = agent_parts
+    ledger = Ledger(state)
+    ledger.delivery_downloading("c" * 32, "org-b/site-1")
+    ledger.delivery_failed("c" * 32, "the bundle's signature does not verify")
+    beat = build_heartbeat(state, config.agent.data_dir, None)
+    assert beat.quarantine_reasons == {QuarantineReason.DELIVERY: 1}
+    [item] = operations.quarantine_list(state)
+    assert (item.kind, item.category) == ("delivery", "delivery")
+    operations.release(state, item.id)
+    assert build_heartbeat(state, config.agent.data_dir, None).quarantine_reasons == {}
+
+
+def test_an_older_state_database_gets_categories_for_what_it_already_quarantined(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from node_agent.state import SCHEMA_VERSION, AgentState
+
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:  # a version 7 database, before categories existed
+        conn.execute(
+            "CREATE TABLE quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
+            "ref TEXT NOT NULL, reason TEXT NOT NULL, path TEXT, created_at REAL NOT NULL)"
+        )
+        conn.executemany(
+            "INSERT INTO quarantine(kind, ref, reason, created_at) VALUES (?, ?, ?, 0)",
+            [("delivery", "d" * 32, "refused"), ("instance", "1.2.3", "verification failed")],
+        )
+        conn.execute("PRAGMA user_version = 7")
+    state = AgentState(path)
+    assert [i.category for i in operations.quarantine_list(state)] == ["delivery", "other"]
+    with state.connect() as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

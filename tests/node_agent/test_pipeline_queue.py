@@ -25,6 +25,7 @@ from node_agent.spool import Spool, SpoolError
 from node_agent.state import AgentState
 from tests.factories.dicom import make_ct_study
 from tests.factories.pki import make_network
+from wire.api import QuarantineReason
 from wire.envelope import RecipientKey, open_data_key, open_stream, parse_header
 from wire.payload import read_payload
 
@@ -243,7 +244,10 @@ def test_rejected_instance_is_quarantined_then_released(agent_parts, tmp_path) -
 
     def transform(path: Path, _d: Destination, target: Path) -> None:
         if dcmread(path).SOPInstanceUID == bad and not allow["now"]:
-            raise InstanceRejected("de-identification verification failed: X PatientName")
+            raise InstanceRejected(
+                "de-identification verification failed: X PatientName",
+                QuarantineReason.VERIFICATION,
+            )
         target.write_bytes(path.read_bytes())
 
     pipeline = Pipeline(

@@ -66,8 +66,8 @@ def test_anonymous_visitor_is_sent_to_sign_in_and_a_wrong_password_is_refused(
 
 def test_each_role_sees_only_what_it_may(page: Page, ui_hub: Hub) -> None:
     expected_nav = {
-        "nadia": ["Fleet", "Sites", "Transfers", "Audit", "People", "API tokens"],
-        "olga": ["Fleet", "Sites", "Transfers", "Audit", "People", "API tokens"],
+        "nadia": ["Fleet", "Quarantine", "Sites", "Transfers", "Audit", "People", "API tokens"],
+        "olga": ["Fleet", "Quarantine", "Sites", "Transfers", "Audit", "People", "API tokens"],
         "carl": ["Sites", "Transfers", "API tokens"],
         "rita": ["API tokens"],
     }
@@ -89,6 +89,8 @@ def test_each_role_sees_only_what_it_may(page: Page, ui_hub: Hub) -> None:
             assert response is not None and response.status == 403
             expect(page.locator("main")).to_contain_text("your role may not do this")
             response = page.goto(ui_hub.public_url + "/ui/people")
+            assert response is not None and response.status == 403
+            response = page.goto(ui_hub.public_url + "/ui/quarantine")
             assert response is not None and response.status == 403
         page.get_by_role("button", name="Sign out").click()
         expect(page).to_have_url(ui_hub.public_url + "/ui/login")
@@ -382,3 +384,55 @@ def test_cancel_an_unused_token_and_remove_a_site(page: Page, ui_hub: Hub) -> No
     page.get_by_role("button", name="Remove site").click()
     expect(page).to_have_url(ui_hub.public_url + "/ui/sites")
     expect(page.locator("main")).not_to_contain_text("clinic-9")
+
+
+def test_quarantine_shows_counts_and_reasons_per_site_and_no_item_text(
+    page: Page, ui_hub: Hub, tmp_path: Path
+) -> None:
+    """The agent's own heartbeat (built from a real state database whose items were quarantined
+    through its ledger) reaches the page as counts per kind of reason; the reasons' text, which
+    can name what was found, stays at the site."""
+    from node_agent.app import build_heartbeat
+    from node_agent.ledger import Ledger
+    from node_agent.state import AgentState
+    from wire.api import QuarantineReason
+
+    state = AgentState(tmp_path / "agent" / "state.db")
+    ledger = Ledger(state)
+    with state.transaction() as conn:
+        for n in range(3):
+            conn.execute(
+                "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, received_at) "
+                "VALUES (?, '1.2.9', ?, 'x', 1, 0)",
+                (f"1.2.9.{n}", f"/spool/{n}.dcm"),
+            )
+    secret = "PatientName Quixote^Alonso found in ImageComments"
+    ledger.quarantine_instance("1.2.9.0", secret, None, QuarantineReason.VERIFICATION)
+    ledger.quarantine_instance("1.2.9.1", secret, None, QuarantineReason.VERIFICATION)
+    ledger.quarantine_instance(
+        "1.2.9.2", "pixel scrub: text left", None, QuarantineReason.BURNED_IN_TEXT
+    )
+    ledger.delivery_downloading("e" * 32, "org-b/lab")
+    ledger.delivery_failed("e" * 32, "the local PACS refused every instance")
+    report = build_heartbeat(state, tmp_path, None)
+    assert secret not in report.model_dump_json()
+
+    make_site(ui_hub, "org-a", "clinic-q", "Quarantine clinic")
+    sign_in(page, ui_hub, "olga")
+    enrolled = enroll_from_page(page, ui_hub, "org-a", "clinic-q")
+    response = enrolled.client.post("/node/v1/heartbeat", json=report.model_dump(mode="json"))
+    assert response.status_code == 204, response.text
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Quarantine").click()
+    row = page.locator('tr[data-site="org-a/clinic-q"]')
+    expect(row).to_contain_text("4")
+    expect(row).to_contain_text("verification: 2")
+    expect(row).to_contain_text("burned-in-text: 1")
+    expect(row).to_contain_text("delivery: 1")
+    reasons = page.locator("table.reasons")
+    expect(reasons.locator('tr[data-reason="verification"]')).to_contain_text(
+        "identifying data was found after de-identification"
+    )
+    expect(page.locator("main")).not_to_contain_text("Quixote")
+    expect(page.locator("main")).not_to_contain_text("org-b")  # olga sees her organization only
+    screenshot(page, "quarantine")
