@@ -27,6 +27,8 @@ from deidentify.documents import DocumentHeldBack
 from deidentify.engine import PseudonymKeys, apply
 from deidentify.identity import StudyIdentity
 from deidentify.pixels import OcrBackend, PixelPolicy, TesseractBackend, scrub
+from deidentify.pixels.frames import PixelError
+from deidentify.pixels.streamed import StreamPlan, patch_pixels, scrub_streamed
 from deidentify.profile import Option, Profile
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
 from deidentify.verify import verify
@@ -87,9 +89,16 @@ def deidentify_file(
     if problem:
         raise InstanceRejected(problem, MALFORMED)
     source: Dataset = original
+    plan = StreamPlan.of(original) if pixels is not None and "PixelData" in original else None
+    frames_file = target.with_name(target.name + ".frames") if plan is not None else None
     if pixels is not None and "PixelData" in original:
         try:
-            scrubbed = scrub(original, pixels.policy, pixels.ocr)
+            if plan is not None and frames_file is not None:  # a large multi-frame: in batches
+                scrubbed = scrub_streamed(
+                    original, path, plan, frames_file, pixels.policy, pixels.ocr
+                )
+            else:
+                scrubbed = scrub(original, pixels.policy, pixels.ocr)
         except Exception as exc:  # malformed pixel data: quarantined with the error's kind
             raise InstanceRejected(
                 f"pixel scrub: the pixel data could not be decoded ({type(exc).__name__})",
@@ -107,7 +116,10 @@ def deidentify_file(
             )
         source = scrubbed.dataset
     try:
-        _apply_verify_write(path, target, original, source, profile, keys, recipe, identity)
+        _apply_verify_write(
+            path, target, original, source, profile, keys, recipe, identity,
+            frames_file=frames_file,
+        )  # fmt: skip
     except InstanceRejected:
         target.unlink(missing_ok=True)
         raise
@@ -117,6 +129,9 @@ def deidentify_file(
         raise InstanceRejected(
             f"unparseable DICOM value ({type(exc).__name__})", MALFORMED
         ) from exc
+    finally:
+        if frames_file is not None:
+            frames_file.unlink(missing_ok=True)
 
 
 def _apply_verify_write(
@@ -128,7 +143,12 @@ def _apply_verify_write(
     keys: PseudonymKeys,
     recipe: Recipe | None,
     identity: StudyIdentity | None,
+    *,
+    frames_file: Path | None = None,
 ) -> None:
+    """`frames_file`: the scrubbed Pixel Data of a large multi-frame instance, scrubbed in
+    batches; the instance is written with the original frames streamed from `path`, then its
+    Pixel Data is overwritten in place with these (or nothing is left at `target`)."""
     try:
         result = apply(source, profile, keys, recipe, identity=identity)
     except DocumentHeldBack as exc:
@@ -139,7 +159,20 @@ def _apply_verify_write(
         raise InstanceRejected(
             f"de-identification verification failed: {summary}", QuarantineReason.VERIFICATION
         )
-    if not write_streamed(result.dataset, target, path):  # e.g. pixels changed by the scrub
+    if frames_file is not None:
+        if not write_streamed(result.dataset, target, path):
+            raise InstanceRejected(
+                "pixel scrub: the large instance could not be written frame by frame",
+                QuarantineReason.PIXELS_UNREADABLE,
+            )
+        try:
+            patch_pixels(target, frames_file)
+        except PixelError as exc:
+            target.unlink(missing_ok=True)  # it holds the unscrubbed frames: never sent
+            raise InstanceRejected(
+                f"pixel scrub: {exc}", QuarantineReason.PIXELS_UNREADABLE
+            ) from exc
+    elif not write_streamed(result.dataset, target, path):  # e.g. pixels changed by the scrub
         result.dataset.save_as(target, enforce_file_format=True)
 
 

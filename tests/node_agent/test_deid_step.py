@@ -160,3 +160,48 @@ def test_the_agent_cleans_names_another_instance_of_the_study_carries(tmp_path: 
         transform(
             study.files[1], rule.model_copy(update={"pixel_policy": "sideways"}), tmp_path / "y"
         )
+
+
+def test_a_large_multiframe_is_scrubbed_in_batches_with_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above `STREAM_FROM_BYTES` the agent scrubs a native multi-frame instance a few frames at
+    a time, file to file (memory: one batch, not the instance); the instance it writes is byte
+    for byte the one the whole-instance scrub writes, burned-in text blanked on every frame."""
+    from deidentify.pixels import streamed
+    from tests.deidentify.pixels.synth import corner_texts, mono_image, set_pixels
+
+    key = tmp_path / "network.key"
+    key.write_text(bytes(range(32, 72)).hex())
+    source = write_synthetic_study(tmp_path / "xa", instances=1, modality="MR", rows=256).files[0]
+    ds = dcmread(source)
+    drawn = mono_image(256, 256, texts=corner_texts(256, 256, 12), frames=10, bits=12)
+    set_pixels(ds, drawn.ds.pixel_array, "MONOCHROME2", 12)
+    ds.NumberOfFrames = 10
+    ds.save_as(source, enforce_file_format=True)
+    frame_bytes = 256 * 256 * 2
+
+    transform = make_deidentifier(_config(tmp_path, key))
+    destination = Destination(org="org-r", mode="deidentified")
+    whole = tmp_path / "whole.dcm"
+    transform(source, destination, whole)
+    monkeypatch.setattr(streamed, "STREAM_FROM_BYTES", 0)
+    monkeypatch.setattr(streamed, "BATCH_BYTES", 3 * frame_bytes)
+    batches: list[int] = []
+    real_scrub = streamed.scrub
+
+    def counting(part, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "PixelData" in part:
+            batches.append(int(part.NumberOfFrames))
+        return real_scrub(part, *args, **kwargs)
+
+    monkeypatch.setattr(streamed, "scrub", counting)
+    batched = tmp_path / "batched.dcm"
+    transform(source, destination, batched)
+    assert batches == [3, 3, 3, 1]  # every frame, a batch at a time
+    assert batched.read_bytes() == whole.read_bytes()
+    assert batched.read_bytes() == _today(source, key)
+    assert not list(tmp_path.glob("*.frames"))  # the scratch file of scrubbed frames is gone
+    out = dcmread(batched)
+    assert bytes(out.PixelData) != bytes(ds.PixelData)  # the text was blanked
+    assert "PatientName" not in out or "Quixote" not in str(out.PatientName)
