@@ -60,6 +60,8 @@ from deidentify.pixels import (
     study_key,
 )
 from deidentify.pixels import outcome as pixel_outcome
+from deidentify.pixels.frames import PixelError
+from deidentify.pixels.streamed import StreamPlan, patch_pixels, scrub_streamed
 from deidentify.profile import Option, Profile
 from deidentify.rawidentity import Seen
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
@@ -143,7 +145,11 @@ def incomplete(ds: Dataset, file_size: int | None = None) -> str:
     return ""
 
 
-def _write(out: Dataset, out_dir: Path, source: Path | None = None) -> str:
+def _write(
+    out: Dataset, out_dir: Path, source: Path | None = None, frames: Path | None = None
+) -> str:
+    """`frames`: the scrubbed Pixel Data of an instance scrubbed in batches
+    (`deidentify.pixels.streamed`); it replaces the streamed copy's before the file appears."""
     target = (
         out_dir
         / str(out.StudyInstanceUID)
@@ -152,8 +158,16 @@ def _write(out: Dataset, out_dir: Path, source: Path | None = None) -> str:
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
-    if source is None or not write_streamed(out, tmp, source):
-        out.save_as(tmp, enforce_file_format=True)
+    try:
+        if frames is not None:
+            if source is None or not write_streamed(out, tmp, source):
+                raise PixelError("the instance scrubbed in batches could not be written")
+            patch_pixels(tmp, frames)
+        elif source is None or not write_streamed(out, tmp, source):
+            out.save_as(tmp, enforce_file_format=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # may hold unscrubbed frames: never left behind
+        raise
     tmp.replace(target)
     return str(target.relative_to(out_dir))
 
@@ -305,10 +319,17 @@ def process_file_seen(
     if problem:
         outcome.reason = problem
     else:
+        plan = StreamPlan.of(ds) if scrub_pixels and "PixelData" in ds else None
+        frames = out_dir / f".{os.getpid()}-{id(ds)}.frames" if plan is not None else None
         try:
             source: Dataset = ds
             if scrub_pixels and "PixelData" in ds:
-                scrubbed = _scrub_pixels(ds)
+                if plan is not None and frames is not None:  # large multi-frame: in batches
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    policy, ocr = _pixel_stage()
+                    scrubbed = scrub_streamed(ds, src, plan, frames, policy, ocr)
+                else:
+                    scrubbed = _scrub_pixels(ds)
                 outcome.pixels = pixel_outcome(scrubbed)
                 outcome.study = study_key(str(ds.get("StudyInstanceUID", "")))
                 if scrubbed.quarantined or scrubbed.dataset is None:
@@ -335,10 +356,13 @@ def process_file_seen(
                 outcome.findings = [asdict(f) for f in findings]
             else:
                 try:
-                    outcome.output = _write(result.dataset, out_dir, src)
+                    outcome.output = _write(result.dataset, out_dir, src, frames)
                     return outcome, seen
                 except Exception as exc:
                     outcome.reason = f"write-failed: {type(exc).__name__}"
+        finally:
+            if frames is not None:
+                frames.unlink(missing_ok=True)
     outcome.quarantined = True
     _quarantine(src, qdir, rel, outcome)
     return outcome, seen

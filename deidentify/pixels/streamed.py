@@ -40,7 +40,7 @@ from deidentify.pixels.scrub import ScrubResult, scrub
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 STREAM_FROM_BYTES = 64 << 20  # smaller instances are scrubbed whole (as fast, simpler)
-BATCH_BYTES = 16 << 20  # frames read, screened and written together
+BATCH_BYTES = 4 << 20  # frames read, screened and written together (memory: a few times this)
 _PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB")
 _PIXEL_MODULE = (
     "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration", "BitsAllocated",

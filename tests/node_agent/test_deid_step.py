@@ -199,6 +199,15 @@ def test_a_large_multiframe_is_scrubbed_in_batches_with_the_same_bytes(
     batched = tmp_path / "batched.dcm"
     transform(source, destination, batched)
     assert batches == [3, 3, 3, 1]  # every frame, a batch at a time
+    cli = CliRunner().invoke(
+        deid_app,
+        [str(source.parent), str(tmp_path / "cli"), "--option", "clean-pixel-data",
+         "--key-file", str(key), "--workers", "1"],
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    assert batches == [3, 3, 3, 1] * 2  # hexchange-deid takes the same batched path
+    [written] = [p for p in (tmp_path / "cli").rglob("*") if p.is_file()]  # no scratch left
+    assert written.read_bytes() == batched.read_bytes()
     assert batched.read_bytes() == whole.read_bytes()
     assert batched.read_bytes() == _today(source, key)
     assert not list(tmp_path.glob("*.frames"))  # the scratch file of scrubbed frames is gone
