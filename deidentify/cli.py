@@ -116,6 +116,35 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 DEFER_SIZE = "1 KB"
 
 
+def _items_end(path: Path, offset: int, file_size: int) -> bool:
+    """Do the items of encapsulated Pixel Data starting at `offset` end with the sequence
+    delimiter inside the file? Reads the item headers only (8 bytes each)."""
+    with path.open("rb") as fp:
+        position = offset
+        while position + 8 <= file_size:
+            fp.seek(position)
+            group, element, length = struct.unpack("<HHI", fp.read(8))
+            if (group, element) == (0xFFFE, 0xE0DD):
+                return True
+            if (group, element) != (0xFFFE, 0xE000) or length == UNDEFINED_LENGTH:
+                return False
+            position += 8 + length
+    return False
+
+
+def _items_whole(value: bytes) -> bool:
+    """Is `value` (encapsulated Pixel Data as read, without its delimiter) whole items?"""
+    position = 0
+    while position + 8 <= len(value):
+        group, element, length = struct.unpack_from("<HHI", value, position)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return position + 8 == len(value)
+        if (group, element) != (0xFFFE, 0xE000) or length == UNDEFINED_LENGTH:
+            return False
+        position += 8 + length
+    return position == len(value)
+
+
 def incomplete(ds: Dataset, file_size: int | None = None) -> str:
     """Why a parsed file is not a complete instance ("" when it is): catches truncation.
 
@@ -128,6 +157,12 @@ def incomplete(ds: Dataset, file_size: int | None = None) -> str:
     pixel = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
     if pixel is not None and "TransferSyntaxUID" in ds.file_meta:
         deferred = pixel if isinstance(pixel, RawDataElement) and pixel.value is None else None
+        if deferred and deferred.length == UNDEFINED_LENGTH:  # encapsulated, left in the file
+            source = getattr(ds, "filename", None)
+            readable = file_size is not None and isinstance(source, str)
+            if readable and not _items_end(Path(str(source)), deferred.value_tell, file_size or 0):
+                return "truncated: encapsulated PixelData has no sequence delimiter"
+            return ""
         if deferred and file_size is not None and deferred.value_tell + deferred.length > file_size:
             return "truncated: PixelData runs past the end of the file"
         if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
@@ -138,10 +173,8 @@ def incomplete(ds: Dataset, file_size: int | None = None) -> str:
             length = deferred.length if deferred else len(pixel.value or b"")
             if length * 8 < expected * bits:
                 return "truncated: PixelData shorter than Rows x Columns x frames"
-        elif not deferred and not bytes(pixel.value or b"")[-8:].endswith(
-            b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-        ):
-            return "truncated: encapsulated PixelData has no sequence delimiter"
+        elif not deferred and not _items_whole(bytes(pixel.value or b"")):
+            return "truncated: encapsulated PixelData ends inside an item"
     return ""
 
 

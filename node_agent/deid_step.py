@@ -77,11 +77,7 @@ def deidentify_file(
     value of the whole study, cleaned out of kept text wherever it is written."""
     try:
         original = dcmread(path, defer_size=DEFER_SIZE)
-        syntax = original.file_meta.get("TransferSyntaxUID")
-        # `incomplete` misreads encapsulated Pixel Data (undefined length) as truncated; for
-        # those the decoder and the writer find a truncated file instead
-        encapsulated = syntax is not None and syntax.is_encapsulated
-        problem = "" if encapsulated else incomplete(original, path.stat().st_size)
+        problem = incomplete(original, path.stat().st_size)
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         raise InstanceRejected(f"unreadable DICOM ({type(exc).__name__})", MALFORMED) from exc
     except Exception as exc:  # a truncated or corrupt file raises many kinds of errors

@@ -140,3 +140,38 @@ def test_clean_pixel_data_option_really_scrubs_pixels(tmp_path: Path) -> None:
             assert not np.array_equal(before[region], after[region])
     codes = {item.CodeValue for item in written.DeidentificationMethodCodeSequence}
     assert "113101" in codes
+
+
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+def test_compressed_instances_go_through_and_a_cut_one_is_quarantined(
+    tmp_path: Path, syntax: str
+) -> None:
+    """Encapsulated Pixel Data (undefined length, left in the file while reading) is complete
+    when its items end with the sequence delimiter: such an instance is de-identified; one cut
+    inside its fragments is quarantined as truncated."""
+    import pydicom.uid
+
+    study = make_ct_study(tmp_path / "made", instances=2)
+    (tmp_path / "in").mkdir()
+    for index, path in enumerate(study.files):
+        ds = dcmread(path)
+        ds.compress(getattr(pydicom.uid, syntax), generate_instance_uid=False)
+        target = tmp_path / "in" / f"{index}.dcm"
+        ds.save_as(target, enforce_file_format=True)
+    cut = tmp_path / "in" / "1.dcm"
+    data = cut.read_bytes()
+    pixel_start = data.rindex(b"\xe0\x7f\x10\x00")
+    cut.write_bytes(data[: pixel_start + (len(data) - pixel_start) // 2])
+    key = tmp_path / "key"
+    key.write_bytes(SECRET)
+    result = runner.invoke(
+        app,
+        [str(tmp_path / "in"), str(tmp_path / "out"), "--key-file", str(key), "--workers", "1",
+         "--option", "clean-pixel-data"],
+    )  # fmt: skip
+    assert result.exit_code != 0  # something was quarantined
+    [written] = list((tmp_path / "out").rglob("*.dcm"))
+    assert dcmread(written).file_meta.TransferSyntaxUID.is_encapsulated  # kept compressed
+    reasons = [json.loads(p.read_text()) for p in (tmp_path / "quarantine").rglob("*.reason.json")]
+    assert [r["source"] for r in reasons] == ["1.dcm"]
+    assert reasons[0]["reason"].startswith(("truncated", "incomplete"))

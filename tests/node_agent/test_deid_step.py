@@ -103,11 +103,18 @@ def test_agent_output_is_hexchange_deid_output_byte_for_byte(tmp_path: Path) -> 
         assert "Quixote" not in target.read_bytes().decode("latin-1")
         assert target.read_bytes() == _today(source, key)  # the same bytes as before
 
-    # encapsulated Pixel Data: hexchange-deid quarantines it today (deidentify.cli.incomplete
-    # misreads undefined-length Pixel Data as truncated), so the reference is the agent before
+    # encapsulated Pixel Data (JPEG 2000): hexchange-deid writes what the agent writes too
     target = tmp_path / "agent-j2k.dcm"
     transform(compressed, destination, target)
     assert target.read_bytes() == _today(compressed, key)
+    result = CliRunner().invoke(
+        deid_app,
+        [str(compressed.parent), str(tmp_path / "cli-j2k"), "--option", "clean-pixel-data",
+         "--key-file", str(key), "--workers", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [written] = [p for p in (tmp_path / "cli-j2k").rglob("*.dcm")]
+    assert written.read_bytes() == target.read_bytes()
 
 
 def test_an_unreadable_instance_is_rejected_and_writes_nothing(tmp_path: Path) -> None:
