@@ -146,8 +146,6 @@ def scrub_streamed(
             out.write(data)
         if plan.length % plan.frame_bytes:
             out.write(b"\0")  # the pad byte of an odd length
-        out.flush()
-        os.fsync(out.fileno())
     # the header as the scrub leaves it (overlays and icons removed, Burned In Annotation...)
     whole = scrub(header, policy, None, identifying=needles, preview=False)
     dataset = whole.dataset if whole.dataset is not None else copy.deepcopy(header)
@@ -199,7 +197,8 @@ def _merge(into: ScrubResult, part: ScrubResult, first: int) -> None:
 def patch_pixels(target: Path, pixels: Path) -> None:
     """Put the scrubbed Pixel Data value of `pixels` into the instance written at `target`, in
     place (the same length, so nothing else moves). Raises PixelError when they do not match:
-    the caller must not send `target` then."""
+    the caller must not send `target` then. Like `write_streamed`, syncs nothing: the caller
+    makes the file durable when it needs to (the agent seals it into a bundle, then syncs)."""
     with target.open("rb") as fp:
         written = dcmread(fp, defer_size=1024)
         element = (
@@ -217,5 +216,3 @@ def patch_pixels(target: Path, pixels: Path) -> None:
                 raise PixelError("the scrubbed frames file ended early")
             os.pwrite(dst.fileno(), chunk, offset + copied)
             copied += len(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
