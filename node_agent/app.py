@@ -32,7 +32,12 @@ log = structlog.get_logger("hexchange.agent")
 AGENT_VERSION = "0.1.0"
 
 
-def build_heartbeat(state: AgentState, data_dir: Path, policy_version: int | None) -> Heartbeat:
+def build_heartbeat(
+    state: AgentState,
+    data_dir: Path,
+    policy_version: int | None,
+    interval_s: float | None = None,
+) -> Heartbeat:
     """What the hub's admin view shows about this agent, read from the queue.
 
     `held_studies`: no sharing rule matches them. `partial_studies`: studies that went out
@@ -73,6 +78,7 @@ def build_heartbeat(state: AgentState, data_dir: Path, policy_version: int | Non
         quarantined_instances=quarantined,
         inbound_waiting=inbound_waiting,
         quarantine_reasons=reasons,
+        interval_s=interval_s,
     )
 
 
@@ -112,7 +118,10 @@ class Agent:
     def heartbeat(self) -> None:
         cached = self.policy.load()
         beat = build_heartbeat(
-            self.state, self.config.agent.data_dir, cached.version if cached else None
+            self.state,
+            self.config.agent.data_dir,
+            cached.version if cached else None,
+            self.config.agent.heartbeat_seconds,
         )
         self.client.heartbeat(beat)
 
@@ -185,7 +194,7 @@ class Agent:
         loops: list[tuple[str, float, Callable[[], object], threading.Event | None]] = [
             ("seal", self.config.pipeline.poll_seconds, self._seal_step, self.received),
             ("upload", self.config.pipeline.poll_seconds, self._upload_step, self.sealed),
-            ("heartbeat", 30.0, self.heartbeat, None),
+            ("heartbeat", self.config.agent.heartbeat_seconds, self.heartbeat, None),
             ("policy", self.config.pipeline.policy_poll_seconds, self._refresh_policy, None),
             ("renewal", 600.0, self._renew_if_due, None),
         ]

@@ -25,6 +25,13 @@ class _Model(BaseModel):
 class AgentSection(_Model):
     data_dir: Path = Field(description="Spool, outbox, keys and the agent's SQLite state")
     name: str = Field(default="hexchange-agent", description="Free text shown in status")
+    heartbeat_seconds: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="How often the agent reports its queues to the hub; the hub's fleet view "
+        "marks the site stale after six missed reports",
+    )
 
 
 class HubSection(_Model):

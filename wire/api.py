@@ -164,6 +164,14 @@ class Heartbeat(_Model):
     partial_studies: int = Field(default=0, ge=0, le=_COUNT_MAX)
     quarantined_instances: int = Field(default=0, ge=0, le=_COUNT_MAX)
     inbound_waiting: int = Field(default=0, ge=0, le=_COUNT_MAX)
+    interval_s: float | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        allow_inf_nan=False,
+        description="How often this agent reports: the hub calls it stale after six missed "
+        "reports (three minutes when an agent does not say)",
+    )
     quarantine_reasons: dict[QuarantineReason, Annotated[int, Field(ge=0, le=_COUNT_MAX)]] = Field(
         default_factory=dict,
         description="Items now in quarantine (instances and deliveries), by kind of reason",

@@ -21,6 +21,15 @@ from wire.api import Heartbeat
 HISTORY = dt.timedelta(days=30)
 HISTORY_EVERY = dt.timedelta(minutes=5)  # one history row per site per 5 minutes at most
 STALE_AFTER = dt.timedelta(minutes=3)  # agents beat every 30 s: six missed beats
+MISSED_BEATS = 6  # an agent that says how often it beats is stale after this many missed
+STALE_FLOOR = dt.timedelta(seconds=5)
+
+
+def stale_after_for(beat: Heartbeat | None) -> dt.timedelta:
+    """Silence after which a site is stale: six of its own intervals, else three minutes."""
+    if beat is None or beat.interval_s is None:
+        return STALE_AFTER
+    return max(STALE_FLOOR, dt.timedelta(seconds=MISSED_BEATS * beat.interval_s))
 
 
 def record_heartbeat(
@@ -108,7 +117,7 @@ def fleet(
     org: str | None = None,
     *,
     now: dt.datetime | None = None,
-    stale_after: dt.timedelta = STALE_AFTER,
+    stale_after: dt.timedelta | None = None,
 ) -> list[FleetRow]:
     """Every site of the caller's organizations (or of `org`), with what it last reported."""
     authorize(actor, Permission.FLEET_READ, org)
@@ -142,7 +151,7 @@ def fleet(
                 enrolled=site.enrolled_at is not None,
                 last_seen_at=seen,
                 stale=(site.enrolled_at is not None or seen is not None)
-                and (seen is None or now - seen > stale_after),
+                and (seen is None or now - seen > (stale_after or stale_after_for(beat))),
                 agent_version=beat.agent_version if beat else None,
                 queue_depth=beat.queue_depth if beat else None,
                 oldest_item_age_s=beat.oldest_item_age_s if beat else None,

@@ -436,3 +436,60 @@ def test_quarantine_shows_counts_and_reasons_per_site_and_no_item_text(
     expect(page.locator("main")).not_to_contain_text("Quixote")
     expect(page.locator("main")).not_to_contain_text("org-b")  # olga sees her organization only
     screenshot(page, "quarantine")
+
+
+def test_a_real_agent_that_is_killed_goes_stale_in_the_fleet(
+    page: Page, ui_hub: Hub, tmp_path: Path
+) -> None:
+    """A real `hexchange-agent run`, enrolled with the page's command and reporting every
+    second, shows as ok; killed with SIGKILL, its row turns stale after six missed reports."""
+    import os
+    import signal
+    import time
+
+    from tests.hub.conftest import free_port
+
+    make_site(ui_hub, "org-a", "clinic-8")
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-8")
+    page.get_by_role("button", name="Issue enrollment token").click()
+    command = shlex.split(page.locator("#enroll-command").inner_text())
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\ndata_dir = "{tmp_path / "agent"}"\nname = "org-a/clinic-8"\n'
+        "heartbeat_seconds = 1\n\n"
+        f'[hub]\npublic_url = "{ui_hub.public_url}"\nnode_url = "{ui_hub.node_url}"\n'
+        f'ca_file = "{ui_hub.ca_file}"\n\n'
+        f'[dicom]\nae_title = "CLINIC8"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+    )
+    agent_bin = str(Path(sys.executable).parent / "hexchange-agent")
+    command[0], command[3] = agent_bin, str(config)
+    enrolled = subprocess.run(command, capture_output=True, check=False, timeout=60)
+    assert enrolled.returncode == 0, enrolled.stderr.decode()[-500:]
+
+    log = (tmp_path / "agent.log").open("wb")
+    agent = subprocess.Popen(
+        [agent_bin, "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
+    row = page.locator('tr[data-site="org-a/clinic-8"]')
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the agent's first report arrives within seconds of its start
+            page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-8")
+            if row.locator(".badge").inner_text() == "ok":
+                break
+            assert agent.poll() is None, (tmp_path / "agent.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the agent never reported"
+            time.sleep(0.5)
+        expect(row).to_contain_text("0.1.0")  # the agent's version, from its own report
+    finally:
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait(timeout=10)
+        log.close()
+    killed = time.monotonic()
+    while row.locator(".badge").inner_text() != "stale":
+        assert time.monotonic() - killed < 30, "the killed agent's site never went stale"
+        time.sleep(1)
+        page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-8")
+    assert time.monotonic() - killed >= 4  # not before several reports were missed
+    expect(row).to_have_class("stale")
