@@ -27,7 +27,14 @@ from hub.api.deps import SessionDep, read_body
 from hub.api.identity import SiteDep
 from hub.requests import service
 from wire.query import MAX_ANSWER_BYTES, MAX_QUERY_BYTES
-from wire.query_api import MAX_WAIT_S, Inbox, RequestKind, RequestLogRow, RequestStatus
+from wire.query_api import (
+    LISTEN_MARK_S,
+    MAX_WAIT_S,
+    Inbox,
+    RequestKind,
+    RequestLogRow,
+    RequestStatus,
+)
 
 node_router = APIRouter(prefix="/node/v1/requests", tags=["node", "requests"])
 user_router = APIRouter(prefix="/api/v1/orgs/{org}/requests", tags=["requests"])
@@ -88,10 +95,20 @@ async def inbox(request: Request, site: SiteDep, wait: Wait = 0.0) -> Inbox:
     deadline = asyncio.get_running_loop().time() + wait
     wake = waker(request)
 
+    marked = [-LISTEN_MARK_S]
+
     def take() -> Inbox:
         with _session(request) as session:
-            service.touch_listener(session, site.org, site.site)
+            now = asyncio_now()
+            if now - marked[0] >= LISTEN_MARK_S:  # "still listening", at most every few s
+                service.touch_listener(session, site.org, site.site)
+                marked[0] = now
             return service.take_inbox(session, site.org, site.site)
+
+    loop = asyncio.get_running_loop()
+
+    def asyncio_now() -> float:
+        return loop.time()
 
     while True:
         found = await run_in_threadpool(take)
