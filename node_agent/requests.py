@@ -95,7 +95,12 @@ class FindResult:
     request_id: str
     matches: list[StudyMatch] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
-    answered: list[str] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)  # orgs that listed studies
+
+    @property
+    def definitive(self) -> bool:
+        """Did any organization answer for its studies (matches, or "no match")?"""
+        return bool(self.answered) or any(r.kind == "no_match" for r in self.refusals)
 
 
 def age_text(when: dt.datetime | None, now: dt.datetime | None = None) -> str:

@@ -5,8 +5,9 @@ federated request to `[query_retrieve] ask_orgs`; the answers are merged (one re
 study, by Study Instance UID) and returned as pending responses marked with their source:
 RetrieveAETitle is this SCP (retrieve through it) and InstitutionName the answering site's
 institution when its policy shows it, else its organization id. When nothing matched and some
-organization refused, was offline or did not answer, the final status is a failure whose
-Error Comment says which and why (the full reasons are in `hexchange-agent request list`).
+organization answered for its studies (all refused, were offline or did not answer), the
+final status is a failure whose Error Comment says which and why; an organization's "no match"
+is an empty success (the full reasons are in `hexchange-agent request status`).
 
 C-MOVE and C-GET (STUDY level) ask the organization that listed the study to send it; its
 instances arrive through the inbound path (stored into the site's PACS as every delivery is)
@@ -169,7 +170,7 @@ class QrHandlers:
             return
         log.info("federated c-find", request=result.request_id, matches=len(result.matches),
                  refusals=len(result.refusals))  # fmt: skip
-        if not result.matches and any(r.kind != "no_match" for r in result.refusals):
+        if not result.matches and not result.definitive:
             yield _status(REFUSED, refusal_comment(result)), None
             return
         if level == "PATIENT":
