@@ -25,20 +25,27 @@ class ArrivalBoard:
         self._lock = threading.Lock()
         self._watchers: dict[str, list[queue.Queue[bytes]]] = {}
 
-    @contextmanager
-    def watch(self, study_uid: str) -> Iterator[queue.Queue[bytes]]:
+    def subscribe(self, study_uid: str) -> queue.Queue[bytes]:
         inbox: queue.Queue[bytes] = queue.Queue()
         with self._lock:
             self._watchers.setdefault(study_uid, []).append(inbox)
+        return inbox
+
+    def unsubscribe(self, study_uid: str, inbox: queue.Queue[bytes]) -> None:
+        with self._lock:
+            watchers = self._watchers.get(study_uid, [])
+            if inbox in watchers:
+                watchers.remove(inbox)
+            if not watchers:
+                self._watchers.pop(study_uid, None)
+
+    @contextmanager
+    def watch(self, study_uid: str) -> Iterator[queue.Queue[bytes]]:
+        inbox = self.subscribe(study_uid)
         try:
             yield inbox
         finally:
-            with self._lock:
-                watchers = self._watchers.get(study_uid, [])
-                if inbox in watchers:
-                    watchers.remove(inbox)
-                if not watchers:
-                    self._watchers.pop(study_uid, None)
+            self.unsubscribe(study_uid, inbox)
 
     def publish(self, data: bytes) -> None:
         with self._lock:

@@ -155,16 +155,25 @@ def list_requests(config: ConfigOpt, as_json: JsonOpt = False) -> None:
         rows = [
             dict(r)
             for r in conn.execute(
-                "SELECT request_id, kind, targets, created_at, summary FROM fed_requests "
-                "ORDER BY created_at DESC LIMIT 200"
+                "SELECT f.request_id, f.kind, f.targets, f.created_at, f.summary, "
+                "r.expected, r.arrived, r.state AS retrieve_state FROM fed_requests f "
+                "LEFT JOIN retrieves r ON r.request_id = f.request_id "
+                "ORDER BY f.created_at DESC LIMIT 200"
             )
         ]
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table("request", "kind", "organizations", "summary")
+    table = Table("request", "kind", "organizations", "summary", "retrieve")
     for row in rows:
-        table.add_row(row["request_id"], row["kind"], row["targets"], row["summary"] or "")
+        retrieve = (
+            f"{row['retrieve_state']} {row['arrived']}/{row['expected']}"
+            if row["retrieve_state"]
+            else ""
+        )
+        table.add_row(
+            row["request_id"], row["kind"], row["targets"], row["summary"] or "", retrieve
+        )
     out.print(table)
 
 

@@ -68,6 +68,13 @@ CREATE TABLE IF NOT EXISTS remote_studies (    -- studies other orgs listed for 
     request_id TEXT NOT NULL,
     seen_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retrieves (        -- C-MOVE/C-GET here: how far each got
+    request_id TEXT PRIMARY KEY,
+    expected INTEGER,
+    arrived INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,  -- receiving | complete | background | completed-in-background | stalled
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS approvals (         -- requests waiting for a person here
     request_id TEXT PRIMARY KEY,
     requester_org TEXT NOT NULL,
@@ -310,6 +317,17 @@ class Requests:
         status = self.wait(status, timeout)
         result = self.collect(status)
         return result, instances
+
+    def record_retrieve(self, request_id: str, expected: int, arrived: int, state: str) -> None:
+        """Progress of a retrieve for the request status (`hexchange-agent request list`)."""
+        with self.state.connect() as conn:
+            conn.execute(
+                "INSERT INTO retrieves (request_id, expected, arrived, state, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET "
+                "expected = excluded.expected, arrived = excluded.arrived, "
+                "state = excluded.state, updated_at = excluded.updated_at",
+                (request_id, expected, arrived, state, time.time()),
+            )
 
     # -- answering (A) ----------------------------------------------------------------------
 

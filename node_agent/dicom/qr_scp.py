@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -57,6 +58,7 @@ REFUSED = 0xC001  # C-FIND: no match here because an organization refused or was
 MOVE_FAILED = 0xC002
 WARNING = 0xB000
 _COMMENT_MAX = 64  # Error Comment is LO
+BACKGROUND_IDLE_S = 3600.0  # a background retrieve with no instance for this long: stalled
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -202,7 +204,9 @@ class QrHandlers:
             yield _status(UNABLE_TO_PROCESS, "retrieve one study at STUDY level"), None
             return
         study_uid = uids[0]
-        with self.board.watch(study_uid) as arrivals:
+        arrivals = self.board.subscribe(study_uid)
+        handed_over = False
+        try:
             try:
                 result, expected = self.requests.retrieve(study_uid)
             except RequestError as exc:
@@ -218,28 +222,60 @@ class QrHandlers:
                 yield _status(MOVE_FAILED, refusal_comment(result)), None
                 return
             total = expected or 1
-            log.info("federated retrieve accepted", request=result.request_id, expected=total)
+            request_id = result.request_id
+            log.info("federated retrieve accepted", request=request_id, expected=total)
+            self.requests.record_retrieve(request_id, total, 0, "receiving")
             yield total
             sent = 0
             deadline = time.monotonic() + self.section.retrieve_timeout_seconds
             while sent < total:
                 if event.is_cancelled:
-                    return
+                    break
                 try:
                     data = arrivals.get(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
                 except queue.Empty:
-                    if time.monotonic() >= deadline:
-                        log.warning(
-                            "retrieve continues in the background",
-                            request=result.request_id,
-                            arrived=sent,
-                            expected=total,
-                        )
-                        yield _status(WARNING, "continuing in the background"), None
-                        return
-                    continue
+                    if time.monotonic() < deadline:
+                        continue
+                    # the association's time is up: the inbound path stores the rest into
+                    # the PACS; a thread follows it for the request status
+                    self.requests.record_retrieve(request_id, total, sent, "background")
+                    log.warning("retrieve continues in the background", request=request_id,
+                                arrived=sent, expected=total)  # fmt: skip
+                    handed_over = True
+                    self._follow(study_uid, arrivals, request_id, sent, total)
+                    yield _status(WARNING, "continuing in the background"), None
+                    return
                 sent += 1
+                self.requests.record_retrieve(request_id, total, sent, "receiving")
                 yield PENDING, dcmread(io.BytesIO(data))
+            state = "complete" if sent >= total else "cancelled"
+            self.requests.record_retrieve(request_id, total, sent, state)
+        finally:
+            if not handed_over:
+                self.board.unsubscribe(study_uid, arrivals)
+
+    def _follow(
+        self, study_uid: str, arrivals: queue.Queue[bytes], request_id: str, sent: int, total: int
+    ) -> None:
+        """Count the rest of a retrieve as the inbound path stores it (for the status)."""
+
+        def run() -> None:
+            arrived = sent
+            try:
+                while arrived < total:
+                    try:
+                        arrivals.get(timeout=BACKGROUND_IDLE_S)
+                    except queue.Empty:
+                        self.requests.record_retrieve(request_id, total, arrived, "stalled")
+                        return
+                    arrived += 1
+                    self.requests.record_retrieve(request_id, total, arrived, "background")
+                self.requests.record_retrieve(request_id, total, arrived, "completed-in-background")
+                log.info("retrieve completed in the background", request=request_id)
+            finally:
+                self.board.unsubscribe(study_uid, arrivals)
+
+        threading.Thread(target=run, name="retrieve-background", daemon=True).start()
 
     def move(self, event: Any) -> Iterator[Any]:
         destination = self.section.destination(str(event.move_destination))

@@ -236,6 +236,43 @@ def test_c_move_brings_the_study_into_bs_pacs_byte_identical(world: World) -> No
     assert elapsed < 60
 
 
+def test_a_retrieve_that_outlives_the_association_completes_in_the_background(
+    world: World,
+) -> None:
+    b = world.b
+    world.federation.stop_agent(b)
+    b.config_file.write_text(
+        b.config_file.read_text().replace(
+            "retrieve_timeout_seconds = 60", "retrieve_timeout_seconds = 0.5"
+        )
+    )
+    world.federation.start_agent(b)
+    study = world.studies[1]  # 3 instances
+    result = subprocess.run(
+        ["movescu", "-d", "-S", "-aet", VIEWER_AE, "-aec", QR_AE, "-aem", "ORTHANC",
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study.study_instance_uid}",
+         "127.0.0.1", str(world.qr_port)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert "continuing in the background" in log, log[-3000:]
+
+    def retrieve_row() -> dict[str, object]:
+        rows = json.loads(_agent_cli("request", "list", "--config", str(b.config_file), "--json"))
+        return next(r for r in rows if r["kind"] == "retrieve" and r["retrieve_state"])
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        row = retrieve_row()
+        if row["retrieve_state"] == "completed-in-background":
+            break
+        time.sleep(0.5)
+    assert (row["retrieve_state"], row["arrived"], row["expected"]) == (
+        "completed-in-background", 3, 3,
+    ), row  # fmt: skip
+    assert _orthanc_pixels(world.pacs_b, study.study_instance_uid) == pixel_bytes(study.files)
+
+
 def test_a_offline_is_refused_with_its_last_contact_and_a_held_request_completes(
     world: World,
 ) -> None:
