@@ -236,6 +236,23 @@ def test_c_move_brings_the_study_into_bs_pacs_byte_identical(world: World) -> No
     assert elapsed < 60
 
 
+def test_c_get_brings_the_study_over_the_same_association(world: World) -> None:
+    study = world.studies[0]  # 2 instances
+    out = world.root / "get"
+    out.mkdir()
+    result = subprocess.run(
+        ["getscu", "-d", "-S", "-aet", VIEWER_AE, "-aec", QR_AE, "-od", str(out),
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study.study_instance_uid}",
+         "127.0.0.1", str(world.qr_port)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert pixel_bytes(sorted(out.iterdir())) == pixel_bytes(study.files), log[-3000:]
+    # and it is in B's PACS too (the inbound path)
+    assert _orthanc_pixels(world.pacs_b, study.study_instance_uid) == pixel_bytes(study.files)
+
+
 def test_a_retrieve_that_outlives_the_association_completes_in_the_background(
     world: World,
 ) -> None:
