@@ -186,8 +186,10 @@ def main() -> None:
         "processes on loopback: hub (SQLite), 13 agents, 2 Orthancs, all on this machine; "
         "agents online (long polling). Other jobs shared the machine.",
         "",
-        "C-FIND (study root, PatientID, 4 studies per organization, merged by study UID) from "
-        "the viewer's association request to the final response:",
+        f"C-FIND (study root, by PatientID; the patient has {len(studies)} studies; every "
+        "answering organization uses the same Orthanc, so each answers the same studies and "
+        "B merges them by study UID) from the viewer's association request to the final "
+        "response (pynetdicom SCU in the bench process):",
         "",
         "| answering orgs | runs | p50 s | p95 s | max s |",
         "|---:|---:|---:|---:|---:|",

@@ -62,11 +62,12 @@ CREATE TABLE IF NOT EXISTS fed_requests (      -- asked by this site (no patient
     summary TEXT                               -- JSON: per org outcome and counts
 );
 CREATE TABLE IF NOT EXISTS remote_studies (    -- studies other orgs listed for this site
-    study_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
     source_org TEXT NOT NULL,
     instances INTEGER,
     request_id TEXT NOT NULL,
-    seen_at REAL NOT NULL
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (study_uid, source_org)
 );
 CREATE TABLE IF NOT EXISTS retrieves (        -- C-MOVE/C-GET here: how far each got
     request_id TEXT PRIMARY KEY,
@@ -296,27 +297,35 @@ class Requests:
         status = self.submit("find", QueryBody(find=keys), orgs, hold)
         return self.collect(self.wait(status, timeout))
 
-    def source_of(self, study_uid: str) -> tuple[str, int | None] | None:
+    def sources_of(self, study_uid: str) -> list[tuple[str, int | None]]:
+        """The organizations that listed the study, the most recent first."""
         with self.state.connect() as conn:
-            row = conn.execute(
-                "SELECT source_org, instances FROM remote_studies WHERE study_uid = ?",
+            rows = conn.execute(
+                "SELECT source_org, instances FROM remote_studies WHERE study_uid = ? "
+                "ORDER BY seen_at DESC",
                 (study_uid,),
-            ).fetchone()
-        return None if row is None else (str(row[0]), row[1])
+            ).fetchall()
+        return [(str(row[0]), row[1]) for row in rows]
 
     def retrieve(self, study_uid: str, timeout: float = 10.0) -> tuple[FindResult, int | None]:
-        """Ask the organization that listed the study to send it; (result, instances)."""
-        source = self.source_of(study_uid)
-        if source is None:
+        """Ask an organization that listed the study to send it, one after the other until
+        one accepts; (result, instances). The result's refusals are those of every org
+        asked when none accepted."""
+        sources = self.sources_of(study_uid)
+        if not sources:
             raise RequestError(
                 "no organization listed this study; query for the patient first (C-FIND)"
             )
-        org, instances = source
+        refusals: list[Refusal] = []
         body = QueryBody(retrieve=RetrieveOrder(study_uid=study_uid))
-        status = self.submit("retrieve", body, [org], hold=False)
-        status = self.wait(status, timeout)
-        result = self.collect(status)
-        return result, instances
+        for org, instances in sources:
+            status = self.submit("retrieve", body, [org], hold=False)
+            result = self.collect(self.wait(status, timeout))
+            if not result.refusals:
+                return result, instances
+            refusals += result.refusals
+        result.refusals = refusals
+        return result, None
 
     def record_retrieve(self, request_id: str, expected: int, arrived: int, state: str) -> None:
         """Progress of a retrieve for the request status (`hexchange-agent request list`)."""

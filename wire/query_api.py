@@ -16,10 +16,10 @@ from wire.query import Outcome
 RequestKind = Literal["find", "retrieve"]
 TargetState = Literal["pending", "delivered", "answered", "offline", "expired"]
 
-ONLINE_WINDOW_S = 15.0
+ONLINE_WINDOW_S = 10.0
 """A site that waited for requests (long poll) within this many seconds is online (the hub
 notes a waiting site every `LISTEN_MARK_S` while its long poll is open)."""
-LISTEN_MARK_S = 5.0
+LISTEN_MARK_S = 3.0
 MAX_WAIT_S = 30.0
 """Longest long poll the hub holds open."""
 

@@ -1,11 +1,13 @@
 """Priors from another organization, end to end with real processes (issue 12).
 
-Hub, three agents (clinic A with its Orthanc; hospital B with its Orthanc; org C that answers
-no one), dcmtk findscu/movescu as B's viewer against B's agent's Q/R SCP:
+Hub, four agents (clinic A with its Orthanc; hospital B with its Orthanc; org C, which answers
+B after approval; org D, which answers no one), dcmtk findscu/movescu/getscu as B's viewer
+against B's agent's Q/R SCP:
 - a patient with three studies at A appears in B's C-FIND (study and patient root), marked
   with A's institution, and after a C-MOVE the studies are in B's Orthanc, pixel data
   byte-identical, with real sub-operation counts;
-- a patient unknown at A gives no match; C refuses with its reason;
+- a patient unknown at A gives no match; D refuses with its reason; C answers only after a
+  person at C approved the request;
 - A offline: the C-FIND fails with A's last contact; a held request completes when A returns;
 - the hub's database, files and log hold none of the patient's name, ID or birth date.
 One federation for the module (processes are slow to start).
@@ -46,6 +48,7 @@ class World:
     a: AgentHandle
     b: AgentHandle
     c: AgentHandle
+    d: AgentHandle
     pacs_a: Orthanc
     pacs_b: Orthanc
     qr_port: int
@@ -64,12 +67,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     servers: list[Orthanc] = []
     try:
         federation.start_hub()
-        b_port, a_port, qr_port = free_port(), free_port(), free_port()
+        b_port, a_port, c_port, qr_port = free_port(), free_port(), free_port(), free_port()
         try:
             pacs_b = start_orthanc(root / "pacs-b", {"agent-b": ("HOSPITALB", b_port),
                                                       "qr-b": (QR_AE, qr_port)})  # fmt: skip
             servers.append(pacs_b)
-            pacs_a = start_orthanc(root / "pacs-a", {"agent-a": ("CLINICA", a_port)})
+            pacs_a = start_orthanc(
+                root / "pacs-a", {"agent-a": ("CLINICA", a_port), "agent-c": ("LABC", c_port)}
+            )
             servers.append(pacs_a)
         except OrthancUnavailable as exc:
             pytest.skip(str(exc))
@@ -95,8 +100,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             '[answering]\ninstitution_name = "Clinic A"\nwait_seconds = 10\n'
             '[[answering.rules]]\norg = "org-b"\n',
         )
-        c = federation.add_agent("org-c", "lab-c", start=False, inbound=False)
-        _append(c, '[answering]\nwait_seconds = 10\n[[answering.rules]]\norg = "org-x"\n')
+        c = federation.add_agent(
+            "org-c", "lab-c", ae_title="LABC", dicom_port=c_port, start=False, inbound=False,
+            destinations=[("org-b", "identified")],
+        )  # fmt: skip
+        _append(
+            c,
+            f'[pacs]\nhost = "127.0.0.1"\nport = {pacs_a.dicom_port}\n'
+            f'ae_title = "{pacs_a.ae_title}"\nschedule = "off"\n\n'
+            "[answering]\nwait_seconds = 10\n"
+            '[[answering.rules]]\norg = "org-b"\napproval_required = true\n',
+        )
+        d = federation.add_agent("org-d", "lab-d", start=False, inbound=False)
+        _append(d, '[answering]\nwait_seconds = 10\n[[answering.rules]]\norg = "org-x"\n')
         studies = [
             make_ct_study(root / f"study-{i}", instances=2 + i, patient=PATIENT,
                           accession=f"ACC-FQ-{i}")
@@ -104,9 +120,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ]  # fmt: skip
         other = make_ct_study(root / "other", instances=1, patient=FakePatient(), accession="X1")
         pacs_a.load([f for s in studies for f in s.files] + other.files)
-        for handle in (b, a, c):
+        for handle in (b, a, c, d):
             federation.start_agent(handle)
-        yield World(federation, a, b, c, pacs_a, pacs_b, qr_port, studies, root)
+        _wait_for_port(qr_port)
+        yield World(federation, a, b, c, d, pacs_a, pacs_b, qr_port, studies, root)
     finally:
         federation.stop()
         for server in servers:
@@ -132,11 +149,23 @@ def _wait_until_online(world: World, timeout: float = 20.0) -> None:
     """A, B and C have opened their first long poll at the hub."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        logs = [h.log_file.read_text(errors="replace") for h in (world.a, world.c)]
+        logs = [h.log_file.read_text(errors="replace") for h in (world.a, world.c, world.d)]
         if all("agent running" in text for text in logs):
             time.sleep(1.0)
             return
         time.sleep(0.2)
+
+
+def _wait_for_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port}")
 
 
 def _agent_cli(*argv: str) -> str:
@@ -180,7 +209,7 @@ def test_a_patients_studies_at_a_appear_in_bs_c_find(world: World) -> None:
     assert int(patients[0].NumberOfPatientRelatedStudies) == 3
 
 
-def test_an_unknown_patient_gives_no_match_and_c_refuses_with_its_reason(world: World) -> None:
+def test_an_unknown_patient_gives_no_match_and_d_refuses_with_its_reason(world: World) -> None:
     responses, log = _findscu(
         world, world.root / "find-none", "QueryRetrieveLevel=STUDY", "PatientID=NOPE-000-111",
         "StudyInstanceUID",
@@ -189,14 +218,38 @@ def test_an_unknown_patient_gives_no_match_and_c_refuses_with_its_reason(world: 
     assert "Success" in log, log[-2000:]  # A's definitive "no match": an empty success
 
     output = _agent_cli(
-        "request", "find", "--config", str(world.b.config_file), "--org", "org-c",
+        "request", "find", "--config", str(world.b.config_file), "--org", "org-d",
         "--patient-id", PATIENT.patient_id, "--json", "--timeout", "8",
     )  # fmt: skip
     result = json.loads(output)
     assert result["matches"] == []
     (refusal,) = result["refusals"]
-    assert refusal["org"] == "org-c" and refusal["kind"] == "refused"
+    assert refusal["org"] == "org-d" and refusal["kind"] == "refused"
     assert "does not let org-b query" in refusal["reason"]
+
+
+def test_c_answers_only_after_a_person_at_c_approved(world: World) -> None:
+    b_config, c_config = str(world.b.config_file), str(world.c.config_file)
+    asked = json.loads(
+        _agent_cli("request", "find", "--config", b_config, "--org", "org-c",
+                   "--patient-id", PATIENT.patient_id, "--json", "--timeout", "8")
+    )  # fmt: skip
+    assert asked["matches"] == []
+    (refusal,) = asked["refusals"]
+    assert (refusal["kind"], refusal["reason"]) == (
+        "awaiting_approval", "org-c: waiting for approval at org-c"
+    )  # fmt: skip
+    waiting = json.loads(_agent_cli("request", "waiting", "--config", c_config, "--json"))
+    assert asked["request_id"] in {w["request_id"] for w in waiting}
+    assert all(w["requester_org"] == "org-b" for w in waiting)
+    _agent_cli("request", "approve", "--config", c_config, asked["request_id"])
+    status = json.loads(
+        _agent_cli("request", "status", "--config", b_config, asked["request_id"], "--json")
+    )
+    assert status["refusals"] == []
+    assert {m["study_uid"] for m in status["matches"]} == {
+        s.study_instance_uid for s in world.studies
+    }
 
 
 def _orthanc_pixels(pacs: Orthanc, study_uid: str) -> dict[str, bytes]:
@@ -264,6 +317,7 @@ def test_a_retrieve_that_outlives_the_association_completes_in_the_background(
         )
     )
     world.federation.start_agent(b)
+    _wait_for_port(world.qr_port)
     study = world.studies[1]  # 3 instances
     result = subprocess.run(
         ["movescu", "-d", "-S", "-aet", VIEWER_AE, "-aec", QR_AE, "-aem", "ORTHANC",
@@ -294,7 +348,7 @@ def test_a_offline_is_refused_with_its_last_contact_and_a_held_request_completes
     world: World,
 ) -> None:
     world.federation.stop_agent(world.a)
-    time.sleep(16)  # the hub counts A offline once its long poll is 15 s silent
+    time.sleep(11)  # the hub counts A offline once its long poll is 10 s silent
     responses, log = _findscu(
         world, world.root / "find-offline", "QueryRetrieveLevel=STUDY",
         f"PatientID={PATIENT.patient_id}", "StudyInstanceUID",
@@ -349,3 +403,8 @@ def test_the_hub_keeps_no_patient_identity(world: World) -> None:
     assert "request routed" in hub_log.read_text()  # control: the log has the requests
     assert _hits(hub_log.read_bytes(), needles) == []
     assert any(p.name == "hub.db" for p in files)  # control: the database was scanned
+    # nor do the agents' logs (the query keys and answers are PHI at both ends too)
+    for handle in (world.a, world.b, world.c, world.d):
+        text = handle.log_file.read_bytes()
+        assert b"request answered" in text or b"federated" in text or handle is world.d
+        assert _hits(text, needles) == [], f"patient identity in {handle.org}'s log"
