@@ -17,7 +17,7 @@ from wire.api import (
     RenewResponse,
 )
 from wire.policy import SitePolicy
-from wire.query_api import Inbox, RequestKind, RequestStatus
+from wire.query_api import Answerers, Inbox, RequestKind, RequestStatus
 from wire.receipt import Receipt
 
 
@@ -170,3 +170,9 @@ class HubClient:
         )
         progress = response.headers.get("x-hexchange-progress", "")
         return RequestStatus.model_validate(response.json()), progress
+
+    def answerers(self) -> list[str]:
+        """Organizations whose sharing policy sends identified studies to this one."""
+        return Answerers.model_validate(
+            self._request("GET", "/node/v1/requests/answerers").json()
+        ).orgs

@@ -160,6 +160,7 @@ class Requests:
         self.keys_for = keys_for
         self.sharing_policy = sharing_policy
         self.pull = pull
+        self._answerers: tuple[float, list[str]] | None = None
         with state.connect() as conn:
             conn.executescript(REQUESTS_SCHEMA)
 
@@ -282,12 +283,25 @@ class Requests:
                     (match.study_uid, match.source_org, match.instances, result.request_id, now),
                 )
 
+    def default_orgs(self) -> list[str]:
+        """Whom to ask when not told: the organizations whose sharing policy sends identified
+        studies here (asked of the hub, kept for a minute)."""
+        now = time.monotonic()
+        if self._answerers is None or now - self._answerers[0] > 60:
+            self._answerers = (now, self.client.answerers())
+        return list(self._answerers[1])
+
     def find(
         self, keys: QueryKeys, orgs: list[str], timeout: float, hold: bool = False
     ) -> FindResult:
-        """Ask `orgs` for the patient's studies; merged matches and explicit refusals."""
+        """Ask `orgs` (default: `default_orgs`) for the patient's studies; merged matches and
+        explicit refusals."""
+        orgs = orgs or self.default_orgs()
         if not orgs:
-            raise RequestError("no organization to ask: set [query_retrieve] ask_orgs")
+            raise RequestError(
+                "no organization shares identified studies with this one; ask the network "
+                "admin, or set [query_retrieve] ask_orgs"
+            )
         if not keys.identifies_patient:
             raise RequestError(
                 "a federated query must name the patient (name, patient ID, accession number "

@@ -75,6 +75,13 @@ class Inbox(_Model):
     requests: list[InboxItem]
 
 
+class Answerers(_Model):
+    """Organizations a query is forwarded to by default (their sharing policy sends
+    identified studies to the asking organization)."""
+
+    orgs: list[Name]
+
+
 class RequestLogRow(_Model):
     """One line of the hub's request log (user API): no patient identity, no sealed bytes."""
 

@@ -30,6 +30,7 @@ from wire.query import MAX_ANSWER_BYTES, MAX_QUERY_BYTES
 from wire.query_api import (
     LISTEN_MARK_S,
     MAX_WAIT_S,
+    Answerers,
     Inbox,
     RequestKind,
     RequestLogRow,
@@ -116,6 +117,12 @@ async def inbox(request: Request, site: SiteDep, wait: Wait = 0.0) -> Inbox:
         if found.requests or left <= 0:
             return found
         await wake.wait(min(left, RECHECK_S))
+
+
+@node_router.get("/answerers")
+def answerers(site: SiteDep, session: SessionDep) -> Answerers:
+    """Organizations whose sharing policy sends identified studies to the caller's."""
+    return Answerers(orgs=service.answerers(session, site.org))
 
 
 @node_router.put("/{request_id}")

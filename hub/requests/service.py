@@ -7,6 +7,7 @@ checks the sealed bytes' size, schema and sender, never their content (it cannot
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 
 import structlog
@@ -15,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from hub import audit
 from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.models import Organization, Site, aware
+from hub.models import Organization, SharingPolicy, Site, aware
 from hub.permissions import Permission, authorize
 from hub.principals import Principal
 from hub.requests.models import FederatedRequest, RequestListener, RequestTarget
@@ -322,6 +323,26 @@ def answer_version(session: Session, org: str, request_id: str) -> tuple[int, ..
     return tuple(
         hash((state, aware(at).timestamp() if at else 0.0, done or 0)) for state, at, done in rows
     )
+
+
+def answerers(session: Session, org: str) -> list[str]:
+    """Organizations with a site whose sharing policy sends identified studies to `org`:
+    the ones a query from `org` is forwarded to by default (each still applies its own
+    answering policy)."""
+    found = set()
+    for row in session.exec(select(SharingPolicy).where(SharingPolicy.org != org)):
+        try:
+            rules = json.loads(row.rules)
+        except ValueError:
+            continue
+        if any(
+            isinstance(r, dict)
+            and r.get("destination_org") == org
+            and r.get("mode") == "identified"
+            for r in rules
+        ):
+            found.add(row.org)
+    return sorted(found)
 
 
 def request_log(

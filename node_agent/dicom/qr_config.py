@@ -6,7 +6,9 @@ viewers, which forwards their queries to other organizations.
 ae_title = "HEXCHANGE_QR"
 port = 11113
 allowed_calling_aes = ["PACS_B", "VIEWER1"]     # only these may query (required)
-ask_orgs = ["org-a"]                            # the organizations a query is forwarded to
+ask_orgs = ["org-a"]                            # whom to ask; empty (default): every org
+                                                # whose sharing policy sends identified
+                                                # studies to this one (the hub knows)
 find_timeout_seconds = 8                        # how long a C-FIND waits for their answers
 complete_when_back = false                      # an offline org answers when it returns
 retrieve_timeout_seconds = 300                  # a C-MOVE waits this long; then background

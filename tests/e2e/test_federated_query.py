@@ -85,7 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         _append(
             b,
             f'[query_retrieve]\nae_title = "{QR_AE}"\nport = {qr_port}\n'
-            f'allowed_calling_aes = ["{VIEWER_AE}"]\nask_orgs = ["org-a", "org-c"]\n'
+            f'allowed_calling_aes = ["{VIEWER_AE}"]\n'  # asks org-a, org-c: they share with B
             "find_timeout_seconds = 6\nretrieve_timeout_seconds = 60\n"
             f'move_destinations = {{ ORTHANC = "127.0.0.1:{pacs_b.dicom_port}" }}\n',
         )
