@@ -283,3 +283,35 @@ def test_queries_go_by_default_to_the_orgs_that_share_identified_studies_with_th
     hub.enroll("org-d", "site-d")
     hub.allow("org-d", "site-d", "org-a", mode="deidentified")  # de-identified: not an answerer
     assert site_a.client.get("/node/v1/requests/answerers").json() == {"orgs": ["org-b", "org-c"]}
+
+
+def test_an_unanswered_request_is_offered_again_and_expired_ones_are_purged(
+    hub: Hub, sites: tuple[EnrolledSite, EnrolledSite, EnrolledSite]
+) -> None:
+    from hub.requests import service
+    from hub.requests.models import FederatedRequest, RequestTarget
+
+    site_a, site_b, _ = sites
+    _inbox(site_a)
+    request_id = new_request_id()
+    body = _seal(site_b, QueryBody(find=_keys()), request_id, ["org-a"])
+    assert _submit(site_b, request_id, body, ["org-a"]).status_code == 200
+    assert [r.request_id for r in _inbox(site_a).requests] == [request_id]
+    assert _inbox(site_a).requests == []  # held by the site that took it...
+    later = dt.datetime.now(dt.UTC) + service.LEASE + dt.timedelta(seconds=1)
+    with hub.session() as session:  # ...until its lease ran out unanswered (agent crashed)
+        again = service.take_inbox(session, "org-a", "site-a", now=later)
+        assert [r.request_id for r in again.requests] == [request_id]
+        expired = service.expire(session, dt.datetime.now(dt.UTC) + service.FIND_TTL * 2)
+        assert expired == 1
+    with hub.session() as session:
+        row = session.get(FederatedRequest, request_id)
+        target = session.get(RequestTarget, (request_id, "org-a"))
+        assert row is not None and row.sealed_query == ""
+        assert target is not None and target.state == "expired"
+    late = site_a.client.put(
+        f"/node/v1/requests/{request_id}/answer",
+        params={"outcome": "no_match"},
+        content=_seal(site_a, Answer(outcome="no_match"), request_id, ["org-b"]),
+    )
+    assert late.status_code == 409 and "expired" in late.json()["detail"]
