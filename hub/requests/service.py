@@ -15,7 +15,7 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from hub import audit
-from hub.errors import Conflict, InvalidRequest, NotFound
+from hub.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from hub.models import Organization, SharingPolicy, Site, aware
 from hub.permissions import Permission, authorize
 from hub.principals import Principal
@@ -40,6 +40,7 @@ HOLD_TTL = dt.timedelta(days=7)  # "complete it when they are back"
 RETRIEVE_TTL = dt.timedelta(days=1)
 LEASE = dt.timedelta(seconds=60)  # a delivered, unanswered request is offered again after this
 MAX_TARGETS = 64
+REQUESTS_PER_HOUR = 600  # per site: a viewer's busy hour, not a sweep of the network
 INBOX_LIMIT = 20
 _OUTCOMES = {"matches", "no_match", "refused", "awaiting_approval", "accepted", "failed"}
 
@@ -134,9 +135,11 @@ def submit(
     *,
     hold: bool = False,
     now: dt.datetime | None = None,
+    per_hour: int = REQUESTS_PER_HOUR,
 ) -> RequestStatus:
     """Queue a sealed query for `targets`. Idempotent: the same request again returns its
-    status; another one under the same id is a Conflict."""
+    status; another one under the same id is a Conflict. At most `per_hour` new requests
+    per site and hour (TooManyRequests): one site cannot sweep the network's patients."""
     now = _now(now)
     wanted = sorted(set(targets))
     if not wanted:
@@ -153,6 +156,22 @@ def submit(
         ):
             raise Conflict(f"request {request_id} exists with other content; use a new id")
         return status(session, org, request_id)
+    recent = session.exec(
+        select(func.count())
+        .select_from(FederatedRequest)
+        .where(
+            FederatedRequest.requester_org == org,
+            FederatedRequest.requester_site == site,
+            col(FederatedRequest.created_at) >= now - dt.timedelta(hours=1),
+        )
+    ).one()
+    if recent >= per_hour:
+        log.warning("request refused: hourly limit", org=org, site=site, limit=per_hour)
+        raise TooManyRequests(
+            f"this site made {recent} federated requests in the last hour, the limit is "
+            f"{per_hour}; try again later or ask the network admin",
+            retry_after_s=300,
+        )
     known = set(session.exec(select(Organization.id).where(col(Organization.id).in_(wanted))))
     unknown = [t for t in wanted if t not in known]
     if unknown:

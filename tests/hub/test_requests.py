@@ -315,3 +315,26 @@ def test_an_unanswered_request_is_offered_again_and_expired_ones_are_purged(
         content=_seal(site_a, Answer(outcome="no_match"), request_id, ["org-b"]),
     )
     assert late.status_code == 409 and "expired" in late.json()["detail"]
+
+
+def test_a_site_cannot_sweep_the_network_with_requests(
+    hub: Hub, sites: tuple[EnrolledSite, EnrolledSite, EnrolledSite]
+) -> None:
+    from hub.errors import TooManyRequests
+    from hub.requests import service
+
+    _, site_b, _ = sites
+    with hub.session() as session:
+        for _ in range(2):
+            request_id = new_request_id()
+            body = _seal(site_b, QueryBody(find=_keys()), request_id, ["org-a"])
+            service.submit(session, "org-b", "site-b", request_id, "find", ["org-a"], body,
+                           per_hour=2)  # fmt: skip
+        request_id = new_request_id()
+        body = _seal(site_b, QueryBody(find=_keys()), request_id, ["org-a"])
+        with pytest.raises(TooManyRequests, match="limit is 2"):
+            service.submit(session, "org-b", "site-b", request_id, "find", ["org-a"], body,
+                           per_hour=2)  # fmt: skip
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1, seconds=1)
+        service.submit(session, "org-b", "site-b", request_id, "find", ["org-a"], body,
+                       per_hour=2, now=later)  # fmt: skip
