@@ -15,6 +15,7 @@ from sqlmodel import Session, create_engine
 from hub import models  # noqa: F401  (registers the tables)
 from hub.fleet import models as _fleet_models  # noqa: F401
 from hub.policy import models as _policy_models  # noqa: F401
+from hub.requests import models as _requests_models  # noqa: F401
 from hub.sites import models as _sites_models  # noqa: F401
 from hub.users import models as _users_models  # noqa: F401
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub import errors, quotas
-from hub.api import audit_api, limits, meta, node, orgs, people, policies, public
+from hub.api import audit_api, limits, meta, node, orgs, people, policies, public, requests_api
 from hub.api.audit_trail import AuditTrail
 from hub.services import Services, build_services
 from hub.settings import HubSettings
@@ -103,6 +103,7 @@ def create_app(settings: HubSettings, services: Services | None = None) -> FastA
     services = services or build_services(settings)
     node_app = _base_app(services, "Hexchange hub node API")
     node_app.include_router(node.router)
+    node_app.include_router(requests_api.node_router)
 
     app = _base_app(services, "Hexchange hub")
     for router in (
@@ -110,6 +111,7 @@ def create_app(settings: HubSettings, services: Services | None = None) -> FastA
         audit_api.router, ui_router,
     ):  # fmt: skip
         app.include_router(router)
+    app.include_router(requests_api.user_router)
     app.add_middleware(AuditTrail, services=services)
     app.state.node_app = node_app
     return app

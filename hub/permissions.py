@@ -30,6 +30,7 @@ class Permission(StrEnum):
     BUNDLE_READ = "bundle:read"
     METRICS_READ = "metrics:read"
     API_DOCS = "docs:read"
+    REQUEST_READ = "request:read"  # the federated request log (hub/requests)
 
 
 _ADMIN_OF_ORG = frozenset(
@@ -46,6 +47,7 @@ _ADMIN_OF_ORG = frozenset(
         Permission.USER_MANAGE,
         Permission.BUNDLE_READ,
         Permission.API_DOCS,
+        Permission.REQUEST_READ,
     }
 )
 
@@ -53,7 +55,13 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.NETWORK_ADMIN: _ADMIN_OF_ORG | {Permission.ORG_CREATE, Permission.METRICS_READ},
     Role.ORG_ADMIN: _ADMIN_OF_ORG,
     Role.CLINICIAN: frozenset(
-        {Permission.SELF, Permission.ORG_READ, Permission.SITE_READ, Permission.BUNDLE_READ}
+        {
+            Permission.SELF,
+            Permission.ORG_READ,
+            Permission.SITE_READ,
+            Permission.BUNDLE_READ,
+            Permission.REQUEST_READ,
+        }
     ),
     Role.RESEARCHER: frozenset({Permission.SELF}),
 }
@@ -71,6 +79,7 @@ ORG_SCOPED = frozenset(
         Permission.USER_READ,
         Permission.USER_MANAGE,
         Permission.BUNDLE_READ,
+        Permission.REQUEST_READ,
     }
 )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import structlog
 
+from node_agent.arrivals import ArrivalBoard, ArrivalTee
 from node_agent.config import AgentConfig
 from node_agent.dicom.scp import start_scp
 from node_agent.dicom.store import make_store
@@ -22,6 +23,7 @@ from node_agent.ledger import Ledger
 from node_agent.pipeline import Pipeline
 from node_agent.policy import PolicyCache
 from node_agent.recipients import RecipientDirectory
+from node_agent.requests import Requests
 from node_agent.spool import Spool
 from node_agent.state import AgentState
 from node_agent.uploader import Uploader
@@ -114,6 +116,8 @@ class Agent:
     stop_event: threading.Event = field(default_factory=threading.Event)
     sealed: threading.Event = field(default_factory=threading.Event)  # wakes the upload loop
     received: threading.Event = field(default_factory=threading.Event)  # a part's worth spooled
+    requests: Requests | None = None  # federated query/retrieve (node_agent/requests.py)
+    arrivals: ArrivalBoard = field(default_factory=ArrivalBoard)
 
     def heartbeat(self) -> None:
         cached = self.policy.load()
@@ -200,6 +204,15 @@ class Agent:
         ]
         if self.config.inbound.enabled:
             loops.append(("inbound", self.config.inbound.poll_seconds, self.inbound.run_once, None))
+        answering = self.config.answering
+        if self.requests is not None and answering is not None and answering.enabled:
+            loops.append(("requests", 0.05, self.requests.answer_step, None))
+        qr_server = None
+        qr = self.config.query_retrieve
+        if self.requests is not None and qr is not None and qr.enabled:
+            from node_agent.dicom.qr_scp import start_qr_scp
+
+            qr_server = start_qr_scp(qr, self.requests, self.arrivals)
         if self.config.pacs and self.config.pacs.schedule:
             from node_agent.dicom.pull import pull_loop_step
 
@@ -224,6 +237,8 @@ class Agent:
             self.sealed.set()  # an upload loop waiting for work sees the stop at once
             self.received.set()
             server.shutdown()
+            if qr_server is not None:
+                qr_server.shutdown()
             for thread in threads:
                 thread.join(timeout=10)
             self.client.close()
@@ -245,7 +260,10 @@ def build_agent(config: AgentConfig) -> Agent:
         policy_cache.destinations_for,
         make_deidentifier(config),
     )
-    store = make_store(config.inbound, config.received_folder, config.dicom.ae_title)
+    arrivals = ArrivalBoard()
+    store = ArrivalTee(
+        make_store(config.inbound, config.received_folder, config.dicom.ae_title), arrivals
+    )
     received = threading.Event()
     spool = Spool(
         config.agent.data_dir / "spool",
@@ -264,4 +282,27 @@ def build_agent(config: AgentConfig) -> Agent:
         uploader=Uploader(config, state, identity, client),
         policy=policy_cache,
         inbound=Inbound(config, state, identity, client, store),
+        requests=Requests(
+            config,
+            identity,
+            client,
+            state,
+            directory.keys_for,
+            policy_cache.load,
+            pull=lambda study_uid: pull_requested_study(config, state, spool, study_uid),
+        ),
+        arrivals=arrivals,
     )
+
+
+def pull_requested_study(config: AgentConfig, state: AgentState, spool: Spool, uid: str) -> None:
+    """Another organization retrieves a study: pull it from the PACS ahead of everything
+    (priority 0); the sharing policy then sends it identified to that organization."""
+    from node_agent.dicom.pull import Puller, PullError, PullQuery
+
+    try:
+        Puller.from_config(config, state, spool).run(
+            PullQuery(study_uids=(uid,)), retry_now=True, priority=0
+        )
+    except PullError as exc:
+        log.warning("requested study could not be pulled", reason=str(exc))

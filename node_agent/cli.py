@@ -294,6 +294,10 @@ R = TypeVar("R")
 quarantine_app = typer.Typer(help="Items that need a human decision.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 
+from node_agent.request_cli import request_app  # noqa: E402
+
+app.add_typer(request_app, name="request")
+
 
 def _state(config: Path) -> AgentState:
     return AgentState(_load(config).agent.data_dir / "state.db")

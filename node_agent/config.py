@@ -15,7 +15,9 @@ from pydantic import (
     model_validator,
 )
 
+from node_agent.answer_policy import AnsweringSection
 from node_agent.dicom.pacs_config import PacsSection
+from node_agent.dicom.qr_config import QrSection
 
 
 class _Model(BaseModel):
@@ -198,6 +200,8 @@ class AgentConfig(_Model):
     upload: UploadSection = UploadSection()
     metrics: MetricsSection = MetricsSection()
     pacs: PacsSection | None = None
+    answering: AnsweringSection | None = None  # federated queries from other orgs
+    query_retrieve: QrSection | None = None  # Q/R SCP forwarding queries to other orgs
 
     @property
     def received_folder(self) -> Path:

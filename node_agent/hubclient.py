@@ -17,6 +17,7 @@ from wire.api import (
     RenewResponse,
 )
 from wire.policy import SitePolicy
+from wire.query_api import Answerers, Inbox, RequestKind, RequestStatus
 from wire.receipt import Receipt
 
 
@@ -119,3 +120,59 @@ class HubClient:
 
     def heartbeat(self, beat: Heartbeat) -> None:
         self._request("POST", "/node/v1/heartbeat", json=beat.model_dump(mode="json"))
+
+    # -- federated requests (hub/api/requests_api.py) -------------------------------------
+
+    def submit_request(
+        self, request_id: str, kind: RequestKind, targets: list[str], sealed: bytes, hold: bool
+    ) -> RequestStatus:
+        response = self._request(
+            "PUT",
+            f"/node/v1/requests/{request_id}",
+            params={"to": targets, "kind": kind, "hold": "true" if hold else "false"},
+            content=sealed,
+            headers={"content-type": "application/octet-stream"},
+        )
+        return RequestStatus.model_validate(response.json())
+
+    def request_inbox(self, wait: float) -> Inbox:
+        """Requests for this organization; the hub holds the call up to `wait` seconds."""
+        response = self._request(
+            "GET", "/node/v1/requests/inbox", params={"wait": wait}, timeout=wait + self._timeout
+        )
+        return Inbox.model_validate(response.json())
+
+    def put_answer(
+        self, request_id: str, outcome: str, count: int | None, sealed: bytes, done: int | None
+    ) -> None:
+        params: dict[str, str | int] = {"outcome": outcome}
+        if count is not None:
+            params["count"] = count
+        if done is not None:
+            params["done"] = done
+        self._request(
+            "PUT",
+            f"/node/v1/requests/{request_id}/answer",
+            params=params,
+            content=sealed,
+            headers={"content-type": "application/octet-stream"},
+        )
+
+    def request_status(
+        self, request_id: str, wait: float = 0.0, seen: str = ""
+    ) -> tuple[RequestStatus, str]:
+        """The status and sealed answers; with `wait`, held until it changes from `seen`."""
+        response = self._request(
+            "GET",
+            f"/node/v1/requests/{request_id}",
+            params={"wait": wait, "seen": seen},
+            timeout=wait + self._timeout,
+        )
+        progress = response.headers.get("x-hexchange-progress", "")
+        return RequestStatus.model_validate(response.json()), progress
+
+    def answerers(self) -> list[str]:
+        """Organizations whose sharing policy sends identified studies to this one."""
+        return Answerers.model_validate(
+            self._request("GET", "/node/v1/requests/answerers").json()
+        ).orgs

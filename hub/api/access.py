@@ -127,6 +127,7 @@ AuditReadDep = Annotated[Principal, Depends(Allow(Permission.AUDIT_READ))]
 UserReadDep = Annotated[Principal, Depends(Allow(Permission.USER_READ))]
 UserManageDep = Annotated[Principal, Depends(Allow(Permission.USER_MANAGE))]
 BundleReadDep = Annotated[Principal, Depends(Allow(Permission.BUNDLE_READ))]
+RequestReadDep = Annotated[Principal, Depends(Allow(Permission.REQUEST_READ))]
 MetricsReadDep = Annotated[Principal, Depends(Allow(Permission.METRICS_READ))]
 ApiDocsDep = Annotated[Principal, Depends(Allow(Permission.API_DOCS))]
 PublicRoute = Depends(public)

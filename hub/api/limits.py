@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wire.api import one_line
+from wire.query import MAX_ANSWER_BYTES
 from wire.version import MAX_HEADER_BYTES
 
 log = structlog.get_logger("hexchange.hub")
@@ -39,6 +40,7 @@ CHUNK_CAP = 4 * MIB + KIB
 
 _HEADER_ROUTE = re.compile(r"^/node/v1/bundles/[^/]+$")
 _CHUNK_ROUTE = re.compile(r"^/node/v1/bundles/[^/]+/chunks/[^/]+$")
+_ANSWER_ROUTE = re.compile(r"^/node/v1/requests/[^/]+/answer$")  # a sealed answer (wire.query)
 
 
 class BodyTooLarge(HTTPException):
@@ -58,6 +60,8 @@ def body_cap(method: str, path: str, json_cap: int = DEFAULT_JSON_CAP) -> int:
         return CHUNK_CAP
     if method == "PUT" and _HEADER_ROUTE.match(path):
         return HEADER_CAP
+    if method == "PUT" and _ANSWER_ROUTE.match(path):
+        return MAX_ANSWER_BYTES
     return json_cap
 
 

@@ -84,6 +84,7 @@ def _fill(world: World, path: str, org: str) -> str:
         "token_id": world.enrollment_tokens[org] if "enrollment-tokens" in path else "1",
         "version": "0",
         "bundle_id": "0" * 32,
+        "request_id": "0" * 32,
         "index": "0",
         "name": "ui.css",  # the web UI's static files
     }
