@@ -42,10 +42,12 @@ def _config(path: Path) -> AgentConfig:
 
 def open_requests(cfg: AgentConfig) -> Requests:
     """The agent's request machinery, built as `hexchange-agent run` builds it."""
+    from node_agent.app import pull_requested_study
     from node_agent.hubclient import HubClient
     from node_agent.identity import load_identity
     from node_agent.policy import PolicyCache
     from node_agent.recipients import RecipientDirectory
+    from node_agent.spool import Spool
     from node_agent.state import AgentState
 
     identity = load_identity(cfg.agent.data_dir / "identity")
@@ -53,7 +55,12 @@ def open_requests(cfg: AgentConfig) -> Requests:
     policy = PolicyCache(cfg.agent.data_dir / "policy.json", identity.hub_receipt_key)
     directory = RecipientDirectory(client, identity)
     state = AgentState(cfg.agent.data_dir / "state.db")
-    return Requests(cfg, identity, client, state, directory.keys_for, policy.load)
+    spool = Spool(cfg.agent.data_dir / "spool", state)
+    return Requests(
+        cfg, identity, client, state, directory.keys_for, policy.load,
+        pull=lambda study_uid: pull_requested_study(cfg, state, spool, study_uid),
+        pull_in_background=False,
+    )  # fmt: skip
 
 
 def _print_result(result: FindResult, as_json: bool) -> None:

@@ -152,7 +152,12 @@ class Requests:
         keys_for: Callable[[str], list[RecipientKey]],
         sharing_policy: Callable[[], object] | None = None,
         pull: Callable[[str], None] | None = None,
+        *,
+        pull_in_background: bool = True,
     ) -> None:
+        """`pull`: fetch a study from the PACS into the spool (the sharing policy then sends
+        it). The running agent pulls in the background and answers at once; a command that
+        exits when done (`hexchange-agent request approve`) pulls before it answers."""
         self.config = config
         self.identity = identity
         self.client = client
@@ -160,6 +165,7 @@ class Requests:
         self.keys_for = keys_for
         self.sharing_policy = sharing_policy
         self.pull = pull
+        self.pull_in_background = pull_in_background
         self._answerers: tuple[float, list[str]] | None = None
         with state.connect() as conn:
             conn.executescript(REQUESTS_SCHEMA)
@@ -430,9 +436,12 @@ class Requests:
             return Answer(outcome="failed", reason=f"{self.identity.org} cannot pull from PACS")
         instances = answer.matches[0].instances
         pull = self.pull
-        threading.Thread(
-            target=lambda: pull(order.study_uid), name="federated-retrieve", daemon=True
-        ).start()
+        if not self.pull_in_background:
+            pull(order.study_uid)  # the study is in the spool before this process answers
+        else:
+            threading.Thread(
+                target=lambda: pull(order.study_uid), name="federated-retrieve", daemon=True
+            ).start()
         return Answer(outcome="accepted", instances=instances,
                       reason=f"{self.identity.org} is sending the study")  # fmt: skip
 
