@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from hub.ui import account, fleet_pages, policy_pages
+from hub.ui import account, fleet_pages, policy_pages, request_pages
 
 router = APIRouter()
-for _part in (account.router, fleet_pages.router, policy_pages.router):
+for _part in (account.router, fleet_pages.router, policy_pages.router, request_pages.router):
     router.include_router(_part)

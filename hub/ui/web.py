@@ -47,6 +47,7 @@ NAV: tuple[tuple[str, str, Permission], ...] = (
     ("Quarantine", "/ui/quarantine", Permission.FLEET_READ),
     ("Sites", "/ui/sites", Permission.SITE_READ),
     ("Transfers", "/ui/transfers", Permission.BUNDLE_READ),
+    ("Requests", "/ui/requests", Permission.REQUEST_READ),
     ("Audit", "/ui/audit", Permission.AUDIT_READ),
     ("People", "/ui/people", Permission.USER_READ),
     ("API tokens", "/ui/me/tokens", Permission.SELF),

@@ -66,9 +66,27 @@ def test_anonymous_visitor_is_sent_to_sign_in_and_a_wrong_password_is_refused(
 
 def test_each_role_sees_only_what_it_may(page: Page, ui_hub: Hub) -> None:
     expected_nav = {
-        "nadia": ["Fleet", "Quarantine", "Sites", "Transfers", "Audit", "People", "API tokens"],
-        "olga": ["Fleet", "Quarantine", "Sites", "Transfers", "Audit", "People", "API tokens"],
-        "carl": ["Sites", "Transfers", "API tokens"],
+        "nadia": [
+            "Fleet",
+            "Quarantine",
+            "Sites",
+            "Transfers",
+            "Requests",
+            "Audit",
+            "People",
+            "API tokens",
+        ],
+        "olga": [
+            "Fleet",
+            "Quarantine",
+            "Sites",
+            "Transfers",
+            "Requests",
+            "Audit",
+            "People",
+            "API tokens",
+        ],
+        "carl": ["Sites", "Transfers", "Requests", "API tokens"],
         "rita": ["API tokens"],
     }
     for username, nav in expected_nav.items():
@@ -493,3 +511,56 @@ def test_a_real_agent_that_is_killed_goes_stale_in_the_fleet(
         page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-8")
     assert time.monotonic() - killed >= 4  # not before several reports were missed
     expect(row).to_have_class("stale")
+
+
+def test_the_request_log_shows_who_asked_whom_and_never_the_patient(
+    page: Page, ui_hub: Hub
+) -> None:
+    """A federated query from org B's lab to org A, answered by A's agent, appears in both
+    organizations' request logs with its state and count; the patient never does (the query
+    keys are sealed between the agents)."""
+    from tests.hub.test_requests import _inbox, _keys, _seal, _submit
+    from wire.query import Answer, QueryBody, StudyMatch, new_request_id
+
+    make_site(ui_hub, "org-a", "clinic-r")
+    sign_in(page, ui_hub, "olga")
+    site_a = enroll_from_page(page, ui_hub, "org-a", "clinic-r")
+    sign_in(page, ui_hub, "nadia")
+    site_b = enroll_from_page(page, ui_hub, "org-b", "lab")
+    assert _inbox(site_a).requests == []  # A's agent is online (waiting for requests)
+    request_id = new_request_id()
+    body = _seal(site_b, QueryBody(find=_keys()), request_id, ["org-a"])
+    submitted = _submit(site_b, request_id, body, ["org-a"])
+    assert submitted.status_code == 200, submitted.text
+    [item] = _inbox(site_a, wait=5).requests
+    keys = _keys()
+    answer = Answer(
+        outcome="matches",
+        matches=[
+            StudyMatch(study_uid=f"1.2.3.{n}", patient_name=keys.patient_name,
+                       patient_id=keys.patient_id, source_org="org-a", modalities=["CT"])
+            for n in range(3)
+        ],
+    )  # fmt: skip
+    put = site_a.client.put(
+        f"/node/v1/requests/{item.request_id}/answer",
+        params={"outcome": "matches", "count": 3},
+        content=_seal(site_a, answer, request_id, ["org-b"]),
+    )
+    assert put.status_code == 204, put.text
+
+    for username in ("carl", "olga"):  # a clinician and the admin of the asked organization
+        sign_in(page, ui_hub, username)
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Requests").click()
+        line = page.locator(f'tr[data-request="{request_id}"][data-target="org-a"]')
+        expect(line).to_contain_text("org-b/lab")
+        expect(line).to_contain_text("answered")
+        expect(line).to_contain_text("matches")
+        expect(line.locator("td.num")).to_have_text("3")
+        main = page.locator("main")
+        for secret in (keys.patient_name or "", keys.patient_id or "", "Quuxley"):
+            expect(main).not_to_contain_text(secret)
+    screenshot(page, "requests")
+    sign_in(page, ui_hub, "rita")
+    response = page.goto(ui_hub.public_url + "/ui/requests")
+    assert response is not None and response.status == 403
