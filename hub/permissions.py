@@ -30,6 +30,8 @@ class Permission(StrEnum):
     BUNDLE_READ = "bundle:read"
     METRICS_READ = "metrics:read"
     API_DOCS = "docs:read"
+    COLLECTION_READ = "collection:read"  # DICOMweb reads of collections one may see
+    COLLECTION_MANAGE = "collection:manage"  # create, grant, publish, STOW-RS
 
 
 _ADMIN_OF_ORG = frozenset(
@@ -46,6 +48,8 @@ _ADMIN_OF_ORG = frozenset(
         Permission.USER_MANAGE,
         Permission.BUNDLE_READ,
         Permission.API_DOCS,
+        Permission.COLLECTION_READ,
+        Permission.COLLECTION_MANAGE,
     }
 )
 
@@ -55,7 +59,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.CLINICIAN: frozenset(
         {Permission.SELF, Permission.ORG_READ, Permission.SITE_READ, Permission.BUNDLE_READ}
     ),
-    Role.RESEARCHER: frozenset({Permission.SELF}),
+    Role.RESEARCHER: frozenset({Permission.SELF, Permission.COLLECTION_READ}),
 }
 
 # Permissions that a route checks against the organization in its path (`{org}`).

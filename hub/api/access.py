@@ -129,4 +129,6 @@ UserManageDep = Annotated[Principal, Depends(Allow(Permission.USER_MANAGE))]
 BundleReadDep = Annotated[Principal, Depends(Allow(Permission.BUNDLE_READ))]
 MetricsReadDep = Annotated[Principal, Depends(Allow(Permission.METRICS_READ))]
 ApiDocsDep = Annotated[Principal, Depends(Allow(Permission.API_DOCS))]
+CollectionReadDep = Annotated[Principal, Depends(Allow(Permission.COLLECTION_READ))]
+CollectionManageDep = Annotated[Principal, Depends(Allow(Permission.COLLECTION_MANAGE))]
 PublicRoute = Depends(public)
