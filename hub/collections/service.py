@@ -23,6 +23,11 @@ from hub.models import Organization
 from hub.principals import Principal, Role
 from hub.users.models import User
 from wire import signatures
+from wire.collection_key import (
+    MAX_COLLECTION_NAME,
+    CollectionKey,
+    collection_key_message,
+)
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -52,7 +57,24 @@ def view(row: Collection) -> CollectionView:
 
 def key_message(name: str, key_id: str, public_b64: str) -> bytes:
     """What the hub signs for a collection key (agents check it with the hub's key)."""
-    return f"hexchange/v1 collection-key\n{name}\n{key_id}\n{public_b64}".encode()
+    return collection_key_message(name, key_id, public_b64)
+
+
+def published_key(session: Session, name: str) -> CollectionKey:
+    """A collection's public key as agents fetch it (any enrolled site may seal to it)."""
+    row = _by_name(session, name)
+    if row is None:
+        raise NotFound(f"no research collection {name!r} at this hub")
+    return CollectionKey(
+        name=row.name, key_id=row.key_id, public_key=row.public_key, signature=row.key_signature
+    )
+
+
+def require_collection(session: Session, name: str) -> Collection:
+    row = _by_name(session, name)
+    if row is None:
+        raise InvalidRequest(f"research collection {name!r} does not exist at this hub")
+    return row
 
 
 def create(
@@ -68,9 +90,10 @@ def create(
 ) -> CollectionView:
     if not principal.is_network_admin:
         raise Forbidden("only a network admin creates research collections")
-    if not NAME.match(name):
+    if not NAME.match(name) or len(name) > MAX_COLLECTION_NAME:
         raise InvalidRequest(
-            "a collection name is 1-63 lowercase letters, digits and inner hyphens"
+            f"a collection name is 1-{MAX_COLLECTION_NAME} lowercase letters, digits and "
+            "inner hyphens"
         )
     options = list(profile or [])
     try:
