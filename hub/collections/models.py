@@ -71,6 +71,7 @@ class CollectionSeries(SQLModel, table=True):
         UniqueConstraint("collection_id", "series_uid", name="uq_cseries_uid"),
         Index("ix_cseries_study", "collection_id", "study_uid"),
         Index("ix_cseries_modality", "collection_id", "modality"),
+        Index("ix_cseries_body_part", "collection_id", "body_part"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

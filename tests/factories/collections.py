@@ -43,6 +43,7 @@ def deidentified_study(
     study_date: str = "20261104",
     body_part: str = "CHEST",
     patient: FakePatient | None = None,
+    size: int = 64,
 ) -> MadeStudy:
     """A synthetic study with identifying attributes, through `deidentify.apply` (basic
     profile, retain-long-full-dates so the dates are searchable)."""
@@ -55,6 +56,7 @@ def deidentified_study(
         ds = ct_slice(
             patient, study_uid=study_uid, series_uid=series_uid, sop_uid=generate_uid(),
             accession="ACC-" + secrets.token_hex(4), index=index, study_date=study_date,
+            rows=size, columns=size,
         )  # fmt: skip
         ds.Modality = modality
         ds.BodyPartExamined = body_part

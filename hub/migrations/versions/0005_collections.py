@@ -1,8 +1,9 @@
-"""research collections
+"""research collections: collections, grants, the QIDO index (studies, series, instances),
+quarantine and published versions (issue 11)
 
 Revision ID: 0005_collections
 Revises: 0004
-Create Date: 2026-12-04 00:33:02.436261
+Create Date: 2026-12-04 00:53:21.853696
 """
 
 from collections.abc import Sequence
@@ -134,6 +135,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("collection_id", "series_uid", name="uq_cseries_uid"),
     )
     with op.batch_alter_table("collection_series", schema=None) as batch_op:
+        batch_op.create_index("ix_cseries_body_part", ["collection_id", "body_part"], unique=False)
         batch_op.create_index("ix_cseries_modality", ["collection_id", "modality"], unique=False)
         batch_op.create_index("ix_cseries_study", ["collection_id", "study_uid"], unique=False)
 
@@ -206,6 +208,7 @@ def downgrade() -> None:
     with op.batch_alter_table("collection_series", schema=None) as batch_op:
         batch_op.drop_index("ix_cseries_study")
         batch_op.drop_index("ix_cseries_modality")
+        batch_op.drop_index("ix_cseries_body_part")
 
     op.drop_table("collection_series")
     with op.batch_alter_table("collection_quarantine", schema=None) as batch_op:
