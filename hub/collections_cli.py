@@ -95,3 +95,16 @@ def publish(
         f"collection {name} version {made.version}: {made.instance_count} instances, "
         f"content hash {made.content_hash}"
     )
+
+
+@collection_app.command("ingest")
+def ingest(data_dir: DataDir) -> None:
+    """Open collection bundles left queued (e.g. the key file was missing at completion)."""
+    from hub.collections.bundles import ingest_pending
+    from hub.collections.runtime import instance_files
+
+    with _services(data_dir) as (services, session):
+        stored = ingest_pending(
+            session, services.blobs, instance_files(services), key_provider(services.settings)
+        )
+    typer.echo(f"{stored} instances stored from queued collection bundles")

@@ -97,3 +97,36 @@ def test_agent_seals_to_a_collection_and_the_hub_checks_again(hub: Hub) -> None:
     )
     assert refused.status_code == 403 and "de-identified" in refused.json()["detail"]
     client.close()
+
+
+def test_a_bundle_waits_when_the_operator_key_is_missing(hub: Hub) -> None:
+    """The receipt stands (the ciphertext is durable); the collection delivery stays queued
+    and is opened once the key file is back (`hexchange-hub collection ingest`)."""
+    from hub.collections.blobs import InstanceFiles
+    from hub.collections.bundles import ingest_pending
+    from hub.collections.keys import FileKeyProvider
+    from hub.storage import LocalBlobStore
+
+    site = hub.enroll("org-a", "site-a")
+    with hub.session() as session:
+        make_collection(session, hub.settings, NAME, "org-a")
+    hub.allow("org-a", "site-a", RECIPIENT, mode="deidentified")
+    keys = RecipientDirectory(HubClient(hub.node_url, _identity(site)), _identity(site))
+    made = deidentified_study(2)
+    key_path = hub.settings.collection_key_path
+    hidden = key_path.with_suffix(".away")
+    key_path.rename(hidden)
+    site.push(site.seal(_payload(made.files), [RECIPIENT], mode="deidentified",
+                        recipients=keys.keys_for(RECIPIENT)))  # fmt: skip
+    with hub.session() as session:
+        delivery = session.exec(select(Delivery).where(Delivery.recipient_org == RECIPIENT)).one()
+        assert delivery.state == "queued"
+    hidden.rename(key_path)
+    with hub.session() as session:
+        stored = ingest_pending(
+            session, LocalBlobStore(hub.settings.blob_dir),
+            InstanceFiles(hub.settings.data_dir / "collections"), FileKeyProvider(key_path),
+        )  # fmt: skip
+        assert stored == 2
+        delivery = session.exec(select(Delivery).where(Delivery.recipient_org == RECIPIENT)).one()
+        assert delivery.state == "acked"
