@@ -288,8 +288,31 @@ def run(
     rows = list(session.exec(statement).all())
     more = len(rows) > query.limit
     rows = rows[: query.limit]
-    results = [_answer(session, collection, query, row, urls) for row in rows]
+    studies = _study_attributes(session, collection, query, rows)
+    results = [_answer(query, row, urls, studies) for row in rows]
     return Page(results, more, query.offset + len(rows))
+
+
+_STUDY_TAGS = frozenset(_tag_key(k) for k in _STUDY_KEYS) | {
+    _tag_key("PatientBirthDate"), _tag_key("ReferringPhysicianName"),
+}  # fmt: skip
+
+
+def _study_attributes(
+    session: Session, collection: Collection, query: QidoQuery, rows: list[Any]
+) -> dict[str, dict[str, Any]]:
+    """Study-level attributes asked for at series/instance level: one query for the page."""
+    wanted = query.include_all or bool(query.include & _STUDY_TAGS)
+    if query.level == "study" or not wanted or not rows:
+        return {}
+    uids = sorted({row.study_uid for row in rows})
+    found = session.exec(
+        select(CollectionStudy.study_uid, CollectionStudy.attributes).where(
+            CollectionStudy.collection_id == collection.id,
+            col(CollectionStudy.study_uid).in_(uids),
+        )
+    ).all()
+    return {uid: json.loads(attributes) for uid, attributes in found}
 
 
 def _pick(attributes: dict[str, Any], query: QidoQuery, defaults: set[str]) -> dict[str, Any]:
@@ -304,11 +327,10 @@ def _element(vr: str, value: Any) -> dict[str, Any]:
 
 
 def _answer(
-    session: Session,
-    collection: Collection,
     query: QidoQuery,
     row: Any,
     urls: Callable[[str, str | None, str | None], str],
+    studies: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     defaults = {_tag_key(k) for k in _DEFAULTS[query.level]}
     answer = _pick(json.loads(row.attributes), query, defaults)
@@ -326,15 +348,7 @@ def _answer(
         answer["0020000D"] = _element("UI", row.study_uid)
         answer["0020000E"] = _element("UI", row.series_uid)
         answer["00081190"] = _element("UR", urls(row.study_uid, row.series_uid, row.sop_uid))
-    if query.level != "study" and (query.include_all or query.include):
-        study = session.exec(
-            select(CollectionStudy).where(
-                CollectionStudy.collection_id == collection.id,
-                CollectionStudy.study_uid == row.study_uid,
-            )
-        ).first()
-        if study is not None:
-            for tag, value in json.loads(study.attributes).items():
-                if query.include_all or tag in query.include:
-                    answer.setdefault(tag, value)
+    for tag, value in studies.get(row.study_uid, {}).items():
+        if query.include_all or tag in query.include:
+            answer.setdefault(tag, value)
     return dict(sorted(answer.items()))
