@@ -192,9 +192,10 @@ def _retrieve(request: Request, rows: list[CollectionInstance]) -> Response:
         yield from media.encode_parts(parts, boundary)
 
     syntax = next(iter(stored)) if len(stored) == 1 else None
-    return StreamingResponse(
-        body(), media_type=media.boundary_header("application/dicom", boundary, syntax)
-    )
+    kind = media.boundary_header("application/dicom", boundary, syntax)
+    if len(rows) == 1:  # one instance: one write, no streaming hops through the thread pool
+        return Response(b"".join(body()), media_type=kind)
+    return StreamingResponse(body(), media_type=kind)
 
 
 @router.get("/studies/{study}")
