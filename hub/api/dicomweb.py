@@ -66,6 +66,8 @@ def _qido(
     study: str | None = None,
     series: str | None = None,
 ) -> Response:
+    keys = sorted({key for key, _ in request.query_params.multi_items()})
+    request.state.audit_detail = f"QIDO-RS {level} keys: {','.join(keys)[:400]}"
     row = service.readable(session, principal, name)
     settings = request.app.state.settings
     parsed = query.parse(

@@ -77,6 +77,9 @@ def test_stow_qido_wado_with_dicomweb_client(hub: Hub, people: dict[str, Any]) -
     assert [s["0020000E"]["Value"][0] for s in series] == [head.series_uid]
     assert web.search_for_series(search_filters={"BodyPartExamined": "?EAD"})
     assert web.search_for_series(search_filters={"Modality": "US"}) == []
+    # a study attribute matched at series level is returned with each series
+    dated = web.search_for_series(search_filters={"StudyDate": "20240105"})
+    assert [s["00080020"]["Value"] for s in dated] == [["20240105"]]
     instances = web.search_for_instances(
         study_instance_uid=chest.study_uid, series_instance_uid=chest.series_uid
     )
@@ -232,3 +235,43 @@ def test_cors_for_a_viewer_on_another_origin(hub: Hub) -> None:
         headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET"},
     )
     assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_the_browser_session_cookie_reads_too(hub: Hub, people: dict[str, Any]) -> None:
+    made = deidentified_study(1)
+    _dicomweb(hub, people["admin"]).store_instances([dcmread(io.BytesIO(made.files[0]))])
+    hub.person("bea", "researcher", "org-b", password="a long browser password")
+    granted = people["admin"].post(
+        f"/api/v1/collections/{COLLECTION}/grants", json={"username": "bea"}
+    )
+    assert granted.status_code == 204
+    browser = hub.public_client()
+    login = browser.post(
+        "/api/v1/auth/login", json={"username": "bea", "password": "a long browser password"}
+    )
+    assert login.status_code == 200, login.text
+    studies = browser.get(f"/dicomweb/collections/{COLLECTION}/studies")
+    assert studies.status_code == 200
+    assert studies.json()[0]["0020000D"]["Value"] == [made.study_uid]
+    stow = browser.post(f"/dicomweb/collections/{COLLECTION}/studies", content=b"")
+    assert stow.status_code == 403  # a researcher never stores (and no CSRF header either)
+
+
+def test_queries_are_audited_with_their_keys_not_values(hub: Hub, people: dict[str, Any]) -> None:
+    import time
+
+    from hub.models import AuditEvent
+
+    search = f"/dicomweb/collections/{COLLECTION}/studies"
+    response = people["researcher"].get(search, params={"PatientName": "Doe^Jane"})
+    assert response.status_code == 204
+    deadline = time.monotonic() + 10
+    while True:
+        with hub.session() as session:
+            rows = session.exec(select(AuditEvent).where(AuditEvent.actor == "user:rita")).all()
+        found = [r for r in rows if r.subject.endswith("/studies")]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert found, "the query was not audited"
+    assert "PatientName" in found[-1].detail and "Doe" not in found[-1].detail
