@@ -654,3 +654,13 @@ def _recipe_profile(recipe: Recipe, profile: Profile) -> Profile:
 def _any_hit(pattern: re.Pattern[bytes], chunks: list[bytes]) -> bool:
     # NUL separators: a needle never spans two elements, word boundaries hold at the edges.
     return pattern.search(b"\x00".join(chunks)) is not None
+
+
+def verify_output(output: Dataset, profile: Profile) -> list[Finding]:
+    """Check a de-identified dataset on its own, without its original (the hub's second check
+    of what a site sends to a research collection): ``removed-attribute-present`` and
+    ``identity-not-marked`` as `verify` finds them. Values of the original cannot be searched
+    for here; that check is the sending agent's (`verify`)."""
+    sop_class = str(output.get("SOPClassUID", "") or "") or None
+    marked = str(output.get("PatientIdentityRemoved", "")).upper() == "YES"
+    return _check((), _all_elements(output), _codecs(output), marked, profile, sop_class)

@@ -590,3 +590,9 @@ def serve(
 
 def main(argv: list[str] | None = None) -> None:
     app(args=argv)
+
+
+# research collections (its module uses the helpers above, so it is imported last)
+from hub.collections_cli import collection_app  # noqa: E402
+
+app.add_typer(collection_app, name="collection")

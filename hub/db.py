@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 from hub import models  # noqa: F401  (registers the tables)
+from hub.collections import models as _collection_models  # noqa: F401
 from hub.fleet import models as _fleet_models  # noqa: F401
 from hub.policy import models as _policy_models  # noqa: F401
 from hub.requests import models as _requests_models  # noqa: F401

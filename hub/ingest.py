@@ -37,6 +37,7 @@ from hub.models import (
 )
 from hub.quotas import QuotaLimits
 from hub.storage import BlobStore
+from wire.collection_key import collection_named
 from wire.envelope import TAG_BYTES, SealedHeader, check_chunk, parse_header, verify_header
 from wire.errors import WireError
 from wire.receipt import Receipt, sign_receipt
@@ -78,6 +79,8 @@ class IngestContext:
     is_revoked: Callable[[int], bool] = lambda _serial: False
     headers: HeaderCache | None = None
     quotas: QuotaLimits | None = None
+    # run after every completion call (research collections: the hub opens their bundles)
+    after_complete: Callable[[Session, str], None] | None = None
 
 
 def _site_row(session: Session, identity: SiteIdentity) -> Site:
@@ -147,7 +150,10 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
     except WireError as exc:
         raise InvalidRequest(f"bundle header signature does not verify: {exc}") from exc
     for org in manifest.recipients:
-        if ctx.session.get(Organization, org) is None:
+        collection = collection_named(org)
+        if collection is not None:
+            _check_collection_recipient(ctx.session, collection, manifest.mode)
+        elif ctx.session.get(Organization, org) is None:
             raise InvalidRequest(f"recipient organization {org!r} is not part of this network")
     site_policy = policy.current(ctx.session, identity.org, identity.site)
     for org in manifest.recipients:
@@ -193,6 +199,17 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
     ctx.session.commit()
     ctx.session.refresh(row)
     return row
+
+
+def _check_collection_recipient(session: Session, name: str, mode: str) -> None:
+    from hub.collections.service import require_collection
+
+    if mode != "deidentified":
+        raise Forbidden(
+            f"research collection {name!r} takes de-identified bundles only; reseal the study "
+            "under a de-identified rule"
+        )
+    require_collection(session, name)
 
 
 def _check_valid_now(cert: x509.Certificate) -> None:
@@ -321,4 +338,6 @@ def complete(ctx: IngestContext, identity: SiteIdentity, bundle_id: str) -> Rece
         )
         ctx.session.commit()
         ctx.session.refresh(bundle)
+    if ctx.after_complete is not None:
+        ctx.after_complete(ctx.session, bundle_id)
     return make_receipt(ctx, bundle)

@@ -11,8 +11,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub import errors, quotas
-from hub.api import audit_api, limits, meta, node, orgs, people, policies, public, requests_api
+from hub.api import (
+    audit_api,
+    collections_api,
+    dicomweb,
+    limits,
+    meta,
+    node,
+    orgs,
+    people,
+    policies,
+    public,
+    requests_api,
+)
 from hub.api.audit_trail import AuditTrail
+from hub.api.dicomweb_cors import DicomwebCors
+from hub.collections.media import NotAcceptable
 from hub.services import Services, build_services
 from hub.settings import HubSettings
 from hub.ui import router as ui_router
@@ -29,6 +43,7 @@ _STATUS = {
     errors.InvalidRequest: 422,
     errors.EnrollmentRefused: 403,
     errors.TooManyRequests: 429,
+    NotAcceptable: 406,
 }
 
 
@@ -108,10 +123,12 @@ def create_app(settings: HubSettings, services: Services | None = None) -> FastA
     app = _base_app(services, "Hexchange hub")
     for router in (
         meta.router, public.router, people.router, orgs.router, policies.router,
-        audit_api.router, ui_router,
+        audit_api.router, ui_router, dicomweb.router, collections_api.router,
     ):  # fmt: skip
         app.include_router(router)
     app.include_router(requests_api.user_router)
     app.add_middleware(AuditTrail, services=services)
+    if settings.dicomweb_cors_origins:
+        app.add_middleware(DicomwebCors, origins=settings.dicomweb_cors_origins)
     app.state.node_app = node_app
     return app

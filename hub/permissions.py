@@ -31,6 +31,8 @@ class Permission(StrEnum):
     METRICS_READ = "metrics:read"
     API_DOCS = "docs:read"
     REQUEST_READ = "request:read"  # the federated request log (hub/requests)
+    COLLECTION_READ = "collection:read"  # DICOMweb reads of collections one may see
+    COLLECTION_MANAGE = "collection:manage"  # create, grant, publish, STOW-RS
 
 
 _ADMIN_OF_ORG = frozenset(
@@ -48,6 +50,8 @@ _ADMIN_OF_ORG = frozenset(
         Permission.BUNDLE_READ,
         Permission.API_DOCS,
         Permission.REQUEST_READ,
+        Permission.COLLECTION_READ,
+        Permission.COLLECTION_MANAGE,
     }
 )
 
@@ -63,7 +67,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.REQUEST_READ,
         }
     ),
-    Role.RESEARCHER: frozenset({Permission.SELF}),
+    Role.RESEARCHER: frozenset({Permission.SELF, Permission.COLLECTION_READ}),
 }
 
 # Permissions that a route checks against the organization in its path (`{org}`).

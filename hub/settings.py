@@ -67,6 +67,21 @@ class HubSettings(BaseSettings):
         description="Per site: payload bytes of the bundles accepted in 24 hours",
     )  # fmt: skip
 
+    # --- research collections over DICOMweb (issue 11) ---
+    collection_key_file: Path | None = Field(
+        default=None,
+        description="32 random bytes (chmod 600) sealing the collections' private keys; "
+        "default <data_dir>/collection.key if that file exists",
+    )
+    dicomweb_cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (https://viewer.example) allowed to call /dicomweb",
+    )
+    qido_max_limit: int = Field(
+        default=1000, ge=1, le=100_000,
+        description="Most QIDO-RS results in one response; more are paged (a Warning says so)",
+    )  # fmt: skip
+
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> HubSettings:
         self.data_dir = self.data_dir.expanduser().resolve()
@@ -107,3 +122,7 @@ class HubSettings(BaseSettings):
     @property
     def receipt_key_file(self) -> Path:
         return self.tls_dir / "receipt.key"
+
+    @property
+    def collection_key_path(self) -> Path:
+        return self.collection_key_file or self.data_dir / "collection.key"

@@ -16,6 +16,7 @@ from wire.api import (
     RenewRequest,
     RenewResponse,
 )
+from wire.collection_key import CollectionKey
 from wire.policy import SitePolicy
 from wire.query_api import Answerers, Inbox, RequestKind, RequestStatus
 from wire.receipt import Receipt
@@ -78,6 +79,11 @@ class HubClient:
 
     def org_keys(self, org: str) -> OrgKeys:
         return OrgKeys.model_validate(self._request("GET", f"/node/v1/orgs/{org}/keys").json())
+
+    def collection_key(self, name: str) -> CollectionKey:
+        """A research collection's public key, as the hub signed it (issue 11)."""
+        response = self._request("GET", f"/node/v1/collections/{name}/key")
+        return CollectionKey.model_validate(response.json())
 
     def put_header(self, bundle_id: str, header: bytes) -> BundleStatus:
         response = self._request(

@@ -14,6 +14,7 @@ import structlog
 from node_agent.hubclient import HubClient
 from node_agent.identity import AgentIdentity
 from wire.api import verify_site_key
+from wire.collection_key import collection_named, verify_collection_key
 from wire.envelope import RecipientKey
 from wire.errors import WireError
 
@@ -31,6 +32,11 @@ class RecipientDirectory:
         cached = self._cache.get(org)
         if cached and time.monotonic() - cached[0] < self.ttl and cached[1]:
             return cached[1]
+        collection = collection_named(org)
+        if collection is not None:  # a research collection: its key is vouched for by the hub
+            vouched = self._collection_keys(collection)
+            self._cache[org] = (time.monotonic(), vouched)
+            return vouched
         listing = self.client.org_keys(org)
         keys: list[RecipientKey] = []
         for site_key in listing.keys:
@@ -46,3 +52,14 @@ class RecipientDirectory:
                 log.warning("recipient key rejected", org=org, site=site_key.site, reason=str(exc))
         self._cache[org] = (time.monotonic(), keys)
         return keys
+
+    def _collection_keys(self, name: str) -> list[RecipientKey]:
+        published = self.client.collection_key(name)
+        if published.name != name:
+            log.warning("collection key rejected", collection=name, reason="another name")
+            return []
+        try:
+            return [verify_collection_key(published, self.identity.hub_receipt_key)]
+        except WireError as exc:
+            log.warning("collection key rejected", collection=name, reason=str(exc))
+            return []

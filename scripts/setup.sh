@@ -13,7 +13,7 @@ say() { printf '==> %s\n' "$*"; }
 
 packages=(dcmtk tesseract-ocr)
 if [ "$want_test" = 1 ]; then
-  packages+=(dicom3tools postgresql-client orthanc tesseract-ocr tesseract-ocr-eng fonts-dejavu-core
+  packages+=(dicom3tools postgresql-client orthanc orthanc-dicomweb tesseract-ocr tesseract-ocr-eng fonts-dejavu-core
              fonts-liberation fonts-freefont-ttf fonts-urw-base35 chromium)
 fi
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from wire.canonical import canonical_json
+from wire.collection_key import collection_named
 from wire.facts import StudyFacts
 from wire.manifest import Name, UtcDatetime
 
@@ -158,6 +159,18 @@ class PolicyRule(_Model):
     )
     pixel_policy: PixelPolicy = "blank"
     match: PolicyMatch = Field(default_factory=PolicyMatch)
+
+    @model_validator(mode="after")
+    def _collections_take_deidentified_only(self) -> PolicyRule:
+        """A research collection (`collection--NAME`, wire.collection_key) never holds an
+        identified study: such a rule is refused where it is written."""
+        name = collection_named(self.destination_org)
+        if name is not None and self.mode != "deidentified":
+            raise ValueError(
+                f"research collection {name!r} takes de-identified studies only; "
+                "make the rule mode 'deidentified'"
+            )
+        return self
 
 
 class SitePolicy(_Model):

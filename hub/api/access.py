@@ -130,4 +130,6 @@ BundleReadDep = Annotated[Principal, Depends(Allow(Permission.BUNDLE_READ))]
 RequestReadDep = Annotated[Principal, Depends(Allow(Permission.REQUEST_READ))]
 MetricsReadDep = Annotated[Principal, Depends(Allow(Permission.METRICS_READ))]
 ApiDocsDep = Annotated[Principal, Depends(Allow(Permission.API_DOCS))]
+CollectionReadDep = Annotated[Principal, Depends(Allow(Permission.COLLECTION_READ))]
+CollectionManageDep = Annotated[Principal, Depends(Allow(Permission.COLLECTION_MANAGE))]
 PublicRoute = Depends(public)

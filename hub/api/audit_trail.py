@@ -53,12 +53,14 @@ class AuditTrail:
         template = getattr(route, "path", None) or "?"
         params = scope.get("path_params") or {}
         org = params.get("org") if isinstance(params.get("org"), str) else principal.org
+        # what a route adds (e.g. the matching keys of a DICOMweb query, never their values)
+        extra = str((scope.get("state") or {}).get("audit_detail") or "")[:500]
         self.services.audit_buffer.put(
             AccessEvent(
                 actor=principal.actor,
                 action=f"{scope['method']} {template}",
                 subject=str(scope.get("path", ""))[:200],
-                detail=f"status {status}",
+                detail=f"status {status}" + (f"; {extra}" if extra else ""),
                 org=(org or "")[:63],
                 address=principal.address,
                 outcome=_outcome(status),

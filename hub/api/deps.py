@@ -10,6 +10,7 @@ from fastapi import Depends, Path, Request
 from sqlmodel import Session
 
 from hub.api.limits import CHUNK_CAP, HEADER_CAP, BodyTooLarge
+from hub.collections.opening import collection_bundles
 from hub.ingest import HeaderCache, IngestContext
 from hub.quotas import QuotaLimits
 from hub.services import Services
@@ -44,6 +45,7 @@ def get_ingest(request: Request, session: SessionDep) -> IngestContext:
         is_revoked=request.app.state.ca_directory.is_revoked,
         headers=header_cache(request),
         quotas=QuotaLimits.from_settings(request.app.state.settings),
+        after_complete=collection_bundles(request.app.state.services),
     )
 
 

@@ -41,6 +41,9 @@ CHUNK_CAP = 4 * MIB + KIB
 _HEADER_ROUTE = re.compile(r"^/node/v1/bundles/[^/]+$")
 _CHUNK_ROUTE = re.compile(r"^/node/v1/bundles/[^/]+/chunks/[^/]+$")
 _ANSWER_ROUTE = re.compile(r"^/node/v1/requests/[^/]+/answer$")  # a sealed answer (wire.query)
+# STOW-RS of curated objects to a research collection (hub.api.dicomweb)
+STOW_CAP = 512 * MIB
+_STOW_ROUTE = re.compile(r"^/dicomweb/collections/[^/]+/studies(/[^/]+)?$")
 
 
 class BodyTooLarge(HTTPException):
@@ -62,6 +65,8 @@ def body_cap(method: str, path: str, json_cap: int = DEFAULT_JSON_CAP) -> int:
         return HEADER_CAP
     if method == "PUT" and _ANSWER_ROUTE.match(path):
         return MAX_ANSWER_BYTES
+    if method == "POST" and _STOW_ROUTE.match(path):
+        return STOW_CAP
     return json_cap
 
 

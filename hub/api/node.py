@@ -23,6 +23,7 @@ from wire.api import (
     RenewResponse,
     SiteKey,
 )
+from wire.collection_key import CollectionKey
 from wire.policy import SitePolicy
 from wire.receipt import Receipt
 
@@ -80,6 +81,14 @@ def org_keys(org: OrgId, request: Request, site: SiteDep, session: SessionDep) -
         and row.encryption_key_signature
     ]
     return OrgKeys(org=org, keys=keys)
+
+
+@router.get("/collections/{name}/key")
+def collection_key(name: OrgId, site: SiteDep, session: SessionDep) -> CollectionKey:
+    """A research collection's public key, signed by the hub (issue 11)."""
+    from hub.collections.service import published_key
+
+    return published_key(session, name)
 
 
 def _status(ctx: ingest.IngestContext, site: SiteDep, bundle_id: str) -> BundleStatus:

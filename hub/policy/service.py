@@ -15,6 +15,7 @@ from hub.models import Organization, SharingPolicy, Site, aware, utcnow
 from hub.permissions import Permission, authorize
 from hub.policy.models import PolicyVersion
 from hub.principals import Principal
+from wire.collection_key import collection_named
 from wire.policy import PolicyRule, SitePolicy
 
 
@@ -42,7 +43,15 @@ def validate_rules(session: Session, rules: list[PolicyRule]) -> None:
     from deidentify.recipe import RecipeError, parse_recipe
 
     for number, rule in enumerate(rules, start=1):
-        if session.get(Organization, rule.destination_org) is None:
+        collection = collection_named(rule.destination_org)
+        if collection is not None:
+            from hub.collections.service import require_collection
+
+            try:
+                require_collection(session, collection)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"rule {number}: {exc.detail}") from None
+        elif session.get(Organization, rule.destination_org) is None:
             raise InvalidRequest(
                 f"rule {number}: organization {rule.destination_org!r} is not part of this network"
             )

@@ -22,10 +22,10 @@ from hub.models import Organization, SharingPolicy, Site, SiteCertificate, aware
 from hub.permissions import Permission, authorize, visible_orgs
 from hub.principals import Principal
 from hub.sites.models import EnrollmentToken
+from wire.collection_key import COLLECTION_PREFIX, collection_named
 
 MAX_TOKEN_TTL_MINUTES = 7 * 24 * 60
 NAME_RULE = "1-63 lowercase letters, digits and hyphens, starting with a letter or digit"
-
 
 
 def _check_id(label: str, value: str) -> None:
@@ -77,6 +77,11 @@ class IssuedToken:
 def create_org(session: Session, actor: Principal, org_id: str, name: str = "") -> OrgView:
     authorize(actor, Permission.ORG_CREATE)
     _check_id("organization id", org_id)
+    if collection_named(org_id) is not None:
+        raise InvalidRequest(
+            f"organization ids may not start with {COLLECTION_PREFIX!r} (research collections "
+            "are named so); choose another id"
+        )
     if session.get(Organization, org_id) is not None:
         raise Conflict(f"organization {org_id!r} exists")
     row = Organization(id=org_id, name=(name.strip() or org_id)[:200])

@@ -89,6 +89,8 @@ def start_orthanc(
     http_port: int | None = None,
     scu_timeout: int = 10,
     accepted_transfer_syntaxes: list[str] | None = None,
+    plugins: list[str] | None = None,
+    extra_config: dict[str, Any] | None = None,
 ) -> Orthanc:
     """Start Orthanc; `modalities` maps a name to (AE title, port) on 127.0.0.1. Ports are free
     ones unless given (a caller that must name them in another config first).
@@ -134,6 +136,9 @@ def start_orthanc(
     }
     if accepted_transfer_syntaxes is not None:
         config["AcceptedTransferSyntaxes"] = accepted_transfer_syntaxes
+    if plugins:  # e.g. the DICOMweb plugin (Debian orthanc-dicomweb), with its settings
+        config["Plugins"] = plugins
+    config.update(extra_config or {})
     config_path = root / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     log = (root / "orthanc.log").open("wb")

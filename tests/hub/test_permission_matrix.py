@@ -87,6 +87,14 @@ def _fill(world: World, path: str, org: str) -> str:
         "request_id": "0" * 32,
         "index": "0",
         "name": "ui.css",  # the web UI's static files
+        # research collections (DICOMweb): no such collection, so allowed callers get 404
+        "collection": "no-such-collection",
+        "study": "1.2.3",
+        "series": "1.2.3.4",
+        "instance": "1.2.3.4.5",
+        "frames": "1",
+        "tag": "7FE00010",
+        "username": "nobody",
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 

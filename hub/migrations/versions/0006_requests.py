@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0006_requests"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005_collections"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

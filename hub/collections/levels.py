@@ -1,0 +1,69 @@
+"""Which attributes belong to the study and series levels of QIDO-RS answers (PS3.18 Table
+10.6.1-5 and the Patient/Study/Series modules), and DICOM JSON without bulk data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+STUDY_KEYWORDS = (
+    "SpecificCharacterSet",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "StudyInstanceUID",
+    "StudyID",
+    "LongitudinalTemporalInformationModified",
+)
+SERIES_KEYWORDS = (
+    "SpecificCharacterSet",
+    "Modality",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "BodyPartExamined",
+    "Laterality",
+    "ProtocolName",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+)
+
+BULK_THRESHOLD = 1024
+BULK_MARK = "hexchange-bulk:"
+
+
+def _bulk_mark(elem: DataElement) -> str:
+    return f"{BULK_MARK}{int(elem.tag):08X}"
+
+
+def json_without_bulk(ds: Dataset) -> dict[str, Any]:
+    """The dataset as DICOM JSON; values of binary VRs longer than 1 KiB (pixel data) become
+    BulkDataURI placeholders that the DICOMweb adapter turns into URLs."""
+    result: dict[str, Any] = ds.to_json_dict(
+        bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=_bulk_mark
+    )
+    return result
+
+
+def subset(ds: Dataset, keywords: tuple[str, ...]) -> str:
+    part = Dataset()
+    for keyword in keywords:
+        if keyword in ds:
+            part[Tag(keyword)] = ds[keyword]
+    return json.dumps(json_without_bulk(part))

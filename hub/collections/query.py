@@ -1,0 +1,354 @@
+"""QIDO-RS for a collection (PS3.18 10.6, matching of PS3.4 C.2.2.2): the query's parameters
+become SQL over the de-identified index; answers are DICOM JSON datasets.
+
+Matching: single value; list of values (comma separated: any matches); wildcards `*` and `?`
+(text attributes); ranges `a-b`, `-b`, `a-` of dates and times; person names without regard
+to case; an empty value matches everything and returns the attribute. `includefield` names
+attributes to return (or `all`). `limit` and `offset` page the answer; nothing is cut
+silently: when more results match, the answer says so (a Warning header with the next offset).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydicom.datadict import dictionary_keyword, tag_for_keyword
+from sqlalchemy import ColumnElement, and_, func, or_
+from sqlmodel import Session, col, select
+
+from hub.collections.models import (
+    Collection,
+    CollectionInstance,
+    CollectionSeries,
+    CollectionStudy,
+)
+from hub.errors import HubError
+
+
+class InvalidRequest(HubError):
+    """A query the standard or this server cannot answer: 400 (PS3.18 10.6.3)."""
+
+    title = "Bad request"
+
+
+Level = Literal["study", "series", "instance"]
+Kind = Literal["uid", "text", "pn", "date", "time", "int", "modalities"]
+
+# keyword -> (table, column name, kind)
+_STUDY_KEYS: dict[str, tuple[type[Any], str, Kind]] = {
+    "StudyInstanceUID": (CollectionStudy, "study_uid", "uid"),
+    "StudyDate": (CollectionStudy, "study_date", "date"),
+    "StudyTime": (CollectionStudy, "study_time", "time"),
+    "AccessionNumber": (CollectionStudy, "accession", "text"),
+    "StudyID": (CollectionStudy, "study_id", "text"),
+    "StudyDescription": (CollectionStudy, "description", "text"),
+    "PatientID": (CollectionStudy, "patient_id", "text"),
+    "PatientName": (CollectionStudy, "patient_name", "pn"),
+    "PatientSex": (CollectionStudy, "patient_sex", "text"),
+    "ModalitiesInStudy": (CollectionStudy, "modalities", "modalities"),
+}
+_SERIES_KEYS: dict[str, tuple[type[Any], str, Kind]] = {
+    "SeriesInstanceUID": (CollectionSeries, "series_uid", "uid"),
+    "Modality": (CollectionSeries, "modality", "text"),
+    "SeriesNumber": (CollectionSeries, "series_number", "int"),
+    "SeriesDescription": (CollectionSeries, "description", "text"),
+    "BodyPartExamined": (CollectionSeries, "body_part", "text"),
+    "SeriesDate": (CollectionSeries, "series_date", "date"),
+    "SeriesTime": (CollectionSeries, "series_time", "time"),
+}
+_INSTANCE_KEYS: dict[str, tuple[type[Any], str, Kind]] = {
+    "SOPInstanceUID": (CollectionInstance, "sop_uid", "uid"),
+    "SOPClassUID": (CollectionInstance, "sop_class_uid", "uid"),
+    "InstanceNumber": (CollectionInstance, "instance_number", "int"),
+    "Rows": (CollectionInstance, "rows", "int"),
+    "Columns": (CollectionInstance, "columns", "int"),
+    "NumberOfFrames": (CollectionInstance, "frames", "int"),
+}
+SEARCHABLE: dict[Level, dict[str, tuple[type[Any], str, Kind]]] = {
+    "study": _STUDY_KEYS,
+    "series": {**_SERIES_KEYS, **_STUDY_KEYS},
+    "instance": {**_INSTANCE_KEYS, **_SERIES_KEYS, **_STUDY_KEYS},
+}
+
+_DEFAULTS: dict[Level, tuple[str, ...]] = {
+    "study": (
+        "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName", "PatientName",
+        "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
+    ),
+    "series": (
+        "Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber",
+        "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime",
+        "StudyInstanceUID",
+    ),
+    "instance": (
+        "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated",
+        "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID",
+    ),
+}  # fmt: skip
+_CONTROL = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
+
+
+@dataclass
+class QidoQuery:
+    level: Level
+    conditions: list[ColumnElement[bool]] = field(default_factory=list)
+    tables: set[type[Any]] = field(default_factory=set)
+    include_all: bool = False
+    include: set[str] = field(default_factory=set)  # tags, 8 hex digits
+    limit: int = 100
+    offset: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Page:
+    results: list[dict[str, Any]]
+    more: bool
+    next_offset: int
+
+
+def _tag_key(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    return f"{tag:08X}"
+
+
+def _keyword_of(name: str) -> str:
+    """A QIDO attribute id: a keyword or a tag (8 hex digits); nested paths are refused."""
+    if "." in name:
+        raise InvalidRequest(
+            f"sequence matching ({name}) is not supported here; match on top-level attributes"
+        )
+    if len(name) == 8:
+        try:
+            keyword = dictionary_keyword(int(name, 16))
+        except (ValueError, KeyError):
+            keyword = ""
+        if keyword:
+            return keyword
+    if tag_for_keyword(name) is not None:
+        return name
+    raise InvalidRequest(f"{name!r} is not a DICOM attribute keyword or tag")
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _single(column: Any, kind: Kind, value: str) -> ColumnElement[bool]:
+    if kind == "int":
+        try:
+            return column == int(value)  # type: ignore[no-any-return]
+        except ValueError:
+            raise InvalidRequest(f"{value!r} is not an integer") from None
+    if kind == "modalities":
+        pattern = "%\\\\" + _like(value) + "\\\\%"  # the stored "\\CT\\", escaped
+        return column.like(pattern, escape="\\")  # type: ignore[no-any-return]
+    if kind in ("date", "time") and "-" in value:
+        low, _, high = value.partition("-")
+        low, high = _normal(kind, low), _normal(kind, high, upper=True)
+        parts = [column != ""]
+        if low:
+            parts.append(column >= low)
+        if high:
+            parts.append(column <= high)
+        return and_(*parts)
+    if kind in ("date", "time"):
+        value = _normal(kind, value)
+        if kind == "time":
+            return column.like(f"{value}%")  # type: ignore[no-any-return]
+        return column == value  # type: ignore[no-any-return]
+    if kind != "uid" and ("*" in value or "?" in value):
+        if kind == "pn":
+            return func.lower(column).like(_like(value.lower()), escape="\\")
+        return column.like(_like(value), escape="\\")  # type: ignore[no-any-return]
+    if kind == "pn":
+        return func.lower(column) == value.lower()
+    return column == value  # type: ignore[no-any-return]
+
+
+def _normal(kind: Kind, value: str, *, upper: bool = False) -> str:
+    value = value.strip()
+    if not value:
+        return ""
+    if kind == "date":
+        digits = value.replace(".", "")  # ACR-NEMA style dates are accepted too
+        if len(digits) != 8 or not digits.isdigit():
+            raise InvalidRequest(f"{value!r} is not a date (YYYYMMDD, ranges as A-B)")
+        return digits
+    digits = value.replace(":", "")
+    head = digits.split(".")[0]
+    if not head.isdigit() or len(head) not in (2, 4, 6):
+        raise InvalidRequest(f"{value!r} is not a time (HHMMSS, ranges as A-B)")
+    return digits + "9" * (6 - len(head)) if upper else digits
+
+
+def parse(level: Level, params: list[tuple[str, str]], *, max_limit: int) -> QidoQuery:
+    query = QidoQuery(level=level, limit=max_limit)
+    searchable = SEARCHABLE[level]
+    for name, raw in params:
+        if name == "includefield":
+            for item in raw.split(","):
+                item = item.strip()
+                if item == "all":
+                    query.include_all = True
+                elif item:
+                    query.include.add(_tag_key(_keyword_of(item)))
+            continue
+        if name in ("limit", "offset"):
+            try:
+                number = int(raw)
+            except ValueError:
+                raise InvalidRequest(f"{name} must be a whole number, not {raw!r}") from None
+            if number < 0 or (name == "limit" and number == 0):
+                raise InvalidRequest(f"{name} must be {'>= 1' if name == 'limit' else '>= 0'}")
+            if name == "limit" and number > max_limit:
+                query.warnings.append(
+                    f"limit {number} is above this server's maximum; {max_limit} results "
+                    "per page, ask for the next with offset"
+                )
+                number = max_limit
+            setattr(query, name, number)
+            continue
+        if name == "fuzzymatching":
+            if raw.lower() == "true":
+                query.warnings.append("fuzzy matching is not supported; names match exactly")
+            continue
+        if name in _CONTROL:
+            continue
+        keyword = _keyword_of(name)
+        if keyword not in searchable:
+            known = ", ".join(sorted(searchable))
+            raise InvalidRequest(
+                f"{keyword} cannot be matched at the {level} level of this server; "
+                f"matching keys: {known}"
+            )
+        query.include.add(_tag_key(keyword))
+        if raw == "":
+            continue  # universal matching: the attribute is returned
+        table, column_name, kind = searchable[keyword]
+        column = getattr(table, column_name)
+        values = [v for v in raw.split(",")] if kind != "pn" else [raw]
+        if kind == "uid":
+            values = [u for v in values for u in v.split("\\")]
+            query.conditions.append(col(column).in_(values))
+        else:
+            matches = [_single(column, kind, v) for v in values]
+            query.conditions.append(or_(*matches) if len(matches) > 1 else matches[0])
+        query.tables.add(table)
+    return query
+
+
+_LEVEL_TABLE: dict[Level, type[Any]] = {
+    "study": CollectionStudy,
+    "series": CollectionSeries,
+    "instance": CollectionInstance,
+}
+
+
+def run(
+    session: Session,
+    collection: Collection,
+    query: QidoQuery,
+    *,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    urls: Callable[[str, str | None, str | None], str],
+) -> Page:
+    """Run `query`; `urls(study, series, instance)` gives the RetrieveURL of a result."""
+    main = _LEVEL_TABLE[query.level]
+    statement = select(main).where(main.collection_id == collection.id)
+    if CollectionSeries in query.tables and main is CollectionInstance:
+        statement = statement.join(
+            CollectionSeries,
+            and_(
+                col(CollectionSeries.collection_id) == col(CollectionInstance.collection_id),
+                col(CollectionSeries.series_uid) == col(CollectionInstance.series_uid),
+            ),
+        )
+    if CollectionStudy in query.tables and main is not CollectionStudy:
+        statement = statement.join(
+            CollectionStudy,
+            and_(
+                col(CollectionStudy.collection_id) == main.collection_id,
+                col(CollectionStudy.study_uid) == main.study_uid,
+            ),
+        )
+    if study_uid is not None:
+        statement = statement.where(main.study_uid == study_uid)
+    if series_uid is not None:
+        statement = statement.where(main.series_uid == series_uid)
+    for condition in query.conditions:
+        statement = statement.where(condition)
+    statement = statement.order_by(main.id).offset(query.offset).limit(query.limit + 1)
+    rows = list(session.exec(statement).all())
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    studies = _study_attributes(session, collection, query, rows)
+    results = [_answer(query, row, urls, studies) for row in rows]
+    return Page(results, more, query.offset + len(rows))
+
+
+_STUDY_TAGS = frozenset(_tag_key(k) for k in _STUDY_KEYS) | {
+    _tag_key("PatientBirthDate"), _tag_key("ReferringPhysicianName"),
+}  # fmt: skip
+
+
+def _study_attributes(
+    session: Session, collection: Collection, query: QidoQuery, rows: list[Any]
+) -> dict[str, dict[str, Any]]:
+    """Study-level attributes asked for at series/instance level: one query for the page."""
+    wanted = query.include_all or bool(query.include & _STUDY_TAGS)
+    if query.level == "study" or not wanted or not rows:
+        return {}
+    uids = sorted({row.study_uid for row in rows})
+    found = session.exec(
+        select(CollectionStudy.study_uid, CollectionStudy.attributes).where(
+            CollectionStudy.collection_id == collection.id,
+            col(CollectionStudy.study_uid).in_(uids),
+        )
+    ).all()
+    return {uid: json.loads(attributes) for uid, attributes in found}
+
+
+def _pick(attributes: dict[str, Any], query: QidoQuery, defaults: set[str]) -> dict[str, Any]:
+    if query.include_all:
+        return dict(attributes)
+    wanted = defaults | query.include
+    return {tag: value for tag, value in attributes.items() if tag in wanted}
+
+
+def _element(vr: str, value: Any) -> dict[str, Any]:
+    return {"vr": vr, "Value": [value]}
+
+
+def _answer(
+    query: QidoQuery,
+    row: Any,
+    urls: Callable[[str, str | None, str | None], str],
+    studies: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    defaults = {_tag_key(k) for k in _DEFAULTS[query.level]}
+    answer = _pick(json.loads(row.attributes), query, defaults)
+    answer["00080056"] = _element("CS", "ONLINE")
+    if isinstance(row, CollectionStudy):
+        answer["00080061"] = {"vr": "CS", "Value": [m for m in row.modalities.split("\\") if m]}
+        answer["00201206"] = _element("IS", row.series_count)
+        answer["00201208"] = _element("IS", row.instance_count)
+        answer["00081190"] = _element("UR", urls(row.study_uid, None, None))
+    elif isinstance(row, CollectionSeries):
+        answer["00201209"] = _element("IS", row.instance_count)
+        answer["0020000D"] = _element("UI", row.study_uid)
+        answer["00081190"] = _element("UR", urls(row.study_uid, row.series_uid, None))
+    else:
+        answer["0020000D"] = _element("UI", row.study_uid)
+        answer["0020000E"] = _element("UI", row.series_uid)
+        answer["00081190"] = _element("UR", urls(row.study_uid, row.series_uid, row.sop_uid))
+    for tag, value in studies.get(row.study_uid, {}).items():
+        if query.include_all or tag in query.include:
+            answer.setdefault(tag, value)
+    return dict(sorted(answer.items()))

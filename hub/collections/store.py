@@ -1,0 +1,267 @@
+"""`add_instance`: the hub's own check of an instance for a research collection, then the
+blob store and the QIDO index. Nothing is indexed or served before the check passes; what
+fails is quarantined with its findings (codes and tags, never values)."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from deidentify import Profile
+from deidentify.verify import Finding, verify_output
+from hub import audit
+from hub.collections.blobs import InstanceFiles
+from hub.collections.levels import SERIES_KEYWORDS, STUDY_KEYWORDS, json_without_bulk, subset
+from hub.collections.models import (
+    Collection,
+    CollectionInstance,
+    CollectionQuarantine,
+    CollectionSeries,
+    CollectionStudy,
+)
+from hub.errors import Conflict
+
+log = structlog.get_logger("hexchange.hub.collections")
+
+_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
+@dataclass(frozen=True)
+class Added:
+    status: Literal["stored", "duplicate", "quarantined"]
+    sop_uid: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Who sent an instance: a site (with its bundle) or a person (STOW-RS)."""
+
+    actor: str
+    sender_org: str = ""
+    sender_site: str = ""
+    bundle_id: str = ""
+
+
+def collection_profile(collection: Collection) -> Profile:
+    return Profile.from_names(json.loads(collection.profile))
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)[:limit]
+    return str(value)[:limit]
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def check_instance(ds: Dataset, profile: Profile) -> list[Finding]:
+    """The hub's verification: `deidentify.verify_output` plus what a collection requires."""
+    findings = list(verify_output(ds, profile))
+    for keyword in _UID_KEYWORDS:
+        if not _text(ds, keyword):
+            findings.append(
+                Finding("missing-uid", "", keyword, keyword, f"{keyword} is missing or empty")
+            )
+    if _text(ds, "BurnedInAnnotation").upper() == "YES":
+        findings.append(
+            Finding(
+                "burned-in-annotation",
+                "(0028,0301)",
+                "BurnedInAnnotation",
+                "BurnedInAnnotation",
+                "BurnedInAnnotation is YES: the pixels still carry text",
+            )
+        )
+    return findings
+
+
+def _quarantine(
+    session: Session, collection: Collection, source: Source, digest: str, findings: list[Finding]
+) -> Added:
+    from hashlib import sha256
+
+    row = CollectionQuarantine(
+        collection_id=collection.id or 0,
+        sender_org=source.sender_org,
+        sender_site=source.sender_site,
+        source=source.actor,
+        bundle_id=source.bundle_id,
+        digest=digest or sha256(b"").hexdigest(),
+        findings=json.dumps([f.__dict__ for f in findings]),
+    )
+    session.add(row)
+    audit.record(
+        session,
+        actor=source.actor,
+        action="collection.quarantine",
+        subject=collection.name,
+        detail=json.dumps({"codes": sorted({f.code for f in findings}), "digest": digest}),
+        org=source.sender_org or collection.org,
+        outcome="denied",
+    )
+    session.commit()
+    log.warning(
+        "collection instance quarantined",
+        collection=collection.name,
+        codes=sorted({f.code for f in findings}),
+        source=source.actor,
+    )
+    return Added("quarantined", findings=findings)
+
+
+def add_instance(
+    session: Session, files: InstanceFiles, collection: Collection, data: bytes, source: Source
+) -> Added:
+    """Check, store and index one DICOM file (Part 10). Idempotent: the same bytes again are
+    a duplicate; different bytes under a SOP Instance UID already held are a conflict."""
+    from hashlib import sha256
+
+    digest = sha256(data).hexdigest()
+    try:
+        ds = dcmread(io.BytesIO(data))
+        ds.file_meta  # noqa: B018  (a Part 10 file is required)
+        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+    except (InvalidDicomError, AttributeError, ValueError, EOFError, OSError) as exc:
+        reason = f"not a DICOM Part 10 file ({type(exc).__name__})"
+        finding = Finding("unreadable", "", "", "", reason)
+        return _quarantine(session, collection, source, digest, [finding])
+    findings = check_instance(ds, collection_profile(collection))
+    if findings:
+        return _quarantine(session, collection, source, digest, findings)
+    study_uid, series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
+    sop_uid = _text(ds, "SOPInstanceUID")
+    existing = session.exec(
+        select(CollectionInstance).where(
+            CollectionInstance.collection_id == collection.id,
+            CollectionInstance.sop_uid == sop_uid,
+        )
+    ).first()
+    if existing is not None:
+        if existing.digest == digest:
+            return Added("duplicate", sop_uid, study_uid, series_uid)
+        raise Conflict(
+            f"collection {collection.name} already holds a different instance with this SOP "
+            "Instance UID; instances are never replaced (published versions cite them)"
+        )
+    files.put(data)  # durable before the index row
+    for attempt in range(3):
+        try:
+            _index(session, collection, ds, digest, len(data), transfer_syntax, source)
+            session.commit()
+            break
+        except IntegrityError:
+            session.rollback()  # another request indexed the same study/series/instance
+            again = session.exec(
+                select(CollectionInstance).where(
+                    CollectionInstance.collection_id == collection.id,
+                    CollectionInstance.sop_uid == sop_uid,
+                )
+            ).first()
+            if again is not None:
+                if again.digest == digest:
+                    return Added("duplicate", sop_uid, study_uid, series_uid)
+                raise Conflict(
+                    f"collection {collection.name} already holds a different instance with "
+                    "this SOP Instance UID"
+                ) from None
+            if attempt == 2:
+                raise
+    return Added("stored", sop_uid, study_uid, series_uid)
+
+
+def _index(
+    session: Session,
+    collection: Collection,
+    ds: Dataset,
+    digest: str,
+    size: int,
+    transfer_syntax: str,
+    source: Source,
+) -> None:
+    cid = collection.id or 0
+    study_uid, series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
+    modality = _text(ds, "Modality", 16)
+    study = session.exec(
+        select(CollectionStudy)
+        .where(CollectionStudy.collection_id == cid, CollectionStudy.study_uid == study_uid)
+        .with_for_update()
+    ).first()
+    if study is None:
+        study = CollectionStudy(
+            collection_id=cid,
+            study_uid=study_uid,
+            study_date=_text(ds, "StudyDate", 8),
+            study_time=_text(ds, "StudyTime", 16),
+            accession=_text(ds, "AccessionNumber"),
+            study_id=_text(ds, "StudyID", 16),
+            description=_text(ds, "StudyDescription"),
+            patient_id=_text(ds, "PatientID"),
+            patient_name=_text(ds, "PatientName", 200),
+            patient_sex=_text(ds, "PatientSex", 16),
+            attributes=subset(ds, STUDY_KEYWORDS),
+        )
+    series = session.exec(
+        select(CollectionSeries).where(
+            CollectionSeries.collection_id == cid, CollectionSeries.series_uid == series_uid
+        )
+    ).first()
+    if series is None:
+        series = CollectionSeries(
+            collection_id=cid,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            modality=modality,
+            series_number=_int(ds, "SeriesNumber"),
+            description=_text(ds, "SeriesDescription"),
+            body_part=_text(ds, "BodyPartExamined"),
+            series_date=_text(ds, "SeriesDate", 8),
+            series_time=_text(ds, "SeriesTime", 16),
+            attributes=subset(ds, SERIES_KEYWORDS),
+        )
+        study.series_count += 1
+        if modality and f"\\{modality}\\" not in (study.modalities or "\\"):
+            study.modalities = (study.modalities or "\\") + modality + "\\"
+    series.instance_count += 1
+    study.instance_count += 1
+    session.add(study)
+    session.add(series)
+    session.add(
+        CollectionInstance(
+            collection_id=cid,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=_text(ds, "SOPInstanceUID"),
+            sop_class_uid=_text(ds, "SOPClassUID"),
+            instance_number=_int(ds, "InstanceNumber"),
+            transfer_syntax=transfer_syntax,
+            rows=_int(ds, "Rows"),
+            columns=_int(ds, "Columns"),
+            frames=_int(ds, "NumberOfFrames") or (1 if "PixelData" in ds else None),
+            digest=digest,
+            size=size,
+            source=source.actor,
+            attributes=json.dumps(json_without_bulk(ds)),
+        )
+    )
+    session.flush()
