@@ -1,7 +1,7 @@
 """federated query/retrieve requests: opaque routing of sealed requests and answers
 
 Revision ID: 0006_requests
-Revises: 0004
+Revises: 0005_collections
 Create Date: 2026-12-04 00:50:00
 """
 
