@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from hub.ui import account, fleet_pages, policy_pages, request_pages
+from hub.ui import account, collection_pages, fleet_pages, policy_pages, request_pages
 
 router = APIRouter()
-for _part in (account.router, fleet_pages.router, policy_pages.router, request_pages.router):
+for _part in (
+    account.router, fleet_pages.router, policy_pages.router, request_pages.router,
+    collection_pages.router,
+):  # fmt: skip
     router.include_router(_part)

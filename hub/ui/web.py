@@ -48,6 +48,7 @@ NAV: tuple[tuple[str, str, Permission], ...] = (
     ("Sites", "/ui/sites", Permission.SITE_READ),
     ("Transfers", "/ui/transfers", Permission.BUNDLE_READ),
     ("Requests", "/ui/requests", Permission.REQUEST_READ),
+    ("Collections", "/ui/collections", Permission.COLLECTION_READ),
     ("Audit", "/ui/audit", Permission.AUDIT_READ),
     ("People", "/ui/people", Permission.USER_READ),
     ("API tokens", "/ui/me/tokens", Permission.SELF),

@@ -65,29 +65,12 @@ def test_anonymous_visitor_is_sent_to_sign_in_and_a_wrong_password_is_refused(
 
 
 def test_each_role_sees_only_what_it_may(page: Page, ui_hub: Hub) -> None:
+    admin_pages = ["Fleet", "Quarantine", "Sites", "Transfers", "Requests", "Collections"]
     expected_nav = {
-        "nadia": [
-            "Fleet",
-            "Quarantine",
-            "Sites",
-            "Transfers",
-            "Requests",
-            "Audit",
-            "People",
-            "API tokens",
-        ],
-        "olga": [
-            "Fleet",
-            "Quarantine",
-            "Sites",
-            "Transfers",
-            "Requests",
-            "Audit",
-            "People",
-            "API tokens",
-        ],
+        "nadia": [*admin_pages, "Audit", "People", "API tokens"],
+        "olga": [*admin_pages, "Audit", "People", "API tokens"],
         "carl": ["Sites", "Transfers", "Requests", "API tokens"],
-        "rita": ["API tokens"],
+        "rita": ["Collections", "API tokens"],
     }
     for username, nav in expected_nav.items():
         sign_in(page, ui_hub, username)
@@ -564,3 +547,85 @@ def test_the_request_log_shows_who_asked_whom_and_never_the_patient(
     sign_in(page, ui_hub, "rita")
     response = page.goto(ui_hub.public_url + "/ui/requests")
     assert response is not None and response.status == 403
+
+
+def test_a_researcher_browses_and_downloads_a_collection_an_admin_granted(
+    page: Page, ui_hub: Hub, tmp_path: Path
+) -> None:
+    """An org admin grants a researcher a collection and publishes a version on the pages; the
+    researcher finds studies by modality, sees thumbnails, opens a study and downloads the
+    version's zip; a revoked grant closes the collection at once (404)."""
+    import io
+    import zipfile
+
+    from pydicom import dcmread
+
+    from tests.factories.collections import deidentified_study, make_collection
+    from tests.hub.test_collections_dicomweb import _dicomweb
+
+    with ui_hub.session() as session:
+        make_collection(session, ui_hub.settings, "teaching", "org-a")
+    chest = deidentified_study(3, modality="CT", body_part="CHEST")
+    head = deidentified_study(2, modality="MR", body_part="HEAD")
+    curator = ui_hub.person("cora", "org-admin", "org-a")
+    stored = _dicomweb(ui_hub, curator, "teaching").store_instances(
+        [dcmread(io.BytesIO(f)) for f in chest.files + head.files]
+    )
+    assert len(stored.ReferencedSOPSequence) == 5
+
+    sign_in(page, ui_hub, "rita")
+    response = page.goto(ui_hub.public_url + "/ui/collections/teaching")
+    assert response is not None and response.status == 404  # no grant yet: not even its name
+
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/collections/teaching")
+    page.get_by_label("Username").fill("rita")
+    page.get_by_role("button", name="Grant read access").click()
+    expect(page.locator('li[data-grantee="rita"]')).to_be_visible()
+    page.get_by_label("Note").fill("first cut for the teaching file")
+    page.get_by_role("button", name="Publish a version").click()
+    expect(page.locator('tr[data-version="1"]')).to_contain_text("first cut")
+
+    sign_in(page, ui_hub, "rita")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Collections").click()
+    page.get_by_role("link", name="teaching").click()
+    expect(page.locator("table.studies tbody tr")).to_have_count(2)
+    thumbs = page.locator("table.studies img.thumb")
+    expect(thumbs).to_have_count(2)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img.thumb')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )  # the thumbnails are rendered by the hub's DICOMweb, under the same session
+    page.get_by_label("Modality").fill("MR")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("table.studies tbody tr")).to_have_count(1)
+    expect(page.locator(f'tr[data-study="{head.study_uid}"]')).to_contain_text("MR")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img.thumb')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    screenshot(page, "collection")
+    page.locator(f'tr[data-study="{head.study_uid}"] a').click()
+    expect(page.locator(f'tr[data-series="{head.series_uid}"]')).to_contain_text("HEAD")
+    page.get_by_role("link", name="Back to the collection").click()
+
+    with page.expect_download() as waiting:
+        page.locator('tr[data-version="1"]').get_by_role("link", name="zip").click()
+    archive = tmp_path / "teaching-v1.zip"
+    waiting.value.save_as(archive)
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+        dicoms = [n for n in names if n.endswith(".dcm")]
+        assert len(dicoms) == 5 and any("manifest" in n for n in names)
+        uids = {str(dcmread(io.BytesIO(zipped.read(n))).SOPInstanceUID) for n in dicoms}
+    assert uids == set(chest.sop_uids + head.sop_uids)
+    text = page.locator("main").inner_text()
+    for original in chest.originals + head.originals:  # identifying values never shown
+        assert str(original.PatientName) not in text and str(original.PatientID) not in text
+
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/collections/teaching")
+    page.get_by_role("button", name="Revoke rita's access").click()
+    sign_in(page, ui_hub, "rita")
+    response = page.goto(ui_hub.public_url + "/ui/collections/teaching")
+    assert response is not None and response.status == 404
