@@ -17,6 +17,7 @@ from hub.policy import dryrun
 from hub.policy import service as policies
 from hub.principals import Principal
 from hub.ui.web import PolicyReadUi, PolicyWriteUi, UiRoute, render
+from wire.collection_key import COLLECTION_PREFIX
 from wire.policy import PixelPolicy, PolicyRule
 
 router = APIRouter(
@@ -113,7 +114,23 @@ def _page(
         pixel_policies=PIXEL_POLICIES,
         blank=rule_fields(PolicyRule(destination_org="x", mode="deidentified")) | {
             "destination_org": ""},
+        destinations=_destinations(session, actor),
     )  # fmt: skip
+
+
+def _destinations(session: Session, actor: Principal) -> list[tuple[str, str]]:
+    """Suggestions for a rule's destination: the organizations and research collections the
+    user can see (any other organization's id can still be typed)."""
+    from hub.collections import service as collections
+    from hub.sites import service as sites
+
+    suggested = [(o.id, o.name) for o in sites.list_orgs(session, actor)]
+    if holds(actor, Permission.COLLECTION_READ):
+        suggested += [
+            (f"{COLLECTION_PREFIX}{c.name}", f"research collection {c.name} (de-identified only)")
+            for c in collections.list_readable(session, actor)
+        ]
+    return suggested
 
 
 @router.get("")

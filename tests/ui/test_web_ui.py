@@ -577,6 +577,21 @@ def test_a_researcher_browses_and_downloads_a_collection_an_admin_granted(
     response = page.goto(ui_hub.public_url + "/ui/collections/teaching")
     assert response is not None and response.status == 404  # no grant yet: not even its name
 
+    # a site's sharing rule can name the collection, de-identified only
+    make_site(ui_hub, "org-a", "clinic-c")
+    sign_in(page, ui_hub, "olga")
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-c/policy")
+    suggested = page.locator("datalist#destinations option")
+    expect(suggested.filter(has_text="research collection teaching")).to_have_count(1)
+    page.get_by_label("Destination organization or collection").fill("collection--teaching")
+    page.get_by_label("Mode").first.select_option("identified")
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.locator("#policy-error")).to_contain_text("de-identified")
+    page.get_by_label("Mode").first.select_option("deidentified")
+    page.get_by_label("Reason for the change (audited)").fill("teaching file")
+    page.get_by_role("button", name="Save as version 1").click()
+    expect(page.locator("#current-version")).to_have_text("1")
+
     sign_in(page, ui_hub, "olga")
     page.goto(ui_hub.public_url + "/ui/collections/teaching")
     page.get_by_label("Username").fill("rita")
