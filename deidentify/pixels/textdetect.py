@@ -65,6 +65,7 @@ class DetectParams:
     max_slope: float = 0.7  # about 35 degrees; steeper lines are read in the other direction
     body_window: int = 15  # anatomy: the smoothed frame above its Otsu threshold
     body_extra: int = 1  # inside it, a line needs this many more glyphs
+    vertical_extra: int = 2  # a vertical line this many (a column of anatomy marks: MR)
     body_strict: float = 0.67  # and sits this much straighter
     absorb_rounds: int = 3  # rounds of taking in same-row glyphs at either end of a line
     faint: int = 18  # grey levels: ink this strong next to a line's strokes is blanked with it
@@ -79,6 +80,7 @@ class DetectParams:
 
 DEFAULT_DETECT = DetectParams()
 ROTATED = 0.08  # |slope| of a line's glyph centres from which it is blanked as a slanted band
+BAND_END = 1.0  # and from this x its glyph height before its first glyph to after its last
 BAND = 0.8  # a slanted line's band: its centre line +- this x its glyph height
 
 
@@ -111,7 +113,8 @@ class TextLine:
         first, last = (b.top, b.bottom) if self.vertical else (b.left, b.right)
         half, step = BAND * size + 2, max(2, size // 2)
         boxes = []
-        for start in range(first - size, last + size, step):
+        end = int(BAND_END * size)
+        for start in range(first - end, last + end, step):
             ends = (self.slope * start + self.offset, self.slope * (start + step) + self.offset)
             low, high = int(min(ends) - half), int(max(ends) + half) + 1
             if self.vertical:
@@ -331,7 +334,7 @@ def _lines(
     found: list[TextLine] = []
     shape = body.shape
     half = (shape[0] // 2 + 1, shape[1] // 2 + 1)
-    need = params.min_glyphs + (1 if vertical else 0)
+    need = params.min_glyphs + (params.vertical_extra if vertical else 0)
     for low, high in params.bands:
         g = glyphs[(glyphs[:, 3] >= low) & (glyphs[:, 3] <= high)]
         if g.shape[0] < need - 1:
@@ -348,13 +351,15 @@ def _lines(
         order = np.argsort(line, kind="stable")
         line, g = line[order], g[order]
         cuts = np.flatnonzero(np.diff(line)) + 1
-        for members in np.split(g, cuts):
-            if len(members) < need:
-                continue
+        groups = [m for m in np.split(g, cuts) if len(m) >= need]
+        while groups:
+            members = groups.pop()
             x, y = members[:, 0], members[:, 1]
             inside = float(body[y + members[:, 3] // 2, x + members[:, 2] // 2].mean()) > 0.5
             fit = _aligned(members, params, strict=inside)
             if fit is None:
+                # two lines close above each other (joined through a mark between them)
+                groups += [m for m in _rows(members) if len(m) >= need]
                 continue
             aligned, slope, offset = fit
             distinct = len({(x // 3, y // 3) for x, y in aligned[:, :2].tolist()})
@@ -368,6 +373,16 @@ def _lines(
             size = int(np.median(aligned[:, 3]))
             found.append(TextLine(box, distinct, vertical, size=size, slope=slope, offset=offset))
     return found
+
+
+def _rows(members: npt.NDArray[np.int32]) -> list[npt.NDArray[np.int32]]:
+    """A group's glyphs cut into rows where their centres are more than half a glyph height
+    apart across the line (one piece: the group holds a single row)."""
+    centre = members[:, 1] + members[:, 3] / 2.0
+    order = np.argsort(centre, kind="stable")
+    height = float(np.median(members[:, 3]))
+    cuts = np.flatnonzero(np.diff(centre[order]) > 0.5 * height) + 1
+    return list(np.split(members[order], cuts)) if cuts.size else []
 
 
 def _aligned(
