@@ -161,6 +161,7 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
         hat = cv2.morphologyEx(gray, op, kernel)
         hats.append(np.asarray(hat, np.uint8))
         if int(hat.max()) < params.min_contrast:
+            labelled.append(np.zeros(gray.shape, np.int32))  # no strokes; aligned with `hats`
             continue
         # texture (MR fat, trabecular bone, noise) raises the bar locally, so glyphs drawn
         # over it do not fuse with it into one large component

@@ -81,3 +81,16 @@ def test_clean_mr_slices_have_no_text_lines() -> None:
     sample = burn(anatomy("mr_brain"), [])
     decoded = decode(sample.ds)
     assert find_text(render_gray8(decoded.frames[0], decoded.photometric)) == []
+
+
+def test_marks_in_one_polarity_only_are_found() -> None:
+    """Glyph-like marks with no dark detail between them (the black top-hat is zero
+    everywhere: a flat frame with convex-ish bright marks wider apart than the kernel) are
+    still found, not an error: a frame with text of one polarity only."""
+    gray = np.zeros((128, 256), np.uint8)
+    for i in range(6):
+        gray[40:60, 20 + 30 * i : 23 + 30 * i] = 200  # a stem
+        gray[40:43, 20 + 30 * i : 32 + 30 * i] = 200  # and a bar: a letter like a "Γ"
+    lines = find_text(gray)
+    assert len(lines) == 1
+    assert lines[0].box.left <= 20 and lines[0].box.right >= 182
