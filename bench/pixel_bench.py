@@ -21,9 +21,9 @@ With --write, replaces the "pixels" section of bench/RESULTS.md; --quick: fewer 
 `--detector`: the text detector on the burned-text corpus instead (bench/pixel_corpus.py):
 recall and unchanged pixels by text height x contrast, clean anatomy, OCR-only vs default side
 by side, detector ms per 512x512 slice, US cine frames/s, OCR time per instance; with --write
-a new "pixels: text detector" section is appended at the end of bench/RESULTS.md. With
-HEXCHANGE_DETECT_BASELINE=/path/to/textdetect.py (e.g. main's), that detector is timed
-alternating with this one in the same run (a ratio).
+a new "pixels: text detector" section is appended at the end of bench/RESULTS.md. Main's
+detector (`git show main:deidentify/pixels/textdetect.py`, or the file named by
+HEXCHANGE_DETECT_BASELINE) is timed alternating with this one in the same run (a ratio).
 """
 
 from __future__ import annotations

@@ -11,13 +11,17 @@ unchanged: pixels outside every text box (grown by 3 px) equal before and after.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -41,6 +45,8 @@ class Score:
     instances: int = 0
     unchanged: list[float] | None = None
     by: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # -> [removed, boxes]
+    partly: int = 0  # missed boxes with some of their ink blanked (the rest: not found)
+    worst: list[tuple[float, str]] = field(default_factory=list)  # (unchanged, image)
 
     def add(self, other: Score) -> None:
         self.removed += other.removed
@@ -48,6 +54,8 @@ class Score:
         self.quarantined += other.quarantined
         self.instances += other.instances
         self.unchanged = (self.unchanged or []) + (other.unchanged or [])
+        self.partly += other.partly
+        self.worst = sorted(self.worst + other.worst)[:8]
         for key, (removed, total) in other.by.items():
             counts = self.by.setdefault(key, [0, 0])
             counts[0] += removed
@@ -93,14 +101,16 @@ def score(sample: Sample, policy: PixelPolicy, ocr: TesseractBackend | None) -> 
     for box in result.boxes.get(0, []):
         blanked[box.top : box.bottom, box.left : box.right] = True
     outside = np.ones(before.shape, bool)
-    removed = 0
+    removed = partly = 0
     by: dict[tuple[str, str], list[int]] = {}
     for truth in sample.boxes:
         g = truth.box.grow(3)
         outside[max(g.top, 0) : g.bottom, max(g.left, 0) : g.right] = False
         if truth.identifying and truth.ink.any():
-            hit = float(blanked[truth.ink].mean()) >= 0.98
+            share = float(blanked[truth.ink].mean())
+            hit = share >= 0.98
             removed += hit
+            partly += (not hit) and share > 0.05
             spec = truth.spec
             for key in (("font", spec.font.rsplit(".", 1)[0]), ("angle", f"{spec.angle:g} deg"),
                         ("image", sample.anatomy), ("inverted", str(spec.inverted)),
@@ -109,7 +119,8 @@ def score(sample: Sample, policy: PixelPolicy, ocr: TesseractBackend | None) -> 
                 counts[0] += hit
                 counts[1] += 1
     unchanged = float((before == after)[outside].mean())
-    return Score(removed, total, 0, 1, [unchanged], by)
+    what = f"{sample.anatomy} {max((t.spec.height for t in sample.boxes), default=0)} px"
+    return Score(removed, total, 0, 1, [unchanged], by, partly, [(unchanged, what)])
 
 
 def table(
@@ -146,11 +157,16 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
 
 
 def _baseline_find_text() -> Callable[[np.ndarray], object] | None:
-    """`find_text` of another checkout (HEXCHANGE_DETECT_BASELINE=/path/to/textdetect.py,
-    e.g. main's), timed in the same run as ours."""
+    """`find_text` of another checkout (HEXCHANGE_DETECT_BASELINE=/path/to/textdetect.py),
+    by default main's (`git show main:deidentify/pixels/textdetect.py`, copied to a temporary
+    file at run time), timed in the same run as ours."""
+    global baseline_label
     path = os.environ.get("HEXCHANGE_DETECT_BASELINE")
+    baseline_label = path or "main's (git show main:deidentify/pixels/textdetect.py)"
     if not path:
-        return None
+        path = _main_detector()
+        if path is None:
+            return None
     spec = importlib.util.spec_from_file_location("baseline_textdetect", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -159,7 +175,35 @@ def _baseline_find_text() -> Callable[[np.ndarray], object] | None:
     return module.find_text  # type: ignore[no-any-return]
 
 
+def _main_detector() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        ["git", "-C", str(root), "show", "main:deidentify/pixels/textdetect.py"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return None
+    handle, name = tempfile.mkstemp(prefix="main_textdetect_", suffix=".py")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(proc.stdout)
+    atexit.register(os.unlink, name)
+    return name
+
+
 pairs: list[tuple[float, float]] = []
+cpu_pairs: list[tuple[float, float]] = []  # process CPU time: less hit by the other jobs
+
+
+def _cpu(fn: Callable[[], object], repeat: int) -> float:
+    start = time.process_time()
+    for _ in range(repeat):
+        fn()
+    return (time.process_time() - start) / repeat
+
+
+baseline_label = ""
 
 
 def speeds(ocr: TesseractBackend) -> dict[str, float]:
@@ -186,6 +230,9 @@ def speeds(ocr: TesseractBackend) -> dict[str, float]:
             ours = 1000 * _best(lambda: find_text(gray), 30)
             theirs = 1000 * _best(lambda: baseline(gray), 30)
             pairs.append((ours, theirs))
+        for _ in range(6):
+            cpu_pairs.append((1000 * _cpu(lambda: find_text(gray), 25),
+                              1000 * _cpu(lambda: baseline(gray), 25)))  # fmt: skip
     out = {
         "detect_ms": 1000 * _best(detect, 60),
         "scrub_clean_ms": 1000 * _best(lambda: scrub(clean.ds, PixelPolicy.default(), ocr), 15),
@@ -238,7 +285,12 @@ def lines_for(quick: bool, ocr: TesseractBackend) -> list[str]:
         f"({allcells.removed}/{allcells.total}), unchanged outside text "
         f"{100 * float(np.mean(allcells.unchanged or [0])):.1f} % (min "
         f"{100 * float(np.min(allcells.unchanged or [0])):.1f} %), quarantined "
-        f"{allcells.quarantined}/{allcells.instances}.",
+        f"{allcells.quarantined}/{allcells.instances}. Missed boxes: "
+        f"{allcells.partly} partly blanked (some of their ink outside the blanked boxes), "
+        f"{allcells.total - allcells.removed - allcells.partly} not found or quarantined.",
+        "",
+        "Images with the most pixels changed outside text (unchanged share, image, text "
+        "height): " + ", ".join(f"{100 * u:.1f} % {w}" for u, w in allcells.worst) + ".",
         "",
         "Recall by font, rotation, image, style (same run):",
         "",
@@ -289,9 +341,15 @@ def lines_for(quick: bool, ocr: TesseractBackend) -> list[str]:
     if pairs:
         out.append(
             "- same run, alternating (find_text alone on the 8-bit slice, median of 30, 3 rounds):"
-            f" this detector vs {os.environ['HEXCHANGE_DETECT_BASELINE']}: "
+            f" this detector vs {baseline_label}: "
             + ", ".join(f"{a:.1f} vs {b:.1f} ms" for a, b in pairs)
             + f"; ratio {statistics.median(a / b for a, b in pairs):.2f}"
+        )
+    if cpu_pairs:
+        out.append(
+            "- same run, alternating, CPU time of the process (mean of 25 calls, 6 rounds): "
+            + ", ".join(f"{a:.1f} vs {b:.1f} ms" for a, b in cpu_pairs)
+            + f"; ratio {statistics.median(a / b for a, b in cpu_pairs):.2f}"
         )
     out.append("")
     return out

@@ -87,12 +87,16 @@ def rescreen(
     reach = params.kernel
     for index, lines in screen(decoded, params, sorted(set(frames))).items():
         safe = kept.get(index, [])
-        edges = [b.grow(reach) for b in blanked.get(index, [])]
+        edges = np.zeros((decoded.rows, decoded.columns), bool)
+        for b in blanked.get(index, []):  # a slanted line is blanked as many small boxes
+            e = b.grow(reach)
+            edges[max(e.top, 0) : e.bottom, max(e.left, 0) : e.right] = True
         boxes = [
             word
             for ln in lines
             if not any(ln.box.overlap(k) for k in safe)
-            and not any(2 * ln.box.overlap(e) >= ln.box.area for e in edges)
+            and not 2 * edges[ln.box.top : ln.box.bottom, ln.box.left : ln.box.right].sum()
+            >= ln.box.area
             for word in ln.ink_boxes
         ]
         if boxes:

@@ -29,7 +29,7 @@ known-safe text, so a false mark costs a blanked strip, a missed line would be a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -65,9 +65,12 @@ class DetectParams:
     max_slope: float = 0.7  # about 35 degrees; steeper lines are read in the other direction
     body_window: int = 15  # anatomy: the smoothed frame above its Otsu threshold
     body_extra: int = 1  # inside it, a line needs this many more glyphs
+    vertical_extra: int = 2  # a vertical line this many (a column of anatomy marks: MR)
     body_strict: float = 0.67  # and sits this much straighter
     absorb_rounds: int = 3  # rounds of taking in same-row glyphs at either end of a line
     faint: int = 18  # grey levels: ink this strong next to a line's strokes is blanked with it
+    faint_share: float = 0.35  # or this share of the line's own stroke contrast, if lower
+    faint_floor: int = 8  # but never below this (noise, JPEG ringing)
     faint_reach: float = 4.0  # along the line, by at most this x its thickness per end
     body_reach: float = 4.0  # the same for a line over the anatomy (1.0: -2 % recall, +1 % kept)
     pad: int = 1
@@ -76,6 +79,9 @@ class DetectParams:
 
 
 DEFAULT_DETECT = DetectParams()
+ROTATED = 0.08  # |slope| of a line's glyph centres from which it is blanked as a slanted band
+BAND_END = 1.0  # and from this x its glyph height before its first glyph to after its last
+BAND = 0.8  # a slanted line's band: its centre line +- this x its glyph height
 
 
 @dataclass(frozen=True)
@@ -84,14 +90,48 @@ class TextLine:
     glyphs: int  # components grouped into it (about its number of letters)
     vertical: bool = False
     parts: tuple[Box, ...] = ()  # the ink inside `box` (components, grown)
+    size: int = 0  # median glyph height (across the line), 0: the box's thickness
+    slope: float = 0.0  # its glyph centres: across = slope * along + offset (frame pixels;
+    offset: float = 0.0  # along = column, across = row; for a vertical line the other way)
+
+    @property
+    def thickness(self) -> int:
+        """The text's height: the glyphs' (a rotated line's box is much thicker)."""
+        across = self.box.width if self.vertical else self.box.height
+        return min(2 * self.size, across) if self.size else across
+
+    @property
+    def rotated(self) -> bool:
+        return abs(self.slope) >= ROTATED
+
+    def band(self) -> list[Box]:
+        """A rotated line as boxes along it (half a glyph wide each) that cover its band: the
+        fitted centre line +- `BAND` glyph heights, from a glyph before its first glyph to a
+        glyph after its last. Everything in the band is blanked (letters the grouping missed
+        included); the anatomy beside a slanted line is kept, its bounding box is not blanked."""
+        b, size = self.box, max(self.size, 4)
+        first, last = (b.top, b.bottom) if self.vertical else (b.left, b.right)
+        half, step = BAND * size + 2, max(2, size // 2)
+        boxes = []
+        end = int(BAND_END * size)
+        for start in range(first - end, last + end, step):
+            ends = (self.slope * start + self.offset, self.slope * (start + step) + self.offset)
+            low, high = int(min(ends) - half), int(max(ends) + half) + 1
+            if self.vertical:
+                boxes.append(Box(low, start, high - low, step))
+            else:
+                boxes.append(Box(start, low, step, high - low))
+        return boxes
 
     @property
     def ink_boxes(self) -> list[Box]:
         """What to blank: the line's ink (`parts`) joined into words (pieces at most half the
         line's thickness apart along it), else the line box."""
+        if self.rotated:
+            return self.band()
         if not self.parts:
             return [self.box]
-        thickness = self.box.width if self.vertical else self.box.height
+        thickness = self.thickness
         along = sorted(self.parts, key=lambda p: p.top if self.vertical else p.left)
         words = [along[0]]
         for part in along[1:]:
@@ -121,6 +161,7 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
         hat = cv2.morphologyEx(gray, op, kernel)
         hats.append(np.asarray(hat, np.uint8))
         if int(hat.max()) < params.min_contrast:
+            labelled.append(np.zeros(gray.shape, np.int32))  # no strokes; aligned with `hats`
             continue
         # texture (MR fat, trabecular bone, noise) raises the bar locally, so glyphs drawn
         # over it do not fuse with it into one large component
@@ -139,19 +180,30 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     lines += _lines(glyphs[:, [1, 0, 3, 2]], np.ascontiguousarray(body.T), params, vertical=True)
     out: list[TextLine] = []
     for line in _merge(lines):
+        if line.rotated:
+            band = [c for c in (b.clip(columns, rows) for b in line.band()) if c is not None]
+            if band:
+                box = band[0]
+                for piece in band[1:]:
+                    box = box.union(piece)
+                out.append(replace(line, box=box))
+            continue
         if line.vertical:  # absorbed in the transposed frame, where it runs along a row
             t = _absorb(
-                TextLine(_transpose(line.box), line.glyphs), glyphs[:, [1, 0, 3, 2]], params
+                TextLine(_transpose(line.box), line.glyphs, size=line.size),
+                glyphs[:, [1, 0, 3, 2]],
+                params,
             )
-            line = TextLine(_transpose(t.box), line.glyphs, True)
+            line = TextLine(_transpose(t.box), line.glyphs, True, size=line.size)
         else:
             line = _absorb(line, glyphs, params)
         ink = _Ink(hats, labelled, params.faint)
+        ink.level = _line_level(ink, line.box, params)
         followed = _follow(line, ink, body, params)
         clipped = _extend(followed, params).clip(columns, rows)
         if clipped is not None:
             parts = _parts(ink, clipped, followed.box, line.box, params.part_pad)
-            out.append(TextLine(clipped, line.glyphs, line.vertical, parts))
+            out.append(TextLine(clipped, line.glyphs, line.vertical, parts, line.size))
     return out
 
 
@@ -190,6 +242,11 @@ class _Ink:
 
     def __init__(self, hats: list[Gray8], labelled: list[npt.NDArray[np.int32]], faint: int):
         self.hats, self.labelled, self.level = hats, labelled, faint
+        self.polarity = 0  # the hat the line's strokes are in (0 light text, 1 dark)
+
+    def line(self, window: tuple[slice, slice]) -> npt.NDArray[np.bool_]:
+        """The line's own polarity at its level."""
+        return np.asarray(self.hats[self.polarity][window] >= self.level)
 
     def strokes(self, window: tuple[slice, slice]) -> npt.NDArray[np.bool_]:
         out = np.zeros(self.hats[0][window].shape, bool)
@@ -202,6 +259,22 @@ class _Ink:
         for hat in self.hats:
             out |= hat[window] >= self.level
         return out
+
+
+def _line_level(ink: _Ink, box: Box, params: DetectParams) -> int:
+    """The grey level a line's faint ink is taken from: `faint`, or lower for faint text
+    (`faint_share` of the median top-hat over the line's strokes, at least `faint_floor`):
+    the anti-aliased edges and thin strokes of 15 % contrast text fall below `faint`."""
+    window = (slice(box.top, box.bottom), slice(box.left, box.right))
+    strongest, most = 0.0, 0
+    for index, (hat, labels) in enumerate(zip(ink.hats, ink.labelled, strict=True)):
+        strokes = labels[window] > 0
+        count = int(np.count_nonzero(strokes))
+        if count > most:
+            most, ink.polarity = count, index
+            strongest = float(np.median(hat[window][strokes]))
+    level = int(params.faint_share * strongest)
+    return min(params.faint, max(params.faint_floor, level))
 
 
 def _transpose(box: Box) -> Box:
@@ -262,7 +335,7 @@ def _lines(
     found: list[TextLine] = []
     shape = body.shape
     half = (shape[0] // 2 + 1, shape[1] // 2 + 1)
-    need = params.min_glyphs + (1 if vertical else 0)
+    need = params.min_glyphs + (params.vertical_extra if vertical else 0)
     for low, high in params.bands:
         g = glyphs[(glyphs[:, 3] >= low) & (glyphs[:, 3] <= high)]
         if g.shape[0] < need - 1:
@@ -279,14 +352,17 @@ def _lines(
         order = np.argsort(line, kind="stable")
         line, g = line[order], g[order]
         cuts = np.flatnonzero(np.diff(line)) + 1
-        for members in np.split(g, cuts):
-            if len(members) < need:
-                continue
+        groups = [m for m in np.split(g, cuts) if len(m) >= need]
+        while groups:
+            members = groups.pop()
             x, y = members[:, 0], members[:, 1]
             inside = float(body[y + members[:, 3] // 2, x + members[:, 2] // 2].mean()) > 0.5
-            aligned = _aligned(members, params, strict=inside)
-            if aligned is None:
+            fit = _aligned(members, params, strict=inside)
+            if fit is None:
+                # two lines close above each other (joined through a mark between them)
+                groups += [m for m in _rows(members) if len(m) >= need]
                 continue
+            aligned, slope, offset = fit
             distinct = len({(x // 3, y // 3) for x, y in aligned[:, :2].tolist()})
             if distinct < need + (params.body_extra if inside else 0):
                 continue  # one glyph seen in both polarities (or twice) counts once
@@ -295,13 +371,24 @@ def _lines(
             bottom = int((aligned[:, 1] + aligned[:, 3]).max())
             w, h = right - left, bottom - top
             box = Box(top, left, h, w) if vertical else Box(left, top, w, h)
-            found.append(TextLine(box, distinct, vertical))
+            size = int(np.median(aligned[:, 3]))
+            found.append(TextLine(box, distinct, vertical, size=size, slope=slope, offset=offset))
     return found
+
+
+def _rows(members: npt.NDArray[np.int32]) -> list[npt.NDArray[np.int32]]:
+    """A group's glyphs cut into rows where their centres are more than half a glyph height
+    apart across the line (one piece: the group holds a single row)."""
+    centre = members[:, 1] + members[:, 3] / 2.0
+    order = np.argsort(centre, kind="stable")
+    height = float(np.median(members[:, 3]))
+    cuts = np.flatnonzero(np.diff(centre[order]) > 0.5 * height) + 1
+    return list(np.split(members[order], cuts)) if cuts.size else []
 
 
 def _aligned(
     members: npt.NDArray[np.int32], params: DetectParams, *, strict: bool = False
-) -> npt.NDArray[np.int32] | None:
+) -> tuple[npt.NDArray[np.int32], float, float] | None:
     """The glyphs of a group that sit on one straight line (text, rotated or not), or None.
 
     Glyph centres are fitted by a line (least squares), glyphs off it by more than
@@ -309,6 +396,7 @@ def _aligned(
     most of its glyphs on the line (descenders and small letters move a centre by about a
     quarter of the height), a cluster of anatomy marks does not."""
     kept = members
+    slope = offset = 0.0
     off_line = params.off_line * (params.body_strict if strict else 1.0)
     for _ in range(3):
         cx = kept[:, 0] + kept[:, 2] / 2.0
@@ -329,7 +417,7 @@ def _aligned(
         if inliers.sum() < params.min_glyphs or inliers.mean() < params.min_inliers:
             return None
         kept = kept[inliers]
-    return kept
+    return kept, slope, offset
 
 
 def _absorb(line: TextLine, glyphs: npt.NDArray[np.int32], params: DetectParams) -> TextLine:
@@ -361,7 +449,7 @@ def _absorb(line: TextLine, glyphs: npt.NDArray[np.int32], params: DetectParams)
         if grown == box:
             break
         box = grown
-    return TextLine(box, line.glyphs, line.vertical)
+    return TextLine(box, line.glyphs, line.vertical, size=line.size)
 
 
 def _follow(
@@ -374,7 +462,7 @@ def _follow(
     stay inside it, while the gaps stay below a letter gap: a last letter fused with an
     anatomy mark, a comma, the end of a line the grouping cut."""
     b = line.box
-    thickness = b.width if line.vertical else b.height
+    thickness = line.thickness
     centre = body[b.top + b.height // 2, b.left + b.width // 2]
     factor = params.body_reach if centre else params.faint_reach
     limit = int(factor * min(thickness, params.max_height))
@@ -402,7 +490,7 @@ def _follow(
         box = Box(b.left, start, b.width, stop - start)
     else:
         box = Box(start, b.top, stop - start, b.height)
-    return TextLine(box, line.glyphs, line.vertical)
+    return TextLine(box, line.glyphs, line.vertical, size=line.size)
 
 
 def _run(profile: npt.NDArray[np.bool_], reach: int) -> int:
@@ -419,7 +507,7 @@ def _extend(line: TextLine, params: DetectParams) -> Box:
     """The line's box grown by `pad` and, along the line, by `extend` x its thickness (a
     glyph at either end that the grouping left out), across it by half that."""
     b = line.box
-    thickness = b.width if line.vertical else b.height
+    thickness = line.thickness
     along = params.pad + int(params.extend * thickness)
     across = params.pad + int(params.extend * thickness / 2)
     dx, dy = (across, along) if line.vertical else (along, across)
@@ -430,19 +518,41 @@ def _merge(lines: list[TextLine]) -> list[TextLine]:
     """Drop lines inside another (found in two bands or both directions), then join lines of
     one row a word gap apart (the words of a line). Overlapping lines of different rows stay
     apart (a union of unions would grow over the frame)."""
+    lines = _drop_stacks(lines)
     ordered = sorted(lines, key=lambda ln: -ln.box.area)
     kept: list[TextLine] = []
     for line in ordered:
         if not any(k.box.overlap(line.box) == line.box.area for k in kept):
             kept.append(line)
-    horizontal = [ln for ln in kept if not ln.vertical]
-    vertical = [ln for ln in kept if ln.vertical]
+    horizontal = [ln for ln in kept if not ln.vertical and not ln.rotated]
+    vertical = [ln for ln in kept if ln.vertical or ln.rotated]
     joined = merge_until_stable([ln.box for ln in horizontal], _same_row)
     out = vertical + [
-        TextLine(box, sum(ln.glyphs for ln in horizontal if box.overlap(ln.box)), False)
+        TextLine(
+            box,
+            sum(ln.glyphs for ln in horizontal if box.overlap(ln.box)),
+            False,
+            size=max(ln.size for ln in horizontal if box.overlap(ln.box)),
+        )
         for box in joined
     ]
     return sorted(out, key=lambda ln: (ln.box.top, ln.box.left))
+
+
+def _drop_stacks(lines: list[TextLine]) -> list[TextLine]:
+    """Lines of one direction that hold two or more lines of the other direction (mostly
+    inside them) are the letters of those lines stacked across them (rows of 40 px text
+    read as columns), not text: dropped, so the lines they hold are kept and blanked tight."""
+
+    def holds(line: TextLine) -> bool:
+        inside = [
+            other
+            for other in lines
+            if other.vertical != line.vertical and 2 * line.box.overlap(other.box) >= other.box.area
+        ]
+        return len(inside) >= 2
+
+    return [line for line in lines if not holds(line)]
 
 
 def _same_row(a: Box, b: Box) -> bool:

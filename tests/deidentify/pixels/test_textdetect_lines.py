@@ -1,0 +1,96 @@
+"""How the detector shapes what it blanks: slanted lines, lines close together, anatomy columns.
+
+Real anatomy (pydicom's bundled slices) or a flat frame, invented text burned in
+(`tests/factories/burned_text.py`); OCR reads nothing, so what is blanked is what the detector
+found.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deidentify.pixels import PixelPolicy, RuleSet, scrub
+from deidentify.pixels.frames import decode, render_gray8
+from deidentify.pixels.textdetect import find_text
+from tests.deidentify.pixels.synth import FakeOcr
+from tests.factories.burned_text import Anatomy, Burn, Sample, anatomy, burn, installed_fonts
+
+POLICY = PixelPolicy(rules=RuleSet())
+needs_fonts = pytest.mark.skipif(
+    len(installed_fonts()) < 3, reason="Debian fonts (fonts-dejavu-core, fonts-liberation) missing"
+)
+
+
+def _dark(rows: int = 320, columns: int = 512) -> Anatomy:
+    pixels = np.full((rows, columns), 40, np.int32)
+    pixels[0, 0] = 1000  # the dynamic range of a CT window
+    return Anatomy("dark", pixels, "CT")
+
+
+def _blanked(sample: Sample) -> np.ndarray:
+    result = scrub(sample.ds, POLICY, FakeOcr([]))
+    assert result.dataset is not None, result.reason
+    blanked = np.zeros((int(sample.ds.Rows), int(sample.ds.Columns)), bool)
+    for box in result.boxes.get(0, []):
+        blanked[box.top : box.bottom, box.left : box.right] = True
+    return blanked
+
+
+@needs_fonts
+@pytest.mark.parametrize("angle", [20.0, -12.0])
+@pytest.mark.parametrize("height", [12, 24])
+def test_slanted_text_is_blanked_along_its_band_not_its_bounding_box(
+    angle: float, height: int
+) -> None:
+    """A slanted name is blanked whole, as a band along the text: the background above and
+    below the slant (about half the text's bounding box) stays."""
+    sample = burn(_dark(), [Burn("QUIGLEY, ROSALIND", 40, 60, height, 1.0, angle=angle)])
+    blanked = _blanked(sample)
+    truth = sample.boxes[0]
+    assert blanked[truth.ink].mean() >= 0.98
+    box = truth.box.grow(2)
+    inside = blanked[box.top : box.bottom, box.left : box.right].sum()
+    assert inside <= 0.75 * box.area, f"{inside} of {box.area} pixels of the bounding box"
+    # beyond it: the band's ends (it reaches a glyph height past the first and last glyph,
+    # for letters the grouping missed), nothing else
+    assert blanked.sum() - inside <= 0.3 * box.area
+
+
+@needs_fonts
+@pytest.mark.parametrize("name", ["ct_head", "nm_whole_body"])
+def test_two_lines_close_above_each_other_are_both_blanked(name: str) -> None:
+    """A name over a birth date, a few pixels apart (the usual corner block): both lines
+    blanked whole, neither taken for the other's outliers."""
+    base = anatomy(name)
+    y = base.pixels.shape[0] - 60
+    sample = burn(
+        base,
+        [
+            Burn("QUIGLEY, ROSALIND", 12, y, 9, 1.0, "DejaVuSans.ttf"),
+            Burn("DOB 17/03/1962", 12, y + 14, 9, 1.0, "DejaVuSans.ttf"),
+        ],
+    )
+    blanked = _blanked(sample)
+    for truth in sample.boxes:
+        assert blanked[truth.ink].mean() >= 0.98, truth.spec.text
+
+
+def test_clean_mr_slices_have_no_text_lines() -> None:
+    """MR brain: curved anatomy marks stacked in a column are not read as vertical text."""
+    sample = burn(anatomy("mr_brain"), [])
+    decoded = decode(sample.ds)
+    assert find_text(render_gray8(decoded.frames[0], decoded.photometric)) == []
+
+
+def test_marks_in_one_polarity_only_are_found() -> None:
+    """Glyph-like marks with no dark detail between them (the black top-hat is zero
+    everywhere: a flat frame with convex-ish bright marks wider apart than the kernel) are
+    still found, not an error: a frame with text of one polarity only."""
+    gray = np.zeros((128, 256), np.uint8)
+    for i in range(6):
+        gray[40:60, 20 + 30 * i : 23 + 30 * i] = 200  # a stem
+        gray[40:43, 20 + 30 * i : 32 + 30 * i] = 200  # and a bar: a letter like a "Γ"
+    lines = find_text(gray)
+    assert len(lines) == 1
+    assert lines[0].box.left <= 20 and lines[0].box.right >= 182
