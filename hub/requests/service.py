@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import func, or_
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from hub import audit
@@ -252,10 +252,21 @@ def take_inbox(session: Session, org: str, site: str, *, now: dt.datetime | None
     ).all()
     items = []
     for target, request in rows:
-        target.state = "delivered"
-        target.delivered_at = now
-        target.delivered_to_site = site
-        session.add(target)
+        # compare and set: of two sites of the organization asking at once, one takes it
+        before = col(RequestTarget.delivered_at)
+        claimed = session.execute(
+            update(RequestTarget)
+            .where(
+                col(RequestTarget.request_id) == target.request_id,
+                col(RequestTarget.target_org) == org,
+                col(RequestTarget.state) == target.state,
+                before.is_(None) if target.delivered_at is None else before == target.delivered_at,
+            )
+            .values(state="delivered", delivered_at=now, delivered_to_site=site)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue
         items.append(
             InboxItem(
                 request_id=request.request_id,
@@ -266,8 +277,7 @@ def take_inbox(session: Session, org: str, site: str, *, now: dt.datetime | None
                 sealed=request.sealed_query,
             )
         )
-    if items:
-        session.commit()
+    session.commit()
     return Inbox(requests=items)
 
 

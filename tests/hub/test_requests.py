@@ -338,3 +338,37 @@ def test_a_site_cannot_sweep_the_network_with_requests(
         later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1, seconds=1)
         service.submit(session, "org-b", "site-b", request_id, "find", ["org-a"], body,
                        per_hour=2, now=later)  # fmt: skip
+
+
+def test_sites_of_the_asked_org_polling_at_once_never_both_take_a_request(
+    hub: Hub, sites: tuple[EnrolledSite, EnrolledSite, EnrolledSite]
+) -> None:
+    """Six sites of org A take their inbox at the same moment: exactly one gets the request
+    (an answer is worked out once, not by several sites in parallel)."""
+    from hub.requests import service
+
+    site_a, site_b, _ = sites
+    assert _inbox(site_a).requests == []  # org A is online
+    request_id = new_request_id()
+    body = _seal(site_b, QueryBody(find=_keys()), request_id, ["org-a"])
+    assert _submit(site_b, request_id, body, ["org-a"]).status_code == 200
+    barrier = threading.Barrier(6)
+    taken: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+
+    def take(n: int) -> None:
+        try:
+            with hub.session() as session:
+                barrier.wait(10)
+                inbox = service.take_inbox(session, "org-a", f"site-{n}")
+                taken.extend((f"site-{n}", item.request_id) for item in inbox.requests)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert [request for _, request in taken] == [request_id]
