@@ -43,7 +43,7 @@ user_app = typer.Typer(help="People: accounts and roles.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 audit_app = typer.Typer(help="The hub's append-only audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message's paths and commands stay whole
 
 DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="HEXCHANGE_HUB_DATA_DIR", help="Hub data folder")

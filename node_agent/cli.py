@@ -24,7 +24,7 @@ from node_agent.state import AgentState
 app = typer.Typer(
     help="Hexchange node agent: the clinic side of a federation.", no_args_is_help=True
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message's paths and commands stay whole
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", envvar="HEXCHANGE_AGENT_CONFIG", help="agent.toml")

@@ -24,7 +24,7 @@ request_app = typer.Typer(
     no_args_is_help=True,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message's paths and commands stay whole
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", envvar="HEXCHANGE_AGENT_CONFIG", help="agent.toml")

@@ -450,18 +450,18 @@ def test_a_real_agent_that_is_killed_goes_stale_in_the_fleet(
 
     from tests.hub.conftest import free_port
 
-    make_site(ui_hub, "org-a", "clinic-8")
+    make_site(ui_hub, "org-a", "clinic-k")
     sign_in(page, ui_hub, "olga")
-    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-8")
+    page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-k")
     page.get_by_role("button", name="Issue enrollment token").click()
     command = shlex.split(page.locator("#enroll-command").inner_text())
     config = tmp_path / "agent.toml"
     config.write_text(
-        f'[agent]\ndata_dir = "{tmp_path / "agent"}"\nname = "org-a/clinic-8"\n'
+        f'[agent]\ndata_dir = "{tmp_path / "agent"}"\nname = "org-a/clinic-k"\n'
         "heartbeat_seconds = 1\n\n"
         f'[hub]\npublic_url = "{ui_hub.public_url}"\nnode_url = "{ui_hub.node_url}"\n'
         f'ca_file = "{ui_hub.ca_file}"\n\n'
-        f'[dicom]\nae_title = "CLINIC8"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        f'[dicom]\nae_title = "CLINICK"\nhost = "127.0.0.1"\nport = {free_port()}\n'
     )
     agent_bin = str(Path(sys.executable).parent / "hexchange-agent")
     command[0], command[3] = agent_bin, str(config)
@@ -472,11 +472,11 @@ def test_a_real_agent_that_is_killed_goes_stale_in_the_fleet(
     agent = subprocess.Popen(
         [agent_bin, "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
     )
-    row = page.locator('tr[data-site="org-a/clinic-8"]')
+    row = page.locator('tr[data-site="org-a/clinic-k"]')
     try:
         deadline = time.monotonic() + 60
         while True:  # the agent's first report arrives within seconds of its start
-            page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-8")
+            page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-k")
             if row.locator(".badge").inner_text() == "ok":
                 break
             assert agent.poll() is None, (tmp_path / "agent.log").read_text()[-2000:]
@@ -491,7 +491,7 @@ def test_a_real_agent_that_is_killed_goes_stale_in_the_fleet(
     while row.locator(".badge").inner_text() != "stale":
         assert time.monotonic() - killed < 30, "the killed agent's site never went stale"
         time.sleep(1)
-        page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-8")
+        page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-k")
     assert time.monotonic() - killed >= 4  # not before several reports were missed
     expect(row).to_have_class("stale")
 
