@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -31,29 +30,9 @@ from wire.envelope import (
     verify_header,
 )
 from wire.errors import WireError
-from wire.payload import read_payload
+from wire.payload import PiecesReader, read_payload
 
 log = structlog.get_logger("hexchange.agent.inbound")
-
-
-class _ChunkFileReader:
-    """File-like view over the concatenated plaintext stream, for the payload reader."""
-
-    def __init__(self, pieces: Iterator[bytes]) -> None:
-        self._pieces = pieces
-        self._buffer = bytearray()
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            try:
-                self._buffer.extend(next(self._pieces))
-            except StopIteration:
-                break
-        if size < 0:
-            size = len(self._buffer)
-        out = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return out
 
 
 class Inbound:
@@ -154,7 +133,7 @@ class Inbound:
                 (folder / f"chunk-{i:07d}.bin").read_bytes()
                 for i in range(header.manifest.chunk_count)
             )
-            stream = _ChunkFileReader(open_stream(header, data_key, chunks))
+            stream = PiecesReader(open_stream(header, data_key, chunks))
             sop_uids: list[str] = []
             for _name, data in read_payload(stream):  # type: ignore[arg-type]
                 sop_uids.append(self.store.store(data))

@@ -253,6 +253,28 @@ def _read_contents(tar: tarfile.TarFile) -> PayloadContents:
         raise PayloadError(f"{CONTENTS_NAME} is invalid ({exc.error_count()} errors)") from None
 
 
+class PiecesReader:
+    """A file-like view over plaintext pieces (e.g. `envelope.open_stream`'s), for
+    `read_payload`: the agent's inbound path and the hub's collection ingest read a sealed
+    bundle's payload through it, one piece in memory at a time."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._buffer = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            try:
+                self._buffer.extend(next(self._pieces))
+            except StopIteration:
+                break
+        if size < 0:
+            size = len(self._buffer)
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
+
+
 def read_payload(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
     """Yield (member name, bytes) for each instance, each checked before it is yielded.
 

@@ -12,7 +12,6 @@ delivery queued, and `ingest_pending` (run at each completion and by
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import structlog
 from sqlmodel import Session, col, select
@@ -27,29 +26,9 @@ from hub.models import Bundle, Delivery, utcnow
 from hub.storage import BlobStore
 from wire.collection_key import COLLECTION_PREFIX, collection_named
 from wire.envelope import open_data_key, open_stream, parse_header
-from wire.payload import read_payload
+from wire.payload import PiecesReader, read_payload
 
 log = structlog.get_logger("hexchange.hub.collections")
-
-
-class _Plaintext:
-    """File-like view over the opened chunks, for the payload reader."""
-
-    def __init__(self, pieces: Iterator[bytes]) -> None:
-        self._pieces = pieces
-        self._buffer = bytearray()
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            try:
-                self._buffer.extend(next(self._pieces))
-            except StopIteration:
-                break
-        if size < 0:
-            size = len(self._buffer)
-        out = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return out
 
 
 def ingest_bundle(
@@ -90,7 +69,7 @@ def ingest_bundle(
             bundle_id=bundle_id,
         )
         counts = {"stored": 0, "duplicate": 0, "quarantined": 0, "conflict": 0}
-        for _name, data in read_payload(_Plaintext(open_stream(header, data_key, chunks))):  # type: ignore[arg-type]
+        for _name, data in read_payload(PiecesReader(open_stream(header, data_key, chunks))):  # type: ignore[arg-type]
             try:
                 added = add_instance(session, files, collection, data, source)
             except Conflict:
