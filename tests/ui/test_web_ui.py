@@ -8,6 +8,7 @@ import datetime as dt
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
@@ -439,29 +440,36 @@ def test_quarantine_shows_counts_and_reasons_per_site_and_no_item_text(
     screenshot(page, "quarantine")
 
 
-def test_a_real_agent_that_is_killed_goes_stale_in_the_fleet(
+def test_a_real_agent_sends_under_the_policy_saved_on_the_page_and_goes_stale_when_killed(
     page: Page, ui_hub: Hub, tmp_path: Path
 ) -> None:
     """A real `hexchange-agent run`, enrolled with the page's command and reporting every
-    second, shows as ok; killed with SIGKILL, its row turns stale after six missed reports."""
+    second, shows as ok; a rule saved on the policy page makes it send a study a modality
+    stored into it (dcmtk storescu), which the transfers page shows complete; killed with
+    SIGKILL, its row turns stale after six missed reports."""
     import os
     import signal
     import time
 
+    from tests.factories.dicom import make_ct_study
+    from tests.federation import storescu
     from tests.hub.conftest import free_port
 
     make_site(ui_hub, "org-a", "clinic-k")
+    ui_hub.enroll("org-b", "lab-k")  # org B's keys are published: it can receive
     sign_in(page, ui_hub, "olga")
     page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-k")
     page.get_by_role("button", name="Issue enrollment token").click()
     command = shlex.split(page.locator("#enroll-command").inner_text())
+    dicom_port = free_port()
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[agent]\ndata_dir = "{tmp_path / "agent"}"\nname = "org-a/clinic-k"\n'
         "heartbeat_seconds = 1\n\n"
         f'[hub]\npublic_url = "{ui_hub.public_url}"\nnode_url = "{ui_hub.node_url}"\n'
         f'ca_file = "{ui_hub.ca_file}"\n\n'
-        f'[dicom]\nae_title = "CLINICK"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        f'[dicom]\nae_title = "CLINICK"\nhost = "127.0.0.1"\nport = {dicom_port}\n\n'
+        "[pipeline]\nquiet_period_seconds = 1\npolicy_poll_seconds = 1\n"
     )
     agent_bin = str(Path(sys.executable).parent / "hexchange-agent")
     command[0], command[3] = agent_bin, str(config)
@@ -472,22 +480,51 @@ def test_a_real_agent_that_is_killed_goes_stale_in_the_fleet(
     agent = subprocess.Popen(
         [agent_bin, "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
     )
+
+    def until(what: str, done: Callable[[], bool], seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not done():
+            assert agent.poll() is None, (tmp_path / "agent.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, what
+            time.sleep(0.5)
+
     row = page.locator('tr[data-site="org-a/clinic-k"]')
     try:
-        deadline = time.monotonic() + 60
-        while True:  # the agent's first report arrives within seconds of its start
+
+        def reported() -> bool:
             page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-k")
-            if row.locator(".badge").inner_text() == "ok":
-                break
-            assert agent.poll() is None, (tmp_path / "agent.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "the agent never reported"
-            time.sleep(0.5)
+            return row.locator(".badge").inner_text() == "ok"
+
+        until("the agent never reported", reported)
         expect(row).to_contain_text("0.1.0")  # the agent's version, from its own report
+
+        page.goto(ui_hub.public_url + "/ui/orgs/org-a/sites/clinic-k/policy")
+        page.get_by_label("Destination organization or collection").fill("org-b")
+        page.get_by_label("Mode").first.select_option("identified")
+        page.get_by_label("Match modalities").fill("CT")
+        page.get_by_label("Reason for the change (audited)").fill("priors to the archive")
+        page.get_by_role("button", name="Save as version 1").click()
+        expect(page.locator("#current-version")).to_have_text("1")
+
+        study = make_ct_study(tmp_path / "study", instances=3)
+        sent = storescu(dicom_port, "CLINICK", study.files)
+        assert sent.returncode == 0, sent.stderr.decode()[-500:]
+        line = page.locator("main tbody tr", has_text="org-a/clinic-k")
+
+        def delivered() -> bool:
+            page.goto(ui_hub.public_url + "/ui/transfers?org=org-a&direction=sent")
+            return line.count() == 1 and "complete" in line.inner_text()
+
+        until("the study never reached the hub under the saved rule", delivered)
+        expect(line).to_contain_text("org-b")
+        expect(line).to_contain_text("identified")
+        expect(line).to_contain_text("CT")
     finally:
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait(timeout=10)
         log.close()
     killed = time.monotonic()
+    page.goto(ui_hub.public_url + "/ui/fleet?q=clinic-k")
     while row.locator(".badge").inner_text() != "stale":
         assert time.monotonic() - killed < 30, "the killed agent's site never went stale"
         time.sleep(1)
