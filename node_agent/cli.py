@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from node_agent.config import AgentConfig, ConfigError, load_config
+from node_agent.cli_config import load_or_exit
 from node_agent.identity import NotEnrolled
 from node_agent.state import AgentState
 
@@ -51,12 +51,7 @@ def _configure_logging(json_logs: bool) -> None:
     )
 
 
-def _load(path: Path) -> AgentConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        err.print(f"[red]config error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+_load = load_or_exit
 
 
 @app.command()

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from node_agent.config import AgentConfig, ConfigError, load_config
+from node_agent.cli_config import load_or_exit
+from node_agent.config import AgentConfig
 from node_agent.requests import FindResult, RequestError, Requests
 
 request_app = typer.Typer(
@@ -32,12 +33,7 @@ ConfigOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def _config(path: Path) -> AgentConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        err.print(f"[red]config error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+_config = load_or_exit
 
 
 def open_requests(cfg: AgentConfig) -> Requests:
