@@ -273,7 +273,11 @@ class Federation:
                 handle.process.wait()
 
     def stop(self) -> None:
-        for handle in self.agents:
+        running = [h for h in self.agents if h.process is not None and h.process.poll() is None]
+        for handle in running:  # all at once: each may finish a long poll before it exits
+            assert handle.process is not None
+            handle.process.send_signal(signal.SIGTERM)
+        for handle in running:
             self.stop_agent(handle)
         if self.hub_process is not None and self.hub_process.poll() is None:
             self.hub_process.send_signal(signal.SIGTERM)
