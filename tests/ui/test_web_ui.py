@@ -226,6 +226,8 @@ def test_revoke_a_site(page: Page, ui_hub: Hub) -> None:
 
 def test_personal_api_token_is_shown_once_and_can_be_revoked(page: Page, ui_hub: Hub) -> None:
     sign_in(page, ui_hub, "rita")
+    expect(page).to_have_url(ui_hub.public_url + "/ui/collections")  # a researcher's first page
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="API tokens").click()
     expect(page).to_have_url(ui_hub.public_url + "/ui/me/tokens")
     page.get_by_label("Name").fill("notebook")
     page.get_by_role("button", name="Create token").click()
