@@ -43,6 +43,14 @@ def hub_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
         admin.dispose()
 
 
+# The scenarios below that exercise the agents more than the hub's store run on PostgreSQL
+# only (production); the hub's own suite (tests/hub) runs every test on both databases, and
+# the core end-to-end scenarios here still do.
+ON_POSTGRES = pytest.mark.parametrize(
+    "hub_database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+
 @pytest.fixture
 def federation(tmp_path: Path, hub_database: str | None) -> Iterator[Federation]:
     fed = Federation(tmp_path / "fed", database_url=hub_database, quiet_period=1.0)
@@ -108,6 +116,7 @@ def test_study_reaches_other_org_byte_identical_and_hub_holds_no_identity(
             assert needle not in log
 
 
+@ON_POSTGRES
 def test_sending_the_same_study_twice_delivers_it_once(
     federation: Federation, tmp_path: Path
 ) -> None:
@@ -124,6 +133,7 @@ def test_sending_the_same_study_twice_delivers_it_once(
     assert len(b.received_files()) == 3
 
 
+@ON_POSTGRES
 def test_study_growing_after_it_was_sent_goes_out_as_an_addition(
     federation: Federation, tmp_path: Path
 ) -> None:
@@ -168,6 +178,7 @@ def test_deidentified_destination_receives_no_identity(
     assert sorted(pixel_bytes(received).values()) == sorted(pixel_bytes(study.files).values())
 
 
+@ON_POSTGRES
 def test_without_a_sharing_rule_nothing_leaves_the_site(
     federation: Federation, tmp_path: Path
 ) -> None:
@@ -194,6 +205,7 @@ def test_without_a_sharing_rule_nothing_leaves_the_site(
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract-ocr not installed")
+@ON_POSTGRES
 def test_burned_in_name_is_blanked_before_a_deidentified_copy_leaves(
     federation: Federation, tmp_path: Path
 ) -> None:
@@ -232,6 +244,7 @@ def test_burned_in_name_is_blanked_before_a_deidentified_copy_leaves(
     assert (before[outside] == after[outside]).mean() >= 0.98
 
 
+@ON_POSTGRES
 def test_inbound_study_lands_in_the_receiving_pacs(federation: Federation, tmp_path: Path) -> None:
     from tests.factories.orthanc import OrthancUnavailable, start_orthanc
     from tests.federation import free_port
