@@ -1,4 +1,5 @@
-"""`hexchange-deid`: a thin file-system shell over `deidentify.apply` and `deidentify.verify`.
+"""`hexchange-deid`: a thin file-system shell over `deidentify.instance.deidentify_instance`
+(the engine the node agent runs too).
 
     hexchange-deid IN OUT [--option NAME ...] [--recipe site.toml] --key-file KEY
                    [--report report.json] [--quarantine DIR] [--workers N]
@@ -28,7 +29,6 @@ import json
 import logging
 import os
 import shutil
-import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -37,36 +37,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deidentify import fastpath
-from deidentify.documents import DocumentHeldBack
-from deidentify.encode import encode_elements, encode_file_meta
-from deidentify.engine import PseudonymKeys, apply
+from deidentify.engine import PseudonymKeys
 from deidentify.heldback import HeldBack
 from deidentify.identity import StudyIdentity
-from deidentify.pixels import (
-    PixelPolicy,
-    PixelTally,
-    ScrubResult,
-    TesseractBackend,
-    scrub,
-    study_key,
-)
+from deidentify.instance import PixelStage, RefusalKind, Refused, deidentify_instance, under
+from deidentify.pixels import PixelPolicy, PixelTally, TesseractBackend, study_key
 from deidentify.pixels import outcome as pixel_outcome
-from deidentify.pixels.frames import PixelError
-from deidentify.pixels.streamed import StreamPlan, patch_pixels, scrub_streamed
 from deidentify.profile import Option, Profile
 from deidentify.rawidentity import Seen
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
 from deidentify.studyscan import reruns
-from deidentify.verify import verify
 
 app = typer.Typer(add_completion=False, help=__doc__)
 _log = logging.getLogger(__name__)
@@ -109,184 +93,10 @@ def _quarantine(src: Path, qdir: Path, rel: str, outcome: Outcome) -> None:
     )
 
 
-REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-PIXEL_DATA = 0x7FE00010
-UNDEFINED_LENGTH = 0xFFFFFFFF
-# Values larger than this stay on disk when reading (Pixel Data is streamed, never loaded).
-DEFER_SIZE = "1 KB"
-
-
-def _items_end(path: Path, offset: int, file_size: int) -> bool:
-    """Do the items of encapsulated Pixel Data starting at `offset` end with the sequence
-    delimiter inside the file? Reads the item headers only (8 bytes each)."""
-    with path.open("rb") as fp:
-        position = offset
-        while position + 8 <= file_size:
-            fp.seek(position)
-            group, element, length = struct.unpack("<HHI", fp.read(8))
-            if (group, element) == (0xFFFE, 0xE0DD):
-                return True
-            if (group, element) != (0xFFFE, 0xE000) or length == UNDEFINED_LENGTH:
-                return False
-            position += 8 + length
-    return False
-
-
-def _items_whole(value: bytes) -> bool:
-    """Is `value` (encapsulated Pixel Data as read, without its delimiter) whole items?"""
-    position = 0
-    while position + 8 <= len(value):
-        group, element, length = struct.unpack_from("<HHI", value, position)
-        if (group, element) == (0xFFFE, 0xE0DD):
-            return position + 8 == len(value)
-        if (group, element) != (0xFFFE, 0xE000) or length == UNDEFINED_LENGTH:
-            return False
-        position += 8 + length
-    return position == len(value)
-
-
-def incomplete(ds: Dataset, file_size: int | None = None) -> str:
-    """Why a parsed file is not a complete instance ("" when it is): catches truncation.
-
-    Pixel Data read with `defer_size` is not loaded: its length and position are checked
-    against `file_size` instead.
-    """
-    missing = [k for k in REQUIRED_UIDS if not ds.get(k)]
-    if missing:
-        return f"incomplete: missing {', '.join(missing)}"
-    pixel = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
-    if pixel is not None and "TransferSyntaxUID" in ds.file_meta:
-        deferred = pixel if isinstance(pixel, RawDataElement) and pixel.value is None else None
-        if deferred and deferred.length == UNDEFINED_LENGTH:  # encapsulated, left in the file
-            source = getattr(ds, "filename", None)
-            readable = file_size is not None and isinstance(source, str)
-            if readable and not _items_end(Path(str(source)), deferred.value_tell, file_size or 0):
-                return "truncated: encapsulated PixelData has no sequence delimiter"
-            return ""
-        if deferred and file_size is not None and deferred.value_tell + deferred.length > file_size:
-            return "truncated: PixelData runs past the end of the file"
-        if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-            bits = int(ds.get("BitsAllocated", 8) or 8)
-            samples = int(ds.get("SamplesPerPixel", 1) or 1)
-            expected = int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * samples * frames
-            length = deferred.length if deferred else len(pixel.value or b"")
-            if length * 8 < expected * bits:
-                return "truncated: PixelData shorter than Rows x Columns x frames"
-        elif not deferred and not _items_whole(bytes(pixel.value or b"")):
-            return "truncated: encapsulated PixelData ends inside an item"
-    return ""
-
-
-def _write(
-    out: Dataset, out_dir: Path, source: Path | None = None, frames: Path | None = None
-) -> str:
-    """`frames`: the scrubbed Pixel Data of an instance scrubbed in batches
-    (`deidentify.pixels.streamed`); it replaces the streamed copy's before the file appears."""
-    target = (
-        out_dir
-        / str(out.StudyInstanceUID)
-        / str(out.SeriesInstanceUID)
-        / f"{out.SOPInstanceUID}.dcm"
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    try:
-        if frames is not None:
-            if source is None or not write_streamed(out, tmp, source):
-                raise PixelError("the instance scrubbed in batches could not be written")
-            patch_pixels(tmp, frames)
-        elif source is None or not write_streamed(out, tmp, source):
-            out.save_as(tmp, enforce_file_format=True)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # may hold unscrubbed frames: never left behind
-        raise
-    tmp.replace(target)
-    return str(target.relative_to(out_dir))
-
-
-def write_streamed(ds: Dataset, path: Path, source: Path) -> bool:
-    """Write `ds` with its deferred Pixel Data copied from `source` file to file (the kernel's
-    copy_file_range where available), never through memory. False (nothing written) when the
-    Pixel Data is not a deferred, defined-length element of a little endian transfer syntax;
-    the caller then writes the ordinary way."""
-    pixel = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if (
-        not isinstance(pixel, RawDataElement)
-        or pixel.value is not None
-        or pixel.length in (0, UNDEFINED_LENGTH)
-        or syntax is None
-        or not syntax.is_little_endian
-        or syntax.is_deflated
-        or (not syntax.is_implicit_VR and pixel.VR not in ("OB", "OW"))
-    ):
-        return False
-    implicit = bool(syntax.is_implicit_VR)
-    encodings = ds.get("SpecificCharacterSet") or None
-    tags = sorted(ds.keys())
-    header = encode_file_meta(meta) + encode_elements(
-        ds, [t for t in tags if t < PIXEL_DATA], implicit=implicit, encodings=encodings
-    )
-    if implicit:
-        header += struct.pack("<HHI", 0x7FE0, 0x0010, pixel.length)
-    else:
-        header += struct.pack("<HH2sHI", 0x7FE0, 0x0010, pixel.VR.encode(), 0, pixel.length)
-    tail = encode_elements(
-        ds, [t for t in tags if t > PIXEL_DATA], implicit=implicit, encodings=encodings
-    )
-    with path.open("wb") as fp:
-        fp.write(header)
-        fp.flush()
-        _copy_range(source, fp.fileno(), pixel.value_tell, pixel.length, len(header))
-        fp.seek(0, os.SEEK_END)
-        fp.write(tail)
-    return True
-
-
-def _copy_range(source: Path, dst_fd: int, offset: int, length: int, dst_offset: int) -> None:
-    with source.open("rb") as src:
-        copied = 0
-        if hasattr(os, "copy_file_range"):
-            try:
-                while copied < length:
-                    n = os.copy_file_range(
-                        src.fileno(),
-                        dst_fd,
-                        length - copied,
-                        offset + copied,
-                        dst_offset + copied,
-                    )
-                    if n == 0:
-                        break
-                    copied += n
-            except OSError:
-                pass  # e.g. across file systems on old kernels: copy in chunks below
-        src.seek(offset + copied)
-        while copied < length:
-            chunk = src.read(min(1 << 20, length - copied))
-            if not chunk:
-                raise EOFError("source ended inside Pixel Data")
-            os.pwrite(dst_fd, chunk, dst_offset + copied)
-            copied += len(chunk)
-
-
-class _PixelsRefused(Exception):
-    def __init__(self, result: ScrubResult) -> None:
-        super().__init__(result.reason)
-        self.result = result
-
-
 @functools.lru_cache(maxsize=1)
-def _pixel_stage() -> tuple[PixelPolicy, TesseractBackend]:
-    return PixelPolicy.default(), TesseractBackend()
-
-
-def _scrub_pixels(ds: Dataset) -> ScrubResult:
-    """Clean Pixel Data (rules + OCR, verified by a second read; fails closed)."""
-    policy, ocr = _pixel_stage()
-    return scrub(ds, policy, ocr)
+def _pixel_stage() -> PixelStage:
+    """Clean Pixel Data with the default pixel policy (the agent's default too)."""
+    return PixelStage(PixelPolicy.default(), TesseractBackend())
 
 
 def process_file(
@@ -301,11 +111,9 @@ def process_file(
     *,
     fast: bool = True,
 ) -> Outcome:
-    """De-identify, verify and write one file (runs in a worker process).
-
-    The fast header path (`deidentify.fastpath`) goes first; whatever it does not handle - or
-    any error in it - runs the pydicom path below, which also quarantines and reports. `fast`
-    False: the pydicom path only. `identity`: the study's (see `studyscan`)."""
+    """De-identify, verify and write one file (runs in a worker process); a refused instance
+    is copied to the quarantine folder with its reason. `fast` False: the pydicom path only
+    (see `deidentify_instance`). `identity`: the study's (see `studyscan`)."""
     return process_file_seen(src, rel, out_dir, qdir, options, secret, recipe, identity, fast=fast)[
         0
     ]
@@ -325,80 +133,36 @@ def process_file_seen(
 ) -> tuple[Outcome, Seen | None]:
     """`process_file`, and what the study pass needs to know about the instance."""
     outcome = Outcome(source=rel)
-    seen: Seen | None = None
     profile = _profile(tuple(options))
-    scrub_pixels = profile.has(Option.CLEAN_PIXEL_DATA)
-    if fast and not scrub_pixels:  # the pixel stage decodes pixels: pydicom path
-        try:
-            output, changes, notes, seen = fastpath.process(
-                src, out_dir, profile, _keys(secret), recipe, identity=identity
-            )
-        except Exception as exc:  # Fallback, or anything unexpected: the pydicom path decides
-            # the reason or the exception type only: messages may quote values
-            reason = str(exc) if isinstance(exc, fastpath.Fallback) else type(exc).__name__
-            _log.debug("fast path not taken for %s: %s", rel, reason)
-        else:
-            outcome.output, outcome.changes, outcome.notes = output, dict(changes), list(notes)
-            return outcome, seen
+    pixels = _pixel_stage() if profile.has(Option.CLEAN_PIXEL_DATA) else None
     try:
-        ds = dcmread(src, defer_size=DEFER_SIZE)
-        problem = incomplete(ds, src.stat().st_size)
-        study_uid = str(ds.get("StudyInstanceUID", "") or "")
-        seen = Seen(study_uid, StudyIdentity.collect([ds]), None) if identity is None else None
-    except InvalidDicomError:
-        problem = "not-dicom: no DICOM preamble/prefix or unreadable header"
-    except Exception as exc:  # truncated/corrupt files raise many kinds of errors
-        problem = f"unparseable: {type(exc).__name__}"
-    if problem:
-        outcome.reason = problem
-    else:
-        plan = StreamPlan.of(ds) if scrub_pixels and "PixelData" in ds else None
-        frames = out_dir / f".{os.getpid()}-{id(ds)}.frames" if plan is not None else None
-        try:
-            source: Dataset = ds
-            if scrub_pixels and "PixelData" in ds:
-                if plan is not None and frames is not None:  # large multi-frame: in batches
-                    out_dir.mkdir(parents=True, exist_ok=True)
-                    policy, ocr = _pixel_stage()
-                    scrubbed = scrub_streamed(ds, src, plan, frames, policy, ocr)
-                else:
-                    scrubbed = _scrub_pixels(ds)
-                outcome.pixels = pixel_outcome(scrubbed)
-                outcome.study = study_key(str(ds.get("StudyInstanceUID", "")))
-                if scrubbed.quarantined or scrubbed.dataset is None:
-                    raise _PixelsRefused(scrubbed)
-                source = scrubbed.dataset
-            result = apply(source, profile, PseudonymKeys(secret), recipe, identity=identity)
-            findings = verify(ds, result.dataset, profile, recipe, identity=identity)
-        except DocumentHeldBack as held:
-            outcome.reason = str(held)  # "document: ..." names the problem, never a value
-        except _PixelsRefused as refused:
-            outcome.reason = f"pixel-scrub: {refused.result.reason}"
-            if refused.result.preview is not None:
-                stem = qdir / Path(rel).with_suffix("")
-                stem.parent.mkdir(parents=True, exist_ok=True)
-                stem.with_suffix(".before.png").write_bytes(refused.result.preview.before_png)
-                stem.with_suffix(".after.png").write_bytes(refused.result.preview.after_png)
-        except Exception as exc:
-            outcome.reason = f"deidentify-failed: {type(exc).__name__}"
-        else:
-            outcome.changes = dict(result.changes)
-            outcome.notes = list(result.notes)
-            if findings:
-                outcome.reason = "verification-failed"
-                outcome.findings = [asdict(f) for f in findings]
-            else:
-                try:
-                    outcome.output = _write(result.dataset, out_dir, src, frames)
-                    return outcome, seen
-                except Exception as exc:
-                    outcome.reason = f"write-failed: {type(exc).__name__}"
-        finally:
-            if frames is not None:
-                frames.unlink(missing_ok=True)
-    outcome.quarantined = True
-    _quarantine(src, qdir, rel, outcome)
-    return outcome, seen
+        written = deidentify_instance(
+            src, under(out_dir), profile, _keys(secret),
+            pixels=pixels, recipe=recipe, identity=identity, scratch=out_dir, fast=fast,
+        )  # fmt: skip
+    except Refused as refused:
+        outcome.reason = refused.reason
+        outcome.findings = [asdict(f) for f in refused.findings]
+        if refused.scrubbed is not None:
+            outcome.pixels = pixel_outcome(refused.scrubbed)
+        elif refused.kind is RefusalKind.PIXELS_UNREADABLE:
+            outcome.pixels = "quarantined"
+        if outcome.pixels:
+            outcome.study = study_key(refused.study_uid)
+        if refused.previews:
+            stem = qdir / Path(rel).with_suffix("")
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            for name, data in refused.previews.items():
+                stem.with_suffix(f".{name}").write_bytes(data)
+        outcome.quarantined = True
+        _quarantine(src, qdir, rel, outcome)
+        return outcome, refused.seen
+    outcome.output = str(written.path.relative_to(out_dir))
+    outcome.changes, outcome.notes = written.changes, written.notes
+    if written.scrubbed is not None:
+        outcome.pixels = pixel_outcome(written.scrubbed)
+        outcome.study = study_key(written.study_uid)
+    return outcome, written.seen
 
 
 def process_batch(

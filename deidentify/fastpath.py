@@ -1,7 +1,8 @@
 """The fast header path: de-identify, verify and write one instance from its raw header bytes.
 
-`process` does what `cli.process_file` does with pydicom - `engine.apply`, `verify.verify`,
-`cli.write_streamed` - for the common case, without building pydicom datasets:
+`process` does what `instance.deidentify_instance` does with pydicom - `engine.apply`,
+`verify.verify`, `instance_file.write_streamed` - for the common case, without building pydicom
+datasets (`deidentify_instance` runs it first, when no pixel stage runs):
 
 * the header is parsed once by `rawdicom.read_header` into (tag, VR, value bytes) and items;
 * every element gets the action `Profile.action_for` gives it, with the same rules as
@@ -61,6 +62,7 @@ from deidentify.engine import (
 from deidentify.identity import (
     StudyIdentity,
 )
+from deidentify.instance_file import Placement, copy_range, write_all
 from deidentify.profile import Action, Option, Profile
 from deidentify.rawdicom import (
     PIXEL_DATA,
@@ -463,36 +465,6 @@ def _path_uid(data: bytes | None) -> str:
     return text
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def copy_range(src_fd: int, dst_fd: int, offset: int, length: int, dst_offset: int) -> None:
-    """Copy `length` bytes of `src_fd` at `offset` to `dst_fd` at `dst_offset`, in the kernel
-    (``copy_file_range``) where it can, else in 1 MiB chunks."""
-    copied = 0
-    if hasattr(os, "copy_file_range"):
-        try:
-            while copied < length:
-                n = os.copy_file_range(
-                    src_fd, dst_fd, length - copied, offset + copied, dst_offset + copied
-                )
-                if n == 0:
-                    break
-                copied += n
-        except OSError:
-            pass  # e.g. across file systems on old kernels: copy in chunks below
-    while copied < length:
-        chunk = os.pread(src_fd, min(1 << 20, length - copied), offset + copied)
-        if not chunk:
-            raise EOFError("source ended inside Pixel Data")
-        _write_all(dst_fd, chunk, dst_offset + copied)
-        copied += len(chunk)
-
-
 def _open_new(path: Path) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -504,16 +476,16 @@ def _open_new(path: Path) -> int:
 
 def process(
     src: Path,
-    out_dir: Path,
+    place: Placement,
     profile: Profile,
     keys: PseudonymKeys,
     recipe: Recipe | None = None,
     *,
     identity: StudyIdentity | None = None,
-) -> tuple[str, Counter[str], tuple[str, ...], Seen | None]:
-    """De-identify, verify and write `src` under `out_dir`; (output path relative to `out_dir`,
-    changes, notes, what a study pass needs to know). Raises `Fallback` (nothing written) when
-    the pydicom path must run."""
+) -> tuple[Path, Counter[str], tuple[str, ...], Seen | None]:
+    """De-identify, verify and write `src` where `place` puts its output UIDs; (the output's
+    path, changes, notes, what a study pass needs to know). Raises `Fallback` (nothing written)
+    when the pydicom path must run."""
     fd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         size = os.fstat(fd).st_size
@@ -525,17 +497,17 @@ def process(
         study = _path_uid(result.uids.get(0x0020000D))
         series = _path_uid(result.uids.get(0x0020000E))
         sop = _path_uid(result.uids.get(0x00080018))
-        target = out_dir / study / series / f"{sop}.dcm"
+        target = place(study, series, sop)
         tmp = target.with_name(target.name + ".part")
         out = _open_new(tmp)
         try:
             try:
-                _write_all(out, result.header, 0)
+                write_all(out, result.header, 0)
                 at = len(result.header)
                 copy_range(fd, out, header.pixel.offset, header.pixel.length, at)
                 at += header.pixel.length
                 if result.tail:
-                    _write_all(out, result.tail, at)
+                    write_all(out, result.tail, at)
                     at += len(result.tail)
                 if os.fstat(out).st_size != at:
                     raise OSError("output size differs from what was written")
@@ -547,4 +519,4 @@ def process(
             raise
     finally:
         os.close(fd)
-    return str(Path(study, series, f"{sop}.dcm")), result.changes, result.notes, result.seen
+    return target, result.changes, result.notes, result.seen

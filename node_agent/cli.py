@@ -51,9 +51,6 @@ def _configure_logging(json_logs: bool) -> None:
     )
 
 
-_load = load_or_exit
-
-
 @app.command()
 def enroll(
     config: ConfigOpt,
@@ -63,7 +60,7 @@ def enroll(
     from node_agent.enroll import EnrollmentFailed
     from node_agent.enroll import enroll as do_enroll
 
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     try:
         identity = do_enroll(cfg, token)
     except EnrollmentFailed as exc:
@@ -84,7 +81,7 @@ def run(
     from node_agent.app import build_agent
 
     _configure_logging(json_logs)
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     try:
         agent = build_agent(cfg)
     except NotEnrolled as exc:
@@ -102,7 +99,7 @@ def run(
 @app.command()
 def status(config: ConfigOpt) -> None:
     """Queue and pipeline counts from the agent's state database."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     state = AgentState(cfg.agent.data_dir / "state.db")
     table = Table("what", "count")
     for key, value in sorted(state.counts().items()):
@@ -175,7 +172,7 @@ def pull(
     from node_agent.dicom.scp import start_scp
     from node_agent.spool import Spool
 
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     if cfg.pacs is None:
         err.print(
             f"[red]{config} has no \\[pacs] section.[/red] Add one with host, port and ae_title "
@@ -295,7 +292,7 @@ app.add_typer(request_app, name="request")
 
 
 def _state(config: Path) -> AgentState:
-    return AgentState(_load(config).agent.data_dir / "state.db")
+    return AgentState(load_or_exit(config).agent.data_dir / "state.db")
 
 
 def _when(timestamp: float | None) -> str:

@@ -97,13 +97,15 @@ class Spool:
                 stop_before_pixels=True,
                 specific_tags=["StudyInstanceUID", "SOPInstanceUID", "Modality"],
             )
+            # values are converted when read, so a damaged element raises here, not at dcmread
+            study_uid = str(ds.get("StudyInstanceUID", ""))
+            sop_uid = str(ds.get("SOPInstanceUID", ""))
+            modality = str(ds.get("Modality", "") or "") or None
         except Exception as exc:  # untrusted bytes: pydicom raises many kinds (struct.error,
             # NotImplementedError for an unknown VR, ...); every one is a refusal with a reason
             raise SpoolError(
                 f"the data set could not be parsed as DICOM ({type(exc).__name__})"
             ) from exc
-        study_uid = str(ds.get("StudyInstanceUID", ""))
-        sop_uid = str(ds.get("SOPInstanceUID", ""))
         if not is_valid_uid(study_uid) or not is_valid_uid(sop_uid):
             raise SpoolError("the data set has no valid StudyInstanceUID or SOPInstanceUID")
         digest, size = _sha256_file(source)
@@ -123,7 +125,7 @@ class Spool:
                 path=str(path),
                 sha256=digest,
                 size=size,
-                modality=str(ds.get("Modality", "") or "") or None,
+                modality=modality,
                 quiet_s=quiet_s,
                 source_ae=(source_ae or "").strip()[:16] or None,
             )

@@ -66,6 +66,7 @@ class ScrubResult:
     notes: list[str] = field(default_factory=list)
     pixels_changed: bool = False
     preview: Preview | None = field(default=None, repr=False)
+    unreadable: bool = False  # quarantined because the pixels could not be decoded or encoded
 
     @property
     def quarantined(self) -> bool:
@@ -111,7 +112,7 @@ def scrub(
     try:
         decoded = decode(ds)
     except PixelError as exc:
-        return _quarantine(result, str(exc))
+        return _quarantine(result, str(exc), unreadable=True)
     if static is not None:
         _blank_mask(decoded, static)
         result.pixels_changed = True
@@ -178,13 +179,20 @@ def scrub(
         try:
             write(out, decoded, output_syntax(decoded.source_syntax, policy.output_syntax))
         except PixelError as exc:
-            return _quarantine(result, str(exc))
-    if plan.complete:
-        out.BurnedInAnnotation = "NO"
-    modality = str(ds.get("Modality", "")).upper()
-    if modality in ("XC", "GM") and "RecognizableVisualFeatures" not in out:
-        out.RecognizableVisualFeatures = "YES"  # photographs: faces are not removed here
+            return _quarantine(result, str(exc), unreadable=True)
+    finish_header(out, ds, every_frame_read=plan.complete)
     return result
+
+
+def finish_header(out: Dataset, source: Dataset, *, every_frame_read: bool) -> None:
+    """What the scrub records in the header of an instance it lets through: Burned In
+    Annotation NO once every frame was screened and read, and Recognizable Visual Features YES
+    for photographs (XC, GM), whose faces are not removed here."""
+    if every_frame_read:
+        out.BurnedInAnnotation = "NO"
+    modality = str(source.get("Modality", "")).upper()
+    if modality in ("XC", "GM") and "RecognizableVisualFeatures" not in out:
+        out.RecognizableVisualFeatures = "YES"
 
 
 def _rescreen(decoded: Decoded, frames: set[int], policy: PixelPolicy, result: ScrubResult) -> None:
@@ -208,8 +216,9 @@ def _rescreen(decoded: Decoded, frames: set[int], policy: PixelPolicy, result: S
         frames = set(left)
 
 
-def _quarantine(result: ScrubResult, reason: str) -> ScrubResult:
+def _quarantine(result: ScrubResult, reason: str, *, unreadable: bool = False) -> ScrubResult:
     result.reason = reason
+    result.unreadable = unreadable
     result.dataset = None
     return result
 

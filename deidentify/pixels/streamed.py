@@ -36,7 +36,7 @@ from deidentify.clean import identifying_values
 from deidentify.pixels.frames import PixelError
 from deidentify.pixels.ocr import OcrBackend
 from deidentify.pixels.policy import PixelPolicy
-from deidentify.pixels.scrub import ScrubResult, scrub
+from deidentify.pixels.scrub import ScrubResult, finish_header, scrub
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 STREAM_FROM_BYTES = 64 << 20  # smaller instances are scrubbed whole (as fast, simpler)
@@ -136,6 +136,7 @@ def scrub_streamed(
             _merge(merged, result, first)
             if result.quarantined or result.dataset is None:
                 merged.reason = f"{result.reason} (in frames {first}-{first + count - 1})"
+                merged.unreadable = result.unreadable
                 return merged
             data = bytes(result.dataset.PixelData) if result.pixels_changed else raw
             if len(data) != len(raw):
@@ -156,13 +157,8 @@ def scrub_streamed(
         for keyword in _PIXEL_MODULE:
             if keyword in pixel_module:
                 setattr(dataset, keyword, pixel_module[keyword].value)
-    if (policy or PixelPolicy.default()).ocr_plan(ds, plan.frames).complete:
-        dataset.BurnedInAnnotation = "NO"
-    if (
-        str(ds.get("Modality", "")).upper() in ("XC", "GM")
-        and "RecognizableVisualFeatures" not in dataset
-    ):
-        dataset.RecognizableVisualFeatures = "YES"
+    every_frame_read = (policy or PixelPolicy.default()).ocr_plan(ds, plan.frames).complete
+    finish_header(dataset, ds, every_frame_read=every_frame_read)
     merged.dataset = dataset
     merged.pixels_changed = changed_any
     merged.rules = list(dict.fromkeys(merged.rules + whole.rules))

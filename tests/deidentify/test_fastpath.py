@@ -24,6 +24,7 @@ from pydicom.uid import (
 from deidentify import fastpath
 from deidentify.cli import _keys, _profile, process_file
 from deidentify.engine import PseudonymKeys
+from deidentify.instance import under
 from deidentify.profile import Profile
 from deidentify.rawdicom import Fallback, RawElement, parse_output, read_header
 from deidentify.verify import verify_raw
@@ -118,7 +119,7 @@ def _both(
     """Run the fast and the pydicom path; they must agree byte for byte."""
     profile, keys = _profile(tuple(options)), _keys(SECRET)
     if expect_fast:
-        fastpath.process(path, tmp_path / "probe", profile, keys)  # no Fallback
+        fastpath.process(path, under(tmp_path / "probe"), profile, keys)  # no Fallback
     fast = process_file(path, path.name, tmp_path / "fast", tmp_path / "qf", options, SECRET)
     slow = process_file(
         path, path.name, tmp_path / "slow", tmp_path / "qs", options, SECRET, fast=False
@@ -174,7 +175,7 @@ def test_fast_path_private_and_overlays(tmp_path: Path) -> None:
 
 def _fallback(path: Path) -> str:
     with pytest.raises(Fallback) as caught:
-        fastpath.process(path, path.parent / "probe", Profile.basic(), PseudonymKeys(SECRET))
+        fastpath.process(path, under(path.parent / "probe"), Profile.basic(), PseudonymKeys(SECRET))
     assert not (path.parent / "probe").exists() or not any((path.parent / "probe").rglob("*"))
     return str(caught.value)
 

@@ -11,9 +11,9 @@ from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.uid import ImplicitVRLittleEndian
 
-from deidentify.cli import DEFER_SIZE, incomplete, write_streamed
 from deidentify.encode import encode_elements, encode_file_meta
 from deidentify.engine import PseudonymKeys, apply
+from deidentify.instance_file import DEFER_SIZE, incomplete, write_streamed
 from deidentify.profile import Profile
 from deidentify.verify import verify
 from tests.deidentify.factories import ct_dataset, sr_referencing, with_private_tags

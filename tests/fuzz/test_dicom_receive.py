@@ -198,3 +198,15 @@ def test_a_valid_instance_is_taken_into_the_spool(spool: FreshSpool) -> None:
 def test_empty_and_garbage_files_are_refused(spool: FreshSpool, tmp_path: Path) -> None:
     assert _receive(spool, b"") == "refused"
     assert _receive(spool, b"\x00" * 128 + b"DICM" + b"\xff" * 64) == "refused"
+
+
+@pytest.mark.parametrize("vr", [b"C\x16", b"U\x00", b"SI"])
+def test_an_unknown_vr_in_any_element_is_refused_or_quarantined(
+    spool: FreshSpool, vr: bytes
+) -> None:
+    """pydicom converts a value only when it is read: an element whose VR is unknown (here the
+    UIDs and Modality the spool reads first) must be refused with a reason, never raise."""
+    for at in OFFSETS:
+        data = bytearray(VALID)
+        data[at + 4 : at + 6] = vr
+        assert _receive(spool, bytes(data)) in ("refused", "quarantined", "accepted")

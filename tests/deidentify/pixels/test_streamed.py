@@ -11,7 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from deidentify.cli import write_streamed
+from deidentify.instance_file import write_streamed
 from deidentify.pixels import PixelPolicy, RuleSet, scrub
 from deidentify.pixels.frames import PixelError, decode
 from deidentify.pixels.streamed import StreamPlan, patch_pixels, scrub_streamed
