@@ -11,8 +11,9 @@ The steps, in order:
 2. Read with Pixel Data left on disk (`DEFER_SIZE`) and check the instance is whole
    (`incomplete`).
 3. The pixel stage (Clean Pixel Data: region rules, text detection and OCR, a second screen that
-   fails closed); a large native multi-frame instance is scrubbed in batches of frames into a
-   scratch file (`deidentify.pixels.streamed`), so memory stays flat.
+   fails closed); a large multi-frame instance is scrubbed in batches of frames into a scratch
+   file (`deidentify.pixels.streamed` for native frames, `streamed_encapsulated` for
+   compressed ones, decoded a batch at a time), so memory stays flat.
 4. `engine.apply`, then `verify.verify` independently against the original.
 5. The output is written with Pixel Data copied file to file, never through memory, under a
    temporary name renamed into place: nothing is left at the target when anything fails.
@@ -44,6 +45,7 @@ from deidentify.instance_file import DEFER_SIZE, Placement, incomplete, write_st
 from deidentify.pixels import OcrBackend, PixelPolicy, ScrubResult, scrub
 from deidentify.pixels.frames import PixelError
 from deidentify.pixels.streamed import StreamPlan, patch_pixels, scrub_streamed
+from deidentify.pixels.streamed_encapsulated import EncapsulatedPlan, scrub_encapsulated
 from deidentify.profile import Profile
 from deidentify.rawidentity import Seen
 from deidentify.recipe import Recipe
@@ -234,14 +236,34 @@ def _dataset_path(
     source: Dataset = original
     scrubbed: ScrubResult | None = None
     frames: Path | None = None
+    written_from = src  # the file the output's deferred Pixel Data is copied from
+    patch: Path | None = None  # scrubbed native frames to put over the copied ones
     try:
         if pixels is not None and "PixelData" in original:
-            plan = StreamPlan.of(original)
-            if plan is not None:  # a large multi-frame instance: scrubbed in batches
+            native = StreamPlan.of(original)
+            encapsulated = EncapsulatedPlan.of(original) if native is None else None
+            if native is not None or encapsulated is not None:  # large: scrubbed in batches
                 folder = scratch if scratch is not None else src.parent
                 folder.mkdir(parents=True, exist_ok=True)
                 frames = folder / f".{os.getpid()}-{id(original)}.frames"
-            scrubbed = _scrub(src, original, plan, frames, pixels)
+            try:
+                if native is not None and frames is not None:
+                    scrubbed = scrub_streamed(
+                        original, src, native, frames, pixels.policy, pixels.ocr
+                    )
+                    patch = frames
+                elif encapsulated is not None and frames is not None:
+                    scrubbed = scrub_encapsulated(
+                        original, src, encapsulated, frames, pixels.policy, pixels.ocr
+                    )
+                    written_from = frames if scrubbed.pixels_changed else src
+                else:
+                    scrubbed = scrub(original, pixels.policy, pixels.ocr)
+            except Exception as exc:  # malformed pixel data: refused with the error's kind
+                raise Refused(
+                    RefusalKind.PIXELS_UNREADABLE,
+                    f"pixel-scrub: the pixel data could not be decoded ({type(exc).__name__})",
+                ) from exc
             if scrubbed.quarantined or scrubbed.dataset is None:
                 raise Refused(
                     RefusalKind.PIXELS_UNREADABLE
@@ -267,7 +289,7 @@ def _dataset_path(
         uids = (str(out.StudyInstanceUID), str(out.SeriesInstanceUID), str(out.SOPInstanceUID))
         target = place(*uids)
         try:
-            _write(out, target, src, frames)
+            _write(out, target, written_from, patch, streamed_only=written_from != src)
         except Exception as exc:
             unreadable = isinstance(exc, PixelError)
             kind = RefusalKind.PIXELS_UNREADABLE if unreadable else RefusalKind.WRITE
@@ -281,30 +303,22 @@ def _dataset_path(
             frames.unlink(missing_ok=True)
 
 
-def _scrub(
-    src: Path, ds: Dataset, plan: StreamPlan | None, frames: Path | None, pixels: PixelStage
-) -> ScrubResult:
-    try:
-        if plan is not None and frames is not None:
-            return scrub_streamed(ds, src, plan, frames, pixels.policy, pixels.ocr)
-        return scrub(ds, pixels.policy, pixels.ocr)
-    except Exception as exc:  # malformed pixel data: refused with the error's kind
-        raise Refused(
-            RefusalKind.PIXELS_UNREADABLE,
-            f"pixel-scrub: the pixel data could not be decoded ({type(exc).__name__})",
-        ) from exc
-
-
-def _write(out: Dataset, target: Path, source: Path, frames: Path | None) -> None:
-    """`frames`: the scrubbed Pixel Data of an instance scrubbed in batches; it replaces the
-    streamed copy's before the file appears at `target`."""
+def _write(
+    out: Dataset, target: Path, source: Path, frames: Path | None, *, streamed_only: bool
+) -> None:
+    """Pixel Data copied from `source` (where `out`'s deferred element lies); `frames`: the
+    scrubbed native frames of an instance scrubbed in batches, which replace the copied ones
+    before the file appears at `target`. `streamed_only`: the deferred element lies in a
+    file of its own (the rewritten Pixel Data of a compressed instance), so pydicom's own
+    writing, which would read it from the input file, must not run."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     try:
-        if frames is not None:
+        if frames is not None or streamed_only:
             if not write_streamed(out, tmp, source):
                 raise PixelError("the instance scrubbed in batches could not be written")
-            patch_pixels(tmp, frames)
+            if frames is not None:
+                patch_pixels(tmp, frames)
         elif not write_streamed(out, tmp, source):  # e.g. pixels changed by the scrub
             out.save_as(tmp, enforce_file_format=True)
     except BaseException:

@@ -92,21 +92,36 @@ def incomplete(ds: Dataset, file_size: int | None = None) -> str:
 def write_streamed(ds: Dataset, path: Path, source: Path) -> bool:
     """Write `ds` with its deferred Pixel Data copied from `source` file to file (the kernel's
     copy_file_range where available), never through memory. False (nothing written) when the
-    Pixel Data is not a deferred, defined-length element of a little endian transfer syntax;
-    the caller then writes the ordinary way."""
+    Pixel Data is not a deferred element of a little endian transfer syntax; the caller then
+    writes the ordinary way.
+
+    Encapsulated (undefined-length) Pixel Data is copied from its first item through its
+    sequence delimiter, found by walking the item headers; `source` may be the original file
+    or a file holding only the new Pixel Data value (the element then starts at offset 0)."""
     pixel = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if (
         not isinstance(pixel, RawDataElement)
         or pixel.value is not None
-        or pixel.length in (0, UNDEFINED_LENGTH)
+        or pixel.length == 0
         or syntax is None
         or not syntax.is_little_endian
         or syntax.is_deflated
         or (not syntax.is_implicit_VR and pixel.VR not in ("OB", "OW"))
     ):
         return False
+    length = int(pixel.length)
+    if length == UNDEFINED_LENGTH:
+        if syntax.is_implicit_VR or not syntax.is_encapsulated:
+            return False
+        with source.open("rb") as fp:
+            walked = walk_items(fp, pixel.value_tell, source.stat().st_size)
+        if walked is None or not walked[1]:
+            return False  # no delimiter: `incomplete` refuses such an input before this
+        copy_length = walked[0] - pixel.value_tell
+    else:
+        copy_length = length
     implicit = bool(syntax.is_implicit_VR)
     encodings = ds.get("SpecificCharacterSet") or None
     tags = sorted(ds.keys())
@@ -114,16 +129,16 @@ def write_streamed(ds: Dataset, path: Path, source: Path) -> bool:
         ds, [t for t in tags if t < PIXEL_DATA], implicit=implicit, encodings=encodings
     )
     if implicit:
-        header += struct.pack("<HHI", 0x7FE0, 0x0010, pixel.length)
+        header += struct.pack("<HHI", 0x7FE0, 0x0010, length)
     else:
-        header += struct.pack("<HH2sHI", 0x7FE0, 0x0010, pixel.VR.encode(), 0, pixel.length)
+        header += struct.pack("<HH2sHI", 0x7FE0, 0x0010, pixel.VR.encode(), 0, length)
     tail = encode_elements(
         ds, [t for t in tags if t > PIXEL_DATA], implicit=implicit, encodings=encodings
     )
     with path.open("wb") as fp, source.open("rb") as src:
         fp.write(header)
         fp.flush()
-        copy_range(src.fileno(), fp.fileno(), pixel.value_tell, pixel.length, len(header))
+        copy_range(src.fileno(), fp.fileno(), pixel.value_tell, copy_length, len(header))
         fp.seek(0, os.SEEK_END)
         fp.write(tail)
     return True

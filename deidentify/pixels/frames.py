@@ -221,7 +221,9 @@ def write(ds: Dataset, decoded: Decoded, syntax: UID) -> None:
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     if "PixelData" in ds:
         del ds["PixelData"]
-    arr = decoded.frames if (had_frames or decoded.count > 1) else decoded.frames[0]
+    # one frame is given as one image (pydicom's encoders refuse a (1, rows, columns) array),
+    # Number of Frames is put back below when the instance had it
+    arr = decoded.frames if decoded.count > 1 else decoded.frames[0]
     try:
         _set_pixel_data(
             ds, arr, decoded.photometric, decoded.bits_stored, generate_instance_uid=False
