@@ -28,6 +28,7 @@ STUDY_KEYWORDS = (
     "StudyInstanceUID",
     "StudyID",
     "LongitudinalTemporalInformationModified",
+    "ProcedureCodeSequence",
 )
 SERIES_KEYWORDS = (
     "SpecificCharacterSet",
@@ -42,6 +43,7 @@ SERIES_KEYWORDS = (
     "SeriesNumber",
     "PerformedProcedureStepStartDate",
     "PerformedProcedureStepStartTime",
+    "RequestAttributesSequence",
 )
 
 BULK_THRESHOLD = 1024

@@ -152,3 +152,25 @@ class CollectionVersionMember(SQLModel, table=True):
     collection_id: int = Field(primary_key=True)
     version: int = Field(primary_key=True)
     instance_id: int = Field(foreign_key="collection_instance.id", primary_key=True)
+
+
+class CollectionSequenceValue(SQLModel, table=True):
+    """One value of one item of a sequence that QIDO-RS matches on (PS3.4 C.2.2.2.6), written
+    by the one indexing function (`hub.collections.store._index`). `owner` is the UID of the
+    study, series or instance the sequence belongs to (the sequence's level says which);
+    `item` numbers the items from 0, so keys that must match in the same item are rows with
+    the same `item`. Values are de-identified ones, as everything in the index."""
+
+    __tablename__ = "collection_sequence_value"
+    __table_args__ = (
+        Index("ix_cseqvalue_match", "collection_id", "sequence", "item_key", "value"),
+        Index("ix_cseqvalue_owner", "collection_id", "owner", "sequence", "item"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="research_collection.id")
+    owner: str = Field(max_length=64)
+    sequence: str = Field(max_length=8, description="tag of the sequence, 8 hex digits")
+    item: int = 0
+    item_key: str = Field(max_length=8, description="tag of the item's attribute")
+    value: str = Field(max_length=200)

@@ -6,6 +6,11 @@ Matching: single value; list of values (comma separated: any matches); wildcards
 to case; an empty value matches everything and returns the attribute. `includefield` names
 attributes to return (or `all`). `limit` and `offset` page the answer; nothing is cut
 silently: when more results match, the answer says so (a Warning header with the next offset).
+
+Sequence matching (PS3.4 C.2.2.2.6): `Sequence.ItemAttribute=value` (keywords or tags, e.g.
+`00400275.00321060`) matches an entity when at least ONE item of its sequence matches every
+item key given for that sequence, each by the rules of its VR; the sequences are those of
+`hub.collections.sequences`, their item values indexed in `collection_sequence_value`.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydicom.datadict import dictionary_keyword, tag_for_keyword
+from pydicom.datadict import dictionary_keyword, dictionary_VR, tag_for_keyword
 from sqlalchemy import ColumnElement, and_, func, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
+from hub.collections import sequences
 from hub.collections.models import (
     Collection,
     CollectionInstance,
+    CollectionSequenceValue,
     CollectionSeries,
     CollectionStudy,
 )
@@ -89,6 +97,12 @@ _DEFAULTS: dict[Level, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
+_LEVEL_TABLE: dict[Level, type[Any]] = {
+    "study": CollectionStudy,
+    "series": CollectionSeries,
+    "instance": CollectionInstance,
+}
+_OWNER: dict[Level, str] = {"study": "study_uid", "series": "series_uid", "instance": "sop_uid"}
 
 
 @dataclass
@@ -101,6 +115,8 @@ class QidoQuery:
     limit: int = 100
     offset: int = 0
     warnings: list[str] = field(default_factory=list)
+    # sequence keyword -> [(item keyword, value)]: keys that must match in one item
+    item_keys: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,11 +133,7 @@ def _tag_key(keyword: str) -> str:
 
 
 def _keyword_of(name: str) -> str:
-    """A QIDO attribute id: a keyword or a tag (8 hex digits); nested paths are refused."""
-    if "." in name:
-        raise InvalidRequest(
-            f"sequence matching ({name}) is not supported here; match on top-level attributes"
-        )
+    """A QIDO attribute id: a keyword or a tag (8 hex digits), not a path."""
     if len(name) == 8:
         try:
             keyword = dictionary_keyword(int(name, 16))
@@ -196,8 +208,8 @@ def parse(level: Level, params: list[tuple[str, str]], *, max_limit: int) -> Qid
                 item = item.strip()
                 if item == "all":
                     query.include_all = True
-                elif item:
-                    query.include.add(_tag_key(_keyword_of(item)))
+                elif item:  # a path into a sequence returns the whole sequence
+                    query.include.add(_tag_key(_keyword_of(item.split(".")[0])))
             continue
         if name in ("limit", "offset"):
             try:
@@ -220,7 +232,18 @@ def parse(level: Level, params: list[tuple[str, str]], *, max_limit: int) -> Qid
             continue
         if name in _CONTROL:
             continue
+        if "." in name:
+            _item_key(query, name, raw)
+            continue
         keyword = _keyword_of(name)
+        if keyword in sequences.searchable(level):
+            if raw != "":
+                raise InvalidRequest(
+                    f"{keyword} is a sequence: match on the attributes of its items, e.g. "
+                    f"{keyword}.CodeValue=..., or give it empty to have it returned"
+                )
+            query.include.add(_tag_key(keyword))
+            continue
         if keyword not in searchable:
             known = ", ".join(sorted(searchable))
             raise InvalidRequest(
@@ -240,14 +263,88 @@ def parse(level: Level, params: list[tuple[str, str]], *, max_limit: int) -> Qid
             matches = [_single(column, kind, v) for v in values]
             query.conditions.append(or_(*matches) if len(matches) > 1 else matches[0])
         query.tables.add(table)
+    for keyword, keys in query.item_keys.items():
+        condition = _sequence_match(level, keyword, keys)
+        if condition is not None:
+            query.conditions.append(condition)
     return query
 
 
-_LEVEL_TABLE: dict[Level, type[Any]] = {
-    "study": CollectionStudy,
-    "series": CollectionSeries,
-    "instance": CollectionInstance,
-}
+def _item_key(query: QidoQuery, name: str, raw: str) -> None:
+    """`Sequence.ItemAttribute=value`: one item key of a sequence this level can match."""
+    parts = name.split(".")
+    known = sequences.searchable(query.level)
+    listed = ", ".join(sorted(known)) or "none"
+    if len(parts) != 2 or not all(parts):
+        raise InvalidRequest(
+            f"{name!r}: one level of sequence matching is supported (Sequence.Attribute); "
+            f"sequences matched at the {query.level} level: {listed}"
+        )
+    keyword, item = _keyword_of(parts[0]), _keyword_of(parts[1])
+    if keyword not in known:
+        raise InvalidRequest(
+            f"{keyword} cannot be matched at the {query.level} level of this server; "
+            f"sequences matched at this level: {listed}"
+        )
+    vr = dictionary_VR(item)
+    if vr not in sequences.MATCHABLE_VRS:
+        raise InvalidRequest(
+            f"{item} (VR {vr}) cannot be matched inside {keyword}; item attributes of VR "
+            f"{', '.join(sorted(sequences.MATCHABLE_VRS))} can"
+        )
+    query.include.add(_tag_key(keyword))  # the sequence is returned with the answer
+    query.item_keys.setdefault(keyword, []).append((item, raw))
+
+
+def _item_kind(vr: str) -> Kind:
+    kinds: dict[str, Kind] = {"UI": "uid", "DA": "date", "TM": "time", "PN": "pn"}
+    return kinds.get(vr, "text")
+
+
+def _sequence_match(
+    level: Level, keyword: str, keys: list[tuple[str, str]]
+) -> ColumnElement[bool] | None:
+    """At least one item of the entity's sequence matches every key (PS3.4 C.2.2.2.6): the
+    value rows of all keys share owner, sequence and item. Empty values match anything."""
+    given = [(item, raw) for item, raw in keys if raw != ""]
+    if not given:
+        return None
+    main = _LEVEL_TABLE[level]
+    owner = getattr(main, _OWNER[sequences.SEQUENCES[keyword]])
+    rows = [aliased(CollectionSequenceValue) for _ in given]
+    first = rows[0]
+    statement = select(first.id).where(
+        first.collection_id == main.collection_id,
+        first.owner == owner,
+        first.sequence == _tag_key(keyword),
+    )
+    for row, (item, raw) in zip(rows, given, strict=True):
+        if row is not first:
+            statement = statement.where(
+                row.collection_id == first.collection_id,
+                row.owner == first.owner,
+                row.sequence == first.sequence,
+                row.item == first.item,
+            )
+        statement = statement.where(
+            row.item_key == _tag_key(item), _item_value_match(row.value, item, raw)
+        )
+    return statement.exists()
+
+
+def _item_value_match(column: Any, item: str, raw: str) -> ColumnElement[bool]:
+    vr = dictionary_VR(item)
+    kind = _item_kind(vr)
+    values = raw.split(",") if kind != "pn" else [raw]
+    if kind == "uid":
+        return col(column).in_([u for v in values for u in v.split("\\")])
+    if vr in ("IS", "US", "SS", "UL", "SL"):  # indexed as the integer's digits
+        try:
+            values = [str(int(v)) for v in values]
+        except ValueError:
+            raise InvalidRequest(f"{raw!r} is not an integer ({item})") from None
+    matches = [_single(column, kind, v) for v in values]
+    return or_(*matches) if len(matches) > 1 else matches[0]
 
 
 def run(
@@ -295,7 +392,7 @@ def run(
 
 _STUDY_TAGS = frozenset(_tag_key(k) for k in _STUDY_KEYS) | {
     _tag_key("PatientBirthDate"), _tag_key("ReferringPhysicianName"),
-}  # fmt: skip
+} | {_tag_key(k) for k, level in sequences.SEQUENCES.items() if level == "study"}  # fmt: skip
 
 
 def _study_attributes(

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from deidentify import Profile
 from deidentify.verify import Finding, verify_output
 from hub import audit
+from hub.collections import sequences
 from hub.collections.blobs import InstanceFiles
 from hub.collections.levels import SERIES_KEYWORDS, STUDY_KEYWORDS, json_without_bulk, subset
 from hub.collections.models import (
@@ -202,6 +203,8 @@ def _index(
     cid = collection.id or 0
     study_uid, series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
     modality = _text(ds, "Modality", 16)
+    sop_uid = _text(ds, "SOPInstanceUID")
+    owners: dict[sequences.Level, str] = {"instance": sop_uid}  # whose sequences to index
     study = session.exec(
         select(CollectionStudy)
         .where(CollectionStudy.collection_id == cid, CollectionStudy.study_uid == study_uid)
@@ -221,6 +224,7 @@ def _index(
             patient_sex=_text(ds, "PatientSex", 16),
             attributes=subset(ds, STUDY_KEYWORDS),
         )
+        owners["study"] = study_uid
     series = session.exec(
         select(CollectionSeries).where(
             CollectionSeries.collection_id == cid, CollectionSeries.series_uid == series_uid
@@ -239,6 +243,7 @@ def _index(
             series_time=_text(ds, "SeriesTime", 16),
             attributes=subset(ds, SERIES_KEYWORDS),
         )
+        owners["series"] = series_uid
         study.series_count += 1
         if modality and f"\\{modality}\\" not in (study.modalities or "\\"):
             study.modalities = (study.modalities or "\\") + modality + "\\"
@@ -246,12 +251,13 @@ def _index(
     study.instance_count += 1
     session.add(study)
     session.add(series)
+    attributes = json_without_bulk(ds)
     session.add(
         CollectionInstance(
             collection_id=cid,
             study_uid=study_uid,
             series_uid=series_uid,
-            sop_uid=_text(ds, "SOPInstanceUID"),
+            sop_uid=sop_uid,
             sop_class_uid=_text(ds, "SOPClassUID"),
             instance_number=_int(ds, "InstanceNumber"),
             transfer_syntax=transfer_syntax,
@@ -261,7 +267,8 @@ def _index(
             digest=digest,
             size=size,
             source=source.actor,
-            attributes=json.dumps(json_without_bulk(ds)),
+            attributes=json.dumps(attributes),
         )
     )
+    session.add_all(sequences.value_rows(cid, attributes, owners))
     session.flush()
