@@ -46,11 +46,12 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return code
 
 
-def _request(description: str, step: str, procedure_id: str) -> Dataset:
+def _request(description: str, step: str, procedure_id: str, when: str) -> Dataset:
     item = Dataset()
     item.RequestedProcedureID = procedure_id  # removed by every de-identification profile
     item.RequestedProcedureDescription = description
     item.ScheduledProcedureStepDescription = step
+    item.ScheduledProcedureStepStartDate, item.ScheduledProcedureStepStartTime = when.split()
     return item
 
 
@@ -153,14 +154,14 @@ def world(
         chest = _study(
             2,
             [_code("24627-2", "LN", "CT Chest"), _code("X-1", "99LOCAL", "Thorax survey")],
-            [_request("CT CHEST", "CHEST WITHOUT CONTRAST", "RP-4711")],
+            [_request("CT CHEST", "CHEST WITHOUT CONTRAST", "RP-4711", "20240105 101500")],
             _code("T-D3000", "SRT", "Chest"),
         )
         head = _study(
             1,
             [_code("24590-2", "LN", "MR Brain")],
-            [_request("MR BRAIN", "HEAD WITH CONTRAST", "RP-4712"),
-             _request("MR SPINE", "SPINE WITHOUT CONTRAST", "RP-4713")],
+            [_request("MR BRAIN", "HEAD WITH CONTRAST", "RP-4712", "20250310 083000"),
+             _request("MR SPINE", "SPINE WITHOUT CONTRAST", "RP-4713", "20250311 140000")],
             _code("T-A0100", "SRT", "Brain"),
             uid_item="1.2.3.4.5.6",
         )  # fmt: skip
@@ -240,6 +241,14 @@ def test_wildcards_lists_and_uids_inside_items(world: World) -> None:
     assert remapped != "1.2.3.4.5.6"  # the de-identified UID is indexed, not the original
     assert _series(world, **{uid: f"1.2.3,{remapped}"}) == [head.series_uid]
     assert _series(world, **{uid: "1.2.3.4.5.6"}) == []
+    # date and time ranges, alone and with another key of the same item
+    day = "RequestAttributesSequence.ScheduledProcedureStepStartDate"
+    hour = "RequestAttributesSequence.ScheduledProcedureStepStartTime"
+    assert _series(world, **{day: "20250101-20251231"}) == [head.series_uid]
+    assert _series(world, **{day: "-20241231"}) == [chest.series_uid]
+    assert _series(world, **{hour: "0800-0900"}) == [head.series_uid]
+    assert _series(world, **{day: "20250311-", key: "MR SPINE"}) == [head.series_uid]
+    assert _series(world, **{day: "20250311-", key: "MR BRAIN"}) == []  # other item's date
     # an empty item key matches everything and returns the sequence
     everything = world.web.search_for_series(search_filters={key: ""})
     assert len(everything) == 2 and all("00400275" in s for s in everything)
