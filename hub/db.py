@@ -27,6 +27,10 @@ def make_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
+        # no server-side prepared statements: PostgreSQL then plans each query for its values;
+        # a prepared one switches to a generic plan after 5 runs, which for QIDO-RS sequence
+        # keys was 10-20x slower (bench/RESULTS.md, "QIDO-RS sequence matching")
+        kwargs["connect_args"] = {"prepare_threshold": None}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
