@@ -355,9 +355,10 @@ def answer_version(session: Session, org: str, request_id: str) -> tuple[int, ..
 
 
 def answerers(session: Session, org: str) -> list[str]:
-    """Organizations with a site whose sharing policy sends identified studies to `org`:
-    the ones a query from `org` is forwarded to by default (each still applies its own
-    answering policy)."""
+    """Organizations with a site whose sharing policy sends studies, identified or
+    de-identified, to `org`: the ones a query from `org` is forwarded to by default (each still
+    applies its own answering policy, which answers de-identified when its rule says so). A
+    research collection is no organization and never answers."""
     found = set()
     for row in session.exec(select(SharingPolicy).where(SharingPolicy.org != org)):
         try:
@@ -367,7 +368,7 @@ def answerers(session: Session, org: str) -> list[str]:
         if any(
             isinstance(r, dict)
             and r.get("destination_org") == org
-            and r.get("mode") == "identified"
+            and r.get("mode") in ("identified", "deidentified")
             for r in rules
         ):
             found.add(row.org)

@@ -273,16 +273,23 @@ def test_the_request_log_shows_both_orgs_what_was_asked_without_identity(
     assert researcher.get("/api/v1/orgs/org-b/requests").status_code == 403
 
 
-def test_queries_go_by_default_to_the_orgs_that_share_identified_studies_with_the_asker(
+def test_queries_go_by_default_to_the_orgs_that_share_studies_with_the_asker(
     hub: Hub, sites: tuple[EnrolledSite, EnrolledSite, EnrolledSite]
 ) -> None:
     site_a, site_b, _ = sites
     response = site_b.client.get("/node/v1/requests/answerers")
     assert response.status_code == 200, response.text
     assert response.json() == {"orgs": ["org-a", "org-c"]}
+    before = site_a.client.get("/node/v1/requests/answerers").json()["orgs"]
+    assert "org-d" not in before
     hub.enroll("org-d", "site-d")
-    hub.allow("org-d", "site-d", "org-a", mode="deidentified")  # de-identified: not an answerer
-    assert site_a.client.get("/node/v1/requests/answerers").json() == {"orgs": ["org-b", "org-c"]}
+    hub.allow("org-d", "site-d", "org-b")  # shares with another org only: not asked by org-a
+    assert site_a.client.get("/node/v1/requests/answerers").json()["orgs"] == before
+    # a de-identified share answers de-identified (issue 12): asked too
+    hub.allow("org-d", "site-d", "org-a", mode="deidentified")
+    assert site_a.client.get("/node/v1/requests/answerers").json()["orgs"] == sorted(
+        [*before, "org-d"]
+    )
 
 
 def test_an_unanswered_request_is_offered_again_and_expired_ones_are_purged(
