@@ -347,17 +347,6 @@ class Requests:
         result.refusals = refusals
         return result, None
 
-    def record_retrieve(self, request_id: str, expected: int, arrived: int, state: str) -> None:
-        """Progress of a retrieve for the request status (`hexchange-agent request list`)."""
-        with self.state.connect() as conn:
-            conn.execute(
-                "INSERT INTO retrieves (request_id, expected, arrived, state, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET "
-                "expected = excluded.expected, arrived = excluded.arrived, "
-                "state = excluded.state, updated_at = excluded.updated_at",
-                (request_id, expected, arrived, state, time.time()),
-            )
-
     # -- answering (A) ----------------------------------------------------------------------
 
     def answer_step(self) -> int:

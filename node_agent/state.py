@@ -110,6 +110,11 @@ CREATE TABLE IF NOT EXISTS retrieves (  -- C-MOVE/C-GET asked here of another or
                           -- completed-in-background | stalled
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retrieve_instances (  -- what arrived for a retrieve (counted once)
+    request_id TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    PRIMARY KEY (request_id, sop_uid)
+);
 """
 
 

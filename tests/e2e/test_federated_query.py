@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -428,7 +429,7 @@ def test_e_answers_de_identified_and_a_move_brings_that_very_study_uid(world: Wo
     assert "gave org-b no study" in log, log[-3000:]
 
 
-def test_a_retrieve_that_outlives_the_association_completes_in_the_background(
+def test_a_retrieve_that_outlives_the_association_completes_in_the_background_after_a_kill(
     world: World,
 ) -> None:
     b = world.b
@@ -449,6 +450,9 @@ def test_a_retrieve_that_outlives_the_association_completes_in_the_background(
     )  # fmt: skip
     log = result.stdout + result.stderr
     assert "continuing in the background" in log, log[-3000:]
+    # B's agent is killed while the rest is on its way; the restarted agent follows it again
+    world.federation.stop_agent(b, signal.SIGKILL)
+    world.federation.start_agent(b)
 
     def retrieve_row() -> dict[str, object]:
         rows = json.loads(_agent_cli("request", "list", "--config", str(b.config_file), "--json"))
@@ -463,6 +467,11 @@ def test_a_retrieve_that_outlives_the_association_completes_in_the_background(
     assert (row["retrieve_state"], row["arrived"], row["expected"]) == (
         "completed-in-background", 3, 3,
     ), row  # fmt: skip
+    status = json.loads(
+        _agent_cli("request", "status", "--config", str(b.config_file), str(row["request_id"]),
+                   "--json")
+    )  # fmt: skip
+    assert status["retrieve"] == {"state": "completed-in-background", "arrived": 3, "expected": 3}
     assert _orthanc_pixels(world.pacs_b, study.study_instance_uid) == pixel_bytes(study.files)
 
 
