@@ -46,6 +46,7 @@ from node_agent.arrivals import ArrivalBoard
 from node_agent.dicom.qr_config import QrSection
 from node_agent.dicom.retrieve_follow import BackgroundRetrieves
 from node_agent.dicom.scu import multi_value, text_value
+from node_agent.dicom.sub_syntaxes import fit, move_contexts, supported_syntaxes
 from node_agent.hubclient import HubRefused, HubUnavailable
 from node_agent.ledger import Ledger
 from node_agent.requests import FindResult, RequestError, Requests
@@ -198,7 +199,9 @@ class QrHandlers:
     def _study_uids(self, identifier: Dataset) -> list[str]:
         return list(multi_value(identifier, "StudyInstanceUID"))
 
-    def _sub_operations(self, event: Any, move: bool) -> Iterator[Any]:
+    def _sub_operations(
+        self, event: Any, move: bool, store_assoc: list[Any] | None = None
+    ) -> Iterator[Any]:
         """(number of sub-operations, then (status, dataset) pairs), for one study."""
         uids = self._study_uids(event.identifier)
         level = str(event.identifier.get("QueryRetrieveLevel", "")).strip().upper()
@@ -248,7 +251,11 @@ class QrHandlers:
                     self.background.follow(study_uid, arrivals, request_id, sent, total)
                     yield _status(WARNING, "continuing in the background"), None
                     return
-                ds = dcmread(io.BytesIO(data))
+                ds: Dataset = dcmread(io.BytesIO(data))
+                # the instance's own syntax if the destination took it, else decompressed
+                sub_assoc = (store_assoc or [None])[0] if move else event.assoc
+                if sub_assoc is not None:
+                    ds = fit(ds, sub_assoc.accepted_contexts, "scu")
                 arrived = self.ledger.retrieve_arrived(request_id, str(ds.SOPInstanceUID))
                 if arrived == sent:  # the same instance stored again: one sub-operation
                     continue
@@ -265,8 +272,15 @@ class QrHandlers:
             log.warning("c-move to an unknown destination refused")
             yield None, None
             return
-        yield destination
-        yield from self._sub_operations(event, move=True)
+        store_assoc: list[Any] = []  # the sub-operations' association, once pynetdicom made it
+        yield (
+            *destination,
+            {
+                "contexts": move_contexts(),
+                "evt_handlers": [(evt.EVT_ACCEPTED, lambda e: store_assoc.append(e.assoc))],
+            },
+        )
+        yield from self._sub_operations(event, move=True, store_assoc=store_assoc)
 
     def get(self, event: Any) -> Iterator[Any]:
         yield from self._sub_operations(event, move=False)
@@ -287,9 +301,10 @@ def make_qr_ae(section: QrSection) -> AE:
     # C-GET sends the instances back over the same association (SCP role for storage)
     for context in StoragePresentationContexts:
         assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, scu_role=False, scp_role=True)
-    # C-MOVE opens its own association to the destination
-    ae.requested_contexts = StoragePresentationContexts
+        ae.add_supported_context(
+            context.abstract_syntax, supported_syntaxes(), scu_role=False, scp_role=True
+        )
+    # C-MOVE opens its own association to the destination (contexts: sub_syntaxes)
     ae.require_calling_aet = list(section.allowed_calling_aes)
     ae.maximum_pdu_size = 0
     return ae

@@ -46,6 +46,10 @@ pytestmark = [
 ]
 
 PATIENT = FakePatient(name="Ravensworth^Tobias^Q", patient_id="MRN-55190342", birth_date="19510923")
+# JPEG 2000 lossless studies (A answers CT): sub-operations in the instance's own syntax
+J2K_PATIENT = FakePatient(
+    name="Brackenridge^Otto", patient_id="MRN-31750923", birth_date="19580717"
+)
 # MR studies: A answers CT only, E (de-identified) MR only
 DEID_PATIENT = FakePatient(
     name="Quillfeather^Agnes^M", patient_id="MRN-88041736", birth_date="19470302"
@@ -66,6 +70,8 @@ class World:
     qr_port: int
     studies: list[SyntheticStudy]
     mr_studies: list[SyntheticStudy]
+    j2k_studies: list[SyntheticStudy]
+    storescp_port: int
     root: Path
 
 
@@ -81,7 +87,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         federation.start_hub()
         b_port, a_port, c_port, qr_port = free_port(), free_port(), free_port(), free_port()
-        e_port = free_port()
+        e_port, storescp_port = free_port(), free_port()
         try:
             pacs_b = start_orthanc(root / "pacs-b", {"agent-b": ("HOSPITALB", b_port),
                                                       "qr-b": (QR_AE, qr_port)})  # fmt: skip
@@ -103,7 +109,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f'[query_retrieve]\nae_title = "{QR_AE}"\nport = {qr_port}\n'
             f'allowed_calling_aes = ["{VIEWER_AE}"]\n'  # asks org-a, org-c: they share with B
             "find_timeout_seconds = 6\nretrieve_timeout_seconds = 60\n"
-            f'move_destinations = {{ ORTHANC = "127.0.0.1:{pacs_b.dicom_port}" }}\n',
+            f'move_destinations = {{ ORTHANC = "127.0.0.1:{pacs_b.dicom_port}", '
+            f'STORESCP = "127.0.0.1:{storescp_port}" }}\n',
         )
         a = federation.add_agent(
             "org-a", "clinic-a", ae_title="CLINICA", dicom_port=a_port, start=False,
@@ -150,16 +157,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                                  accession=f"ACC-MR-{i}"))
             for i in range(2)
         ]  # fmt: skip
+        j2k_studies = [
+            _as_j2k(make_ct_study(root / f"j2k-{i}", instances=2, patient=J2K_PATIENT,
+                                  accession=f"ACC-J2K-{i}"))
+            for i in range(2)
+        ]  # fmt: skip
         other = make_ct_study(root / "other", instances=1, patient=FakePatient(), accession="X1")
-        pacs_a.load(
-            [f for s in studies + mr_studies for f in s.files] + other.files
-        )
+        pacs_a.load([f for s in studies + mr_studies for f in s.files] + other.files)
+        for path in (f for s in j2k_studies for f in s.files):  # kept JPEG 2000 (REST)
+            pacs_a.rest("POST", "/instances", content=path.read_bytes())
         for handle in (b, a, c, d, e):
             federation.start_agent(handle)
         _wait_for_port(qr_port)
         yield World(
-            federation, a, b, c, d, e, pacs_a, pacs_b, qr_port, studies, mr_studies, root
-        )
+            federation, a, b, c, d, e, pacs_a, pacs_b, qr_port, studies, mr_studies,
+            j2k_studies, storescp_port, root,
+        )  # fmt: skip
     finally:
         federation.stop()
         for server in servers:
@@ -173,6 +186,16 @@ def _as_mr(study: SyntheticStudy) -> SyntheticStudy:
         ds = dcmread(path)
         ds.Modality = "MR"
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.save_as(path, enforce_file_format=True)
+    return study
+
+
+def _as_j2k(study: SyntheticStudy) -> SyntheticStudy:
+    from pydicom.uid import JPEG2000Lossless
+
+    for path in study.files:
+        ds = dcmread(path)
+        ds.compress(JPEG2000Lossless, generate_instance_uid=False)
         ds.save_as(path, enforce_file_format=True)
     return study
 
@@ -369,9 +392,52 @@ def test_c_get_brings_the_study_over_the_same_association(world: World) -> None:
     assert _orthanc_pixels(world.pacs_b, study.study_instance_uid) == pixel_bytes(study.files)
 
 
-def _movescu(world: World, study_uid: str) -> tuple[int, str]:
+def test_sub_operations_keep_a_compressed_syntax_when_taken_else_decompress_losslessly(
+    world: World,
+) -> None:
+    """JPEG 2000 lossless studies, C-MOVE to a dcmtk storescp: one that takes uncompressed only
+    gets them decompressed (same pixels, and B's log says so); one that takes JPEG 2000 gets
+    them as they are."""
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
+
+    responses, log = _findscu(
+        world, world.root / "find-j2k", "QueryRetrieveLevel=STUDY",
+        f"PatientID={J2K_PATIENT.patient_id}", "StudyInstanceUID",
+    )  # fmt: skip
+    assert len(responses) == 2, log[-3000:]
+    original = {
+        str(ds.SOPInstanceUID): ds.pixel_array.tobytes()
+        for s in world.j2k_studies for ds in map(dcmread, s.files)
+    }  # fmt: skip
+    for study, options, syntax in (
+        (world.j2k_studies[0], [], ExplicitVRLittleEndian),  # uncompressed only (default)
+        (world.j2k_studies[1], ["+xv"], JPEG2000Lossless),  # takes JPEG 2000 lossless
+    ):
+        folder = world.root / f"storescp-{study.study_instance_uid}"
+        folder.mkdir()
+        storescp = subprocess.Popen(
+            ["storescp", *options, "-aet", "STORESCP", "-od", str(folder),
+             str(world.storescp_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait_for_port(world.storescp_port)
+            code, log = _movescu(world, study.study_instance_uid, "STORESCP")
+            assert code == 0, log[-3000:]
+        finally:
+            storescp.terminate()
+            storescp.wait(timeout=10)
+        files = [dcmread(p) for p in sorted(folder.iterdir())]
+        assert len(files) == 2, log[-3000:]
+        assert {ds.file_meta.TransferSyntaxUID for ds in files} == {syntax}
+        for ds in files:
+            assert ds.pixel_array.tobytes() == original[str(ds.SOPInstanceUID)]
+    assert world.b.log_file.read_text().count("decompressed losslessly") == 2
+
+
+def _movescu(world: World, study_uid: str, destination: str = "ORTHANC") -> tuple[int, str]:
     result = subprocess.run(
-        ["movescu", "-d", "-S", "-aet", VIEWER_AE, "-aec", QR_AE, "-aem", "ORTHANC",
+        ["movescu", "-d", "-S", "-aet", VIEWER_AE, "-aec", QR_AE, "-aem", destination,
          "-to", "90", "-ta", "90", "-td", "90",
          "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
          "127.0.0.1", str(world.qr_port)],
