@@ -116,23 +116,31 @@ _LIMITS = {"patient_birth_date": 8, "study_date": 8, "study_time": 16, "accessio
            "patient_sex": 16}  # fmt: skip
 
 
+# the text an answer shows about the patient and study (UIDs, dates and counts are numbers a
+# short numeric patient ID would be found in by chance)
+_SHOWN_TEXT = (
+    "patient_name", "patient_id", "issuer_of_patient_id", "patient_birth_date",
+    "study_description", "accession_number", "institution_name",
+)  # fmt: skip
+
+
 def _identity_words(match: StudyMatch) -> set[str]:
-    """The values an answer must not carry, upper-case: name (and its longer components), ID,
-    birth date, accession number."""
-    words = {
-        v.strip().upper()
-        for v in (
-            match.patient_name,
-            match.patient_id,
-            match.patient_birth_date,
-            match.accession_number,
-        )
-        if v and v.strip()
-    }
+    """The values an answer must not carry, upper-case: name (and its components of 3 or more
+    characters), ID, birth date, accession number."""
+    values = (match.patient_name, match.patient_id, match.patient_birth_date,
+              match.accession_number)  # fmt: skip
+    words = {v.strip().upper() for v in values if v and v.strip()}
     for part in (match.patient_name or "").replace("^", " ").replace("=", " ").split():
         if len(part) >= 3:
             words.add(part.upper())
     return words
+
+
+def still_identifies(original: StudyMatch, shown: StudyMatch) -> bool:
+    """Does the de-identified match still show the patient's name, ID, birth date or
+    accession number in its text? (A recipe that keeps them: the study is left out.)"""
+    text = " ".join(str(getattr(shown, f) or "").upper() for f in _SHOWN_TEXT)
+    return any(word in text for word in _identity_words(original))
 
 
 class AnswerDeidentifier:
@@ -195,10 +203,7 @@ class AnswerDeidentifier:
             )
         except ValueError:
             return None
-        shown = " ".join(
-            str(v).upper() for k, v in deidentified.model_dump().items() if k != "source_org"
-        )
-        if any(word in shown for word in _identity_words(match)):
+        if still_identifies(match, deidentified):
             log.warning("de-identified answer still held identity; study left out")
             return None
         return deidentified

@@ -159,3 +159,22 @@ def test_links_are_durable_renewed_by_an_answer_and_dropped_after_90_days(
     with AgentState(path).connect() as conn:
         rows = conn.execute("SELECT pseudonym_uid FROM answer_links").fetchall()
     assert [r[0] for r in rows] == ["2.25.1"]
+
+
+def test_a_recipe_that_keeps_the_name_leaves_the_study_out_and_a_short_id_does_not(
+    tmp_path: Path, key_file: Path
+) -> None:
+    keeps_name = PolicyRule(
+        destination_org="org-b", mode="deidentified",
+        recipe='[attributes]\nPatientName = { action = "keep", allow_identifying = true }\n',
+    )  # fmt: skip
+    plain = PolicyRule(destination_org="org-b", mode="deidentified")
+    answering = AnswerDeidentifier(AgentState(tmp_path / "state.db"), key_file, [])
+    named = StudyMatch(study_uid="1.2.840.99.1", patient_name=PATIENT.name,
+                       patient_id=PATIENT.patient_id, source_org="org-a")  # fmt: skip
+    assert answering.answer([named], _sharing(keeps_name), "org-b") == []
+    # a one-digit patient ID is found in any long UID by chance: only text is checked
+    short = StudyMatch(study_uid="1.2.840.99.2", patient_name="Ng^Bo", patient_id="7",
+                       source_org="org-a")  # fmt: skip
+    (shown,) = answering.answer([short], _sharing(plain), "org-b")
+    assert shown.patient_id != "7" and "7" in shown.study_uid
