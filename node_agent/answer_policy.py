@@ -10,18 +10,26 @@ org = "org-b"                        # who may ask
 modalities = ["CT", "MR"]            # which studies it may see; empty: all
 max_years_back = 10                  # how far back; unset: no limit
 approval_required = false            # true: a person here approves each request first
+mode = "identified"                  # or "de-identified" (see below)
 ```
 
 Deny by default: an organization no rule names is refused, and so is one that the site's
-sharing policy (from the hub) does not let receive identified studies, since it could see the
-studies but never retrieve them. Answers are identified (the clinician needs the priors of
-this patient); a query must name the patient (name, ID, accession number or study UID).
+sharing policy (from the hub) does not let receive studies in the rule's mode, since it could
+see the studies but never retrieve them. A query must name the patient (name, ID, accession
+number or study UID).
+
+`mode = "identified"` (the default) answers with the patient's name, ID and the studies' own
+UIDs (the clinician needs the priors of this patient). `mode = "de-identified"` answers as the
+site's de-identified share to that organization would send the studies: pseudonymous study
+UIDs, patient attributes and dates as the sharing rule's recipe treats them
+(`node_agent/answer_deid.py`); a retrieve names the pseudonymous UID and is mapped back here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -41,6 +49,19 @@ class AnswerRule(_Model):
     show_institution: bool = Field(
         default=True, description="name this site (institution_name) as the studies' source"
     )
+    mode: Literal["identified", "deidentified"] = Field(
+        default="identified",
+        description="identified, or de-identified as the sharing policy's rule for the org",
+    )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("de-identified", "deidentified"):
+            return "deidentified"
+        if value != "identified":
+            raise ValueError(f"mode must be 'identified' or 'de-identified', not {value!r}")
+        return value
 
     @field_validator("modalities")
     @classmethod
@@ -86,11 +107,12 @@ def decide(
         return Decision(
             None, "refused", f"{own_org}'s policy does not let {requester_org} query its studies"
         )
-    if sharing is None or not sharing.allows(requester_org, "identified"):
+    if sharing is None or not sharing.allows(requester_org, rule.mode):
+        kind = "identified" if rule.mode == "identified" else "de-identified"
         return Decision(
             None,
             "refused",
-            f"{own_org}'s sharing policy sends no identified studies to {requester_org}, "
+            f"{own_org}'s sharing policy sends no {kind} studies to {requester_org}, "
             "so they could not be retrieved",
         )
     if keys is not None and not keys.identifies_patient:

@@ -203,6 +203,17 @@ class AgentConfig(_Model):
     answering: AnsweringSection | None = None  # federated queries from other orgs
     query_retrieve: QrSection | None = None  # Q/R SCP forwarding queries to other orgs
 
+    @model_validator(mode="after")
+    def _deidentified_answers_need_the_key(self) -> AgentConfig:
+        rules = self.answering.rules if self.answering is not None else []
+        for index, rule in enumerate(rules):
+            if rule.mode == "deidentified" and self.deidentify.key_file is None:
+                raise ValueError(
+                    f"answering.rules.{index} (org {rule.org}) answers de-identified: set "
+                    "[deidentify] key_file, the network's pseudonym secret"
+                )
+        return self
+
     @property
     def received_folder(self) -> Path:
         return self.inbound.folder or self.agent.data_dir / "received"

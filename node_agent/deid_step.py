@@ -13,7 +13,7 @@ clean-pixel-data` for the same input, key and pixel policy; a refusal becomes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +27,15 @@ from node_agent.config import AgentConfig, Destination
 from node_agent.pipeline import InstanceRejected
 from wire.api import QuarantineReason
 
-__all__ = ["PixelStage", "deidentify_file", "load_keys", "make_deidentifier"]
+__all__ = ["PixelStage", "deidentify_file", "load_keys", "make_deidentifier", "share_profile"]
+
+
+def share_profile(default: Profile, rule_options: Sequence[str]) -> Profile:
+    """The profile of a de-identified share: the sharing rule's options win, the site's
+    [deidentify] options are the default; Clean Pixel Data always. ValueError for an unknown
+    option. (The federated answer of a de-identified rule uses it too: same treatment.)"""
+    profile = Profile.from_names(rule_options) if rule_options else default
+    return Profile(profile.options | {Option.CLEAN_PIXEL_DATA})
 
 
 def load_keys(path: Path | None) -> PseudonymKeys:
@@ -125,17 +133,12 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination, Path]
             except ValueError as exc:
                 raise InstanceRejected(str(exc), QuarantineReason.CONFIGURATION) from exc
         try:
-            profile = (
-                Profile.from_names(destination.deid_options)
-                if destination.deid_options
-                else default
-            )
+            profile = share_profile(default, destination.deid_options)
         except ValueError as exc:
             raise InstanceRejected(
                 f"policy names an unknown de-identification option: {exc}",
                 QuarantineReason.CONFIGURATION,
             ) from exc
-        profile = Profile(profile.options | {Option.CLEAN_PIXEL_DATA})
         try:
             pixels = PixelStage(replace(pixel_policy, text=destination.pixel_policy), ocr)
         except ValueError as exc:

@@ -178,7 +178,7 @@ class HubClient:
         return RequestStatus.model_validate(response.json()), progress
 
     def answerers(self) -> list[str]:
-        """Organizations whose sharing policy sends identified studies to this one."""
+        """Organizations whose sharing policy sends studies (identified or de-identified) here."""
         return Answerers.model_validate(
             self._request("GET", "/node/v1/requests/answerers").json()
         ).orgs

@@ -1,6 +1,6 @@
 """The ledger: the one place that moves the agent's queue from state to state.
 
-Four queues live in the state database (node_agent/state.py): studies, the instances in the
+Five queues live in the state database (node_agent/state.py): studies, the instances in the
 spool, outbox bundles and inbound deliveries. Their arrows are written once, below, in
 `ARROWS`; every change of a row's state goes through `Ledger._move`, which refuses an arrow
 the table lacks (`IllegalTransition`). Each named method is one committed transaction, so a
@@ -25,6 +25,9 @@ Instances: spooled -> quarantined -> spooled (release); re-received: -> spooled.
 Outbox: sealed -> uploading -> delivered | failed; failed|sealed|uploading -> sealed (retry).
 Inbound: downloading -> stored -> acked; downloading|stored -> failed -> downloading (release)
 | discarded; a delivery listed again by the hub goes back to downloading.
+Retrieves (a C-MOVE/C-GET here of another org's study, followed as its instances arrive):
+receiving -> complete | cancelled | background (the association's time is up, or the agent
+restarted under it); background -> completed-in-background | stalled -> background.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ STUDY_STATES = (
 INSTANCE_STATES = ("spooled", "quarantined")
 OUTBOX_STATES = ("sealed", "uploading", "delivered", "failed")
 INBOUND_STATES = ("downloading", "stored", "acked", "failed", "discarded")
+RETRIEVE_STATES = (
+    "receiving", "complete", "cancelled", "background", "completed-in-background", "stalled"
+)  # fmt: skip
 
 _FINISHED = ("sealed", "partial", "quarantined")
 # what may happen to a study between the pipeline's read of it and its arrow: a new instance
@@ -97,6 +103,18 @@ ARROWS: dict[str, frozenset[tuple[str, str]]] = {
             ("failed", "discarded"),
         }
     ),
+    "retrieves": frozenset(
+        {
+            ("receiving", "receiving"),
+            ("receiving", "complete"),
+            ("receiving", "cancelled"),
+            ("receiving", "background"),
+            ("background", "background"),
+            ("background", "completed-in-background"),
+            ("background", "stalled"),
+            ("stalled", "background"),
+        }
+    ),
 }
 
 _KEY = {
@@ -104,6 +122,7 @@ _KEY = {
     "instances": "sop_uid",
     "outbox": "bundle_id",
     "inbound": "bundle_id",
+    "retrieves": "request_id",
 }
 
 
@@ -574,3 +593,62 @@ class Ledger:
         with self.state.transaction() as conn:
             _move(conn, "inbound", bundle_id, "discarded", skip=INBOUND_STATES)
             conn.execute("DELETE FROM quarantine WHERE id = ?", (item_id,))
+
+    # -- retrieves (asked here of another organization) ------------------------------------
+
+    def retrieve_started(self, request_id: str, study_uid: str, expected: int) -> None:
+        with self.state.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO retrieves (request_id, study_uid, expected, arrived, "
+                "state, updated_at) VALUES (?, ?, ?, 0, 'receiving', ?)",
+                (request_id, study_uid, expected, time.time()),
+            )
+
+    def retrieve_arrived(self, request_id: str, sop_uid: str) -> int:
+        """One instance of the retrieve arrived (once per instance, however often it is
+        stored again); a stalled retrieve is followed again. Returns how many arrived."""
+        with self.state.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO retrieve_instances (request_id, sop_uid) VALUES (?, ?)",
+                (request_id, sop_uid),
+            )
+            arrived = int(
+                conn.execute(
+                    "SELECT count(*) FROM retrieve_instances WHERE request_id = ?", (request_id,)
+                ).fetchone()[0]
+            )
+            row = conn.execute(
+                "SELECT state FROM retrieves WHERE request_id = ?", (request_id,)
+            ).fetchone()
+            target = "background" if row is not None and row[0] == "stalled" else None
+            if target is not None:
+                _move(conn, "retrieves", request_id, target)
+            conn.execute(
+                "UPDATE retrieves SET arrived = ?, updated_at = ? WHERE request_id = ?",
+                (arrived, time.time(), request_id),
+            )
+        return arrived
+
+    def retrieve_moved(self, request_id: str, target: str) -> bool:
+        """-> complete | cancelled | background | completed-in-background | stalled; False when
+        the row already finished (a follower and a restart racing)."""
+        with self.state.transaction() as conn:
+            return _move(
+                conn, "retrieves", request_id, target,
+                skip=("complete", "cancelled", "completed-in-background"),
+                also={"updated_at": time.time()},
+            )  # fmt: skip
+
+    def retrieves_to_resume(self) -> list[tuple[str, str, int, int]]:
+        """At start: a retrieve whose association died with the last process goes on in the
+        background; (request id, study UID, expected, arrived) of every one to follow."""
+        with self.state.transaction() as conn:
+            for (request_id,) in conn.execute(
+                "SELECT request_id FROM retrieves WHERE state = 'receiving'"
+            ).fetchall():
+                _move(conn, "retrieves", request_id, "background")
+            rows = conn.execute(
+                "SELECT request_id, study_uid, expected, arrived FROM retrieves "
+                "WHERE state IN ('background', 'stalled') AND study_uid IS NOT NULL"
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), int(r[2] or 1), int(r[3])) for r in rows]

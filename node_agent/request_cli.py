@@ -133,6 +133,11 @@ def status(config: ConfigOpt, request_id: str, as_json: JsonOpt = False) -> None
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from exc
     result = requests.collect(current)
+    with requests.state.connect() as conn:
+        row = conn.execute(
+            "SELECT state, arrived, expected FROM retrieves WHERE request_id = ?", (request_id,)
+        ).fetchone()
+    retrieve = dict(row) if row is not None else None  # this site's count of what arrived
     if as_json:
         out.print_json(
             json.dumps(
@@ -141,12 +146,15 @@ def status(config: ConfigOpt, request_id: str, as_json: JsonOpt = False) -> None
                     "targets": [t.model_dump(mode="json") for t in current.targets],
                     "matches": [m.model_dump(mode="json") for m in result.matches],
                     "refusals": [vars(r) for r in result.refusals],
+                    "retrieve": retrieve,
                 }
             )
         )
         return
     for target in current.targets:
         out.print(f"{target.org}: {target.state} {target.outcome or ''} {target.match_count or ''}")
+    if retrieve is not None:
+        out.print(f"retrieve: {retrieve['state']} {retrieve['arrived']}/{retrieve['expected']}")
     _print_result(result, False)
 
 

@@ -7,8 +7,10 @@ offline organizations come back as refusals with the age of their last contact.
 
 Answering (A): `Requests.answer_step` long-polls the hub for requests, opens each, checks the
 `[answering]` policy, runs the C-FIND on the site's PACS and seals the matches back to the
-requesting organization. A retrieve pulls the study from the PACS at the highest priority;
-the sharing policy then sends it, identified, through the usual pipeline.
+requesting organization: identified, or, for a de-identified rule, pseudonymous as the
+de-identified share would show them (`answer_deid`). A retrieve pulls the study from the PACS
+at the highest priority (a pseudonymous UID mapped back first); the sharing policy then sends
+it, identified or de-identified, through the usual pipeline.
 
 Nothing here logs patient data: requests are named by id, studies by a hash.
 """
@@ -29,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from certs.errors import CertsError
 from certs.identity import site_identity_from_certificate
 from certs.keys import verify_issued_by
-from node_agent.answer_policy import decide
+from node_agent.answer_deid import LINK_DAYS, AnswerDeidentifier, AnswerDeidError
+from node_agent.answer_policy import AnswerRule, decide
 from node_agent.config import AgentConfig
 from node_agent.dicom.patient_find import FindFailed, find_patient_studies
 from node_agent.hubclient import HubClient, HubRefused, HubUnavailable
@@ -37,6 +40,7 @@ from node_agent.identity import AgentIdentity
 from node_agent.state import AgentState
 from wire.envelope import RecipientKey
 from wire.errors import WireError
+from wire.policy import SitePolicy
 from wire.query import (
     Answer,
     QueryBody,
@@ -68,13 +72,6 @@ CREATE TABLE IF NOT EXISTS remote_studies (    -- studies other orgs listed for 
     request_id TEXT NOT NULL,
     seen_at REAL NOT NULL,
     PRIMARY KEY (study_uid, source_org)
-);
-CREATE TABLE IF NOT EXISTS retrieves (        -- C-MOVE/C-GET here: how far each got
-    request_id TEXT PRIMARY KEY,
-    expected INTEGER,
-    arrived INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL,  -- receiving | complete | background | completed-in-background | stalled
-    updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS approvals (         -- requests waiting for a person here
     request_id TEXT PRIMARY KEY,
@@ -167,6 +164,9 @@ class Requests:
         self.pull = pull
         self.pull_in_background = pull_in_background
         self._answerers: tuple[float, list[str]] | None = None
+        self.deid = AnswerDeidentifier(
+            state, config.deidentify.key_file, list(config.deidentify.options)
+        )
         with state.connect() as conn:
             conn.executescript(REQUESTS_SCHEMA)
 
@@ -290,8 +290,8 @@ class Requests:
                 )
 
     def default_orgs(self) -> list[str]:
-        """Whom to ask when not told: the organizations whose sharing policy sends identified
-        studies here (asked of the hub, kept for a minute)."""
+        """Whom to ask when not told: the organizations whose sharing policy sends studies
+        (identified or de-identified) here (asked of the hub, kept for a minute)."""
         now = time.monotonic()
         if self._answerers is None or now - self._answerers[0] > 60:
             self._answerers = (now, self.client.answerers())
@@ -305,7 +305,7 @@ class Requests:
         orgs = orgs or self.default_orgs()
         if not orgs:
             raise RequestError(
-                "no organization shares identified studies with this one; ask the network "
+                "no organization shares studies with this one; ask the network "
                 "admin, or set [query_retrieve] ask_orgs"
             )
         if not keys.identifies_patient:
@@ -346,17 +346,6 @@ class Requests:
             refusals += result.refusals
         result.refusals = refusals
         return result, None
-
-    def record_retrieve(self, request_id: str, expected: int, arrived: int, state: str) -> None:
-        """Progress of a retrieve for the request status (`hexchange-agent request list`)."""
-        with self.state.connect() as conn:
-            conn.execute(
-                "INSERT INTO retrieves (request_id, expected, arrived, state, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET "
-                "expected = excluded.expected, arrived = excluded.arrived, "
-                "state = excluded.state, updated_at = excluded.updated_at",
-                (request_id, expected, arrived, state, time.time()),
-            )
 
     # -- answering (A) ----------------------------------------------------------------------
 
@@ -400,7 +389,7 @@ class Requests:
             self._hold_for_approval(item)
             answer = Answer(outcome="awaiting_approval", reason=decision.reason)
         elif body.find is not None:
-            answer = self._find(decision.rule, body.find)
+            answer = self._find(decision.rule, body.find, item.requester_org)
         elif body.retrieve is not None:
             answer = self._retrieve(decision.rule, body.retrieve, item)
         else:
@@ -408,13 +397,26 @@ class Requests:
         self._reply(item, answer)
         return answer
 
-    def _find(self, rule: object, keys: QueryKeys) -> Answer:
-        from node_agent.answer_policy import AnswerRule
-
-        assert isinstance(rule, AnswerRule)
+    def _find(
+        self, rule: AnswerRule, keys: QueryKeys, requester_org: str, *, as_shown: bool = True
+    ) -> Answer:
+        """The rule's matches on the PACS; for a de-identified rule (and `as_shown`) as the
+        requester sees them: pseudonymous, their links remembered (`answer_deid`)."""
         pacs, section = self.config.pacs, self.config.answering
         if pacs is None or section is None:
             return Answer(outcome="failed", reason=f"{self.identity.org} has no PACS configured")
+        deidentified = rule.mode == "deidentified" and as_shown
+        if deidentified and keys.study_uids:  # the requester names the studies it was shown
+            known = [
+                uid
+                for pseudonym in keys.study_uids
+                if (uid := self.deid.links.original_of(requester_org, pseudonym))
+            ]
+            if not known and not (keys.patient_name or keys.patient_id or keys.accession_number):
+                return Answer(
+                    outcome="no_match", reason=f"no matching study at {self.identity.org}"
+                )
+            keys = keys.model_copy(update={"study_uids": known})
         try:
             matches = find_patient_studies(
                 pacs, self.config.dicom.ae_title, section, rule, keys, self.identity.org
@@ -422,13 +424,38 @@ class Requests:
         except FindFailed as exc:
             log.warning("federated c-find failed", reason=str(exc))
             return Answer(outcome="failed", reason=f"{self.identity.org}'s PACS did not answer")
+        if deidentified and matches:
+            policy = self.sharing_policy() if self.sharing_policy else None
+            try:
+                matches = self.deid.answer(
+                    matches, policy if isinstance(policy, SitePolicy) else None, requester_org
+                )
+            except AnswerDeidError as exc:
+                log.error("de-identified answer impossible", reason=str(exc))
+                return Answer(
+                    outcome="failed",
+                    reason=f"{self.identity.org} cannot de-identify its answer now",
+                )
         if not matches:
             return Answer(outcome="no_match", reason=f"no matching study at {self.identity.org}")
         return Answer(outcome="matches", matches=matches)
 
-    def _retrieve(self, rule: object, order: RetrieveOrder, item: InboxItem) -> Answer:
-        """The study must be one this rule lets the requester see; then it is pulled."""
-        answer = self._find(rule, QueryKeys(study_uids=[order.study_uid]))
+    def _retrieve(self, rule: AnswerRule, order: RetrieveOrder, item: InboxItem) -> Answer:
+        """The study must be one this rule lets the requester see; then it is pulled. A
+        de-identified rule's requester names the pseudonymous UID it was shown."""
+        study_uid = order.study_uid
+        if rule.mode == "deidentified":
+            original = self.deid.links.original_of(item.requester_org, order.study_uid)
+            if original is None:
+                return Answer(
+                    outcome="refused",
+                    reason=f"{self.identity.org} gave {item.requester_org} no study with this "
+                    f"UID in the last {LINK_DAYS} days; query for the patient again (C-FIND)",
+                )
+            study_uid = original
+        answer = self._find(
+            rule, QueryKeys(study_uids=[study_uid]), item.requester_org, as_shown=False
+        )
         if answer.outcome != "matches":
             return Answer(outcome="refused" if answer.outcome == "no_match" else answer.outcome,
                           reason=answer.reason or "the study is not available")  # fmt: skip
@@ -437,10 +464,10 @@ class Requests:
         instances = answer.matches[0].instances
         pull = self.pull
         if not self.pull_in_background:
-            pull(order.study_uid)  # the study is in the spool before this process answers
+            pull(study_uid)  # the study is in the spool before this process answers
         else:
             threading.Thread(
-                target=lambda: pull(order.study_uid), name="federated-retrieve", daemon=True
+                target=lambda: pull(study_uid), name="federated-retrieve", daemon=True
             ).start()
         return Answer(outcome="accepted", instances=instances,
                       reason=f"{self.identity.org} is sending the study")  # fmt: skip

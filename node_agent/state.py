@@ -93,10 +93,32 @@ CREATE TABLE IF NOT EXISTS quarantine (
     created_at REAL NOT NULL,
     category TEXT NOT NULL DEFAULT 'other'  -- wire.api.QuarantineReason: counted at the hub
 );
+CREATE TABLE IF NOT EXISTS answer_links (  -- de-identified federated answers given here
+    requester_org TEXT NOT NULL,
+    pseudonym_uid TEXT NOT NULL,    -- the study UID the requester saw (node_agent/answer_deid.py)
+    study_uid TEXT NOT NULL,        -- this site's own study
+    linked_at REAL NOT NULL,        -- last answered; dropped after LINK_DAYS
+    PRIMARY KEY (requester_org, pseudonym_uid)
+);
+CREATE INDEX IF NOT EXISTS answer_links_age ON answer_links(linked_at);
+CREATE TABLE IF NOT EXISTS retrieves (  -- C-MOVE/C-GET asked here of another org (ledger.py)
+    request_id TEXT PRIMARY KEY,
+    study_uid TEXT,
+    expected INTEGER,
+    arrived INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,  -- receiving | complete | cancelled | background |
+                          -- completed-in-background | stalled
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retrieve_instances (  -- what arrived for a retrieve (counted once)
+    request_id TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    PRIMARY KEY (request_id, sop_uid)
+);
 """
 
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 # columns added after the first release, by the schema version that added them
@@ -108,6 +130,8 @@ _ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
     6: [("instances", "state", "TEXT NOT NULL DEFAULT 'spooled'")],
     7: [("instances", "source_ae", "TEXT")],
     8: [("quarantine", "category", "TEXT NOT NULL DEFAULT 'other'")],
+    # 9 also adds the table answer_links (CREATE TABLE IF NOT EXISTS above)
+    9: [("retrieves", "study_uid", "TEXT")],
 }
 
 # rows to bring in line once a version's columns exist (the instances already quarantined)

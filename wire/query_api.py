@@ -82,6 +82,15 @@ class Answerers(_Model):
     orgs: list[Name]
 
 
+class TrailEvent(_Model):
+    """One step of a request in the hub's audit log, as one organization's log shows it."""
+
+    at: UtcDatetime
+    action: str  # request.submitted | request.taken | request.answered | request.refused
+    actor: str  # site:ORG/SITE
+    detail: str = ""  # organizations, outcome and count: never a patient
+
+
 class RequestLogRow(_Model):
     """One line of the hub's request log (user API): no patient identity, no sealed bytes."""
 
@@ -91,3 +100,6 @@ class RequestLogRow(_Model):
     requester_site: Name
     created_at: UtcDatetime
     targets: list[TargetStatus]
+    trail: list[TrailEvent] = Field(
+        default_factory=list, description="the audit events of this request for the viewer's org"
+    )

@@ -121,7 +121,8 @@ async def inbox(request: Request, site: SiteDep, wait: Wait = 0.0) -> Inbox:
 
 @node_router.get("/answerers")
 def answerers(site: SiteDep, session: SessionDep) -> Answerers:
-    """Organizations whose sharing policy sends identified studies to the caller's."""
+    """Organizations whose sharing policy sends studies (identified or de-identified) to the
+    caller's."""
     return Answerers(orgs=service.answerers(session, site.org))
 
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from hub import audit
 from hub.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
-from hub.models import Organization, SharingPolicy, Site, aware
+from hub.models import AuditEvent, Organization, SharingPolicy, Site, aware
 from hub.permissions import Permission, authorize
 from hub.principals import Principal
 from hub.requests.models import FederatedRequest, RequestListener, RequestTarget
@@ -31,6 +31,7 @@ from wire.query_api import (
     RequestStatus,
     SealedAnswer,
     TargetStatus,
+    TrailEvent,
 )
 
 log = structlog.get_logger("hexchange.hub.requests")
@@ -205,14 +206,18 @@ def submit(
                 last_contact_at=contact,
             )
         )
+    actor = f"site:{org}/{site}"
+    detail = f"{kind} to {','.join(wanted)}" + (f"; offline {','.join(offline)}" if offline else "")
     audit.record(
-        session,
-        actor=f"site:{org}/{site}",
-        action=f"request.{kind}",
-        subject=request_id,
-        detail=f"to {','.join(wanted)}" + (f"; offline {','.join(offline)}" if offline else ""),
+        session, actor=actor, action="request.submitted", subject=request_id, detail=detail,
         org=org,
-    )
+    )  # fmt: skip
+    for target in wanted:  # each asked organization's log: who asked it (not whom else)
+        audit.record(
+            session, actor=actor, action="request.submitted", subject=request_id,
+            detail=f"{kind} from {org}/{site}" + ("; offline" if target in offline else ""),
+            org=target,
+        )  # fmt: skip
     session.commit()
     log.info("request routed", request=request_id, kind=kind, targets=len(wanted),
              offline=len(offline))  # fmt: skip
@@ -267,6 +272,12 @@ def take_inbox(session: Session, org: str, site: str, *, now: dt.datetime | None
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             continue
+        for side in (org, request.requester_org):
+            audit.record(
+                session, actor=f"site:{org}/{site}", action="request.taken",
+                subject=request.request_id, detail=f"{request.kind} taken by {org}/{site}",
+                org=side,
+            )  # fmt: skip
         items.append(
             InboxItem(
                 request_id=request.request_id,
@@ -315,6 +326,17 @@ def answer(
     target.instances_done = instances_done
     target.sealed_answer = sealed
     session.add(target)
+    refused = outcome == "refused"
+    said = f"{org}/{site}: {outcome}" + (f", {count}" if count is not None else "")
+    if instances_done is not None:
+        said += f", {instances_done} sent"
+    for side in (org, request.requester_org):
+        audit.record(
+            session, actor=f"site:{org}/{site}",
+            action="request.refused" if refused else "request.answered",
+            subject=request_id, detail=f"{request.kind} {said}", org=side,
+            outcome="refused" if refused else "success",
+        )  # fmt: skip
     session.commit()
     log.info("request answered", request=request_id, org=org, outcome=outcome, count=count)
     return _target_view(target)
@@ -355,9 +377,10 @@ def answer_version(session: Session, org: str, request_id: str) -> tuple[int, ..
 
 
 def answerers(session: Session, org: str) -> list[str]:
-    """Organizations with a site whose sharing policy sends identified studies to `org`:
-    the ones a query from `org` is forwarded to by default (each still applies its own
-    answering policy)."""
+    """Organizations with a site whose sharing policy sends studies, identified or
+    de-identified, to `org`: the ones a query from `org` is forwarded to by default (each still
+    applies its own answering policy, which answers de-identified when its rule says so). A
+    research collection is no organization and never answers."""
     found = set()
     for row in session.exec(select(SharingPolicy).where(SharingPolicy.org != org)):
         try:
@@ -367,7 +390,7 @@ def answerers(session: Session, org: str) -> list[str]:
         if any(
             isinstance(r, dict)
             and r.get("destination_org") == org
-            and r.get("mode") == "identified"
+            and r.get("mode") in ("identified", "deidentified")
             for r in rules
         ):
             found.add(row.org)
@@ -393,6 +416,7 @@ def request_log(
         .order_by(col(FederatedRequest.created_at).desc())
         .limit(max(1, min(limit, 1000)))
     ).all()
+    trails = _trails(session, org, [r.request_id for r in requests])
     out = []
     for request in requests:
         targets = _targets(session, request.request_id)
@@ -406,6 +430,30 @@ def request_log(
                 requester_site=request.requester_site,
                 created_at=aware(request.created_at),
                 targets=[_target_view(t) for t in targets],
+                trail=trails.get(request.request_id, []),
             )
         )
     return out
+
+
+def _trails(session: Session, org: str, request_ids: list[str]) -> dict[str, list[TrailEvent]]:
+    """The audit events of these requests recorded for `org` (each side has its own events,
+    so an asked organization's trail never names the other organizations asked)."""
+    trails: dict[str, list[TrailEvent]] = {}
+    if not request_ids:
+        return trails
+    events = session.exec(
+        select(AuditEvent)
+        .where(
+            AuditEvent.org == org,
+            col(AuditEvent.subject).in_(request_ids),
+            col(AuditEvent.action).startswith("request."),
+        )
+        .order_by(col(AuditEvent.seq))
+    )
+    for event in events:
+        step = TrailEvent(
+            at=aware(event.at), action=event.action, actor=event.actor, detail=event.detail
+        )
+        trails.setdefault(event.subject, []).append(step)
+    return trails

@@ -12,7 +12,8 @@ is an empty success (the full reasons are in `hexchange-agent request status`).
 C-MOVE and C-GET (STUDY level) ask the organization that listed the study to send it; its
 instances arrive through the inbound path (stored into the site's PACS as every delivery is)
 and are passed on as sub-operations as they arrive, with real counts. A retrieve that outlives
-`retrieve_timeout_seconds` ends with a warning; the inbound path still stores the rest.
+`retrieve_timeout_seconds` ends with a warning; the inbound path still stores the rest, and
+`retrieve_follow` counts it (durably: a restarted agent follows it again).
 
 Only `allowed_calling_aes` may associate. Logs name requests and counts, never patients.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import io
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -44,8 +44,11 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from node_agent.arrivals import ArrivalBoard
 from node_agent.dicom.qr_config import QrSection
+from node_agent.dicom.retrieve_follow import BackgroundRetrieves
 from node_agent.dicom.scu import multi_value, text_value
+from node_agent.dicom.sub_syntaxes import fit, move_contexts, supported_syntaxes
 from node_agent.hubclient import HubRefused, HubUnavailable
+from node_agent.ledger import Ledger
 from node_agent.requests import FindResult, RequestError, Requests
 from wire.query import QueryKeys, StudyMatch
 
@@ -58,7 +61,6 @@ REFUSED = 0xC001  # C-FIND: no match here because an organization refused or was
 MOVE_FAILED = 0xC002
 WARNING = 0xB000
 _COMMENT_MAX = 64  # Error Comment is LO
-BACKGROUND_IDLE_S = 3600.0  # a background retrieve with no instance for this long: stalled
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -141,6 +143,8 @@ class QrHandlers:
         self.section = section
         self.requests = requests
         self.board = board
+        self.ledger = Ledger(requests.state)
+        self.background = BackgroundRetrieves(self.ledger, board)
 
     # -- C-FIND -----------------------------------------------------------------------------
 
@@ -195,7 +199,9 @@ class QrHandlers:
     def _study_uids(self, identifier: Dataset) -> list[str]:
         return list(multi_value(identifier, "StudyInstanceUID"))
 
-    def _sub_operations(self, event: Any, move: bool) -> Iterator[Any]:
+    def _sub_operations(
+        self, event: Any, move: bool, store_assoc: list[Any] | None = None
+    ) -> Iterator[Any]:
         """(number of sub-operations, then (status, dataset) pairs), for one study."""
         uids = self._study_uids(event.identifier)
         level = str(event.identifier.get("QueryRetrieveLevel", "")).strip().upper()
@@ -224,7 +230,7 @@ class QrHandlers:
             total = expected or 1
             request_id = result.request_id
             log.info("federated retrieve accepted", request=request_id, expected=total)
-            self.requests.record_retrieve(request_id, total, 0, "receiving")
+            self.ledger.retrieve_started(request_id, study_uid, total)
             yield total
             sent = 0
             deadline = time.monotonic() + self.section.retrieve_timeout_seconds
@@ -238,44 +244,27 @@ class QrHandlers:
                         continue
                     # the association's time is up: the inbound path stores the rest into
                     # the PACS; a thread follows it for the request status
-                    self.requests.record_retrieve(request_id, total, sent, "background")
+                    self.ledger.retrieve_moved(request_id, "background")
                     log.warning("retrieve continues in the background", request=request_id,
                                 arrived=sent, expected=total)  # fmt: skip
                     handed_over = True
-                    self._follow(study_uid, arrivals, request_id, sent, total)
+                    self.background.follow(study_uid, arrivals, request_id, sent, total)
                     yield _status(WARNING, "continuing in the background"), None
                     return
-                sent += 1
-                self.requests.record_retrieve(request_id, total, sent, "receiving")
-                yield PENDING, dcmread(io.BytesIO(data))
-            state = "complete" if sent >= total else "cancelled"
-            self.requests.record_retrieve(request_id, total, sent, state)
+                ds: Dataset = dcmread(io.BytesIO(data))
+                # the instance's own syntax if the destination took it, else decompressed
+                sub_assoc = (store_assoc or [None])[0] if move else event.assoc
+                if sub_assoc is not None:
+                    ds = fit(ds, sub_assoc.accepted_contexts, "scu")
+                arrived = self.ledger.retrieve_arrived(request_id, str(ds.SOPInstanceUID))
+                if arrived == sent:  # the same instance stored again: one sub-operation
+                    continue
+                sent = arrived
+                yield PENDING, ds
+            self.ledger.retrieve_moved(request_id, "complete" if sent >= total else "cancelled")
         finally:
             if not handed_over:
                 self.board.unsubscribe(study_uid, arrivals)
-
-    def _follow(
-        self, study_uid: str, arrivals: queue.Queue[bytes], request_id: str, sent: int, total: int
-    ) -> None:
-        """Count the rest of a retrieve as the inbound path stores it (for the status)."""
-
-        def run() -> None:
-            arrived = sent
-            try:
-                while arrived < total:
-                    try:
-                        arrivals.get(timeout=BACKGROUND_IDLE_S)
-                    except queue.Empty:
-                        self.requests.record_retrieve(request_id, total, arrived, "stalled")
-                        return
-                    arrived += 1
-                    self.requests.record_retrieve(request_id, total, arrived, "background")
-                self.requests.record_retrieve(request_id, total, arrived, "completed-in-background")
-                log.info("retrieve completed in the background", request=request_id)
-            finally:
-                self.board.unsubscribe(study_uid, arrivals)
-
-        threading.Thread(target=run, name="retrieve-background", daemon=True).start()
 
     def move(self, event: Any) -> Iterator[Any]:
         destination = self.section.destination(str(event.move_destination))
@@ -283,8 +272,15 @@ class QrHandlers:
             log.warning("c-move to an unknown destination refused")
             yield None, None
             return
-        yield destination
-        yield from self._sub_operations(event, move=True)
+        store_assoc: list[Any] = []  # the sub-operations' association, once pynetdicom made it
+        yield (
+            *destination,
+            {
+                "contexts": move_contexts(),
+                "evt_handlers": [(evt.EVT_ACCEPTED, lambda e: store_assoc.append(e.assoc))],
+            },
+        )
+        yield from self._sub_operations(event, move=True, store_assoc=store_assoc)
 
     def get(self, event: Any) -> Iterator[Any]:
         yield from self._sub_operations(event, move=False)
@@ -305,9 +301,10 @@ def make_qr_ae(section: QrSection) -> AE:
     # C-GET sends the instances back over the same association (SCP role for storage)
     for context in StoragePresentationContexts:
         assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, scu_role=False, scp_role=True)
-    # C-MOVE opens its own association to the destination
-    ae.requested_contexts = StoragePresentationContexts
+        ae.add_supported_context(
+            context.abstract_syntax, supported_syntaxes(), scu_role=False, scp_role=True
+        )
+    # C-MOVE opens its own association to the destination (contexts: sub_syntaxes)
     ae.require_calling_aet = list(section.allowed_calling_aes)
     ae.maximum_pdu_size = 0
     return ae
@@ -317,6 +314,7 @@ def start_qr_scp(
     section: QrSection, requests: Requests, board: ArrivalBoard
 ) -> ThreadedAssociationServer:
     handlers = QrHandlers(section, requests, board)
+    handlers.background.resume()  # retrieves a killed agent left unfinished
     ae = make_qr_ae(section)
     server = ae.start_server(
         (section.host, section.port),

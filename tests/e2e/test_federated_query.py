@@ -9,6 +9,10 @@ against B's agent's Q/R SCP:
 - a patient unknown at A gives no match; D refuses with its reason; C answers only after a
   person at C approved the request;
 - A offline: the C-FIND fails with A's last contact; a held request completes when A returns;
+- org E answers B de-identified (its `[answering]` rule and its share to B are de-identified):
+  B's C-FIND shows pseudonymous studies and patient, a C-MOVE of a pseudonymous study UID
+  brings de-identified instances carrying that very UID into B's PACS, an unknown pseudonym is
+  refused by E;
 - the hub's database, files and log hold none of the patient's name, ID or birth date.
 One federation for the module (processes are slow to start).
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from node_agent.cli import app as agent_app
 from tests.factories.dicom import FakePatient, SyntheticStudy, make_ct_study, pixel_bytes
@@ -39,6 +46,14 @@ pytestmark = [
 ]
 
 PATIENT = FakePatient(name="Ravensworth^Tobias^Q", patient_id="MRN-55190342", birth_date="19510923")
+# JPEG 2000 lossless studies (A answers CT): sub-operations in the instance's own syntax
+J2K_PATIENT = FakePatient(
+    name="Brackenridge^Otto", patient_id="MRN-31750923", birth_date="19580717"
+)
+# MR studies: A answers CT only, E (de-identified) MR only
+DEID_PATIENT = FakePatient(
+    name="Quillfeather^Agnes^M", patient_id="MRN-88041736", birth_date="19470302"
+)
 QR_AE, VIEWER_AE = "HEXQR_B", "VIEWER"
 
 
@@ -49,10 +64,14 @@ class World:
     b: AgentHandle
     c: AgentHandle
     d: AgentHandle
+    e: AgentHandle
     pacs_a: Orthanc
     pacs_b: Orthanc
     qr_port: int
     studies: list[SyntheticStudy]
+    mr_studies: list[SyntheticStudy]
+    j2k_studies: list[SyntheticStudy]
+    storescp_port: int
     root: Path
 
 
@@ -68,13 +87,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         federation.start_hub()
         b_port, a_port, c_port, qr_port = free_port(), free_port(), free_port(), free_port()
+        e_port, storescp_port = free_port(), free_port()
         try:
             pacs_b = start_orthanc(root / "pacs-b", {"agent-b": ("HOSPITALB", b_port),
                                                       "qr-b": (QR_AE, qr_port)})  # fmt: skip
             servers.append(pacs_b)
             pacs_a = start_orthanc(
-                root / "pacs-a", {"agent-a": ("CLINICA", a_port), "agent-c": ("LABC", c_port)}
-            )
+                root / "pacs-a",
+                {"agent-a": ("CLINICA", a_port), "agent-c": ("LABC", c_port),
+                 "agent-e": ("LABE", e_port)},
+            )  # fmt: skip
             servers.append(pacs_a)
         except OrthancUnavailable as exc:
             pytest.skip(str(exc))
@@ -87,7 +109,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f'[query_retrieve]\nae_title = "{QR_AE}"\nport = {qr_port}\n'
             f'allowed_calling_aes = ["{VIEWER_AE}"]\n'  # asks org-a, org-c: they share with B
             "find_timeout_seconds = 6\nretrieve_timeout_seconds = 60\n"
-            f'move_destinations = {{ ORTHANC = "127.0.0.1:{pacs_b.dicom_port}" }}\n',
+            f'move_destinations = {{ ORTHANC = "127.0.0.1:{pacs_b.dicom_port}", '
+            f'STORESCP = "127.0.0.1:{storescp_port}" }}\n',
         )
         a = federation.add_agent(
             "org-a", "clinic-a", ae_title="CLINICA", dicom_port=a_port, start=False,
@@ -98,7 +121,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f'[pacs]\nhost = "127.0.0.1"\nport = {pacs_a.dicom_port}\n'
             f'ae_title = "{pacs_a.ae_title}"\nretrieve = "move"\nschedule = "off"\n\n'
             '[answering]\ninstitution_name = "Clinic A"\nwait_seconds = 10\n'
-            '[[answering.rules]]\norg = "org-b"\n',
+            '[[answering.rules]]\norg = "org-b"\nmodalities = ["CT"]\n',
         )
         c = federation.add_agent(
             "org-c", "lab-c", ae_title="LABC", dicom_port=c_port, start=False, inbound=False,
@@ -113,21 +136,68 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         d = federation.add_agent("org-d", "lab-d", start=False, inbound=False)
         _append(d, '[answering]\nwait_seconds = 10\n[[answering.rules]]\norg = "org-x"\n')
+        e = federation.add_agent(
+            "org-e", "lab-e", ae_title="LABE", dicom_port=e_port, start=False, inbound=False,
+            destinations=[("org-b", "deidentified")], deid_options=["retain-long-modified-dates"],
+        )  # fmt: skip
+        _append(
+            e,
+            f'[pacs]\nhost = "127.0.0.1"\nport = {pacs_a.dicom_port}\n'
+            f'ae_title = "{pacs_a.ae_title}"\nretrieve = "move"\nschedule = "off"\n\n'
+            '[answering]\ninstitution_name = "Lab E"\nwait_seconds = 10\n'
+            '[[answering.rules]]\norg = "org-b"\nmode = "de-identified"\nmodalities = ["MR"]\n',
+        )
         studies = [
             make_ct_study(root / f"study-{i}", instances=2 + i, patient=PATIENT,
                           accession=f"ACC-FQ-{i}")
             for i in range(3)
         ]  # fmt: skip
+        mr_studies = [
+            _as_mr(make_ct_study(root / f"mr-{i}", instances=2, patient=DEID_PATIENT,
+                                 accession=f"ACC-MR-{i}"))
+            for i in range(2)
+        ]  # fmt: skip
+        j2k_studies = [
+            _as_j2k(make_ct_study(root / f"j2k-{i}", instances=2, patient=J2K_PATIENT,
+                                  accession=f"ACC-J2K-{i}"))
+            for i in range(2)
+        ]  # fmt: skip
         other = make_ct_study(root / "other", instances=1, patient=FakePatient(), accession="X1")
-        pacs_a.load([f for s in studies for f in s.files] + other.files)
-        for handle in (b, a, c, d):
+        pacs_a.load([f for s in studies + mr_studies for f in s.files] + other.files)
+        for path in (f for s in j2k_studies for f in s.files):  # kept JPEG 2000 (REST)
+            pacs_a.rest("POST", "/instances", content=path.read_bytes())
+        for handle in (b, a, c, d, e):
             federation.start_agent(handle)
         _wait_for_port(qr_port)
-        yield World(federation, a, b, c, d, pacs_a, pacs_b, qr_port, studies, root)
+        yield World(
+            federation, a, b, c, d, e, pacs_a, pacs_b, qr_port, studies, mr_studies,
+            j2k_studies, storescp_port, root,
+        )  # fmt: skip
     finally:
         federation.stop()
         for server in servers:
             server.stop()
+
+
+def _as_mr(study: SyntheticStudy) -> SyntheticStudy:
+    from pydicom.uid import MRImageStorage
+
+    for path in study.files:
+        ds = dcmread(path)
+        ds.Modality = "MR"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.save_as(path, enforce_file_format=True)
+    return study
+
+
+def _as_j2k(study: SyntheticStudy) -> SyntheticStudy:
+    from pydicom.uid import JPEG2000Lossless
+
+    for path in study.files:
+        ds = dcmread(path)
+        ds.compress(JPEG2000Lossless, generate_instance_uid=False)
+        ds.save_as(path, enforce_file_format=True)
+    return study
 
 
 def _findscu(
@@ -149,7 +219,9 @@ def _wait_until_online(world: World, timeout: float = 20.0) -> None:
     """A, B and C have opened their first long poll at the hub."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        logs = [h.log_file.read_text(errors="replace") for h in (world.a, world.c, world.d)]
+        logs = [
+            h.log_file.read_text(errors="replace") for h in (world.a, world.c, world.d, world.e)
+        ]
         if all("agent running" in text for text in logs):
             time.sleep(1.0)
             return
@@ -252,6 +324,20 @@ def test_c_answers_only_after_a_person_at_c_approved(world: World) -> None:
     }
 
 
+def _orthanc_datasets(pacs: Orthanc, study_uid: str) -> list[Dataset]:
+    import io
+
+    import httpx
+
+    out = []
+    for instance_id in pacs.rest("GET", "/instances"):
+        data = httpx.get(f"{pacs.url}/instances/{instance_id}/file", timeout=10).content
+        ds = dcmread(io.BytesIO(data))
+        if ds.StudyInstanceUID == study_uid:
+            out.append(ds)
+    return out
+
+
 def _orthanc_pixels(pacs: Orthanc, study_uid: str) -> dict[str, bytes]:
     import io
 
@@ -306,7 +392,110 @@ def test_c_get_brings_the_study_over_the_same_association(world: World) -> None:
     assert _orthanc_pixels(world.pacs_b, study.study_instance_uid) == pixel_bytes(study.files)
 
 
-def test_a_retrieve_that_outlives_the_association_completes_in_the_background(
+def test_sub_operations_keep_a_compressed_syntax_when_taken_else_decompress_losslessly(
+    world: World,
+) -> None:
+    """JPEG 2000 lossless studies, C-MOVE to a dcmtk storescp: one that takes uncompressed only
+    gets them decompressed (same pixels, and B's log says so); one that takes JPEG 2000 gets
+    them as they are."""
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
+
+    responses, log = _findscu(
+        world, world.root / "find-j2k", "QueryRetrieveLevel=STUDY",
+        f"PatientID={J2K_PATIENT.patient_id}", "StudyInstanceUID",
+    )  # fmt: skip
+    assert len(responses) == 2, log[-3000:]
+    original = {
+        str(ds.SOPInstanceUID): ds.pixel_array.tobytes()
+        for s in world.j2k_studies for ds in map(dcmread, s.files)
+    }  # fmt: skip
+    for study, options, syntax in (
+        (world.j2k_studies[0], [], ExplicitVRLittleEndian),  # uncompressed only (default)
+        (world.j2k_studies[1], ["+xv"], JPEG2000Lossless),  # takes JPEG 2000 lossless
+    ):
+        folder = world.root / f"storescp-{study.study_instance_uid}"
+        folder.mkdir()
+        storescp = subprocess.Popen(
+            ["storescp", *options, "-aet", "STORESCP", "-od", str(folder),
+             str(world.storescp_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait_for_port(world.storescp_port)
+            code, log = _movescu(world, study.study_instance_uid, "STORESCP")
+            assert code == 0, log[-3000:]
+        finally:
+            storescp.terminate()
+            storescp.wait(timeout=10)
+        files = [dcmread(p) for p in sorted(folder.iterdir())]
+        assert len(files) == 2, log[-3000:]
+        assert {ds.file_meta.TransferSyntaxUID for ds in files} == {syntax}
+        for ds in files:
+            assert ds.pixel_array.tobytes() == original[str(ds.SOPInstanceUID)]
+    assert world.b.log_file.read_text().count("decompressed losslessly") == 2
+
+
+def _movescu(world: World, study_uid: str, destination: str = "ORTHANC") -> tuple[int, str]:
+    result = subprocess.run(
+        ["movescu", "-d", "-S", "-aet", VIEWER_AE, "-aec", QR_AE, "-aem", destination,
+         "-to", "90", "-ta", "90", "-td", "90",
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+         "127.0.0.1", str(world.qr_port)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_e_answers_de_identified_and_a_move_brings_that_very_study_uid(world: World) -> None:
+    """E's [answering] rule and its share to B are de-identified (issue 12)."""
+    out = world.root / "find-deid"
+    responses, log = _findscu(
+        world, out, "QueryRetrieveLevel=STUDY", f"PatientID={DEID_PATIENT.patient_id}",
+        "PatientName", "PatientBirthDate", "StudyInstanceUID", "StudyDate", "AccessionNumber",
+        "InstitutionName", "ModalitiesInStudy", "NumberOfStudyRelatedInstances",
+    )  # fmt: skip
+    originals = {s.study_instance_uid for s in world.mr_studies}
+    assert len(responses) == 2, log[-3000:]
+    needles = [
+        DEID_PATIENT.name, "Quillfeather", "Agnes", DEID_PATIENT.patient_id,
+        DEID_PATIENT.birth_date, *originals, "ACC-MR-0", "ACC-MR-1",
+    ]  # fmt: skip
+    for path in out.glob("rsp*.dcm"):
+        assert _hits(path.read_bytes(), needles) == [], path
+    pseudonyms = {str(r.StudyInstanceUID) for r in responses}
+    assert all(uid.startswith("2.25.") for uid in pseudonyms) and not pseudonyms & originals
+    assert {r.InstitutionName for r in responses} == {"Lab E"}
+    assert {r.ModalitiesInStudy for r in responses} == {"MR"}
+    patient_ids = {r.PatientID for r in responses}
+    assert len(patient_ids) == 1 and patient_ids != {DEID_PATIENT.patient_id}
+    original_date = dcmread(world.mr_studies[0].files[0]).StudyDate
+    assert all(r.StudyDate and r.StudyDate != original_date for r in responses)  # shifted
+    assert all(r.PatientBirthDate == "" for r in responses)
+
+    pseudonym = str(responses[0].StudyInstanceUID)
+    code, log = _movescu(world, pseudonym)
+    assert code == 0, log[-3000:]
+    completed = [int(n) for n in re.findall(r"Completed Suboperations\s*:\s*(\d+)", log)]
+    assert completed[-1] == 2, log[-3000:]
+    arrived = _orthanc_datasets(world.pacs_b, pseudonym)
+    assert len(arrived) == 2
+    for ds in arrived:
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.PatientID in patient_ids and str(ds.PatientName) != DEID_PATIENT.name
+        assert ds.StudyDate == responses[0].StudyDate
+        assert not {str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)} & originals
+
+    # a pseudonym E never gave B: refused by E, with its reason
+    with sqlite3.connect(world.b.data_dir / "state.db") as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO remote_studies (study_uid, source_org, instances, "
+            "request_id, seen_at) VALUES ('2.25.1234567', 'org-e', 1, 'made-up', 0)"
+        )
+    code, log = _movescu(world, "2.25.1234567")
+    assert "gave org-b no study" in log, log[-3000:]
+
+
+def test_a_retrieve_that_outlives_the_association_completes_in_the_background_after_a_kill(
     world: World,
 ) -> None:
     b = world.b
@@ -327,6 +516,9 @@ def test_a_retrieve_that_outlives_the_association_completes_in_the_background(
     )  # fmt: skip
     log = result.stdout + result.stderr
     assert "continuing in the background" in log, log[-3000:]
+    # B's agent is killed while the rest is on its way; the restarted agent follows it again
+    world.federation.stop_agent(b, signal.SIGKILL)
+    world.federation.start_agent(b)
 
     def retrieve_row() -> dict[str, object]:
         rows = json.loads(_agent_cli("request", "list", "--config", str(b.config_file), "--json"))
@@ -341,13 +533,23 @@ def test_a_retrieve_that_outlives_the_association_completes_in_the_background(
     assert (row["retrieve_state"], row["arrived"], row["expected"]) == (
         "completed-in-background", 3, 3,
     ), row  # fmt: skip
+    status = json.loads(
+        _agent_cli("request", "status", "--config", str(b.config_file), str(row["request_id"]),
+                   "--json")
+    )  # fmt: skip
+    assert status["retrieve"] == {"state": "completed-in-background", "arrived": 3, "expected": 3}
     assert _orthanc_pixels(world.pacs_b, study.study_instance_uid) == pixel_bytes(study.files)
 
 
 def test_a_offline_is_refused_with_its_last_contact_and_a_held_request_completes(
     world: World,
 ) -> None:
-    world.federation.stop_agent(world.a)
+    # E answers "no match" (it lists MR only), which would make the empty answer definitive
+    for handle in (world.a, world.e):
+        assert handle.process is not None
+        handle.process.terminate()
+    for handle in (world.a, world.e):
+        world.federation.stop_agent(handle)
     time.sleep(11)  # the hub counts A offline once its long poll is 10 s silent
     responses, log = _findscu(
         world, world.root / "find-offline", "QueryRetrieveLevel=STUDY",
@@ -394,17 +596,21 @@ def test_a_offline_is_refused_with_its_last_contact_and_a_held_request_completes
 
 def test_the_hub_keeps_no_patient_identity(world: World) -> None:
     """Runs last: everything above went through the hub."""
-    needles = [PATIENT.name, "Ravensworth", "Tobias", PATIENT.patient_id, PATIENT.birth_date]
+    needles = [PATIENT.name, "Ravensworth", "Tobias", PATIENT.patient_id, PATIENT.birth_date,
+               DEID_PATIENT.name, "Quillfeather", DEID_PATIENT.patient_id,
+               DEID_PATIENT.birth_date]  # fmt: skip
     hub_dir = world.federation.hub_dir
     files = [p for p in hub_dir.rglob("*") if p.is_file()]
-    leaks = {str(p): h for p in files if (h := _hits(p.read_bytes(), needles))}
+    # nor the original UIDs of the studies E answered and sent de-identified
+    deid_uids = [s.study_instance_uid for s in world.mr_studies]
+    leaks = {str(p): h for p in files if (h := _hits(p.read_bytes(), needles + deid_uids))}
     assert leaks == {}, f"patient identity found at the hub: {leaks}"
     hub_log = world.federation.root / "hub.log"
     assert "request routed" in hub_log.read_text()  # control: the log has the requests
     assert _hits(hub_log.read_bytes(), needles) == []
     assert any(p.name == "hub.db" for p in files)  # control: the database was scanned
     # nor do the agents' logs (the query keys and answers are PHI at both ends too)
-    for handle in (world.a, world.b, world.c, world.d):
+    for handle in (world.a, world.b, world.c, world.d, world.e):
         text = handle.log_file.read_bytes()
         assert b"request answered" in text or b"federated" in text or handle is world.d
         assert _hits(text, needles) == [], f"patient identity in {handle.org}'s log"

@@ -240,7 +240,7 @@ def test_the_hub_keeps_no_query_key_in_rows_files_or_logs(
         assert response.status_code == 204
         assert _status(site_b, request_id).status_code == 200
     dump = _dump_database(hub)
-    assert request_id in dump and "request.find" in dump  # control: the rows are there
+    assert request_id in dump and "request.submitted" in dump  # control: the rows are there
     assert _hits(dump.encode(), NEEDLES) == [], "query keys found in hub database rows"
     _, leaks = _scan_files(hub.settings.data_dir, NEEDLES)
     assert leaks == {}, f"query keys found in hub files: {leaks}"
@@ -273,16 +273,92 @@ def test_the_request_log_shows_both_orgs_what_was_asked_without_identity(
     assert researcher.get("/api/v1/orgs/org-b/requests").status_code == 403
 
 
-def test_queries_go_by_default_to_the_orgs_that_share_identified_studies_with_the_asker(
+def test_the_audit_log_records_each_step_for_both_orgs_and_the_log_shows_the_trail(
+    hub: Hub, sites: tuple[EnrolledSite, EnrolledSite, EnrolledSite]
+) -> None:
+    """Submitted, taken, answered / refused: in the hub's audit chain for the asking and the
+    asked organization, shown as each request's trail, with no patient identity."""
+    site_a, site_b, _ = sites
+    _inbox(site_a)
+    answered, refused = new_request_id(), new_request_id()
+    for request_id in (answered, refused):
+        body = _seal(site_b, QueryBody(find=_keys()), request_id, ["org-a", "org-c"])
+        assert _submit(site_b, request_id, body, ["org-a", "org-c"]).status_code == 200
+    taken = {item.request_id for item in _inbox(site_a).requests}
+    assert taken == {answered, refused}
+    for request_id, outcome in ((answered, "matches"), (refused, "refused")):
+        answer = Answer(
+            outcome=outcome,  # type: ignore[arg-type]
+            matches=[StudyMatch(study_uid="1.2.3", patient_name=PATIENT_NAME,
+                                patient_id=PATIENT_ID, source_org="org-a")]
+            if outcome == "matches" else [],
+        )  # fmt: skip
+        response = site_a.client.put(
+            f"/node/v1/requests/{request_id}/answer",
+            params={"outcome": outcome, "count": len(answer.matches)},
+            content=_seal(site_a, answer, request_id, ["org-b"]),
+        )
+        assert response.status_code == 204, response.text
+
+    b_rows = {r["request_id"]: r for r in hub.person("b-clin", "clinician", "org-b").get(
+        "/api/v1/orgs/org-b/requests").json()}  # fmt: skip
+    a_response = hub.person("a-clin", "clinician", "org-a").get("/api/v1/orgs/org-a/requests")
+    a_rows = {r["request_id"]: r for r in a_response.json()}
+
+    def steps(row: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(e["action"], e["detail"]) for e in row["trail"]]
+
+    assert steps(b_rows[answered]) == [
+        ("request.submitted", "find to org-a,org-c; offline org-c"),
+        ("request.taken", f"find taken by org-a/{site_a.site}"),
+        ("request.answered", f"find org-a/{site_a.site}: matches, 1"),
+    ]
+    assert steps(a_rows[answered]) == [
+        ("request.submitted", f"find from org-b/{site_b.site}"),
+        ("request.taken", f"find taken by org-a/{site_a.site}"),
+        ("request.answered", f"find org-a/{site_a.site}: matches, 1"),
+    ]
+    last = ("request.refused", f"find org-a/{site_a.site}: refused, 0")
+    assert steps(a_rows[refused])[-1] == last
+    assert all(e["actor"].startswith("site:") for e in b_rows[refused]["trail"])
+    assert "org-c" not in a_response.text  # the asked org does not learn whom else B asked
+    # in the hash-chained audit log itself, for both organizations
+    with hub.session() as session:
+        from sqlmodel import select
+
+        from hub.models import AuditEvent
+
+        events = session.exec(
+            select(AuditEvent).where(AuditEvent.subject == refused)
+        ).all()
+    assert {(e.action, e.org) for e in events} >= {
+        ("request.submitted", "org-b"), ("request.submitted", "org-a"),
+        ("request.submitted", "org-c"), ("request.taken", "org-a"), ("request.taken", "org-b"),
+        ("request.refused", "org-a"), ("request.refused", "org-b"),
+    }  # fmt: skip
+    assert {e.outcome for e in events if e.action == "request.refused"} == {"refused"}
+    dump = _dump_database(hub)
+    assert _hits(dump.encode(), NEEDLES) == []
+    assert _hits(a_response.content, NEEDLES) == []
+
+
+def test_queries_go_by_default_to_the_orgs_that_share_studies_with_the_asker(
     hub: Hub, sites: tuple[EnrolledSite, EnrolledSite, EnrolledSite]
 ) -> None:
     site_a, site_b, _ = sites
     response = site_b.client.get("/node/v1/requests/answerers")
     assert response.status_code == 200, response.text
     assert response.json() == {"orgs": ["org-a", "org-c"]}
+    before = site_a.client.get("/node/v1/requests/answerers").json()["orgs"]
+    assert "org-d" not in before
     hub.enroll("org-d", "site-d")
-    hub.allow("org-d", "site-d", "org-a", mode="deidentified")  # de-identified: not an answerer
-    assert site_a.client.get("/node/v1/requests/answerers").json() == {"orgs": ["org-b", "org-c"]}
+    hub.allow("org-d", "site-d", "org-b")  # shares with another org only: not asked by org-a
+    assert site_a.client.get("/node/v1/requests/answerers").json()["orgs"] == before
+    # a de-identified share answers de-identified (issue 12): asked too
+    hub.allow("org-d", "site-d", "org-a", mode="deidentified")
+    assert site_a.client.get("/node/v1/requests/answerers").json()["orgs"] == sorted(
+        [*before, "org-d"]
+    )
 
 
 def test_an_unanswered_request_is_offered_again_and_expired_ones_are_purged(

@@ -57,3 +57,27 @@ def test_a_first_release_database_is_migrated_with_its_rows(tmp_path: Path) -> N
 
     AgentState(path)  # opening again changes nothing
     assert _columns(state, "outbox") >= {"lease_owner", "lease_until"}
+
+
+def test_a_version_8_database_gets_the_answer_links_and_the_retrieves_study(
+    tmp_path: Path,
+) -> None:
+    """Schema 9 (issue 12): the de-identified answers' links, and each retrieve's study (so a
+    background retrieve can be followed again after a restart)."""
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE retrieves (request_id TEXT PRIMARY KEY, expected INTEGER, "
+        "arrived INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL, updated_at REAL NOT NULL);"
+        "INSERT INTO retrieves VALUES ('r1', 3, 1, 'background', 5);"
+        "PRAGMA user_version = 8;"
+    )
+    old.close()
+    state = AgentState(path)
+    with state.connect() as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        row = conn.execute("SELECT state, arrived, study_uid FROM retrieves").fetchone()
+    assert tuple(row) == ("background", 1, None)
+    assert {"requester_org", "pseudonym_uid", "study_uid", "linked_at"} <= _columns(
+        state, "answer_links"
+    )

@@ -579,6 +579,9 @@ def test_the_request_log_shows_who_asked_whom_and_never_the_patient(
         expect(line).to_contain_text("answered")
         expect(line).to_contain_text("matches")
         expect(line.locator("td.num")).to_have_text("3")
+        trail = page.locator(f'tr[data-trail="{request_id}"]')  # from the hub's audit log
+        expect(trail).to_contain_text("request.submitted")
+        expect(trail).to_contain_text("request.answered")
         main = page.locator("main")
         for secret in (keys.patient_name or "", keys.patient_id or "", "Quuxley"):
             expect(main).not_to_contain_text(secret)
