@@ -351,13 +351,14 @@ def _indexer(db_url: str, data_dir: str, files: list[bytes], seconds: float, out
     engine = make_engine(db_url)
     store = InstanceFiles(Path(data_dir) / "collections")
     done = 0
-    stop_at = time.monotonic() + seconds
+    started = time.monotonic()
+    stop_at = started + seconds
     with Session(engine) as session:
         row = session.exec(select(Collection).where(Collection.name == NAME)).one()
         while time.monotonic() < stop_at and done < len(files):
             add_instance(session, store, row, files[done], Source("bench"))
             done += 1
-    out.put(done)
+    out.put((done, time.monotonic() - started))
 
 
 def _batch_indexer(
@@ -385,7 +386,8 @@ def _batch_indexer(
     engine = make_engine(db_url)
     store = InstanceFiles(Path(data_dir) / "collections")
     done = 0
-    stop_at = time.monotonic() + seconds
+    started = time.monotonic()
+    stop_at = started + seconds
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
@@ -399,7 +401,7 @@ def _batch_indexer(
         profiler.disable()
         with open(profile, "w") as fh:
             pstats.Stats(profiler, stream=fh).sort_stats("tottime").print_stats(25)
-    out.put(done)
+    out.put((done, time.monotonic() - started))
 
 
 def _run_indexer(
@@ -410,7 +412,8 @@ def _run_indexer(
     seconds: float,
     batch: int,
     profile: str = "",
-) -> int:
+) -> float:
+    """Instances/s of one indexer process (committed instances over its own elapsed time)."""
     queue: Any = multiprocessing.Queue()
     if kind == "old":
         args: tuple[Any, ...] = (url, str(data_dir), files, seconds, queue)
@@ -419,9 +422,9 @@ def _run_indexer(
         args = (url, str(data_dir), files, seconds, queue, batch, profile)
         proc = multiprocessing.Process(target=_batch_indexer, args=args)
     proc.start()
-    done = int(queue.get())
+    done, elapsed = queue.get()
     proc.join()
-    return done
+    return float(done / elapsed)
 
 
 def decrypt_rate(files: list[bytes]) -> float:
@@ -547,14 +550,14 @@ def ingest_phases(
     for kind in ("old", "new"):
         want = int(seconds * (60 if kind == "old" else 700))
         profile = str(args.profile) if args.profile and kind == "new" else ""
-        done = _run_indexer(kind, url, data_dir, take(want), seconds, args.batch, profile)
-        rates[f"{kind}_alone"] = round(done / seconds, 1)
+        rate = _run_indexer(kind, url, data_dir, take(want), seconds, args.batch, profile)
+        rates[f"{kind}_alone"] = round(rate, 1)
         print(f"{kind} path alone: {rates[f'{kind}_alone']}/s", flush=True)
     busy: dict[str, Any] = {}
     for kind in ("old", "new"):
         want = int(seconds * (60 if kind == "old" else 700))
         files = take(want)
-        result: dict[str, int] = {}
+        result: dict[str, float] = {}
         indexer = threading.Thread(
             target=lambda k=kind, f=files, r=result: r.update(
                 n=_run_indexer(k, url, data_dir, f, seconds, args.batch)
@@ -563,7 +566,7 @@ def ingest_phases(
         indexer.start()
         busy[kind] = run_qido(base, context, token, sample, args.clients, seconds)
         indexer.join()
-        rates[f"{kind}_during_queries"] = round(result["n"] / seconds, 1)
+        rates[f"{kind}_during_queries"] = round(result["n"], 1)
         print(f"{kind} path while QIDO: {rates[f'{kind}_during_queries']}/s; {busy[kind]}")
     report = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -698,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         indexer.start()
         qido_busy = run_qido(base, context, token, sample, args.clients, args.seconds)
         indexer.join()
-        indexed = queue.get()
+        indexed = queue.get()[0]
         print(f"QIDO-RS while indexing: {qido_busy}; indexed {indexed}", flush=True)
 
         # WADO-RS vs static files (the same bytes), alternating rounds
