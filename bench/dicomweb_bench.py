@@ -369,6 +369,7 @@ def _batch_indexer(
     out: Any,
     batch: int,
     profile: str = "",
+    processes: int = 0,
 ) -> None:
     """A separate process: the worker's batched path (`hub.collections.batch.add_batch`:
     verify, files written in a thread pool with one folder fsync per batch, one transaction
@@ -393,6 +394,26 @@ def _batch_indexer(
         profiler.enable()
     with Session(engine) as session, ThreadPoolExecutor(WRITER_THREADS) as pool:
         row = session.exec(select(Collection).where(Collection.name == NAME)).one()
+        if processes:  # as the worker with collection_ingest_processes: batches in a pool
+            from collections import deque
+
+            from hub.collections.bundles import MAX_IN_FLIGHT
+            from hub.collections.processes import batch_in_process, start_pool
+
+            procs = start_pool(db_url, store.root, processes)
+            procs.submit(time.sleep, 0).result()  # the pool's interpreters are up
+            started = time.monotonic()
+            stop_at = started + seconds
+            flying: Any = deque()
+            while time.monotonic() < stop_at and done < len(files):
+                part = files[done : done + batch]
+                flying.append(procs.submit(batch_in_process, row.id or 0, part, Source("b")))
+                done += len(part)
+                while len(flying) >= MAX_IN_FLIGHT:
+                    flying.popleft().result()
+            for future in flying:
+                future.result()
+            procs.shutdown()
         while time.monotonic() < stop_at and done < len(files):
             part = files[done : done + batch]
             add_batch(session, store, row, part, Source("bench"), pool)
@@ -419,7 +440,8 @@ def _run_indexer(
         args: tuple[Any, ...] = (url, str(data_dir), files, seconds, queue)
         proc = multiprocessing.Process(target=_indexer, args=args)
     else:
-        args = (url, str(data_dir), files, seconds, queue, batch, profile)
+        processes = int(kind.removeprefix("new").removeprefix("-") or 0)
+        args = (url, str(data_dir), files, seconds, queue, batch, profile, processes)
         proc = multiprocessing.Process(target=_batch_indexer, args=args)
     proc.start()
     done, elapsed = queue.get()
@@ -547,14 +569,15 @@ def ingest_phases(
         offset += n
         return part
 
-    for kind in ("old", "new"):
+    kinds = ["old", "new"] + ([f"new-{args.processes}"] if args.processes else [])
+    for kind in kinds:
         want = int(seconds * (60 if kind == "old" else 700))
         profile = str(args.profile) if args.profile and kind == "new" else ""
         rate = _run_indexer(kind, url, data_dir, take(want), seconds, args.batch, profile)
         rates[f"{kind}_alone"] = round(rate, 1)
         print(f"{kind} path alone: {rates[f'{kind}_alone']}/s", flush=True)
     busy: dict[str, Any] = {}
-    for kind in ("old", "new"):
+    for kind in kinds:
         want = int(seconds * (60 if kind == "old" else 700))
         files = take(want)
         result: dict[str, float] = {}
@@ -602,6 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--batch", type=int, default=500, help="instances per batch (new path)")
     parser.add_argument("--profile", type=Path, default=None, help="cProfile of the batch path")
+    parser.add_argument(
+        "--processes", type=int, default=0,
+        help="also the batched path in N processes (collection_ingest_processes)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.instances, args.seconds, args.wado_instances = 20_000, 5.0, 20

@@ -86,6 +86,11 @@ class HubSettings(BaseSettings):
         default=500, ge=1, le=10_000,
         description="Collection instances verified, stored and indexed per transaction",
     )  # fmt: skip
+    collection_ingest_processes: int = Field(
+        default=0, ge=0, le=64,
+        description="Processes that verify and index collection batches (0: the worker "
+        "thread itself); more than one uses more cores",
+    )  # fmt: skip
     qido_max_limit: int = Field(
         default=1000, ge=1, le=100_000,
         description="Most QIDO-RS results in one response; more are paged (a Warning says so)",

@@ -13,8 +13,9 @@ on the queue row and tried again later; instances already stored are duplicates 
 from __future__ import annotations
 
 import traceback
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 import structlog
 from sqlmodel import Session, select
@@ -25,6 +26,7 @@ from hub.collections.blobs import InstanceFiles
 from hub.collections.keys import KeyProvider, open_private_key
 from hub.collections.lease import IngestLeases
 from hub.collections.models import Collection, CollectionIngest
+from hub.collections.processes import batch_in_process
 from hub.collections.store import Source
 from hub.errors import HubError, NotFound
 from hub.models import Bundle
@@ -38,6 +40,7 @@ log = structlog.get_logger("hexchange.hub.collections")
 
 BATCH_BYTES = 64 * 1024 * 1024
 WRITER_THREADS = 16
+MAX_IN_FLIGHT = 4  # batches handed to other processes and not finished, at most
 
 
 def ingest_job(
@@ -50,10 +53,12 @@ def ingest_job(
     batch_size: int = 500,
     writers: Executor | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    processes: ProcessPoolExecutor | None = None,
 ) -> dict[str, int] | None:
     """Open one queued bundle for its collection and add every instance, `batch_size` per
-    transaction; marks the job done. None if `should_stop` said to stop between batches (the
-    job stays pending; what was committed is found again as duplicates)."""
+    transaction (in `processes` if given, a few batches at once); marks the job done. None if
+    `should_stop` said to stop between batches (the job stays pending; what was committed is
+    found again as duplicates)."""
     bundle = session.get(Bundle, job.bundle_id)
     name = collection_named(job.recipient) or ""
     collection = session.exec(select(Collection).where(Collection.name == name)).first()
@@ -74,6 +79,16 @@ def ingest_job(
     counts = zero_counts()
     own_pool = writers is None
     pool = writers or ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="collection-files")
+    in_flight: deque[Future[dict[str, int]]] = deque()
+
+    def add(items: list[bytes]) -> None:
+        if processes is None:
+            _merge(counts, add_batch(session, files, collection, items, source, pool))
+            return
+        in_flight.append(processes.submit(batch_in_process, collection.id or 0, items, source))
+        while len(in_flight) >= MAX_IN_FLIGHT:
+            _merge(counts, in_flight.popleft().result())
+
     try:
         batch: list[bytes] = []
         size = 0
@@ -81,15 +96,18 @@ def ingest_job(
             batch.append(data)
             size += len(data)
             if len(batch) >= batch_size or size >= BATCH_BYTES:
-                _merge(counts, add_batch(session, files, collection, batch, source, pool))
+                add(batch)
                 batch, size = [], 0
                 if should_stop():
                     return None
         if batch:
-            _merge(counts, add_batch(session, files, collection, batch, source, pool))
+            add(batch)
     finally:
+        wait(in_flight)  # every batch handed out has committed or failed before we go on
         if own_pool:
             pool.shutdown()
+    while in_flight:
+        _merge(counts, in_flight.popleft().result())
     queue.finish(session, job, counts)
     log.info("collection bundle ingested", bundle_id=job.bundle_id, collection=name, **counts)
     return counts
@@ -113,6 +131,7 @@ def ingest_leased(
     retry_base_s: float = 5.0,
     writers: Executor | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    processes: ProcessPoolExecutor | None = None,
 ) -> dict[str, int] | None:
     """One queued bundle under its lease: None if another worker holds it, finished it, or we
     were told to stop. A failure (`keys()` too: the operator's key file is read when needed)
@@ -126,7 +145,7 @@ def ingest_leased(
         try:
             return ingest_job(
                 session, blobs, files, keys(), job, batch_size=batch_size, writers=writers,
-                should_stop=should_stop,
+                should_stop=should_stop, processes=processes,
             )  # fmt: skip
         except Exception as exc:  # recorded on the job, which waits; the worker goes on
             session.rollback()

@@ -8,7 +8,7 @@ in hand commit; a bundle left half done resumes on the next start (duplicates by
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hub.collections import queue
 from hub.collections.bundles import WRITER_THREADS, ingest_leased, raised_at
 from hub.collections.lease import IngestLeases
+from hub.collections.processes import start_pool
 from hub.collections.runtime import instance_files, key_provider
 from hub.models import utcnow
 from hub.services import Services
@@ -35,6 +36,7 @@ class IngestWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._processes: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
         if self._thread is None:
@@ -52,6 +54,22 @@ class IngestWorker:
             self._thread = None
 
     def _run(self) -> None:
+        settings = self.services.settings
+        if settings.collection_ingest_processes:
+            try:
+                self._processes = start_pool(
+                    settings.db_url, instance_files(self.services).root,
+                    settings.collection_ingest_processes,
+                )  # fmt: skip
+            except OSError as exc:  # e.g. no processes left: the thread does the work
+                log.error("collection ingest: no process pool", error=type(exc).__name__)
+        try:
+            self._loop()
+        finally:
+            if self._processes is not None:
+                self._processes.shutdown(cancel_futures=True)
+
+    def _loop(self) -> None:
         with ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="collection-files") as pool:
             while not self._stop.is_set():
                 self._wake.clear()
@@ -82,7 +100,7 @@ class IngestWorker:
                     session, services.blobs, instance_files(services),
                     lambda: key_provider(services.settings), self.leases, bundle_id, recipient,
                     batch_size=self.batch_size, retry_base_s=self.poll_s, writers=pool,
-                    should_stop=self._stop.is_set,
+                    should_stop=self._stop.is_set, processes=self._processes,
                 )  # fmt: skip
                 worked = worked or counts is not None
         return worked

@@ -204,8 +204,8 @@ def test_a_failed_bundle_is_shown_then_two_more_hub_processes_never_ingest_one_t
 ) -> None:
     """With the operator's key file away, the worker records a failure the sending org's
     admins see; with it back, the running hub, two more app instances on the same database
-    (each its own worker) and `hexchange-hub collection ingest` all go for the same bundles:
-    each is ingested exactly once."""
+    (each its own worker; one verifying in two processes of its own) and `hexchange-hub
+    collection ingest` all go for the same bundles: each is ingested exactly once."""
     hub = world.hub
     key_path = hub.settings.collection_key_path
     hidden = key_path.with_suffix(".away")
@@ -228,7 +228,8 @@ def test_a_failed_bundle_is_shown_then_two_more_hub_processes_never_ingest_one_t
     finally:
         hidden.rename(key_path)
 
-    apps = [create_app(hub.settings) for _ in range(2)]
+    in_processes = hub.settings.model_copy(update={"collection_ingest_processes": 2})
+    apps = [create_app(hub.settings), create_app(in_processes)]
     with ExitStack() as stack:
         for app in apps:  # the lifespan starts each app's worker
             stack.enter_context(TestClient(app, base_url="https://testserver"))
