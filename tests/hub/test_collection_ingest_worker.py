@@ -300,3 +300,41 @@ def test_a_restart_resumes_a_half_ingested_bundle_without_duplicates(world: Worl
             select(CollectionQuarantine).where(CollectionQuarantine.bundle_id == sealed.bundle_id)
         ).all()
         assert len(quarantined) == 1
+
+
+def test_the_batched_path_makes_the_rows_of_the_one_by_one_path(world: World) -> None:
+    """`add_batch` takes its rows from `store._index`: the same instances give the same study,
+    series and instance rows as `add_instance` (apart from ids and times)."""
+    from hub.collections.models import CollectionSeries
+    from hub.collections.store import add_instance
+
+    hub = world.hub
+    with hub.session() as session:
+        make_collection(session, hub.settings, "one-by-one", "org-b")
+        make_collection(session, hub.settings, "batched", "org-b")
+    made = deidentified_study(3)
+    other = deidentified_study(2, modality="MR")
+    files = [*made.files, *other.files]
+    store = InstanceFiles(hub.settings.data_dir / "collections")
+    with hub.session() as session, ThreadPoolExecutor(4) as pool:
+        ids = {}
+        for name in ("one-by-one", "batched"):
+            row = session.exec(select(Collection).where(Collection.name == name)).one()
+            ids[name] = row.id
+            if name == "one-by-one":
+                for data in files:
+                    add_instance(session, store, row, data, Source("test"))
+            else:
+                add_batch(session, store, row, files, Source("test"), pool)
+
+        def rows(cid: int | None) -> list[list[dict[str, object]]]:
+            out = []
+            for table in (CollectionStudy, CollectionSeries, CollectionInstance):
+                found = session.exec(select(table).where(table.collection_id == cid)).all()
+                dumped = [r.model_dump(exclude={"id", "collection_id", "added_at"}) for r in found]
+                out.append(sorted(dumped, key=lambda d: json.dumps(d, sort_keys=True)))
+            return out
+
+        one, batched = rows(ids["one-by-one"]), rows(ids["batched"])
+    assert [len(r) for r in one] == [2, 2, 5]
+    assert one == batched
