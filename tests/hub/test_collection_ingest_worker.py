@@ -338,3 +338,57 @@ def test_the_batched_path_makes_the_rows_of_the_one_by_one_path(world: World) ->
         one, batched = rows(ids["one-by-one"]), rows(ids["batched"])
     assert [len(r) for r in one] == [2, 2, 5]
     assert one == batched
+
+
+def test_a_process_killed_mid_ingest_leaves_work_the_next_one_resumes(world: World) -> None:
+    """`hexchange-hub collection ingest` (a process of its own, one instance per transaction)
+    is killed with SIGKILL half way through a bundle: its lease dies with it, the bundle stays
+    pending with what was committed, and the hub's worker finishes it without a duplicate."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    hub = world.hub
+    made = deidentified_study(60)
+    sealed = world.seal(made.files)
+    with world.leases().hold(f"{sealed.bundle_id}/{RECIPIENT}") as held:
+        assert held
+        world.site.push(sealed)
+        with hub.engine.begin() as conn:  # the running hub's worker leaves it to the CLI
+            conn.exec_driver_sql(
+                "UPDATE collection_ingest SET state = 'failed', not_before = '2999-01-01' "
+                f"WHERE bundle_id = '{sealed.bundle_id}'"
+            )
+    env = {
+        **os.environ, "HEXCHANGE_HUB_DATABASE_URL": hub.settings.db_url,
+        "HEXCHANGE_HUB_COLLECTION_INGEST_BATCH": "1",
+    }  # fmt: skip
+    cli = Path(sys.executable).parent / "hexchange-hub"
+    proc = subprocess.Popen(
+        [str(cli), "collection", "ingest", "--data-dir", str(hub.settings.data_dir)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(world.indexed(made.sop_uids)) >= 3, "the CLI to index a few", 20)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    partial = len(world.indexed(made.sop_uids))
+    assert 3 <= partial < 60, "killed too late to test a resume"
+    assert world.job(sealed.bundle_id).state == "failed"  # not done: never marked
+    with hub.engine.begin() as conn:  # as after a restart: due now
+        conn.exec_driver_sql(
+            "UPDATE collection_ingest SET not_before = queued_at "
+            f"WHERE bundle_id = '{sealed.bundle_id}'"
+        )
+    wait_for(lambda: world.job(sealed.bundle_id).state == "done", "the worker to resume")
+    (counts,) = world.ingest_events(sealed.bundle_id)
+    assert counts["stored"] + counts["duplicate"] == 60 and counts["duplicate"] >= 3
+    assert counts["quarantined"] == counts["conflict"] == 0
+    assert sorted(world.indexed(made.sop_uids)) == sorted(made.sop_uids)
+    with hub.session() as session:
+        study = session.exec(
+            select(CollectionStudy).where(CollectionStudy.study_uid == made.study_uid)
+        ).one()
+        assert study.instance_count == 60
