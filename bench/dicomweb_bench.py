@@ -351,13 +351,138 @@ def _indexer(db_url: str, data_dir: str, files: list[bytes], seconds: float, out
     engine = make_engine(db_url)
     store = InstanceFiles(Path(data_dir) / "collections")
     done = 0
-    stop_at = time.monotonic() + seconds
+    started = time.monotonic()
+    stop_at = started + seconds
     with Session(engine) as session:
         row = session.exec(select(Collection).where(Collection.name == NAME)).one()
         while time.monotonic() < stop_at and done < len(files):
             add_instance(session, store, row, files[done], Source("bench"))
             done += 1
-    out.put(done)
+    out.put((done, time.monotonic() - started))
+
+
+def _batch_indexer(
+    db_url: str,
+    data_dir: str,
+    files: list[bytes],
+    seconds: float,
+    out: Any,
+    batch: int,
+    profile: str = "",
+    processes: int = 0,
+) -> None:
+    """A separate process: the worker's batched path (`hub.collections.batch.add_batch`:
+    verify, files written in a thread pool with one folder fsync per batch, one transaction
+    per batch) as fast as it goes; counts only committed batches."""
+    import cProfile
+    import pstats
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlmodel import Session, select
+
+    from hub.collections.batch import add_batch
+    from hub.collections.bundles import WRITER_THREADS
+    from hub.db import make_engine
+
+    engine = make_engine(db_url)
+    store = InstanceFiles(Path(data_dir) / "collections")
+    done = 0
+    started = time.monotonic()
+    stop_at = started + seconds
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    with Session(engine) as session, ThreadPoolExecutor(WRITER_THREADS) as pool:
+        row = session.exec(select(Collection).where(Collection.name == NAME)).one()
+        if processes:  # as the worker with collection_ingest_processes: batches in a pool
+            from collections import deque
+
+            from hub.collections.bundles import MAX_IN_FLIGHT
+            from hub.collections.processes import batch_in_process, start_pool
+
+            procs = start_pool(db_url, store.root, processes)
+            procs.submit(time.sleep, 0).result()  # the pool's interpreters are up
+            started = time.monotonic()
+            stop_at = started + seconds
+            flying: Any = deque()
+            while time.monotonic() < stop_at and done < len(files):
+                part = files[done : done + batch]
+                flying.append(procs.submit(batch_in_process, row.id or 0, part, Source("b")))
+                done += len(part)
+                while len(flying) >= MAX_IN_FLIGHT:
+                    flying.popleft().result()
+            for future in flying:
+                future.result()
+            procs.shutdown()
+        while time.monotonic() < stop_at and done < len(files):
+            part = files[done : done + batch]
+            add_batch(session, store, row, part, Source("bench"), pool)
+            done += len(part)
+    if profiler:
+        profiler.disable()
+        with open(profile, "w") as fh:
+            pstats.Stats(profiler, stream=fh).sort_stats("tottime").print_stats(25)
+    out.put((done, time.monotonic() - started))
+
+
+def _run_indexer(
+    kind: str,
+    url: str,
+    data_dir: Path,
+    files: list[bytes],
+    seconds: float,
+    batch: int,
+    profile: str = "",
+) -> float:
+    """Instances/s of one indexer process (committed instances over its own elapsed time)."""
+    queue: Any = multiprocessing.Queue()
+    if kind == "old":
+        args: tuple[Any, ...] = (url, str(data_dir), files, seconds, queue)
+        proc = multiprocessing.Process(target=_indexer, args=args)
+    else:
+        processes = int(kind.removeprefix("new").removeprefix("-") or 0)
+        args = (url, str(data_dir), files, seconds, queue, batch, profile, processes)
+        proc = multiprocessing.Process(target=_batch_indexer, args=args)
+    proc.start()
+    done, elapsed = queue.get()
+    proc.join()
+    return float(done / elapsed)
+
+
+def decrypt_rate(files: list[bytes]) -> float:
+    """Instances/s through the worker's first step: open a bundle sealed to a collection key
+    (HPKE unwrap, AES-GCM chunks, payload framing), in this process."""
+    from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from wire.envelope import RecipientKey, open_data_key, open_stream, seal
+    from wire.manifest import ManifestDraft, new_bundle_id
+    from wire.payload import PiecesReader, read_payload, write_payload
+
+    key = X25519PrivateKey.generate()
+    payload = io.BytesIO()
+    write_payload(payload, [(f"{i}.dcm", io.BytesIO(d), len(d)) for i, d in enumerate(files)])
+    chunks: dict[int, bytes] = {}
+
+    class Sink:
+        def write_chunk(self, index: int, data: bytes) -> None:
+            chunks[index] = data
+
+    draft = ManifestDraft(
+        bundle_id=new_bundle_id(), sender_org="org-r", sender_site="s", recipients=["org-r"],
+        mode="deidentified", instance_count=len(files), modalities=["CT"],
+        created_at=dt.datetime.now(dt.UTC),
+    )  # fmt: skip
+    payload.seek(0)
+    header = seal(
+        payload, Sink(), draft=draft, recipients=[RecipientKey("k1", key.public_key())],
+        signing_key=generate_private_key(SECP256R1()), signer_key_id="1",
+    )  # fmt: skip
+    started = time.perf_counter()
+    data_key = open_data_key(header, key_id="k1", private_key=key)
+    pieces = (chunks[i] for i in range(header.manifest.chunk_count))
+    count = sum(1 for _ in read_payload(PiecesReader(open_stream(header, data_key, pieces))))  # type: ignore[arg-type]
+    return count / (time.perf_counter() - started)
 
 
 def fresh_instances(count: int) -> list[bytes]:
@@ -416,6 +541,75 @@ def fetch_rate(
     return sum(counts) / seconds, sum(sizes) / seconds / 1e6
 
 
+def ingest_phases(
+    args: argparse.Namespace,
+    url: str,
+    settings: HubSettings,
+    base: str,
+    context: object,
+    token: str,
+    sample: list[str],
+    loaded: dict[str, Any],
+) -> dict[str, Any]:
+    """Old path and batched path, alone then while QIDO runs, in alternation (same run)."""
+    seconds = args.seconds
+    data_dir = settings.data_dir
+    rates: dict[str, float] = {}
+    started = time.perf_counter()
+    fresh = fresh_instances(int(seconds * 700))
+    print(f"made {len(fresh)} instances in {time.perf_counter() - started:.0f} s", flush=True)
+    rates["decrypt_alone"] = round(decrypt_rate(fresh[:2000]), 1)
+    offset = 0
+
+    def take(n: int) -> list[bytes]:
+        nonlocal offset
+        if offset + n > len(fresh):  # new UIDs for each phase: never duplicates
+            fresh.extend(fresh_instances(offset + n - len(fresh)))
+        part = fresh[offset : offset + n]
+        offset += n
+        return part
+
+    kinds = ["old", "new"] + ([f"new-{args.processes}"] if args.processes else [])
+    for kind in kinds:
+        want = int(seconds * (60 if kind == "old" else 700))
+        profile = str(args.profile) if args.profile and kind == "new" else ""
+        rate = _run_indexer(kind, url, data_dir, take(want), seconds, args.batch, profile)
+        rates[f"{kind}_alone"] = round(rate, 1)
+        print(f"{kind} path alone: {rates[f'{kind}_alone']}/s", flush=True)
+    busy: dict[str, Any] = {}
+    for kind in kinds:
+        want = int(seconds * (60 if kind == "old" else 700))
+        files = take(want)
+        result: dict[str, float] = {}
+        indexer = threading.Thread(
+            target=lambda k=kind, f=files, r=result: r.update(
+                n=_run_indexer(k, url, data_dir, f, seconds, args.batch)
+            )
+        )
+        indexer.start()
+        busy[kind] = run_qido(base, context, token, sample, args.clients, seconds)
+        indexer.join()
+        rates[f"{kind}_during_queries"] = round(result["n"], 1)
+        print(f"{kind} path while QIDO: {rates[f'{kind}_during_queries']}/s; {busy[kind]}")
+    report = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {os.cpu_count()} cores {platform.python_version()}",
+        "load_average": os.getloadavg(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "loaded": loaded,
+        "indexing_per_s": rates,
+        "ratio_alone": round(rates["new_alone"] / max(rates["old_alone"], 0.1), 1),
+        "ratio_during_queries": round(
+            rates["new_during_queries"] / max(rates["old_during_queries"], 0.1), 1
+        ),
+        "qido_while_indexing": busy,
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=1_000_000)
@@ -424,6 +618,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wado-instances", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="20k instances, 5 s")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--ingest-only", action="store_true",
+        help="only indexing: the old per-instance path and the worker's batched path, alone "
+        "and while QIDO queries run (no WADO)",
+    )  # fmt: skip
+    parser.add_argument("--batch", type=int, default=500, help="instances per batch (new path)")
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile of the batch path")
+    parser.add_argument(
+        "--processes", type=int, default=0,
+        help="also the batched path in N processes (collection_ingest_processes)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.instances, args.seconds, args.wado_instances = 20_000, 5.0, 20
@@ -509,6 +714,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_hub(public, context)
 
         run_qido(base, context, token, sample, args.clients, 3.0)  # warm up
+        if args.ingest_only:
+            report = ingest_phases(args, url, settings, base, context, token, sample, loaded)
+            return 0
         qido = run_qido(base, context, token, sample, args.clients, args.seconds)
         print(f"QIDO-RS alone: {qido}", flush=True)
 
@@ -520,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         indexer.start()
         qido_busy = run_qido(base, context, token, sample, args.clients, args.seconds)
         indexer.join()
-        indexed = queue.get()
+        indexed = queue.get()[0]
         print(f"QIDO-RS while indexing: {qido_busy}; indexed {indexed}", flush=True)
 
         # WADO-RS vs static files (the same bytes), alternating rounds
@@ -568,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         admin.close()
     print(json.dumps(report, indent=2))
-    if args.json:
+    if args.json and report:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
 

@@ -99,12 +99,17 @@ def publish(
 
 @collection_app.command("ingest")
 def ingest(data_dir: DataDir) -> None:
-    """Open collection bundles left queued (e.g. the key file was missing at completion)."""
+    """Ingest the queued collection bundles now, failed ones too (e.g. after the key file was
+    put back); a bundle a running hub is ingesting is left to it."""
     from hub.collections.bundles import ingest_pending
+    from hub.collections.lease import IngestLeases
     from hub.collections.runtime import instance_files
 
     with _services(data_dir) as (services, session):
+        settings = services.settings
         stored = ingest_pending(
-            session, services.blobs, instance_files(services), key_provider(services.settings)
-        )
+            session, services.blobs, instance_files(services), lambda: key_provider(settings),
+            IngestLeases(services.engine, settings.data_dir / "locks"),
+            batch_size=settings.collection_ingest_batch,
+        )  # fmt: skip
     typer.echo(f"{stored} instances stored from queued collection bundles")

@@ -25,6 +25,7 @@ from sqlmodel import Session, col, delete, select
 
 from certs.identity import SiteIdentity
 from hub import audit, policy, quotas
+from hub.collections import queue as collection_queue
 from hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from hub.models import (
     Bundle,
@@ -79,7 +80,7 @@ class IngestContext:
     is_revoked: Callable[[int], bool] = lambda _serial: False
     headers: HeaderCache | None = None
     quotas: QuotaLimits | None = None
-    # run after every completion call (research collections: the hub opens their bundles)
+    # run after every completion call (research collections: wakes the ingest worker)
     after_complete: Callable[[Session, str], None] | None = None
 
 
@@ -157,9 +158,7 @@ def put_header(ctx: IngestContext, identity: SiteIdentity, bundle_id: str, data:
             raise InvalidRequest(f"recipient organization {org!r} is not part of this network")
     site_policy = policy.current(ctx.session, identity.org, identity.site)
     for org in manifest.recipients:
-        if not site_policy.allows(
-            org, manifest.mode, set(manifest.modalities), manifest.facts
-        ):
+        if not site_policy.allows(org, manifest.mode, set(manifest.modalities), manifest.facts):
             raise Forbidden(
                 f"the sharing policy of {identity.org}/{identity.site} (version "
                 f"{site_policy.version}) does not allow {manifest.mode} studies of these "
@@ -328,6 +327,7 @@ def complete(ctx: IngestContext, identity: SiteIdentity, bundle_id: str) -> Rece
         for org in json.loads(bundle.recipients):
             if ctx.session.get(Delivery, (bundle_id, org)) is None:
                 ctx.session.add(Delivery(bundle_id=bundle_id, recipient_org=org))
+        collection_queue.enqueue(ctx.session, bundle, json.loads(bundle.recipients))
         ctx.session.add(bundle)
         audit.record(
             ctx.session,

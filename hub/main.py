@@ -4,6 +4,10 @@ API (enrollment, people, organizations, policy, audit, metrics)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +31,7 @@ from hub.api import (
 from hub.api.audit_trail import AuditTrail
 from hub.api.dicomweb_cors import DicomwebCors
 from hub.collections.media import NotAcceptable
+from hub.collections.worker import start_worker, stop_worker
 from hub.services import Services, build_services
 from hub.settings import HubSettings
 from hub.ui import router as ui_router
@@ -131,4 +136,14 @@ def create_app(settings: HubSettings, services: Services | None = None) -> FastA
     if settings.dicomweb_cors_origins:
         app.add_middleware(DicomwebCors, origins=settings.dicomweb_cors_origins)
     app.state.node_app = node_app
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        start_worker(services)  # the collection ingest worker runs while the hub serves
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(stop_worker, services)
+
+    app.router.lifespan_context = lifespan
     return app

@@ -69,12 +69,13 @@ def _configs(app: FastAPI, settings: HubSettings) -> tuple[uvicorn.Config, uvico
         ssl_context_factory=_context_factory(settings, mutual=True),
         **common,  # type: ignore[arg-type]
     )
+    # the public app's lifespan runs the hub's background work (collection ingest worker)
     public = uvicorn.Config(
         app,
         port=settings.public_port,
         http="h11",
         ssl_context_factory=_context_factory(settings, mutual=False),
-        **common,  # type: ignore[arg-type]
+        **{**common, "lifespan": "on"},  # type: ignore[arg-type]
     )
     return node, public
 

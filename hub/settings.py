@@ -77,6 +77,20 @@ class HubSettings(BaseSettings):
         default_factory=list,
         description="Browser origins (https://viewer.example) allowed to call /dicomweb",
     )
+    collection_ingest_poll_s: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="How often the ingest worker looks for queued collection bundles (a "
+        "completion in this process wakes it at once)",
+    )  # fmt: skip
+    collection_ingest_batch: int = Field(
+        default=500, ge=1, le=10_000,
+        description="Collection instances verified, stored and indexed per transaction",
+    )  # fmt: skip
+    collection_ingest_processes: int = Field(
+        default=0, ge=0, le=64,
+        description="Processes that verify and index collection batches (0: the worker "
+        "thread itself); more than one uses more cores",
+    )  # fmt: skip
     qido_max_limit: int = Field(
         default=1000, ge=1, le=100_000,
         description="Most QIDO-RS results in one response; more are paged (a Warning says so)",

@@ -38,6 +38,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(dir_fd)
 
 
+def fsync_folder(path: Path) -> None:
+    """Make the names in folder `path` durable."""
+    _fsync_dir(path)
+
+
 def synced_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically: temp file, fsync, rename. The folder is not fsynced,
     so after a power cut `path` may be absent (never partial)."""

@@ -15,6 +15,7 @@ from sqlmodel import col, select
 
 from hub.api.access import CollectionManageDep, CollectionReadDep, FleetReadDep
 from hub.api.deps import SessionDep
+from hub.collections import queue as ingest_queue
 from hub.collections import service, versions
 from hub.collections.models import Collection, CollectionQuarantine
 from hub.collections.runtime import instance_files, key_provider
@@ -123,3 +124,12 @@ def org_quarantine(org: str, principal: FleetReadDep, session: SessionDep) -> li
          "digest": q.digest, "findings": json.loads(q.findings), "at": aware(q.at).isoformat()}
         for q, name in rows
     ]  # fmt: skip
+
+
+@router.get("/orgs/{org}/collection-ingest")
+def org_ingest_queue(
+    org: str, principal: FleetReadDep, session: SessionDep
+) -> list[dict[str, object]]:
+    """This organization's bundles to research collections the hub has not ingested yet:
+    `pending` (queued for the background worker) or `failed` (why, and when it tries again)."""
+    return [ingest_queue.view(job) for job in ingest_queue.waiting_for_org(session, org)]

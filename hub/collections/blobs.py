@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
+from concurrent.futures import Executor
 from pathlib import Path
 
-from hub.storage import durable_write
+from hub.storage import durable_write, fsync_folder, synced_write
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -33,3 +35,23 @@ class InstanceFiles:
 
     def get(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
+
+    def put_unsynced(self, data: bytes, digest: str) -> list[Path]:
+        """Write a file whose bytes are durable but whose name is not yet: returns the folders
+        to sync (`sync_folders`) before the file may be indexed; none if it was there."""
+        path = self.path(digest)
+        if path.exists():
+            return []
+        new_folder = not path.parent.exists()
+        synced_write(path, data)
+        return [path.parent, self.root] if new_folder else [path.parent]
+
+    def sync_folders(self, folders: Iterable[Path], pool: Executor) -> None:
+        """One fsync per folder for a whole batch of `put_unsynced` files (subfolders first,
+        then the root that names them), several at once."""
+        wanted = set(folders)
+        subfolders = sorted(wanted - {self.root})
+        for _ in pool.map(fsync_folder, subfolders):
+            pass
+        if self.root in wanted:
+            fsync_folder(self.root)

@@ -132,6 +132,28 @@ class CollectionQuarantine(SQLModel, table=True):
     at: dt.datetime = Field(default_factory=utcnow)
 
 
+class CollectionIngest(SQLModel, table=True):
+    """A complete bundle's instances for one collection, queued for the hub's ingest worker
+    (`hub.collections.worker`). Written in the completion's transaction; `pending` until the
+    worker has stored or quarantined every instance (`done`); `failed` (with an error that
+    names no patient) is tried again after `not_before`."""
+
+    __tablename__ = "collection_ingest"
+    __table_args__ = (Index("ix_cingest_due", "state", "not_before"),)
+
+    bundle_id: str = Field(primary_key=True, foreign_key="bundle.bundle_id", max_length=32)
+    recipient: str = Field(primary_key=True, max_length=63, description="collection--NAME")
+    sender_org: str = Field(index=True, max_length=63)
+    sender_site: str = Field(default="", max_length=63)
+    state: str = Field(default="pending", max_length=16, description="pending|failed|done")
+    attempts: int = 0
+    error: str = Field(default="", max_length=300)
+    counts: str = Field(default="", max_length=200, description="JSON: stored, duplicate, ...")
+    queued_at: dt.datetime = Field(default_factory=utcnow)
+    not_before: dt.datetime = Field(default_factory=utcnow)
+    finished_at: dt.datetime | None = None
+
+
 class CollectionVersion(SQLModel, table=True):
     """A published, immutable version: the instances it holds and a hash over them."""
 

@@ -45,6 +45,14 @@ class Added:
     findings: list[Finding] = field(default_factory=list)
 
 
+@dataclass
+class IndexBatch:
+    """The study and series rows of a batch of instances, looked up once (locked) per batch."""
+
+    studies: dict[str, CollectionStudy] = field(default_factory=dict)
+    series: dict[str, CollectionSeries] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Source:
     """Who sent an instance: a site (with its bundle) or a person (STOW-RS)."""
@@ -97,9 +105,37 @@ def check_instance(ds: Dataset, profile: Profile) -> list[Finding]:
     return findings
 
 
+def read_and_check(data: bytes, profile: Profile) -> tuple[Dataset, str] | list[Finding]:
+    """A Part 10 file read and checked: (data set, transfer syntax), or why it is refused."""
+    try:
+        ds = dcmread(io.BytesIO(data))
+        ds.file_meta  # noqa: B018  (a Part 10 file is required)
+        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+    except (InvalidDicomError, AttributeError, ValueError, EOFError, OSError) as exc:
+        reason = f"not a DICOM Part 10 file ({type(exc).__name__})"
+        return [Finding("unreadable", "", "", "", reason)]
+    findings = check_instance(ds, profile)
+    return findings or (ds, transfer_syntax)
+
+
 def _quarantine(
     session: Session, collection: Collection, source: Source, digest: str, findings: list[Finding]
 ) -> Added:
+    quarantine_rows(session, collection, source, digest, findings)
+    session.commit()
+    log.warning(
+        "collection instance quarantined",
+        collection=collection.name,
+        codes=sorted({f.code for f in findings}),
+        source=source.actor,
+    )
+    return Added("quarantined", findings=findings)
+
+
+def quarantine_rows(
+    session: Session, collection: Collection, source: Source, digest: str, findings: list[Finding]
+) -> None:
+    """The quarantine row and its audit event, in the caller's transaction."""
     from hashlib import sha256
 
     row = CollectionQuarantine(
@@ -121,14 +157,6 @@ def _quarantine(
         org=source.sender_org or collection.org,
         outcome="denied",
     )
-    session.commit()
-    log.warning(
-        "collection instance quarantined",
-        collection=collection.name,
-        codes=sorted({f.code for f in findings}),
-        source=source.actor,
-    )
-    return Added("quarantined", findings=findings)
 
 
 def add_instance(
@@ -139,17 +167,10 @@ def add_instance(
     from hashlib import sha256
 
     digest = sha256(data).hexdigest()
-    try:
-        ds = dcmread(io.BytesIO(data))
-        ds.file_meta  # noqa: B018  (a Part 10 file is required)
-        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
-    except (InvalidDicomError, AttributeError, ValueError, EOFError, OSError) as exc:
-        reason = f"not a DICOM Part 10 file ({type(exc).__name__})"
-        finding = Finding("unreadable", "", "", "", reason)
-        return _quarantine(session, collection, source, digest, [finding])
-    findings = check_instance(ds, collection_profile(collection))
-    if findings:
-        return _quarantine(session, collection, source, digest, findings)
+    read = read_and_check(data, collection_profile(collection))
+    if isinstance(read, list):
+        return _quarantine(session, collection, source, digest, read)
+    ds, transfer_syntax = read
     study_uid, series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
     sop_uid = _text(ds, "SOPInstanceUID")
     existing = session.exec(
@@ -199,17 +220,24 @@ def _index(
     size: int,
     transfer_syntax: str,
     source: Source,
+    batch: IndexBatch | None = None,
 ) -> None:
+    """The index rows of one instance (the one place that says which rows an instance
+    makes). With `batch` (`hub.collections.batch`), the study and series rows come from the
+    batch's lookups and nothing is flushed: the batch inserts every instance's rows together."""
     cid = collection.id or 0
     study_uid, series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
     modality = _text(ds, "Modality", 16)
     sop_uid = _text(ds, "SOPInstanceUID")
     owners: dict[sequences.Level, str] = {"instance": sop_uid}  # whose sequences to index
-    study = session.exec(
-        select(CollectionStudy)
-        .where(CollectionStudy.collection_id == cid, CollectionStudy.study_uid == study_uid)
-        .with_for_update()
-    ).first()
+    if batch is not None:
+        study = batch.studies.get(study_uid)
+    else:
+        study = session.exec(
+            select(CollectionStudy)
+            .where(CollectionStudy.collection_id == cid, CollectionStudy.study_uid == study_uid)
+            .with_for_update()
+        ).first()
     if study is None:
         study = CollectionStudy(
             collection_id=cid,
@@ -225,11 +253,14 @@ def _index(
             attributes=subset(ds, STUDY_KEYWORDS),
         )
         owners["study"] = study_uid
-    series = session.exec(
-        select(CollectionSeries).where(
-            CollectionSeries.collection_id == cid, CollectionSeries.series_uid == series_uid
-        )
-    ).first()
+    if batch is not None:
+        series = batch.series.get(series_uid)
+    else:
+        series = session.exec(
+            select(CollectionSeries).where(
+                CollectionSeries.collection_id == cid, CollectionSeries.series_uid == series_uid
+            )
+        ).first()
     if series is None:
         series = CollectionSeries(
             collection_id=cid,
@@ -271,4 +302,7 @@ def _index(
         )
     )
     session.add_all(sequences.value_rows(cid, attributes, owners))
+    if batch is not None:
+        batch.studies[study_uid], batch.series[series_uid] = study, series
+        return
     session.flush()

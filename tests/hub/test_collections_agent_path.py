@@ -7,6 +7,8 @@ Identified rules and bundles to a collection are refused."""
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
 
 import pytest
 from pydantic import ValidationError
@@ -42,6 +44,19 @@ def _payload(files: list[bytes]) -> bytes:
     return out.getvalue()
 
 
+def wait_for(done: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout_s} s for {what}")
+        time.sleep(0.05)
+
+
+def _delivery_state(hub: Hub) -> str:
+    with hub.session() as session:
+        return session.exec(select(Delivery.state).where(Delivery.recipient_org == RECIPIENT)).one()
+
+
 def test_a_rule_to_a_collection_must_be_deidentified() -> None:
     with pytest.raises(ValidationError, match="de-identified studies only"):
         PolicyRule(destination_org=RECIPIENT, mode="identified")
@@ -75,8 +90,9 @@ def test_agent_seals_to_a_collection_and_the_hub_checks_again(hub: Hub) -> None:
     sealed = site.seal(
         _payload([*made.files, identified]), [RECIPIENT], mode="deidentified", recipients=keys
     )
-    site.push(sealed)
+    site.push(sealed)  # the receipt comes first; the hub's worker ingests in the background
 
+    wait_for(lambda: _delivery_state(hub) == "acked", "the worker to ingest the bundle")
     found = reader.get(f"/dicomweb/collections/{NAME}/instances")
     assert found.status_code == 200, found.text
     assert sorted(i["00080018"]["Value"][0] for i in found.json()) == sorted(made.sop_uids)
@@ -100,11 +116,14 @@ def test_agent_seals_to_a_collection_and_the_hub_checks_again(hub: Hub) -> None:
 
 
 def test_a_bundle_waits_when_the_operator_key_is_missing(hub: Hub) -> None:
-    """The receipt stands (the ciphertext is durable); the collection delivery stays queued
-    and is opened once the key file is back (`hexchange-hub collection ingest`)."""
+    """The receipt stands (the ciphertext is durable); the collection ingest fails with an
+    error saying what to do, the delivery stays queued, and the bundle is opened once the key
+    file is back (`hexchange-hub collection ingest`, or the worker's next attempt)."""
     from hub.collections.blobs import InstanceFiles
     from hub.collections.bundles import ingest_pending
     from hub.collections.keys import FileKeyProvider
+    from hub.collections.lease import IngestLeases
+    from hub.collections.models import CollectionIngest, CollectionInstance
     from hub.storage import LocalBlobStore
 
     site = hub.enroll("org-a", "site-a")
@@ -118,15 +137,21 @@ def test_a_bundle_waits_when_the_operator_key_is_missing(hub: Hub) -> None:
     key_path.rename(hidden)
     site.push(site.seal(_payload(made.files), [RECIPIENT], mode="deidentified",
                         recipients=keys.keys_for(RECIPIENT)))  # fmt: skip
-    with hub.session() as session:
-        delivery = session.exec(select(Delivery).where(Delivery.recipient_org == RECIPIENT)).one()
-        assert delivery.state == "queued"
+
+    def job() -> CollectionIngest:
+        with hub.session() as session:
+            return session.exec(select(CollectionIngest)).one()
+
+    wait_for(lambda: job().state == "failed", "the worker to record the failure")
+    assert "key" in job().error and _delivery_state(hub) == "queued"
     hidden.rename(key_path)
     with hub.session() as session:
-        stored = ingest_pending(
+        ingest_pending(
             session, LocalBlobStore(hub.settings.blob_dir),
-            InstanceFiles(hub.settings.data_dir / "collections"), FileKeyProvider(key_path),
+            InstanceFiles(hub.settings.data_dir / "collections"), lambda: FileKeyProvider(key_path),
+            IngestLeases(hub.engine, hub.settings.data_dir / "locks"),
         )  # fmt: skip
-        assert stored == 2
-        delivery = session.exec(select(Delivery).where(Delivery.recipient_org == RECIPIENT)).one()
-        assert delivery.state == "acked"
+    wait_for(lambda: _delivery_state(hub) == "acked", "the bundle to be ingested")
+    assert job().state == "done"
+    with hub.session() as session:
+        assert len(session.exec(select(CollectionInstance)).all()) == 2
