@@ -12,6 +12,7 @@ on the queue row and tried again later; instances already stored are duplicates 
 
 from __future__ import annotations
 
+import datetime as dt
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -132,14 +133,16 @@ def ingest_leased(
     writers: Executor | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     processes: ProcessPoolExecutor | None = None,
+    now: dt.datetime | None = None,
 ) -> dict[str, int] | None:
     """One queued bundle under its lease: None if another worker holds it, finished it, or we
-    were told to stop. A failure (`keys()` too: the operator's key file is read when needed)
-    is recorded on the queue row, with an error naming no patient."""
+    were told to stop; with `now` (the worker), None too if it is not due any more. A failure
+    (`keys()` too: the operator's key file is read when needed) is recorded on the queue row,
+    with an error naming no patient."""
     with leases.hold(f"{bundle_id}/{recipient}") as held:
         if not held:
             return None
-        job = queue.claim(session, bundle_id, recipient)
+        job = queue.claim(session, bundle_id, recipient, now)
         if job is None:
             return None
         try:

@@ -55,11 +55,19 @@ def due(
     return [(bundle_id, recipient) for bundle_id, recipient in session.exec(stmt).all()]
 
 
-def claim(session: Session, bundle_id: str, recipient: str) -> CollectionIngest | None:
-    """The row, read again once its lease is held; None if another worker finished it."""
+def claim(
+    session: Session, bundle_id: str, recipient: str, now: dt.datetime | None = None
+) -> CollectionIngest | None:
+    """The row, read again once its lease is held; None if another worker finished it or,
+    with `now`, if it is no longer due (it failed, or was put off, since `due` listed it).
+    `now=None` (`hexchange-hub collection ingest`) takes a waiting row at once."""
     session.expire_all()
     row = session.get(CollectionIngest, (bundle_id, recipient))
-    return row if row is not None and row.state in WAITING else None
+    if row is None or row.state not in WAITING:
+        return None
+    if now is not None and aware(row.not_before) > now:
+        return None
+    return row
 
 
 def finish(session: Session, job: CollectionIngest, counts: dict[str, int]) -> None:

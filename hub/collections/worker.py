@@ -96,11 +96,11 @@ class IngestWorker:
             for bundle_id, recipient in queue.due(session, utcnow()):
                 if self._stop.is_set():
                     break
-                counts = ingest_leased(
+                counts = ingest_leased(  # `now` again: due when listed may be put off since
                     session, services.blobs, instance_files(services),
                     lambda: key_provider(services.settings), self.leases, bundle_id, recipient,
                     batch_size=self.batch_size, retry_base_s=self.poll_s, writers=pool,
-                    should_stop=self._stop.is_set, processes=self._processes,
+                    should_stop=self._stop.is_set, processes=self._processes, now=utcnow(),
                 )  # fmt: skip
                 worked = worked or counts is not None
         return worked

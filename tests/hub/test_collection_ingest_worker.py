@@ -415,3 +415,32 @@ def test_a_process_killed_mid_ingest_leaves_work_the_next_one_resumes(world: Wor
             select(CollectionStudy).where(CollectionStudy.study_uid == made.study_uid)
         ).one()
         assert study.instance_count == 60
+
+
+def test_the_worker_does_not_take_a_bundle_put_off_after_it_was_listed(world: World) -> None:
+    """`due` lists a bundle, then it fails or an operator puts it off before the worker holds
+    its lease: the worker, reading the row again, leaves it; the CLI takes it at once."""
+    import datetime as dt
+
+    from hub.collections import queue
+    from hub.models import utcnow
+
+    hub = world.hub
+    made = deidentified_study(1)
+    sealed = world.seal(made.files)
+    with world.leases().hold(f"{sealed.bundle_id}/{RECIPIENT}") as held:
+        assert held
+        world.site.push(sealed)
+        with hub.session() as session:
+            assert (sealed.bundle_id, RECIPIENT) in queue.due(session, utcnow())
+            job = world.job(sealed.bundle_id)
+            job.state, job.not_before = "failed", utcnow() + dt.timedelta(days=1)
+            session.add(job)
+            session.commit()
+            assert queue.claim(session, sealed.bundle_id, RECIPIENT, utcnow()) is None
+            assert queue.claim(session, sealed.bundle_id, RECIPIENT) is not None
+            job = world.job(sealed.bundle_id)
+            job.not_before = utcnow()
+            session.add(job)
+            session.commit()
+    wait_for(lambda: world.job(sealed.bundle_id).state == "done", "the worker once it is due")
