@@ -505,18 +505,24 @@ def test_a_refused_enrollment_leaves_the_token_unspent(start_hub: HubFactory) ->
 def test_a_header_signed_by_an_expired_certificate_is_refused_when_the_hub_sees_it(
     start_hub: HubFactory, tmp_path: Path
 ) -> None:
-    lifetime = 6
+    lifetime = 8
     hub = start_hub(site_cert_lifetime_s=lifetime, renewal_overlap_s=0)
     a, _ = fleet(hub)
     expires = a.cert.not_valid_after_utc
     # Sealed (signed) while the first certificate is valid; the manifest's time says so too.
     sealed = a.seal(b"q" * 2000, ["org-b"])
-    time.sleep(2)
+    # renewed half way: the new certificate outlives the first by ~4 s, time enough on a busy
+    # machine to present it after the first has expired (2 s was not)
+    time.sleep(4)
     renewed = _renew(a)
     assert renewed.status_code == 200, renewed.text
     current = _client_for(hub, a, renewed, tmp_path / "new")
     wait = (expires - dt.datetime.now(dt.UTC)).total_seconds() + 1.2
     time.sleep(max(wait, 0))
+    new_cert = x509.load_pem_x509_certificate(renewed.json()["certificate_pem"].encode())
+    assert new_cert.not_valid_after_utc > (
+        dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    ), "the renewal came too late to test with: the new certificate expires too soon"
     before = snapshot(hub)
     response = current.put(
         f"/node/v1/bundles/{sealed.bundle_id}", content=sealed.header.to_bytes(), headers=OCTETS
