@@ -5,7 +5,7 @@ Agent A's `hub.node_url` points at a fault-injecting TCP proxy the test owns
 the link are at most 10% above the sealed size: a cut costs at most the chunk in flight, the
 uploader resumes from the chunks the hub acknowledged.
 
-CI size by default (~20 MB, a 10 s cut every 30 s); `HEXCHANGE_LINK_TEST_FULL=1` runs the
+CI size by default (~10 MB, a 10 s cut every 30 s); `HEXCHANGE_LINK_TEST_FULL=1` runs the
 issue's scenario (200 MB, a 60 s cut every 4 minutes; about 20 minutes), as does
 `bench/link_bench.py`, which records the result in `bench/RESULTS.md`.
 """
