@@ -17,7 +17,9 @@ per 512 x 512 slice):
    a word whose letters touch (anti-aliasing, JPEG); lines are found horizontally and, for
    rotated text, vertically;
 5. follows each line along its direction over strokes that stay inside its band (a last
-   letter fused with anatomy, a comma) and takes as its `parts` the ink next to its strokes
+   letter fused with anatomy, a comma) or over faint marks of its polarity that do (letters
+   at its ends whose contrast fell below the glyph threshold where the anatomy under the
+   text changes) and takes as its `parts` the ink next to its strokes
    (top-hat >= `faint`: anti-aliased edges), so that only the text is blanked
    (`TextLine.ink_boxes`: the parts joined into words), not a padded box around it.
 
@@ -71,8 +73,10 @@ class DetectParams:
     faint: int = 18  # grey levels: ink this strong next to a line's strokes is blanked with it
     faint_share: float = 0.35  # or this share of the line's own stroke contrast, if lower
     faint_floor: int = 8  # but never below this (noise, JPEG ringing)
-    faint_reach: float = 4.0  # along the line, by at most this x its thickness per end
-    body_reach: float = 4.0  # the same for a line over the anatomy (1.0: -2 % recall, +1 % kept)
+    faint_reach: float = 8.0  # along the line, by at most this x its thickness per end (4.0
+    body_reach: float = 8.0  # before faint marks) and over the anatomy (1.0: -2 % recall)
+    mark_height: float = 0.5  # faint marks (the line's polarity, below the glyph threshold)
+    # continue a line when they lie inside its band and are at least this x its glyph height
     pad: int = 1
     extend: float = 0.25  # added around every line box
     part_pad: int = 1  # ink components inside a line box are blanked grown by this
@@ -460,7 +464,10 @@ def _follow(
 ) -> TextLine:
     """The line grown along its direction over strokes (any shape) that cross its band and
     stay inside it, while the gaps stay below a letter gap: a last letter fused with an
-    anatomy mark, a comma, the end of a line the grouping cut."""
+    anatomy mark, a comma, the end of a line the grouping cut. Faint marks count too: the
+    components of the line's own polarity at its faint level (`_line_level`) that stay within
+    the band (+- a third of its thickness) and are at least `mark_height` x the glyph height
+    (low-contrast letters at the ends of a line that the glyph threshold missed)."""
     b = line.box
     thickness = line.thickness
     centre = body[b.top + b.height // 2, b.left + b.width // 2]
@@ -481,6 +488,11 @@ def _follow(
     outside = np.count_nonzero(strip, axis=0) - inside
     # a stroke across the band that stays inside it: not a noise speck, not anatomy
     band = (inside >= max(2, thickness // 5)) & (outside == 0)
+    faint = ink.line(window)
+    marks = _contained(
+        faint.T if line.vertical else faint, params.mark_height * (line.size or thickness)
+    )
+    band |= np.count_nonzero(marks[low - outer : high - outer], axis=0) >= max(2, thickness // 5)
     start, stop = start - first, stop - first
     reach = max(int(params.gap * thickness), 2)
     after = _run(band[stop:], reach)
@@ -491,6 +503,19 @@ def _follow(
     else:
         box = Box(start, b.top, stop - start, b.height)
     return TextLine(box, line.glyphs, line.vertical, size=line.size)
+
+
+def _contained(ink: npt.NDArray[np.bool_], tall: float) -> npt.NDArray[np.bool_]:
+    """The components of `ink` (rows across a line, columns along it) that touch neither its
+    first nor its last row (they stay inside the band and its margins: not anatomy crossing
+    it) and are at least `tall` rows high (not noise specks)."""
+    marks = np.ascontiguousarray(ink, dtype=np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    top, height = stats[:, cv2.CC_STAT_TOP], stats[:, cv2.CC_STAT_HEIGHT]
+    keep = (top > 0) & (top + height < marks.shape[0]) & (height >= tall)
+    keep &= stats[:, cv2.CC_STAT_AREA] >= 2
+    keep[0] = False  # the background
+    return np.asarray(keep[labels], dtype=np.bool_)
 
 
 def _run(profile: npt.NDArray[np.bool_], reach: int) -> int:

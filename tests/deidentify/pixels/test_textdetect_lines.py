@@ -94,3 +94,25 @@ def test_marks_in_one_polarity_only_are_found() -> None:
     lines = find_text(gray)
     assert len(lines) == 1
     assert lines[0].box.left <= 20 and lines[0].box.right >= 182
+
+
+@needs_fonts
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("ct_skull", Burn("17-MAR-1962", 426, 428, 7, 0.15, "DejaVuSans-Bold.ttf")),
+        ("ct_skull", Burn("2024-06-11 14:32", 377, 209, 12, 0.15, "DejaVuSans-ExtraLight.ttf")),
+        ("nm_whole_body", Burn("DOB 17/03/1962", 75, 354, 16, 0.15, "DejaVuSans-ExtraLight.ttf")),
+        ("ct_skull", Burn("ID: 8812345670", 105, 36, 40, 0.15, "LiberationSerif-Regular.ttf")),
+    ],
+)
+def test_faint_letters_at_the_ends_of_a_line_are_blanked_with_it(name: str, spec: Burn) -> None:
+    """Low-contrast text over anatomy whose first or last letters stay below the glyph
+    threshold (the anatomy under them changes, so their contrast does): the line is followed
+    over those faint letters (inside its band, at least half a glyph high) and blanked whole,
+    and what is blanked stays about the text's own box."""
+    sample = burn(anatomy(name), [spec])
+    blanked = _blanked(sample)
+    truth = sample.boxes[0]
+    assert blanked[truth.ink].mean() >= 0.98
+    assert blanked.sum() <= 1.6 * truth.box.grow(2).area
