@@ -112,7 +112,8 @@ class TextLine:
         """A rotated line as boxes along it (half a glyph wide each) that cover its band: the
         fitted centre line +- `BAND` glyph heights, from a glyph before its first glyph to a
         glyph after its last. Everything in the band is blanked (letters the grouping missed
-        included); the anatomy beside a slanted line is kept, its bounding box is not blanked."""
+        included); the anatomy beside a slanted line is kept, its bounding box is not blanked.
+        `find_text` first lengthens the line over faint letters at its ends (`_reach_slanted`)."""
         b, size = self.box, max(self.size, 4)
         first, last = (b.top, b.bottom) if self.vertical else (b.left, b.right)
         half, step = BAND * size + 2, max(2, size // 2)
@@ -183,8 +184,11 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     lines = _lines(glyphs, body, params, vertical=False)
     lines += _lines(glyphs[:, [1, 0, 3, 2]], np.ascontiguousarray(body.T), params, vertical=True)
     out: list[TextLine] = []
+    ink = _Ink(hats, labelled, params.faint)
     for line in _merge(lines):
         if line.rotated:
+            ink.level = _line_level(ink, line.box, params)
+            line = _reach_slanted(line, ink, params)
             band = [c for c in (b.clip(columns, rows) for b in line.band()) if c is not None]
             if band:
                 box = band[0]
@@ -201,7 +205,6 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
             line = TextLine(_transpose(t.box), line.glyphs, True, size=line.size)
         else:
             line = _absorb(line, glyphs, params)
-        ink = _Ink(hats, labelled, params.faint)
         ink.level = _line_level(ink, line.box, params)
         followed = _follow(line, ink, body, params)
         clipped = _extend(followed, params).clip(columns, rows)
@@ -503,6 +506,58 @@ def _follow(
     else:
         box = Box(start, b.top, stop - start, b.height)
     return TextLine(box, line.glyphs, line.vertical, size=line.size)
+
+
+def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
+    """A slanted line lengthened along its fitted centre line over the faint marks of its
+    polarity that lie within its band (`BAND` glyph heights of the centre line, whole) and are
+    at least `mark_height` glyph heights across, with gaps below a letter gap: the letters at
+    its ends the glyph threshold missed (its band reaches `BAND_END` glyphs past them)."""
+    b, size = line.box, max(line.size, 4)
+    if line.glyphs <= params.min_glyphs:
+        return line
+    hat = ink.hats[ink.polarity]
+    hat = hat.T if line.vertical else hat  # rows across the line, columns along it
+    first, last = (b.top, b.bottom) if line.vertical else (b.left, b.right)
+    end = int(BAND_END * size)
+    limit = int(params.faint_reach * size)
+    half = BAND * size + 2
+    lo, hi = max(first - end - limit, 0), min(last + end + limit, hat.shape[1])
+    if hi - lo < 2:
+        return line
+    along = np.arange(lo, hi)
+    centre = line.slope * along + line.offset
+    top = int(max(centre.min() - half - size, 0))
+    bottom = int(min(centre.max() + half + size + 1, hat.shape[0]))
+    if bottom - top < 2:
+        return line
+    marks = np.ascontiguousarray(hat[top:bottom, lo:hi] >= ink.level, dtype=np.uint8)
+    n, found, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    if n <= 1:
+        return line
+    labels = np.asarray(found, dtype=np.int32)
+    across = np.arange(top, bottom, dtype=np.float64)[:, None] - centre[None, :]
+    on = labels > 0
+    which, offset = labels[on], across[on]
+    high = np.full(n, -np.inf)
+    low = np.full(n, np.inf)
+    np.maximum.at(high, which, offset)
+    np.minimum.at(low, which, offset)
+    keep = (high <= half) & (low >= -half) & (high - low >= params.mark_height * size)
+    keep &= stats[:, cv2.CC_STAT_AREA] >= 2
+    keep[0] = False
+    profile = np.count_nonzero(keep[labels], axis=0) >= max(2, size // 5)
+    reach = max(int(params.gap * size), 2)
+    after = _run(profile[max(last - lo, 0) :], reach)
+    before = _run(profile[: max(first - lo, 0)][::-1], reach)
+    behind, ahead = max(before - end, 0), max(after - end, 0)
+    if not behind and not ahead:
+        return line
+    if line.vertical:
+        box = Box(b.left, b.top - behind, b.width, b.height + behind + ahead)
+    else:
+        box = Box(b.left - behind, b.top, b.width + behind + ahead, b.height)
+    return replace(line, box=box)
 
 
 def _contained(ink: npt.NDArray[np.bool_], tall: float) -> npt.NDArray[np.bool_]:

@@ -116,3 +116,24 @@ def test_faint_letters_at_the_ends_of_a_line_are_blanked_with_it(name: str, spec
     truth = sample.boxes[0]
     assert blanked[truth.ink].mean() >= 0.98
     assert blanked.sum() <= 1.6 * truth.box.grow(2).area
+
+
+@needs_fonts
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("ct_head", Burn("Marlow Creek Infirmary", 310, 320, 7, 1.0, "FreeSerif.ttf", 20.0)),
+        ("ct_skull", Burn("Rosalind Quigley", 9, 422, 9, 0.3, "FreeSans.ttf", -12.0)),
+        ("mr_brain", Burn("F 62Y Quigley R", 45, 81, 12, 0.3, "NimbusMonoPS-Regular.otf", -12.0)),
+        ("ct_skull", Burn("2024-06-11 14:32", 208, 158, 12, 1.0, "FreeMono.ttf", 20.0)),
+    ],
+)
+def test_slanted_line_reaches_over_the_faint_letters_at_its_ends(name: str, spec: Burn) -> None:
+    """A slanted line whose first or last letters the glyph threshold missed (over anatomy)
+    is lengthened along its fitted line over the faint marks within its band: blanked whole,
+    still as a band (less than the text's bounding box)."""
+    sample = burn(anatomy(name), [spec])
+    blanked = _blanked(sample)
+    truth = sample.boxes[0]
+    assert blanked[truth.ink].mean() >= 0.98
+    assert blanked.sum() <= truth.box.grow(2).area
