@@ -76,7 +76,8 @@ class DetectParams:
     faint_reach: float = 8.0  # along the line, by at most this x its thickness per end (4.0
     body_reach: float = 8.0  # before faint marks) and over the anatomy (1.0: -2 % recall)
     mark_height: float = 0.5  # faint marks (the line's polarity, below the glyph threshold)
-    # continue a line when they lie inside its band and are at least this x its glyph height
+    # continue a line when they lie inside its band and are at least this x its glyph height,
+    word_gap: float = 2.0  # up to this x its thickness away (a word gap; strokes: `gap`)
     pad: int = 1
     extend: float = 0.25  # added around every line box
     part_pad: int = 1  # ink components inside a line box are blanked grown by this
@@ -470,7 +471,8 @@ def _follow(
     anatomy mark, a comma, the end of a line the grouping cut. Faint marks count too: the
     components of the line's own polarity at its faint level (`_line_level`) that stay within
     the band (+- a third of its thickness) and are at least `mark_height` x the glyph height
-    (low-contrast letters at the ends of a line that the glyph threshold missed)."""
+    (low-contrast letters at the ends of a line that the glyph threshold missed), also after
+    a gap of up to `word_gap` x its thickness (the next word)."""
     b = line.box
     thickness = line.thickness
     centre = body[b.top + b.height // 2, b.left + b.width // 2]
@@ -495,11 +497,13 @@ def _follow(
     marks = _contained(
         faint.T if line.vertical else faint, params.mark_height * (line.size or thickness)
     )
-    band |= np.count_nonzero(marks[low - outer : high - outer], axis=0) >= max(2, thickness // 5)
+    letters = np.count_nonzero(marks[low - outer : high - outer], axis=0) >= max(2, thickness // 5)
+    band |= letters
     start, stop = start - first, stop - first
     reach = max(int(params.gap * thickness), 2)
-    after = _run(band[stop:], reach)
-    before = _run(band[:start][::-1], reach)
+    far = int(params.word_gap * thickness)
+    after = _run(band[stop:], reach, letters[stop:], far)
+    before = _run(band[:start][::-1], reach, letters[:start][::-1], far)
     start, stop = first + start - before, first + stop + after
     if line.vertical:
         box = Box(b.left, start, b.width, stop - start)
@@ -511,7 +515,7 @@ def _follow(
 def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
     """A slanted line lengthened along its fitted centre line over the faint marks of its
     polarity that lie within its band (`BAND` glyph heights of the centre line, whole) and are
-    at least `mark_height` glyph heights across, with gaps below a letter gap: the letters at
+    at least `mark_height` glyph heights across, with gaps below `word_gap`: the letters at
     its ends the glyph threshold missed (its band reaches `BAND_END` glyphs past them)."""
     b, size = line.box, max(line.size, 4)
     if line.glyphs <= params.min_glyphs:
@@ -547,7 +551,7 @@ def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
     keep &= stats[:, cv2.CC_STAT_AREA] >= 2
     keep[0] = False
     profile = np.count_nonzero(keep[labels], axis=0) >= max(2, size // 5)
-    reach = max(int(params.gap * size), 2)
+    reach = max(int(params.word_gap * size), 2)
     after = _run(profile[max(last - lo, 0) :], reach)
     before = _run(profile[: max(first - lo, 0)][::-1], reach)
     behind, ahead = max(before - end, 0), max(after - end, 0)
@@ -573,11 +577,18 @@ def _contained(ink: npt.NDArray[np.bool_], tall: float) -> npt.NDArray[np.bool_]
     return np.asarray(keep[labels], dtype=np.bool_)
 
 
-def _run(profile: npt.NDArray[np.bool_], reach: int) -> int:
-    """How far ink continues from the start of `profile` with no gap longer than `reach`."""
+def _run(
+    profile: npt.NDArray[np.bool_],
+    reach: int,
+    letters: npt.NDArray[np.bool_] | None = None,
+    far: int = 0,
+) -> int:
+    """How far ink continues from the start of `profile` with no gap longer than `reach`
+    (or than `far` when the ink after the gap is in `letters`)."""
     end = 0
     for position in np.flatnonzero(profile).tolist():
-        if position - end > reach:
+        gap = position - end
+        if gap > reach and not (letters is not None and gap <= far and letters[position]):
             break
         end = position + 1
     return end

@@ -17,6 +17,7 @@ from tests.deidentify.pixels.synth import FakeOcr
 from tests.factories.burned_text import Anatomy, Burn, Sample, anatomy, burn, installed_fonts
 
 POLICY = PixelPolicy(rules=RuleSet())
+MONO = "LiberationMono-Regular.ttf"
 needs_fonts = pytest.mark.skipif(
     len(installed_fonts()) < 3, reason="Debian fonts (fonts-dejavu-core, fonts-liberation) missing"
 )
@@ -104,13 +105,17 @@ def test_marks_in_one_polarity_only_are_found() -> None:
         ("ct_skull", Burn("2024-06-11 14:32", 377, 209, 12, 0.15, "DejaVuSans-ExtraLight.ttf")),
         ("nm_whole_body", Burn("DOB 17/03/1962", 75, 354, 16, 0.15, "DejaVuSans-ExtraLight.ttf")),
         ("ct_skull", Burn("ID: 8812345670", 105, 36, 40, 0.15, "LiberationSerif-Regular.ttf")),
+        # the next word, faint, a word gap (mono) away; vertical lines
+        ("ct_spine", Burn("DOB 17/03/1962", 47, 220, 16, 0.3, MONO, antialias=False)),
+        ("ct_head", Burn("ID: 8812345670", 377, 2, 16, 0.6, "DejaVuSans.ttf", 90.0)),
+        ("ct_skull", Burn("2024-06-11 14:32", 391, 243, 16, 0.3, MONO, 90.0, antialias=False)),
     ],
 )
 def test_faint_letters_at_the_ends_of_a_line_are_blanked_with_it(name: str, spec: Burn) -> None:
-    """Low-contrast text over anatomy whose first or last letters stay below the glyph
-    threshold (the anatomy under them changes, so their contrast does): the line is followed
-    over those faint letters (inside its band, at least half a glyph high) and blanked whole,
-    and what is blanked stays about the text's own box."""
+    """Low-contrast text over anatomy whose first or last letters or words stay below the
+    glyph threshold (the anatomy under them changes, so their contrast does): the line is
+    followed over those faint letters (inside its band, at least half a glyph high, up to a
+    word gap apart) and blanked whole, and what is blanked stays about the text's own box."""
     sample = burn(anatomy(name), [spec])
     blanked = _blanked(sample)
     truth = sample.boxes[0]
