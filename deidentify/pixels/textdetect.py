@@ -17,7 +17,9 @@ per 512 x 512 slice):
    a word whose letters touch (anti-aliasing, JPEG); lines are found horizontally and, for
    rotated text, vertically;
 5. follows each line along its direction over strokes that stay inside its band (a last
-   letter fused with anatomy, a comma) and takes as its `parts` the ink next to its strokes
+   letter fused with anatomy, a comma) or over faint marks of its polarity that do (letters
+   at its ends whose contrast fell below the glyph threshold where the anatomy under the
+   text changes) and takes as its `parts` the ink next to its strokes
    (top-hat >= `faint`: anti-aliased edges), so that only the text is blanked
    (`TextLine.ink_boxes`: the parts joined into words), not a padded box around it.
 
@@ -71,8 +73,11 @@ class DetectParams:
     faint: int = 18  # grey levels: ink this strong next to a line's strokes is blanked with it
     faint_share: float = 0.35  # or this share of the line's own stroke contrast, if lower
     faint_floor: int = 8  # but never below this (noise, JPEG ringing)
-    faint_reach: float = 4.0  # along the line, by at most this x its thickness per end
-    body_reach: float = 4.0  # the same for a line over the anatomy (1.0: -2 % recall, +1 % kept)
+    faint_reach: float = 8.0  # along the line, by at most this x its thickness per end (4.0
+    body_reach: float = 8.0  # before faint marks) and over the anatomy (1.0: -2 % recall)
+    mark_height: float = 0.5  # faint marks (the line's polarity, below the glyph threshold)
+    # continue a line when they lie inside its band and are at least this x its glyph height,
+    word_gap: float = 2.0  # up to this x its thickness away (a word gap; strokes: `gap`)
     pad: int = 1
     extend: float = 0.25  # added around every line box
     part_pad: int = 1  # ink components inside a line box are blanked grown by this
@@ -108,7 +113,8 @@ class TextLine:
         """A rotated line as boxes along it (half a glyph wide each) that cover its band: the
         fitted centre line +- `BAND` glyph heights, from a glyph before its first glyph to a
         glyph after its last. Everything in the band is blanked (letters the grouping missed
-        included); the anatomy beside a slanted line is kept, its bounding box is not blanked."""
+        included); the anatomy beside a slanted line is kept, its bounding box is not blanked.
+        `find_text` first lengthens the line over faint letters at its ends (`_reach_slanted`)."""
         b, size = self.box, max(self.size, 4)
         first, last = (b.top, b.bottom) if self.vertical else (b.left, b.right)
         half, step = BAND * size + 2, max(2, size // 2)
@@ -179,8 +185,11 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     lines = _lines(glyphs, body, params, vertical=False)
     lines += _lines(glyphs[:, [1, 0, 3, 2]], np.ascontiguousarray(body.T), params, vertical=True)
     out: list[TextLine] = []
+    ink = _Ink(hats, labelled, params.faint)
     for line in _merge(lines):
         if line.rotated:
+            ink.level = _line_level(ink, line.box, params)
+            line = _reach_slanted(line, ink, params)
             band = [c for c in (b.clip(columns, rows) for b in line.band()) if c is not None]
             if band:
                 box = band[0]
@@ -197,7 +206,6 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
             line = TextLine(_transpose(t.box), line.glyphs, True, size=line.size)
         else:
             line = _absorb(line, glyphs, params)
-        ink = _Ink(hats, labelled, params.faint)
         ink.level = _line_level(ink, line.box, params)
         followed = _follow(line, ink, body, params)
         clipped = _extend(followed, params).clip(columns, rows)
@@ -460,7 +468,11 @@ def _follow(
 ) -> TextLine:
     """The line grown along its direction over strokes (any shape) that cross its band and
     stay inside it, while the gaps stay below a letter gap: a last letter fused with an
-    anatomy mark, a comma, the end of a line the grouping cut."""
+    anatomy mark, a comma, the end of a line the grouping cut. Faint marks count too: the
+    components of the line's own polarity at its faint level (`_line_level`) that stay within
+    the band (+- a third of its thickness) and are at least `mark_height` x the glyph height
+    (low-contrast letters at the ends of a line that the glyph threshold missed), also after
+    a gap of up to `word_gap` x its thickness (the next word)."""
     b = line.box
     thickness = line.thickness
     centre = body[b.top + b.height // 2, b.left + b.width // 2]
@@ -481,10 +493,17 @@ def _follow(
     outside = np.count_nonzero(strip, axis=0) - inside
     # a stroke across the band that stays inside it: not a noise speck, not anatomy
     band = (inside >= max(2, thickness // 5)) & (outside == 0)
+    faint = ink.line(window)
+    marks = _contained(
+        faint.T if line.vertical else faint, params.mark_height * (line.size or thickness)
+    )
+    letters = np.count_nonzero(marks[low - outer : high - outer], axis=0) >= max(2, thickness // 5)
+    band |= letters
     start, stop = start - first, stop - first
     reach = max(int(params.gap * thickness), 2)
-    after = _run(band[stop:], reach)
-    before = _run(band[:start][::-1], reach)
+    far = int(params.word_gap * thickness)
+    after = _run(band[stop:], reach, letters[stop:], far)
+    before = _run(band[:start][::-1], reach, letters[:start][::-1], far)
     start, stop = first + start - before, first + stop + after
     if line.vertical:
         box = Box(b.left, start, b.width, stop - start)
@@ -493,11 +512,83 @@ def _follow(
     return TextLine(box, line.glyphs, line.vertical, size=line.size)
 
 
-def _run(profile: npt.NDArray[np.bool_], reach: int) -> int:
-    """How far ink continues from the start of `profile` with no gap longer than `reach`."""
+def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
+    """A slanted line lengthened along its fitted centre line over the faint marks of its
+    polarity that lie within its band (`BAND` glyph heights of the centre line, whole) and are
+    at least `mark_height` glyph heights across, with gaps below `word_gap`: the letters at
+    its ends the glyph threshold missed (its band reaches `BAND_END` glyphs past them)."""
+    b, size = line.box, max(line.size, 4)
+    if line.glyphs <= params.min_glyphs:
+        return line
+    hat = ink.hats[ink.polarity]
+    hat = hat.T if line.vertical else hat  # rows across the line, columns along it
+    first, last = (b.top, b.bottom) if line.vertical else (b.left, b.right)
+    end = int(BAND_END * size)
+    limit = int(params.faint_reach * size)
+    half = BAND * size + 2
+    lo, hi = max(first - end - limit, 0), min(last + end + limit, hat.shape[1])
+    if hi - lo < 2:
+        return line
+    along = np.arange(lo, hi)
+    centre = line.slope * along + line.offset
+    top = int(max(centre.min() - half - size, 0))
+    bottom = int(min(centre.max() + half + size + 1, hat.shape[0]))
+    if bottom - top < 2:
+        return line
+    marks = np.ascontiguousarray(hat[top:bottom, lo:hi] >= ink.level, dtype=np.uint8)
+    n, found, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    if n <= 1:
+        return line
+    labels = np.asarray(found, dtype=np.int32)
+    across = np.arange(top, bottom, dtype=np.float64)[:, None] - centre[None, :]
+    on = labels > 0
+    which, offset = labels[on], across[on]
+    high = np.full(n, -np.inf)
+    low = np.full(n, np.inf)
+    np.maximum.at(high, which, offset)
+    np.minimum.at(low, which, offset)
+    keep = (high <= half) & (low >= -half) & (high - low >= params.mark_height * size)
+    keep &= stats[:, cv2.CC_STAT_AREA] >= 2
+    keep[0] = False
+    profile = np.count_nonzero(keep[labels], axis=0) >= max(2, size // 5)
+    reach = max(int(params.word_gap * size), 2)
+    after = _run(profile[max(last - lo, 0) :], reach)
+    before = _run(profile[: max(first - lo, 0)][::-1], reach)
+    behind, ahead = max(before - end, 0), max(after - end, 0)
+    if not behind and not ahead:
+        return line
+    if line.vertical:
+        box = Box(b.left, b.top - behind, b.width, b.height + behind + ahead)
+    else:
+        box = Box(b.left - behind, b.top, b.width + behind + ahead, b.height)
+    return replace(line, box=box)
+
+
+def _contained(ink: npt.NDArray[np.bool_], tall: float) -> npt.NDArray[np.bool_]:
+    """The components of `ink` (rows across a line, columns along it) that touch neither its
+    first nor its last row (they stay inside the band and its margins: not anatomy crossing
+    it) and are at least `tall` rows high (not noise specks)."""
+    marks = np.ascontiguousarray(ink, dtype=np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    top, height = stats[:, cv2.CC_STAT_TOP], stats[:, cv2.CC_STAT_HEIGHT]
+    keep = (top > 0) & (top + height < marks.shape[0]) & (height >= tall)
+    keep &= stats[:, cv2.CC_STAT_AREA] >= 2
+    keep[0] = False  # the background
+    return np.asarray(keep[labels], dtype=np.bool_)
+
+
+def _run(
+    profile: npt.NDArray[np.bool_],
+    reach: int,
+    letters: npt.NDArray[np.bool_] | None = None,
+    far: int = 0,
+) -> int:
+    """How far ink continues from the start of `profile` with no gap longer than `reach`
+    (or than `far` when the ink after the gap is in `letters`)."""
     end = 0
     for position in np.flatnonzero(profile).tolist():
-        if position - end > reach:
+        gap = position - end
+        if gap > reach and not (letters is not None and gap <= far and letters[position]):
             break
         end = position + 1
     return end

@@ -17,6 +17,7 @@ from tests.deidentify.pixels.synth import FakeOcr
 from tests.factories.burned_text import Anatomy, Burn, Sample, anatomy, burn, installed_fonts
 
 POLICY = PixelPolicy(rules=RuleSet())
+MONO = "LiberationMono-Regular.ttf"
 needs_fonts = pytest.mark.skipif(
     len(installed_fonts()) < 3, reason="Debian fonts (fonts-dejavu-core, fonts-liberation) missing"
 )
@@ -94,3 +95,50 @@ def test_marks_in_one_polarity_only_are_found() -> None:
     lines = find_text(gray)
     assert len(lines) == 1
     assert lines[0].box.left <= 20 and lines[0].box.right >= 182
+
+
+@needs_fonts
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("ct_skull", Burn("17-MAR-1962", 426, 428, 7, 0.15, "DejaVuSans-Bold.ttf")),
+        ("ct_skull", Burn("2024-06-11 14:32", 377, 209, 12, 0.15, "DejaVuSans-ExtraLight.ttf")),
+        ("nm_whole_body", Burn("DOB 17/03/1962", 75, 354, 16, 0.15, "DejaVuSans-ExtraLight.ttf")),
+        ("ct_skull", Burn("ID: 8812345670", 105, 36, 40, 0.15, "LiberationSerif-Regular.ttf")),
+        # the next word, faint, a word gap (mono) away; vertical lines
+        ("ct_spine", Burn("DOB 17/03/1962", 47, 220, 16, 0.3, MONO, antialias=False)),
+        ("ct_head", Burn("ID: 8812345670", 377, 2, 16, 0.6, "DejaVuSans.ttf", 90.0)),
+        ("ct_skull", Burn("2024-06-11 14:32", 391, 243, 16, 0.3, MONO, 90.0, antialias=False)),
+    ],
+)
+def test_faint_letters_at_the_ends_of_a_line_are_blanked_with_it(name: str, spec: Burn) -> None:
+    """Low-contrast text over anatomy whose first or last letters or words stay below the
+    glyph threshold (the anatomy under them changes, so their contrast does): the line is
+    followed over those faint letters (inside its band, at least half a glyph high, up to a
+    word gap apart) and blanked whole, and what is blanked stays about the text's own box."""
+    sample = burn(anatomy(name), [spec])
+    blanked = _blanked(sample)
+    truth = sample.boxes[0]
+    assert blanked[truth.ink].mean() >= 0.98
+    assert blanked.sum() <= 1.6 * truth.box.grow(2).area
+
+
+@needs_fonts
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("ct_head", Burn("Marlow Creek Infirmary", 310, 320, 7, 1.0, "FreeSerif.ttf", 20.0)),
+        ("ct_skull", Burn("Rosalind Quigley", 9, 422, 9, 0.3, "FreeSans.ttf", -12.0)),
+        ("mr_brain", Burn("F 62Y Quigley R", 45, 81, 12, 0.3, "NimbusMonoPS-Regular.otf", -12.0)),
+        ("ct_skull", Burn("2024-06-11 14:32", 208, 158, 12, 1.0, "FreeMono.ttf", 20.0)),
+    ],
+)
+def test_slanted_line_reaches_over_the_faint_letters_at_its_ends(name: str, spec: Burn) -> None:
+    """A slanted line whose first or last letters the glyph threshold missed (over anatomy)
+    is lengthened along its fitted line over the faint marks within its band: blanked whole,
+    still as a band (less than the text's bounding box)."""
+    sample = burn(anatomy(name), [spec])
+    blanked = _blanked(sample)
+    truth = sample.boxes[0]
+    assert blanked[truth.ink].mean() >= 0.98
+    assert blanked.sum() <= truth.box.grow(2).area
