@@ -16,6 +16,7 @@ descriptions), starts `hexchange-hub serve` as its own process, and measures:
     .venv/bin/python bench/dicomweb_bench.py                 # 1M instances
     .venv/bin/python bench/dicomweb_bench.py --instances 10000000
     .venv/bin/python bench/dicomweb_bench.py --quick         # 20k instances, a smoke run
+    .venv/bin/python bench/dicomweb_bench.py --baseline /tmp/main-tree  # this tree vs another
 """
 
 from __future__ import annotations
@@ -610,6 +611,49 @@ def ingest_phases(
     return report
 
 
+def compare_trees(
+    args: argparse.Namespace,
+    settings: HubSettings,
+    url: str,
+    token: str,
+    sample: list[str],
+    wado_files: list[Any],
+    loaded: dict[str, Any],
+) -> dict[str, Any]:
+    """`--baseline`: both trees' hubs in alternation on the same data (dicomweb_compare)."""
+    from bench.dicomweb_compare import compare
+
+    server, port = static_server(settings.data_dir / "collections", settings)
+    base = f"https://127.0.0.1:{settings.public_port}/dicomweb/collections/{NAME}"
+    hub_urls, static_urls = [], []
+    for made in wado_files:
+        for sop, data in zip(made.sop_uids, made.files, strict=True):
+            hub_urls.append(
+                f"{base}/studies/{made.study_uid}/series/{made.series_uid}/instances/{sop}"
+            )
+            digest = hashlib.sha256(data).hexdigest()
+            static_urls.append(f"https://127.0.0.1:{port}/{digest[:2]}/{digest}.dcm")
+    try:
+        result = compare(
+            args.baseline, settings, url, token, sample, (hub_urls, static_urls),
+            args.clients, args.seconds, args.rounds,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    report = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {os.cpu_count()} cores {platform.python_version()}",
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "loaded": loaded,
+        "instance_bytes": len(wado_files[0].files[0]),
+        **result,
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=1_000_000)
@@ -629,6 +673,12 @@ def main(argv: list[str] | None = None) -> int:
         "--processes", type=int, default=0,
         help="also the batched path in N processes (collection_ingest_processes)",
     )  # fmt: skip
+    parser.add_argument(
+        "--baseline", type=Path, default=None,
+        help="another source tree (e.g. `git archive main`): run its hub and this tree's in "
+        "alternation on the same data and compare per-request cost (bench/dicomweb_compare.py)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=2, help="with --baseline: rounds")
     args = parser.parse_args(argv)
     if args.quick:
         args.instances, args.seconds, args.wado_instances = 20_000, 5.0, 20
@@ -691,6 +741,10 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load(raw_url, collection_id, args.instances)
         sample = loaded.pop("sample")
         print(f"loaded: {loaded}", flush=True)
+
+        if args.baseline:
+            report = compare_trees(args, settings, url, token, sample, wado_files, loaded)
+            return 0
 
         env = {**os.environ, "HEXCHANGE_HUB_DATABASE_URL": url}
         proc = subprocess.Popen(

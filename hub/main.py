@@ -126,9 +126,11 @@ def create_app(settings: HubSettings, services: Services | None = None) -> FastA
     node_app.include_router(requests_api.node_router)
 
     app = _base_app(services, "Hexchange hub")
+    # DICOMweb first: its paths (/dicomweb/...) overlap no other router's, and it takes the
+    # most requests, so they are matched before the other routers' routes are tried
     for router in (
-        meta.router, public.router, people.router, orgs.router, policies.router,
-        audit_api.router, ui_router, dicomweb.router, collections_api.router,
+        dicomweb.router, meta.router, public.router, people.router, orgs.router,
+        policies.router, audit_api.router, ui_router, collections_api.router,
     ):  # fmt: skip
         app.include_router(router)
     app.include_router(requests_api.user_router)

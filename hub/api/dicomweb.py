@@ -10,19 +10,17 @@ so a revoked grant ends access at the next request. Each request is audited by t
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlmodel import Session, col, select
 
 from hub.api.access import CollectionManageDep, CollectionReadDep
 from hub.api.deps import SessionDep
-from hub.collections import media, query, service
+from hub.collections import dicom_json, media, query, service
 from hub.collections.levels import BULK_MARK
 from hub.collections.models import Collection, CollectionInstance
 from hub.collections.runtime import instance_files
@@ -34,6 +32,15 @@ router = APIRouter(prefix="/dicomweb/collections/{collection}", tags=["dicomweb"
 
 DICOM_JSON = "application/dicom+json"
 _FRAMES = re.compile(r"^\d+(,\d+)*$")
+
+
+class DicomJSONResponse(Response):
+    """An answer in DICOM JSON, encoded by `hub.collections.dicom_json` (orjson)."""
+
+    media_type = DICOM_JSON
+
+    def render(self, content: Any) -> bytes:
+        return dicom_json.dumps(content)
 
 
 def _base(request: Request, collection: str) -> str:
@@ -89,7 +96,7 @@ def _qido(
         headers["Warning"] = ", ".join(warnings)
     if not page.results:
         return Response(status_code=204, headers=headers)
-    return JSONResponse(page.results, media_type=DICOM_JSON, headers=headers)
+    return DicomJSONResponse(page.results, headers=headers)
 
 
 def _require_study(session: Session, row: Collection, study: str) -> None:
@@ -188,16 +195,14 @@ def _retrieve(request: Request, rows: list[CollectionInstance]) -> Response:
         )
     files = instance_files(request.app.state.services)
     boundary = secrets.token_hex(16)
-
-    def body() -> Iterator[bytes]:
-        parts = (media.Part("application/dicom", files.get(r.digest)) for r in rows)
-        yield from media.encode_parts(parts, boundary)
-
+    paths = [files.path(r.digest) for r in rows]
+    body = media.file_parts(paths, "application/dicom", boundary)
     syntax = next(iter(stored)) if len(stored) == 1 else None
     kind = media.boundary_header("application/dicom", boundary, syntax)
-    if len(rows) == 1:  # one instance: one write, no streaming hops through the thread pool
-        return Response(b"".join(body()), media_type=kind)
-    return StreamingResponse(body(), media_type=kind)
+    if len(paths) == 1 and paths[0].stat().st_size <= media.STREAM_CHUNK:
+        # one instance of one read: one write, no streaming hops through the thread pool
+        return Response(b"".join(body), media_type=kind)
+    return StreamingResponse(body, media_type=kind)
 
 
 @router.get("/studies/{study}")
@@ -228,7 +233,7 @@ def retrieve_instance(
 
 
 def _with_urls(attributes: str, url: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(attributes)
+    data: dict[str, Any] = dicom_json.loads(attributes)
 
     def fix(node: Any) -> None:
         if isinstance(node, dict):
@@ -248,7 +253,7 @@ def _with_urls(attributes: str, url: str) -> dict[str, Any]:
 def _metadata(request: Request, name: str, rows: list[CollectionInstance]) -> Response:
     urls = _urls(request, name)
     body = [_with_urls(r.attributes, urls(r.study_uid, r.series_uid, r.sop_uid)) for r in rows]
-    return JSONResponse(body, media_type=DICOM_JSON)
+    return DicomJSONResponse(body)
 
 
 @router.get("/studies/{study}/metadata")
@@ -402,7 +407,7 @@ async def _stow(
     if stored:
         answer["00081199"] = {"vr": "SQ", "Value": stored}
     status = 200 if not failed else 202 if stored else 409
-    return JSONResponse(answer, status_code=status, media_type=DICOM_JSON)
+    return DicomJSONResponse(answer, status_code=status)
 
 
 @router.post("/studies")

@@ -1,10 +1,11 @@
 """Access events (every API request, reads included) appended in batches by one thread.
 
 A request only puts its event on a queue; a writer thread appends everything queued in one
-transaction (one lock of the chain head, one commit) every `interval` seconds. Changes to
-data are not logged through here: the domain functions record those in the same transaction
-as the change. The price: access events of the last fraction of a second are lost if the
-process is killed; `flush()` (called before the log is read, and at shutdown) writes them now.
+transaction (one lock of the chain head, one multi-row insert, one commit: `record_many`)
+every `interval` seconds. Changes to data are not logged through here: the domain functions
+record those in the same transaction as the change. The price: access events of the last
+fraction of a second are lost if the process is killed; `flush()` (called before the log is
+read, and at shutdown) writes them now.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from hub.audit.chain import CHECKPOINT_EVERY, checkpoint, record
+from hub.audit.chain import CHECKPOINT_EVERY, checkpoint, record_many
 
 log = structlog.get_logger("hexchange.hub.audit")
 
@@ -90,12 +91,9 @@ class AuditBuffer:
                 return 0
             try:
                 with Session(self.engine) as session:
-                    crossed = False
-                    for event in events:
-                        row = record(session, **event.__dict__)
-                        crossed = crossed or row.seq % CHECKPOINT_EVERY == 0
+                    first, last = record_many(session, [event.__dict__ for event in events])
                     session.commit()
-                    if crossed:
+                    if last // CHECKPOINT_EVERY > (first - 1) // CHECKPOINT_EVERY:
                         checkpoint(session, self.signing_key)  # type: ignore[arg-type]
                 with self._progress:
                     self._written += len(events)

@@ -15,17 +15,17 @@ item key given for that sequence, each by the rules of its VR; the sequences are
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydicom.datadict import dictionary_keyword, dictionary_VR, tag_for_keyword
 from sqlalchemy import ColumnElement, and_, func, or_
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from hub.collections import sequences
+from hub.collections import dicom_json, sequences
 from hub.collections.models import (
     Collection,
     CollectionInstance,
@@ -347,6 +347,14 @@ def _item_value_match(column: Any, item: str, raw: str) -> ColumnElement[bool]:
     return or_(*matches) if len(matches) > 1 else matches[0]
 
 
+# the columns an answer is made of, per level (plain rows: no ORM objects built per result)
+_ANSWER_COLUMNS: dict[Level, tuple[str, ...]] = {
+    "study": ("study_uid", "attributes", "modalities", "series_count", "instance_count"),
+    "series": ("study_uid", "series_uid", "attributes", "instance_count"),
+    "instance": ("study_uid", "series_uid", "sop_uid", "attributes"),
+}
+
+
 def run(
     session: Session,
     collection: Collection,
@@ -358,7 +366,8 @@ def run(
 ) -> Page:
     """Run `query`; `urls(study, series, instance)` gives the RetrieveURL of a result."""
     main = _LEVEL_TABLE[query.level]
-    statement = select(main).where(main.collection_id == collection.id)
+    columns = [getattr(main, name) for name in _ANSWER_COLUMNS[query.level]]
+    statement = sa_select(*columns).where(main.collection_id == collection.id)
     if CollectionSeries in query.tables and main is CollectionInstance:
         statement = statement.join(
             CollectionSeries,
@@ -382,11 +391,12 @@ def run(
     for condition in query.conditions:
         statement = statement.where(condition)
     statement = statement.order_by(main.id).offset(query.offset).limit(query.limit + 1)
-    rows = list(session.exec(statement).all())
+    rows = list(session.connection().execute(statement).all())
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     studies = _study_attributes(session, collection, query, rows)
-    results = [_answer(query, row, urls, studies) for row in rows]
+    defaults = _DEFAULT_TAGS[query.level]
+    results = [_answer(query, row, urls, studies, defaults) for row in rows]
     return Page(results, more, query.offset + len(rows))
 
 
@@ -409,10 +419,17 @@ def _study_attributes(
             col(CollectionStudy.study_uid).in_(uids),
         )
     ).all()
-    return {uid: json.loads(attributes) for uid, attributes in found}
+    return {uid: dicom_json.loads(attributes) for uid, attributes in found}
 
 
-def _pick(attributes: dict[str, Any], query: QidoQuery, defaults: set[str]) -> dict[str, Any]:
+_DEFAULT_TAGS: dict[Level, frozenset[str]] = {
+    level: frozenset(_tag_key(k) for k in keywords) for level, keywords in _DEFAULTS.items()
+}
+
+
+def _pick(
+    attributes: dict[str, Any], query: QidoQuery, defaults: frozenset[str]
+) -> dict[str, Any]:
     if query.include_all:
         return dict(attributes)
     wanted = defaults | query.include
@@ -428,16 +445,16 @@ def _answer(
     row: Any,
     urls: Callable[[str, str | None, str | None], str],
     studies: dict[str, dict[str, Any]],
+    defaults: frozenset[str],
 ) -> dict[str, Any]:
-    defaults = {_tag_key(k) for k in _DEFAULTS[query.level]}
-    answer = _pick(json.loads(row.attributes), query, defaults)
+    answer = _pick(dicom_json.loads(row.attributes), query, defaults)
     answer["00080056"] = _element("CS", "ONLINE")
-    if isinstance(row, CollectionStudy):
+    if query.level == "study":
         answer["00080061"] = {"vr": "CS", "Value": [m for m in row.modalities.split("\\") if m]}
         answer["00201206"] = _element("IS", row.series_count)
         answer["00201208"] = _element("IS", row.instance_count)
         answer["00081190"] = _element("UR", urls(row.study_uid, None, None))
-    elif isinstance(row, CollectionSeries):
+    elif query.level == "series":
         answer["00201209"] = _element("IS", row.instance_count)
         answer["0020000D"] = _element("UI", row.study_uid)
         answer["00081190"] = _element("UR", urls(row.study_uid, row.series_uid, None))

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import and_
 from sqlmodel import Session, col, delete, select
 
 from deidentify import Profile
@@ -138,16 +139,24 @@ def can_manage(principal: Principal, row: Collection) -> bool:
 
 
 def readable(session: Session, principal: Principal, name: str) -> Collection:
-    """The collection, if `principal` may read it (checked on every request); else 404."""
-    row = _by_name(session, name)
-    if row is None:
+    """The collection, if `principal` may read it (checked on every request); else 404.
+    The collection and the caller's grant are read in one query."""
+    grant_of_caller = and_(
+        col(CollectionGrant.collection_id) == col(Collection.id),
+        col(CollectionGrant.user_id) == (principal.user_id or 0),  # user ids start at 1
+    )
+    found = session.exec(
+        select(Collection, CollectionGrant.user_id)
+        .outerjoin(CollectionGrant, grant_of_caller)
+        .where(Collection.name == name)
+    ).first()
+    if found is None:
         raise _not_found(name)
+    row, granted = found
     if can_manage(principal, row):
         return row
-    if principal.user_id is not None:
-        grant = session.get(CollectionGrant, (row.id, principal.user_id))
-        if grant is not None:
-            return row
+    if principal.user_id is not None and granted is not None:
+        return row
     raise _not_found(name)
 
 

@@ -8,7 +8,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from hub import audit
@@ -371,22 +372,43 @@ def from_session(
     return (principal_of(user, address), web.csrf_token) if user else None
 
 
+_TOKENS = ApiToken.__table__  # type: ignore[attr-defined]
+_USERS = User.__table__  # type: ignore[attr-defined]
+
+
 def from_api_token(session: Session, token: str, address: str = "") -> Principal | None:
+    """The account behind a live API token, checked on every request (revoked, expired,
+    locked or removed: None); the token and its account are read in one query."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
-    row = session.exec(select(ApiToken).where(ApiToken.token_hash == _digest(token))).first()
+    connection = session.connection()  # plain rows: no ORM objects to build for a lookup
+    found = connection.execute(
+        sa_select(
+            _TOKENS.c.id, _TOKENS.c.expires_at, _TOKENS.c.revoked_at, _TOKENS.c.last_used_at,
+            _USERS.c.id, _USERS.c.username, _USERS.c.role, _USERS.c.org, _USERS.c.locked,
+            _USERS.c.removed_at,
+        )
+        .join(_USERS, _USERS.c.id == _TOKENS.c.user_id)
+        .where(_TOKENS.c.token_hash == _digest(token))
+    ).first()  # fmt: skip
+    if found is None:
+        return None
+    token_id, expires_at, revoked_at, last_used_at = found[:4]
+    user_id, username, role, org, locked, removed_at = found[4:]
     now = dt.datetime.now(dt.UTC)
-    if row is None or row.revoked_at is not None or aware(row.expires_at) <= now:
+    if revoked_at is not None or aware(expires_at) <= now:
         return None
-    user = _active_user(session, row.user_id)
-    if user is None:
+    if removed_at is not None or locked:
         return None
-    last = aware(row.last_used_at) if row.last_used_at else None
+    last = aware(last_used_at) if last_used_at else None
     if last is None or now - last > dt.timedelta(minutes=1):
-        row.last_used_at = now
-        session.add(row)
+        connection.execute(
+            update(_TOKENS).where(_TOKENS.c.id == token_id).values(last_used_at=now)
+        )
         session.commit()
-    return principal_of(user, address)
+    return Principal(
+        kind="user", name=username, role=Role(role), org=org, user_id=user_id, address=address
+    )
 
 
 # --- personal API tokens ----------------------------------------------------------------

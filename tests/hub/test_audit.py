@@ -161,3 +161,46 @@ def test_two_hub_processes_appending_at_once_never_fork_the_chain(database_url: 
         actors = {row.actor for row in session.exec(select(AuditEvent))}
     engine.dispose()
     assert report.events == 120 and actors == {"replica-0", "replica-1"}
+
+
+def test_batched_appends_extend_the_same_chain_as_single_ones(database_url: str) -> None:
+    """The access-event writer appends a batch with one head lock and one insert
+    (`record_many`); interleaved with single appends the chain still verifies, seq stays
+    gap-free, and a batch that crosses a multiple of 100 gets a signed checkpoint."""
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from hub.audit.buffer import AccessEvent, AuditBuffer
+    from hub.audit.chain import record_many
+    from hub.db import create_schema, make_engine
+    from hub.models import AuditCheckpoint
+
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(database_url)
+    create_schema(engine)
+    key = ec.generate_private_key(ec.SECP256R1())
+    with Session(engine) as session:
+        audit.record(session, actor="user:a", action="one")
+        first, last = record_many(
+            session, [{"actor": "user:b", "action": "batch", "subject": str(n)} for n in range(3)]
+        )
+        audit.record(session, actor="user:c", action="two")
+        session.commit()
+    assert (first, last) == (2, 4)
+    buffer = AuditBuffer(engine, key)
+    for n in range(120):
+        buffer.put(AccessEvent("user:d", "GET /x", f"/x/{n}", "status 200", "org-a", "", "success"))
+    assert buffer.flush() == 120
+    with Session(engine) as session:
+        report = audit.verify_chain(session, key.public_key())
+        head = session.get(AuditHead, 1)
+        rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))).all()
+        checkpoints = session.exec(select(AuditCheckpoint.seq)).all()
+    engine.dispose()
+    assert report.events == 125 and head is not None and head.seq == 125
+    assert [r.seq for r in rows] == list(range(1, 126))
+    assert [r.action for r in rows[:5]] == ["one", "batch", "batch", "batch", "two"]
+    assert rows[-1].subject == "/x/119" and head.hash == rows[-1].hash
+    assert list(checkpoints) == [125]

@@ -96,6 +96,11 @@ def test_stow_qido_wado_with_dicomweb_client(hub: Hub, people: dict[str, Any]) -
     assert sorted(str(d.SOPInstanceUID) for d in retrieved) == sorted(chest.sop_uids)
     one = web.retrieve_instance(chest.study_uid, chest.series_uid, chest.sop_uids[0])
     assert part10(one) == chest.files[0]
+    big = deidentified_study(1, size=1024)  # 2 MiB: streamed from its file in pieces
+    assert len(big.files[0]) > 1 << 20
+    admin.store_instances([dcmread(io.BytesIO(big.files[0]))])
+    streamed = web.retrieve_instance(big.study_uid, big.series_uid, big.sop_uids[0])
+    assert part10(streamed) == big.files[0]
     metadata = web.retrieve_instance_metadata(chest.study_uid, chest.series_uid, chest.sop_uids[0])
     pixel = metadata["7FE00010"]
     assert "BulkDataURI" in pixel and "InlineBinary" not in pixel
