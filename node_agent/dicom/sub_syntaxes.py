@@ -21,8 +21,6 @@ from pydicom.dataset import Dataset
 from pydicom.uid import (
     JPEG2000,
     UID,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -50,11 +48,15 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     XRayRadiofluoroscopicImageStorage,
 )
 
-from node_agent.dicom.transcode import TranscodeError, decompress_to_explicit_le, syntax_name
+from node_agent.dicom.transcode import (
+    UNCOMPRESSED,
+    TranscodeError,
+    decompress_to_explicit_le,
+    syntax_name,
+)
 
 log = structlog.get_logger("hexchange.agent.qr")
 
-UNCOMPRESSED: list[str | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 COMPRESSED: list[str | UID] = [
     JPEG2000Lossless, JPEGLSLossless, JPEGLosslessSV1, RLELossless, JPEGBaseline8Bit,
     JPEGExtended12Bit, JPEG2000, JPEGLSNearLossless,
@@ -73,14 +75,14 @@ MAX_CONTEXTS = 128
 def move_contexts() -> list[PresentationContext]:
     """What a C-MOVE sub-association proposes: each image class twice (uncompressed, and the
     compressed syntaxes), then other storage classes uncompressed, 128 contexts at most."""
-    contexts = [build_context(c, UNCOMPRESSED) for c in IMAGE_CLASSES]
+    contexts = [build_context(c, list(UNCOMPRESSED)) for c in IMAGE_CLASSES]
     contexts += [build_context(c, COMPRESSED) for c in IMAGE_CLASSES]
     for context in StoragePresentationContexts:
         if len(contexts) >= MAX_CONTEXTS:
             break
         if context.abstract_syntax not in IMAGE_CLASSES:
             assert context.abstract_syntax is not None
-            contexts.append(build_context(context.abstract_syntax, UNCOMPRESSED))
+            contexts.append(build_context(context.abstract_syntax, list(UNCOMPRESSED)))
     return contexts
 
 
