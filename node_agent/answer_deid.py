@@ -17,6 +17,7 @@ sealed request and answer as for identified ones.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ class AnswerLinks:
                 "study_uid = excluded.study_uid, linked_at = excluded.linked_at",
                 [(org, pseudonym, study, now) for pseudonym, study in links],
             )
-            conn.execute("DELETE FROM answer_links WHERE linked_at < ?", (now - self.max_age_s,))
+            self._drop_expired(conn, now)
 
     def original_of(self, org: str, pseudonym: str, now: float | None = None) -> str | None:
         """The study behind a pseudonym this site gave `org`, or None (unknown or expired)."""
@@ -75,11 +76,17 @@ class AnswerLinks:
         return None if row is None else str(row[0])
 
     def prune(self, now: float | None = None) -> int:
+        """Drop the expired links (at start; `remember` drops them as it goes): an agent that
+        stops answering an organization keeps no link past its age."""
         now = time.time() if now is None else now
         with self.state.transaction() as conn:
-            return conn.execute(
-                "DELETE FROM answer_links WHERE linked_at < ?", (now - self.max_age_s,)
-            ).rowcount
+            return self._drop_expired(conn, now)
+
+    def _drop_expired(self, conn: sqlite3.Connection, now: float) -> int:
+        cursor = conn.execute(
+            "DELETE FROM answer_links WHERE linked_at < ?", (now - self.max_age_s,)
+        )
+        return cursor.rowcount
 
 
 def sharing_rule_for(
@@ -148,6 +155,7 @@ class AnswerDeidentifier:
 
     def __init__(self, state: AgentState, key_file: Path | None, site_options: list[str]) -> None:
         self.links = AnswerLinks(state)
+        self.links.prune()
         self._key_file = key_file
         self._site_options = site_options
         self._keys: PseudonymKeys | None = None

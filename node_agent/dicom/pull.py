@@ -26,19 +26,7 @@ from typing import Any, Literal
 
 import structlog
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import StoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
@@ -63,6 +51,8 @@ from node_agent.dicom.scu import (
     status_text,
     text_value,
 )
+from node_agent.dicom.sub_syntaxes import COMPRESSED
+from node_agent.dicom.transcode import UNCOMPRESSED
 from node_agent.ledger import Ledger
 from node_agent.priority import request_priority
 from node_agent.spool import Spool
@@ -83,20 +73,9 @@ CREATE TABLE IF NOT EXISTS pulls (
 );
 """
 
-# Proposed for every storage context of a C-GET; the PACS picks one (and transcodes if needed).
-GET_TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
-]
+# Proposed for every storage context of a C-GET; the PACS picks one (and transcodes if needed):
+# the syntaxes the agent's own Q/R SCP accepts from a viewer, and deflated.
+GET_TRANSFER_SYNTAXES = [*UNCOMPRESSED, DeflatedExplicitVRLittleEndian, *COMPRESSED]
 RETRY_BASE_SECONDS = 60.0
 RETRY_MAX_SECONDS = 86400.0
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")

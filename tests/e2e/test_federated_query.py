@@ -352,8 +352,20 @@ def _orthanc_pixels(pacs: Orthanc, study_uid: str) -> dict[str, bytes]:
     return out
 
 
+def _find_before_retrieve(world: World, study_uid: str) -> None:
+    """What a viewer does before a C-MOVE or C-GET: the C-FIND that shows the study (a retrieve
+    names a study the agent has answered for), so a test of a retrieve runs alone too."""
+    _wait_until_online(world)
+    responses, log = _findscu(
+        world, world.root / f"find-{study_uid}", "QueryRetrieveLevel=STUDY",
+        f"PatientID={PATIENT.patient_id}", "StudyInstanceUID",
+    )  # fmt: skip
+    assert study_uid in {str(r.StudyInstanceUID) for r in responses}, log[-3000:]
+
+
 def test_c_move_brings_the_study_into_bs_pacs_byte_identical(world: World) -> None:
     study = world.studies[2]  # 4 instances
+    _find_before_retrieve(world, study.study_instance_uid)
     started = time.monotonic()
     result = subprocess.run(
         ["movescu", "-d", "-S", "-aet", VIEWER_AE, "-aec", QR_AE, "-aem", "ORTHANC",
@@ -377,6 +389,7 @@ def test_c_move_brings_the_study_into_bs_pacs_byte_identical(world: World) -> No
 
 def test_c_get_brings_the_study_over_the_same_association(world: World) -> None:
     study = world.studies[0]  # 2 instances
+    _find_before_retrieve(world, study.study_instance_uid)
     out = world.root / "get"
     out.mkdir()
     result = subprocess.run(

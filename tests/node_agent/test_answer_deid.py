@@ -4,6 +4,7 @@ answer shown as the de-identified share would send the study, and the pseudonym 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,17 @@ def test_links_are_durable_renewed_by_an_answer_and_dropped_after_90_days(
     with AgentState(path).connect() as conn:
         rows = conn.execute("SELECT pseudonym_uid FROM answer_links").fetchall()
     assert [r[0] for r in rows] == ["2.25.1"]
+
+
+def test_an_agent_that_starts_after_the_age_drops_expired_links(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    old = time.time() - 91 * DAY
+    AnswerLinks(AgentState(path)).remember("org-b", [("2.25.9", "1.2.9")], old)
+    AnswerLinks(AgentState(path)).remember("org-c", [("2.25.8", "1.2.8")])  # fresh: kept
+    AnswerDeidentifier(AgentState(path), None, [])  # what the agent builds at start
+    with AgentState(path).connect() as conn:
+        rows = conn.execute("SELECT pseudonym_uid FROM answer_links").fetchall()
+    assert [r[0] for r in rows] == ["2.25.8"]
 
 
 def test_a_recipe_that_keeps_the_name_leaves_the_study_out_and_a_short_id_does_not(
