@@ -152,7 +152,10 @@ def decode(ds: Dataset) -> Decoded:
 def render_gray8(frame: Frames, photometric: str) -> Gray8:
     """An 8-bit view of one frame (full range, MONOCHROME1 inverted to display polarity)."""
     if frame.ndim == 3:
-        data = frame.max(axis=2) if photometric == RGB else frame[..., 0]
+        if photometric == RGB:  # the brightest channel; ndarray.max(axis=2) is ~10x slower
+            data = np.maximum(np.maximum(frame[..., 0], frame[..., 1]), frame[..., 2])
+        else:
+            data = frame[..., 0]
     else:
         data = frame
     lo, hi = int(data.min()), int(data.max())

@@ -171,11 +171,9 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
             continue
         # texture (MR fat, trabecular bone, noise) raises the bar locally, so glyphs drawn
         # over it do not fuse with it into one large component
-        local = cv2.blur(np.minimum(hat, params.clutter_cap), window)
-        bar = np.maximum(
-            cv2.convertScaleAbs(local, alpha=params.texture_factor), params.min_contrast
-        )
-        mask = np.where(hat >= bar, 255, 0).astype(np.uint8)
+        local = cv2.blur(cv2.min(hat, params.clutter_cap), window)
+        bar = cv2.max(cv2.convertScaleAbs(local, alpha=params.texture_factor), params.min_contrast)
+        mask = np.asarray(cv2.compare(hat, bar, cv2.CMP_GE), np.uint8)
         boxes, labels = _glyphs(mask, params)
         found.append(boxes)
         labelled.append(labels)
@@ -235,7 +233,7 @@ def _parts(
     _fill(followed_zone, core, box, 0)
     seed |= followed_zone
     crop = np.where(ink.faint(window), seed, 0).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    n, _, stats, _ = _components(crop)
     parts = []
     for x, y, w, h in stats[1:n, :4].tolist():
         left, top = max(x - pad, 0), max(y - pad, 0)
@@ -285,6 +283,22 @@ def _line_level(ink: _Ink, box: Box, params: DetectParams) -> int:
     return min(params.faint, max(params.faint_floor, level))
 
 
+def _components(
+    mask: npt.NDArray[np.uint8],
+) -> tuple[int, npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+    """`cv2.connectedComponentsWithStats` (8-connected) with the block-based algorithm (BBDT):
+    the same components, about three times faster than OpenCV's default for this call."""
+    n, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
+        mask, 8, cv2.CV_32S, cv2.CCL_BBDT
+    )
+    return (
+        int(n),
+        np.asarray(labels, np.int32),
+        np.asarray(stats, np.int32),
+        np.asarray(centroids, np.float64),
+    )
+
+
 def _transpose(box: Box) -> Box:
     return Box(box.top, box.left, box.height, box.width)
 
@@ -308,7 +322,7 @@ def _glyphs(
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
     """Boxes (x, y, w, h) of the components of `mask` shaped like glyphs (or touching ones),
     and the component labels of `mask`."""
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    _, labels, stats, _ = _components(mask)
     stats = stats[1:]
     width = stats[:, cv2.CC_STAT_WIDTH]
     height = stats[:, cv2.CC_STAT_HEIGHT]
@@ -353,14 +367,12 @@ def _lines(
             trim = h // 8
             reach = int(params.gap * h)
             cv2.rectangle(canvas, (x, y + trim), (x + w + reach, y + h - trim), 255, -1)
-        n, labels = cv2.connectedComponents(canvas, connectivity=4)
+        n, labels = cv2.connectedComponentsWithAlgorithm(canvas, 4, cv2.CV_32S, cv2.CCL_SAUF)
         if n <= 1:
             continue
         line = labels[(g[:, 1] + g[:, 3] // 2) // 2, g[:, 0] // 2]
-        order = np.argsort(line, kind="stable")
-        line, g = line[order], g[order]
-        cuts = np.flatnonzero(np.diff(line)) + 1
-        groups = [m for m in np.split(g, cuts) if len(m) >= need]
+        # the groups of `need` glyphs or more, in label order (most labels hold one glyph)
+        groups = [g[line == label] for label in np.flatnonzero(np.bincount(line) >= need)]
         while groups:
             members = groups.pop()
             x, y = members[:, 0], members[:, 1]
@@ -536,7 +548,7 @@ def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
     if bottom - top < 2:
         return line
     marks = np.ascontiguousarray(hat[top:bottom, lo:hi] >= ink.level, dtype=np.uint8)
-    n, found, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    n, found, stats, _ = _components(marks)
     if n <= 1:
         return line
     labels = np.asarray(found, dtype=np.int32)
@@ -569,7 +581,7 @@ def _contained(ink: npt.NDArray[np.bool_], tall: float) -> npt.NDArray[np.bool_]
     first nor its last row (they stay inside the band and its margins: not anatomy crossing
     it) and are at least `tall` rows high (not noise specks)."""
     marks = np.ascontiguousarray(ink, dtype=np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    _, labels, stats, _ = _components(marks)
     top, height = stats[:, cv2.CC_STAT_TOP], stats[:, cv2.CC_STAT_HEIGHT]
     keep = (top > 0) & (top + height < marks.shape[0]) & (height >= tall)
     keep &= stats[:, cv2.CC_STAT_AREA] >= 2

@@ -17,7 +17,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from deidentify.pixels.frames import PixelError, decode, output_syntax, write
+from deidentify.pixels.frames import PixelError, decode, output_syntax, render_gray8, write
 from tests.deidentify.pixels.synth import base_dataset, mono_image, rgb_image, set_pixels
 
 
@@ -146,3 +146,19 @@ def test_missing_transfer_syntax_or_decoder_is_an_error_naming_it() -> None:
 def test_lossy_output_syntax_is_refused() -> None:
     with pytest.raises(PixelError, match="lossless"):
         output_syntax(RLELossless, JPEGBaseline8Bit)
+
+
+def test_an_rgb_frame_renders_as_its_brightest_channel() -> None:
+    """Text drawn in any one colour must reach the detector: the 8-bit view of an RGB frame
+    is the brightest of its channels at each pixel (full range)."""
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[5:10, 5:40, 0] = 200  # red text
+    frame[20:25, 5:40, 1] = 120  # green text
+    frame[30:35, 5:40, 2] = 250  # blue text
+    frame[40:45, 5:40] = (30, 90, 60)  # a dull mixed colour
+    gray = render_gray8(frame, "RGB")
+    expected = frame.max(axis=2).astype(np.float32) * (255.0 / 250.0)
+    assert gray.dtype == np.uint8 and gray.shape == (48, 64)
+    assert np.array_equal(gray, expected.astype(np.uint8))
+    assert gray[7, 10] == 204 and gray[22, 10] == 122 and gray[32, 10] == 255
+    assert gray[42, 10] == 91 and gray[0, 0] == 0
