@@ -89,7 +89,7 @@ def run(gib: float, work: Path, timeout: float) -> dict[str, object]:
         time.sleep(2.0)  # the policy and the recipients arrive
         sampler.watch("agent A", a.process.pid)
         sampler.start()
-        t0 = time.perf_counter()
+        t0, t0_wall = time.perf_counter(), time.time()
         sent = subprocess.run(
             ["/usr/bin/storescu", "-aet", "MODALITY", "-aec", a.ae_title,
              "127.0.0.1", str(a.dicom_port), str(source)],
@@ -133,7 +133,17 @@ def run(gib: float, work: Path, timeout: float) -> dict[str, object]:
         "quarantined": quarantined,
         "b_bytes": received.stat().st_size,
         "identity_in_b_header": leaked,
+        "rss_timeline_mib": _timeline(sampler.samples.get("agent A", []), t0_wall),
     }
+
+
+def _timeline(samples: list[tuple[float, int]], start: float, points: int = 12) -> str:
+    """The agent's RSS over the timed window, as `seconds:MiB` at a few evenly spaced samples."""
+    if not samples:
+        return ""
+    step = max(1, len(samples) // points)
+    picked = [*samples[::step], samples[-1]]
+    return " ".join(f"{t - start:.0f}s:{kb / 1024:.0f}" for t, kb in picked)
 
 
 def _write(result: dict[str, object], command: str) -> None:
