@@ -79,6 +79,9 @@ def run(
 ) -> None:
     """Run the DICOM receiver, pipeline, uploader and inbound deliveries until stopped."""
     from node_agent.app import build_agent
+    from node_agent.malloc_arenas import cap_malloc_arenas
+
+    cap_malloc_arenas()  # before the agent's threads start allocating
 
     _configure_logging(json_logs)
     cfg = load_or_exit(config)
