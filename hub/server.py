@@ -24,13 +24,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from multiprocessing.process import BaseProcess
-from typing import Any
 
 import structlog
 import uvicorn
-import uvloop
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
@@ -158,13 +156,6 @@ async def _stop_when(event: asyncio.Event, stop: Callable[[], None]) -> None:
     stop()
 
 
-def _run_loop(settings: HubSettings, main: Coroutine[Any, Any, None]) -> None:
-    """uvloop's event loop (libuv, in C) unless the settings ask for asyncio's own."""
-    factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main)
-
-
 class WorkersRefused(ValueError):
     """`workers` > 1 asked for on a database that several processes cannot share."""
 
@@ -180,7 +171,7 @@ def check_workers(settings: HubSettings) -> None:
 def run(settings: HubSettings) -> None:
     """Serve until SIGINT/SIGTERM: in this process, or in `settings.workers` processes."""
     if settings.workers == 1:
-        _run_loop(settings, serve(settings))
+        asyncio.run(serve(settings))
         return
     check_workers(settings)
     engine = make_engine(settings.db_url)
@@ -211,7 +202,7 @@ def _worker(settings: HubSettings, sockets: tuple[socket.socket, socket.socket])
     built no app, engine or thread: the worker builds its own (`create_app`)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)  # until `serve` installs its own handlers
-    _run_loop(settings, serve(settings, sockets=sockets))
+    asyncio.run(serve(settings, sockets=sockets))
 
 
 def _supervise(settings: HubSettings, sockets: tuple[socket.socket, socket.socket]) -> None:

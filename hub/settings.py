@@ -98,9 +98,6 @@ class HubSettings(BaseSettings):
         description="HTTP/1.1 parser of both listeners: httptools (llhttp, the faster one; "
         "request heads capped as h11 caps them) or h11 (pure Python)",
     )  # fmt: skip
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        default="uvloop", description="Event loop of the hub's processes (hexchange-hub serve)"
-    )
     workers: int = Field(
         default=1, ge=1, le=64,
         description="Hub processes serving both listeners on the same sockets (PostgreSQL "
