@@ -611,6 +611,111 @@ def ingest_phases(
     return report
 
 
+def _tree_indexer(
+    tree: Path, url: str, data_dir: Path, files: list[bytes], seconds: float, batch: int
+) -> tuple[float, float]:
+    """(instances/s, CPU ms per instance) of `bench/ingest_indexer.py` run with `tree`'s hub
+    package."""
+    with tempfile.NamedTemporaryFile(suffix=".dcms") as fh:
+        for data in files:  # each file: its length (4 bytes, big-endian), then its bytes
+            fh.write(len(data).to_bytes(4, "big") + data)
+        fh.flush()
+        out = subprocess.run(
+            [sys.executable, str(REPO / "bench/ingest_indexer.py"), url, str(data_dir),
+             fh.name, str(seconds), str(batch)],
+            env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    done = max(int(result["done"]), 1)
+    return float(result["done"] / result["elapsed"]), float(result["cpu"] * 1000 / done)
+
+
+def ingest_against_baseline(
+    args: argparse.Namespace,
+    url: str,
+    settings: HubSettings,
+    base: str,
+    context: object,
+    token: str,
+    sample: list[str],
+    loaded: dict[str, Any],
+) -> dict[str, Any]:
+    """`--ingest-only --baseline TREE`: the batched path of both trees, alone then while
+    QIDO runs (this tree's hub), alternating the order each round."""
+    trees = {"baseline": args.baseline.resolve(), "this": REPO}
+    want = int(args.seconds * 600)
+    started = time.perf_counter()
+    fresh = fresh_instances(want * 4 * args.rounds)
+    print(f"made {len(fresh)} instances in {time.perf_counter() - started:.0f} s", flush=True)
+    rates: dict[str, dict[str, list[float]]] = {
+        label: {"alone": [], "during_queries": []} for label in trees
+    }
+    cpu_ms: dict[str, dict[str, list[float]]] = {
+        label: {"alone": [], "during_queries": []} for label in trees
+    }
+    busy: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
+    offset = 0
+    for phase in ("alone", "during_queries"):
+        for n in range(args.rounds):
+            for label in ["baseline", "this"] if n % 2 == 0 else ["this", "baseline"]:
+                files, offset = fresh[offset : offset + want], offset + want
+                result: dict[str, tuple[float, float]] = {}
+
+                def index(
+                    tree: Path = trees[label],
+                    part: list[bytes] = files,
+                    out: dict[str, tuple[float, float]] = result,
+                ) -> None:
+                    out["rate"] = _tree_indexer(
+                        tree, url, settings.data_dir, part, args.seconds, args.batch
+                    )
+
+                if phase == "alone":
+                    index()
+                else:
+                    indexer = threading.Thread(target=index)
+                    indexer.start()
+                    time.sleep(1.5)  # the indexer's interpreter is up
+                    busy[label].append(
+                        run_qido(base, context, token, sample, args.clients, args.seconds - 2)
+                    )
+                    indexer.join()
+                rate, cpu = result["rate"]
+                rates[label][phase].append(round(rate, 1))
+                cpu_ms[label][phase].append(round(cpu, 2))
+                print(f"{label} {phase} round {n + 1}: {rate:.1f}/s, {cpu:.2f} ms CPU", flush=True)
+    report = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {os.cpu_count()} cores {platform.python_version()}",
+        "load_average": os.getloadavg(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "loaded": loaded,
+        "trees": {k: str(v) for k, v in trees.items()},
+        "indexing_per_s": rates,
+        "indexer_cpu_ms_per_instance": cpu_ms,
+        "cpu_ratios_this_to_baseline": {
+            phase: [
+                round(t / max(b, 0.01), 2)
+                for t, b in zip(cpu_ms["this"][phase], cpu_ms["baseline"][phase], strict=True)
+            ]
+            for phase in ("alone", "during_queries")
+        },
+        "ratios_this_to_baseline": {
+            phase: [
+                round(t / max(b, 0.1), 2)
+                for t, b in zip(rates["this"][phase], rates["baseline"][phase], strict=True)
+            ]
+            for phase in ("alone", "during_queries")
+        },
+        "qido_while_indexing": busy,
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
 def compare_trees(
     args: argparse.Namespace,
     settings: HubSettings,
@@ -637,6 +742,7 @@ def compare_trees(
         result = compare(
             args.baseline, settings, url, token, sample, (hub_urls, static_urls),
             args.clients, args.seconds, args.rounds,
+            {"this": _env_pairs(args.hub_env), "baseline": _env_pairs(args.baseline_env)},
         )  # fmt: skip
     finally:
         server.shutdown()
@@ -652,6 +758,10 @@ def compare_trees(
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return report
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in pairs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -679,6 +789,15 @@ def main(argv: list[str] | None = None) -> int:
         "alternation on the same data and compare per-request cost (bench/dicomweb_compare.py)",
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2, help="with --baseline: rounds")
+    parser.add_argument(
+        "--hub-env", action="append", default=[], metavar="KEY=VALUE",
+        help="environment of this tree's hub (repeatable), e.g. HEXCHANGE_HUB_WORKERS=2",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline-env", action="append", default=[], metavar="KEY=VALUE",
+        help="with --baseline: environment of the baseline's hub (repeatable); --baseline . "
+        "with different --hub-env/--baseline-env compares two settings of this tree",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.instances, args.seconds, args.wado_instances = 20_000, 5.0, 20
@@ -742,11 +861,11 @@ def main(argv: list[str] | None = None) -> int:
         sample = loaded.pop("sample")
         print(f"loaded: {loaded}", flush=True)
 
-        if args.baseline:
+        if args.baseline and not args.ingest_only:
             report = compare_trees(args, settings, url, token, sample, wado_files, loaded)
             return 0
 
-        env = {**os.environ, "HEXCHANGE_HUB_DATABASE_URL": url}
+        env = {**os.environ, "HEXCHANGE_HUB_DATABASE_URL": url, **_env_pairs(args.hub_env)}
         proc = subprocess.Popen(
             [
                 str(REPO / ".venv/bin/hexchange-hub"),
@@ -768,6 +887,11 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_hub(public, context)
 
         run_qido(base, context, token, sample, args.clients, 3.0)  # warm up
+        if args.ingest_only and args.baseline:
+            report = ingest_against_baseline(
+                args, url, settings, base, context, token, sample, loaded
+            )
+            return 0
         if args.ingest_only:
             report = ingest_phases(args, url, settings, base, context, token, sample, loaded)
             return 0

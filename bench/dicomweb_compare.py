@@ -28,15 +28,44 @@ REPO = Path(__file__).resolve().parent.parent
 _MAIN = "import sys; from hub.cli import main; sys.exit(main())"
 
 
+def _descendants(pid: int) -> list[int]:
+    found = [pid]
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                children = [int(c) for c in fh.read().split()]
+        except FileNotFoundError:
+            continue
+        for child in children:
+            found += _descendants(child)
+    return found
+
+
 def hub_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its live descendants (the hub's
+    worker processes with `--workers`; Linux /proc)."""
+    total = 0
+    for one in _descendants(pid):
+        try:
+            with open(f"/proc/{one}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def start_hub(tree: Path, settings: HubSettings, url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HEXCHANGE_HUB_DATABASE_URL": url, "PYTHONPATH": str(tree)}
+def start_hub(
+    tree: Path, settings: HubSettings, url: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ, "HEXCHANGE_HUB_DATABASE_URL": url, "PYTHONPATH": str(tree),
+        **(extra_env or {}),
+    }  # fmt: skip
     command = [
         sys.executable, "-c", _MAIN, "serve", "--data-dir", str(settings.data_dir),
         "--node-port", str(settings.node_port), "--public-port", str(settings.public_port),
@@ -103,8 +132,10 @@ def compare(
     clients: int,
     seconds: float,
     rounds: int = 2,
+    envs: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Alternate the two hubs (baseline, this; then this, baseline; ...)."""
+    """Alternate the two hubs (baseline, this; then this, baseline; ...). `envs`: extra
+    environment of each ("baseline", "this"), e.g. HEXCHANGE_HUB_WORKERS."""
     from bench.dicomweb_bench import NAME
 
     public = f"https://127.0.0.1:{settings.public_port}"
@@ -115,7 +146,7 @@ def compare(
     for n in range(rounds):
         order = ["baseline", "this"] if n % 2 == 0 else ["this", "baseline"]
         for label in order:
-            proc = start_hub(trees[label], settings, url)
+            proc = start_hub(trees[label], settings, url, (envs or {}).get(label))
             try:
                 wait_for_hub(public, context)
                 result = measure(proc, base, context, token, sample, urls, clients, seconds)
@@ -125,7 +156,12 @@ def compare(
             runs[label].append(result)
             print(f"{label} (round {n + 1}): {result}", flush=True)
             time.sleep(1)
-    return {"trees": {k: str(v) for k, v in trees.items()}, "runs": runs, "ratios": ratios(runs)}
+    return {
+        "trees": {k: str(v) for k, v in trees.items()},
+        "envs": envs or {},
+        "runs": runs,
+        "ratios": ratios(runs),
+    }
 
 
 def ratios(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, float]]:

@@ -571,19 +571,35 @@ def serve(
     node_port: Annotated[int | None, typer.Option(help="Node API port (mutual TLS)")] = None,
     public_port: Annotated[int | None, typer.Option(help="Public API port (server TLS)")] = None,
     database_url: Annotated[str | None, typer.Option(envvar="HEXCHANGE_HUB_DATABASE_URL")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            envvar="HEXCHANGE_HUB_WORKERS",
+            help="Hub processes serving both listeners (default 1; more needs PostgreSQL)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the node API and the public API until interrupted."""
-    from hub.server import run
+    from hub.server import WorkersRefused, check_workers, run
 
     settings = _settings(
-        data_dir, host=host, node_port=node_port, public_port=public_port, database_url=database_url
-    )
+        data_dir, host=host, node_port=node_port, public_port=public_port,
+        database_url=database_url, workers=workers,
+    )  # fmt: skip
     if not settings.receipt_key_file.exists():
         err.print(f"[red]{settings.data_dir} is not initialised: run `hexchange-hub init` first")
         raise typer.Exit(2)
+    try:
+        check_workers(settings)
+    except WorkersRefused as exc:
+        err.print(f"[red]{escape(str(exc))}")
+        raise typer.Exit(2) from None
     err.print(
         f"hub serving: node API https://{settings.host}:{settings.node_port} (mutual TLS), "
-        f"public API https://{settings.host}:{settings.public_port}"
+        f"public API https://{settings.host}:{settings.public_port}, "
+        f"{settings.workers} process{'es' if settings.workers > 1 else ''}"
     )
     run(settings)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -46,6 +46,7 @@ def make_engine(url: str) -> Engine:
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x48584D47  # "HXMG": one migration at a time per database
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -59,6 +60,8 @@ def create_schema(engine: Engine) -> None:
     """Bring the database to the newest schema with the Alembic migrations (idempotent)."""
     config = alembic_config(engine)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # hub processes or hosts starting at once
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         tables = set(inspect(connection).get_table_names())
         if "site" in tables and "alembic_version" not in tables:

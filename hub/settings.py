@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,17 @@ class HubSettings(BaseSettings):
         default=0, ge=0, le=64,
         description="Processes that verify and index collection batches (0: the worker "
         "thread itself); more than one uses more cores",
+    )  # fmt: skip
+    # --- serving (hub.server) ---
+    http_protocol: Literal["h11", "httptools"] = Field(
+        default="httptools",
+        description="HTTP/1.1 parser of both listeners: httptools (llhttp, the faster one; "
+        "request heads capped as h11 caps them) or h11 (pure Python)",
+    )  # fmt: skip
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Hub processes serving both listeners on the same sockets (PostgreSQL "
+        "only when more than one: the processes share nothing but the database and files)",
     )  # fmt: skip
     qido_max_limit: int = Field(
         default=1000, ge=1, le=100_000,

@@ -4,9 +4,10 @@ The same steps as `store.add_instance`, in batches: each instance is read and ch
 (`store.read_and_check`); the files that pass are written while the next instances are checked
 (bytes fsynced in a thread pool), then each folder is fsynced once for the batch; then ONE
 transaction looks the batch's existing instances, studies (locked) and series up once, asks
-`store._index` for each new instance's rows (the one place that says which rows an instance
-makes), quarantines the refused ones and commits. An instance counts as stored only after its
-file is durable and that transaction committed.
+`store.index_rows` for each new instance's rows (the one place that says which rows an instance
+makes), inserts the instance and sequence-value rows as multi-row INSERTs (no ORM objects),
+quarantines the refused ones and commits. An instance counts as stored only after its file is
+durable and that transaction committed.
 
 Idempotent by SOP Instance UID: after a crash the same bundle again gives duplicates (and no
 second quarantine row for an instance of the same bundle)."""
@@ -36,9 +37,9 @@ from hub.collections.models import (
 from hub.collections.store import (
     IndexBatch,
     Source,
-    _index,
-    _text,
     collection_profile,
+    element_text,
+    index_rows,
     quarantine_rows,
     read_and_check,
 )
@@ -92,9 +93,9 @@ def add_batch(
                 digest=digest,
                 ds=ds,
                 transfer_syntax=transfer_syntax,
-                sop_uid=_text(ds, "SOPInstanceUID"),
-                study_uid=_text(ds, "StudyInstanceUID"),
-                series_uid=_text(ds, "SeriesInstanceUID"),
+                sop_uid=element_text(ds, "SOPInstanceUID"),
+                study_uid=element_text(ds, "StudyInstanceUID"),
+                series_uid=element_text(ds, "SeriesInstanceUID"),
             )
         )
     folders = [folder for write in writes for folder in write.result()]
@@ -162,12 +163,14 @@ def _index_batch(
             same = held[checked.sop_uid] == checked.digest
             counts["duplicate" if same else "conflict"] += 1
             continue
-        _index(
+        index_rows(
             session, collection, checked.ds, checked.digest, checked.data_size,
             checked.transfer_syntax, source, batch,
         )  # fmt: skip
         held[checked.sop_uid] = checked.digest
         counts["stored"] += 1
+    session.flush()  # the studies and series first, then the instances' rows
+    batch.insert_rows(session)
     already: set[str] = set()
     if refused and source.bundle_id:
         already = set(

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
+
+from hub.collections import dicom_json
 
 STUDY_KEYWORDS = (
     "SpecificCharacterSet",
@@ -68,4 +69,4 @@ def subset(ds: Dataset, keywords: tuple[str, ...]) -> str:
     for keyword in keywords:
         if keyword in ds:
             part[Tag(keyword)] = ds[keyword]
-    return json.dumps(json_without_bulk(part))
+    return dicom_json.dumps(json_without_bulk(part)).decode()

@@ -178,7 +178,7 @@ class CollectionVersionMember(SQLModel, table=True):
 
 class CollectionSequenceValue(SQLModel, table=True):
     """One value of one item of a sequence that QIDO-RS matches on (PS3.4 C.2.2.2.6), written
-    by the one indexing function (`hub.collections.store._index`). `owner` is the UID of the
+    by the one indexing function (`hub.collections.store.index_rows`). `owner` is the UID of the
     study, series or instance the sequence belongs to (the sequence's level says which);
     `item` numbers the items from 0, so keys that must match in the same item are rows with
     the same `item`. Values are de-identified ones, as everything in the index."""

@@ -9,7 +9,7 @@ the index is; instance sequences from every instance.
 
 Every attribute of an item whose VR can be matched (text, code, date, time, integer, UID) is
 indexed, one row per value; nested sequences inside items and longer values are not. The rows
-are built here from the instance's DICOM JSON, by ingest (`hub.collections.store._index`) and by
+are built here from the instance's DICOM JSON, by ingest (`hub.collections.store.index_rows`) and by
 the migration that indexed collections stored before (`0007_collection_sequences`) alike.
 """
 
@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydicom.datadict import tag_for_keyword
-
-from hub.collections.models import CollectionSequenceValue
 
 Level = Literal["study", "series", "instance"]
 
@@ -100,17 +98,18 @@ def item_values(attributes: dict[str, Any], level: Level) -> list[ItemValue]:
 
 def value_rows(
     collection_id: int, attributes: dict[str, Any], owners: dict[Level, str]
-) -> list[CollectionSequenceValue]:
-    """Index rows for the levels in `owners` (level -> the UID that owns its sequences)."""
+) -> list[dict[str, Any]]:
+    """Index rows (column values of `CollectionSequenceValue`, for one multi-row insert) for
+    the levels in `owners` (level -> the UID that owns its sequences)."""
     return [
-        CollectionSequenceValue(
-            collection_id=collection_id,
-            owner=owner,
-            sequence=found.sequence,
-            item=found.item,
-            item_key=found.item_key,
-            value=found.value,
-        )
+        {
+            "collection_id": collection_id,
+            "owner": owner,
+            "sequence": found.sequence,
+            "item": found.item,
+            "item_key": found.item_key,
+            "value": found.value,
+        }
         for level, owner in owners.items()
         for found in item_values(attributes, level)
     ]

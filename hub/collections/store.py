@@ -7,29 +7,32 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from deidentify import Profile
 from deidentify.verify import Finding, verify_output
 from hub import audit
-from hub.collections import sequences
+from hub.collections import dicom_json, sequences
 from hub.collections.blobs import InstanceFiles
 from hub.collections.levels import SERIES_KEYWORDS, STUDY_KEYWORDS, json_without_bulk, subset
 from hub.collections.models import (
     Collection,
     CollectionInstance,
     CollectionQuarantine,
+    CollectionSequenceValue,
     CollectionSeries,
     CollectionStudy,
 )
 from hub.errors import Conflict
+from hub.models import utcnow
 
 log = structlog.get_logger("hexchange.hub.collections")
 
@@ -51,6 +54,18 @@ class IndexBatch:
 
     studies: dict[str, CollectionStudy] = field(default_factory=dict)
     series: dict[str, CollectionSeries] = field(default_factory=dict)
+    # the batch's instance and sequence-value rows, inserted together by `insert_rows`
+    instances: list[dict[str, Any]] = field(default_factory=list)
+    values: list[dict[str, Any]] = field(default_factory=list)
+
+    def insert_rows(self, session: Session) -> None:
+        """The instance and sequence-value rows as multi-row INSERTs (SQLAlchemy Core, no ORM
+        objects: the rows are never read back in the batch's transaction)."""
+        if self.instances:
+            session.execute(insert(CollectionInstance), self.instances)
+        if self.values:
+            session.execute(insert(CollectionSequenceValue), self.values)
+        self.instances, self.values = [], []
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,9 @@ def collection_profile(collection: Collection) -> Profile:
     return Profile.from_names(json.loads(collection.profile))
 
 
-def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
+def element_text(ds: Dataset, keyword: str, limit: int = 64) -> str:
+    """An element's value as index text (multiple values joined by backslash), cut to
+    `limit`; "" when absent or empty."""
     value = ds.get(keyword)
     if value is None or value == "":
         return ""
@@ -76,7 +93,8 @@ def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
     return str(value)[:limit]
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def element_int(ds: Dataset, keyword: str) -> int | None:
+    """An element's value as an integer; None when absent, empty or not a number."""
     value = ds.get(keyword)
     try:
         return int(value) if value not in (None, "") else None
@@ -88,11 +106,11 @@ def check_instance(ds: Dataset, profile: Profile) -> list[Finding]:
     """The hub's verification: `deidentify.verify_output` plus what a collection requires."""
     findings = list(verify_output(ds, profile))
     for keyword in _UID_KEYWORDS:
-        if not _text(ds, keyword):
+        if not element_text(ds, keyword):
             findings.append(
                 Finding("missing-uid", "", keyword, keyword, f"{keyword} is missing or empty")
             )
-    if _text(ds, "BurnedInAnnotation").upper() == "YES":
+    if element_text(ds, "BurnedInAnnotation").upper() == "YES":
         findings.append(
             Finding(
                 "burned-in-annotation",
@@ -171,8 +189,11 @@ def add_instance(
     if isinstance(read, list):
         return _quarantine(session, collection, source, digest, read)
     ds, transfer_syntax = read
-    study_uid, series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
-    sop_uid = _text(ds, "SOPInstanceUID")
+    study_uid, series_uid = (
+        element_text(ds, "StudyInstanceUID"),
+        element_text(ds, "SeriesInstanceUID"),
+    )
+    sop_uid = element_text(ds, "SOPInstanceUID")
     existing = session.exec(
         select(CollectionInstance).where(
             CollectionInstance.collection_id == collection.id,
@@ -189,7 +210,7 @@ def add_instance(
     files.put(data)  # durable before the index row
     for attempt in range(3):
         try:
-            _index(session, collection, ds, digest, len(data), transfer_syntax, source)
+            index_rows(session, collection, ds, digest, len(data), transfer_syntax, source)
             session.commit()
             break
         except IntegrityError:
@@ -212,7 +233,7 @@ def add_instance(
     return Added("stored", sop_uid, study_uid, series_uid)
 
 
-def _index(
+def index_rows(
     session: Session,
     collection: Collection,
     ds: Dataset,
@@ -226,9 +247,12 @@ def _index(
     makes). With `batch` (`hub.collections.batch`), the study and series rows come from the
     batch's lookups and nothing is flushed: the batch inserts every instance's rows together."""
     cid = collection.id or 0
-    study_uid, series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
-    modality = _text(ds, "Modality", 16)
-    sop_uid = _text(ds, "SOPInstanceUID")
+    study_uid, series_uid = (
+        element_text(ds, "StudyInstanceUID"),
+        element_text(ds, "SeriesInstanceUID"),
+    )
+    modality = element_text(ds, "Modality", 16)
+    sop_uid = element_text(ds, "SOPInstanceUID")
     owners: dict[sequences.Level, str] = {"instance": sop_uid}  # whose sequences to index
     if batch is not None:
         study = batch.studies.get(study_uid)
@@ -242,14 +266,14 @@ def _index(
         study = CollectionStudy(
             collection_id=cid,
             study_uid=study_uid,
-            study_date=_text(ds, "StudyDate", 8),
-            study_time=_text(ds, "StudyTime", 16),
-            accession=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID", 16),
-            description=_text(ds, "StudyDescription"),
-            patient_id=_text(ds, "PatientID"),
-            patient_name=_text(ds, "PatientName", 200),
-            patient_sex=_text(ds, "PatientSex", 16),
+            study_date=element_text(ds, "StudyDate", 8),
+            study_time=element_text(ds, "StudyTime", 16),
+            accession=element_text(ds, "AccessionNumber"),
+            study_id=element_text(ds, "StudyID", 16),
+            description=element_text(ds, "StudyDescription"),
+            patient_id=element_text(ds, "PatientID"),
+            patient_name=element_text(ds, "PatientName", 200),
+            patient_sex=element_text(ds, "PatientSex", 16),
             attributes=subset(ds, STUDY_KEYWORDS),
         )
         owners["study"] = study_uid
@@ -267,11 +291,11 @@ def _index(
             study_uid=study_uid,
             series_uid=series_uid,
             modality=modality,
-            series_number=_int(ds, "SeriesNumber"),
-            description=_text(ds, "SeriesDescription"),
-            body_part=_text(ds, "BodyPartExamined"),
-            series_date=_text(ds, "SeriesDate", 8),
-            series_time=_text(ds, "SeriesTime", 16),
+            series_number=element_int(ds, "SeriesNumber"),
+            description=element_text(ds, "SeriesDescription"),
+            body_part=element_text(ds, "BodyPartExamined"),
+            series_date=element_text(ds, "SeriesDate", 8),
+            series_time=element_text(ds, "SeriesTime", 16),
             attributes=subset(ds, SERIES_KEYWORDS),
         )
         owners["series"] = series_uid
@@ -283,26 +307,29 @@ def _index(
     session.add(study)
     session.add(series)
     attributes = json_without_bulk(ds)
-    session.add(
-        CollectionInstance(
-            collection_id=cid,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            sop_uid=sop_uid,
-            sop_class_uid=_text(ds, "SOPClassUID"),
-            instance_number=_int(ds, "InstanceNumber"),
-            transfer_syntax=transfer_syntax,
-            rows=_int(ds, "Rows"),
-            columns=_int(ds, "Columns"),
-            frames=_int(ds, "NumberOfFrames") or (1 if "PixelData" in ds else None),
-            digest=digest,
-            size=size,
-            source=source.actor,
-            attributes=json.dumps(attributes),
-        )
+    rows = batch if batch is not None else IndexBatch()
+    rows.instances.append(
+        {
+            "collection_id": cid,
+            "study_uid": study_uid,
+            "series_uid": series_uid,
+            "sop_uid": sop_uid,
+            "sop_class_uid": element_text(ds, "SOPClassUID"),
+            "instance_number": element_int(ds, "InstanceNumber"),
+            "transfer_syntax": transfer_syntax,
+            "rows": element_int(ds, "Rows"),
+            "columns": element_int(ds, "Columns"),
+            "frames": element_int(ds, "NumberOfFrames") or (1 if "PixelData" in ds else None),
+            "digest": digest,
+            "size": size,
+            "source": source.actor,
+            "added_at": utcnow(),
+            "attributes": dicom_json.dumps(attributes).decode(),
+        }
     )
-    session.add_all(sequences.value_rows(cid, attributes, owners))
+    rows.values += sequences.value_rows(cid, attributes, owners)
     if batch is not None:
         batch.studies[study_uid], batch.series[series_uid] = study, series
         return
     session.flush()
+    rows.insert_rows(session)

@@ -304,7 +304,7 @@ def test_a_restart_resumes_a_half_ingested_bundle_without_duplicates(world: Worl
 
 
 def test_the_batched_path_makes_the_rows_of_the_one_by_one_path(world: World) -> None:
-    """`add_batch` takes its rows from `store._index`: the same instances give the same study,
+    """`add_batch` takes its rows from `store.index_rows`: the same instances give the same study,
     series and instance rows as `add_instance` (apart from ids and times)."""
     from hub.collections.models import CollectionSeries
     from hub.collections.store import add_instance
@@ -331,7 +331,10 @@ def test_the_batched_path_makes_the_rows_of_the_one_by_one_path(world: World) ->
         def rows(cid: int | None) -> list[list[dict[str, object]]]:
             out = []
             for table in (
-                CollectionStudy, CollectionSeries, CollectionInstance, CollectionSequenceValue
+                CollectionStudy,
+                CollectionSeries,
+                CollectionInstance,
+                CollectionSequenceValue,
             ):
                 found = session.exec(select(table).where(table.collection_id == cid)).all()
                 dumped = [r.model_dump(exclude={"id", "collection_id", "added_at"}) for r in found]
