@@ -107,12 +107,14 @@ class World:
         return [json.loads(detail) for detail in rows]
 
 
-def wait_for(done: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+def wait_for(
+    done: Callable[[], bool], what: str, timeout_s: float = 30.0, every_s: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not done():
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {timeout_s} s for {what}")
-        time.sleep(0.05)
+        time.sleep(every_s)
 
 
 @pytest.fixture(
@@ -366,6 +368,9 @@ def _with_sequences(data: bytes, n: int) -> bytes:
     return out.getvalue()
 
 
+INSTANCES = 150  # small files: ~2 s to make; enough that a loaded CLI is caught half way
+
+
 def test_a_process_killed_mid_ingest_leaves_work_the_next_one_resumes(world: World) -> None:
     """`hexchange-hub collection ingest` (a process of its own, one instance per transaction)
     is killed with SIGKILL half way through a bundle: its lease dies with it, the bundle stays
@@ -376,7 +381,7 @@ def test_a_process_killed_mid_ingest_leaves_work_the_next_one_resumes(world: Wor
     from pathlib import Path
 
     hub = world.hub
-    made = deidentified_study(60)
+    made = deidentified_study(INSTANCES)
     sealed = world.seal(made.files)
     with world.leases().hold(f"{sealed.bundle_id}/{RECIPIENT}") as held:
         assert held
@@ -396,12 +401,13 @@ def test_a_process_killed_mid_ingest_leaves_work_the_next_one_resumes(world: Wor
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for(lambda: len(world.indexed(made.sop_uids)) >= 3, "the CLI to index a few", 20)
+        # polled often: under load the CLI could otherwise finish between two looks
+        wait_for(lambda: len(world.indexed(made.sop_uids)) >= 3, "the CLI to index a few", 20, 0.01)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     partial = len(world.indexed(made.sop_uids))
-    assert 3 <= partial < 60, "killed too late to test a resume"
+    assert 3 <= partial < INSTANCES, "killed too late to test a resume"
     assert world.job(sealed.bundle_id).state == "failed"  # not done: never marked
     with hub.engine.begin() as conn:  # as after a restart: due now
         conn.exec_driver_sql(
@@ -410,14 +416,14 @@ def test_a_process_killed_mid_ingest_leaves_work_the_next_one_resumes(world: Wor
         )
     wait_for(lambda: world.job(sealed.bundle_id).state == "done", "the worker to resume")
     (counts,) = world.ingest_events(sealed.bundle_id)
-    assert counts["stored"] + counts["duplicate"] == 60 and counts["duplicate"] >= 3
+    assert counts["stored"] + counts["duplicate"] == INSTANCES and counts["duplicate"] >= 3
     assert counts["quarantined"] == counts["conflict"] == 0
     assert sorted(world.indexed(made.sop_uids)) == sorted(made.sop_uids)
     with hub.session() as session:
         study = session.exec(
             select(CollectionStudy).where(CollectionStudy.study_uid == made.study_uid)
         ).one()
-        assert study.instance_count == 60
+        assert study.instance_count == INSTANCES
 
 
 def test_the_worker_does_not_take_a_bundle_put_off_after_it_was_listed(world: World) -> None:
