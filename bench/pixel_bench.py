@@ -198,7 +198,7 @@ def detector_main() -> None:
     body = lines_for(QUICK, OCR)
     text = "\n".join(
         [
-            "## pixels: text detector (issue 10)",
+            f"## pixels: text detector (issue 10), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
             "",
             f"Machine: {_machine()}. Other jobs shared the machine (2 cores, several engineers)."
             f" Command: `.venv/bin/python bench/pixel_bench.py --detector"
