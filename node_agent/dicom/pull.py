@@ -48,6 +48,7 @@ from node_agent.dicom.scu import (
     int_value,
     multi_value,
     new_ae,
+    poll_slowly,
     status_text,
     text_value,
 )
@@ -436,6 +437,7 @@ class Puller:
                         reason=str(exc),
                     )
         with associate(self._move_ae(), self.peer) as assoc:
+            poll_slowly(assoc)
             responses = assoc.send_c_move(
                 self._retrieve_identifier(study),
                 self.move_destination,
@@ -494,6 +496,7 @@ class Puller:
 
         def run(batches: list[_Batch]) -> None:
             with associate(self._move_ae(), self.peer) as assoc:
+                poll_slowly(assoc)
                 for series_uid, sops in batches:
                     identifier = find_identifier(
                         "IMAGE",
