@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import tempfile
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 from pydicom import dcmread
 
 from node_agent.dicom.uids import is_valid_uid
-from node_agent.durable_batch import Staged, name_durably, sync_contents
+from node_agent.files import fsync_dir
 from node_agent.group_commit import GroupCommit
 from node_agent.ledger import Ledger, Received
 from node_agent.state import AgentState
@@ -51,19 +50,12 @@ class Spool:
         self.root = root
         self.state = state
         self.ledger = Ledger(state)
-        self._commits: GroupCommit[_Arrival] = GroupCommit(self._record)
+        self._commits: GroupCommit[Received] = GroupCommit(self.ledger.instances_received)
         self.wake = wake
         self.wake_bytes = wake_bytes
         self._since_wake = 0
         self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
-
-    def _record(self, batch: list[_Arrival]) -> None:
-        """The group-commit leader, for every arrival waiting (contents already durable): the
-        final names, each folder flushed once, then the rows in one commit. A failure fails
-        every C-STORE of the batch; a row is never written before its file is on disk."""
-        name_durably([arrival.file for arrival in batch])
-        self.ledger.instances_received([arrival.row for arrival in batch])
 
     def _count(self, size: int) -> None:
         if self.wake is None or self.wake_bytes <= 0:
@@ -124,24 +116,20 @@ class Spool:
         if row is not None and row["sha256"] == digest and Path(row["path"]).exists():
             return Stored(sop_uid, study_uid, Path(row["path"]), duplicate=True)
         path = study_folder(self.root, study_uid) / f"{sop_uid}.dcm"
-        staged = _stage(source, path)
-        received = Received(
-            sop_uid=sop_uid,
-            study_uid=study_uid,
-            path=str(path),
-            sha256=digest,
-            size=size,
-            modality=modality,
-            quiet_s=quiet_s,
-            source_ae=(source_ae or "").strip()[:16] or None,
+        _durable_take(source, path)
+        # returns once the row is committed (with those of other associations' instances)
+        self._commits.submit(
+            Received(
+                sop_uid=sop_uid,
+                study_uid=study_uid,
+                path=str(path),
+                sha256=digest,
+                size=size,
+                modality=modality,
+                quiet_s=quiet_s,
+                source_ae=(source_ae or "").strip()[:16] or None,
+            )
         )
-        try:
-            sync_contents(staged)
-            # returns once its name and row are durable, with those of the other associations'
-            # instances waiting at the same time (one folder flush and one commit for all)
-            self._commits.submit(_Arrival(Staged(staged, path), received))
-        finally:
-            staged.unlink(missing_ok=True)  # renamed away on success; left over on failure
         self._count(size)
         return Stored(sop_uid, study_uid, path, duplicate=False)
 
@@ -156,20 +144,15 @@ def _sha256_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-@dataclass(frozen=True)
-class _Arrival:
-    file: Staged
-    row: Received
-
-
-def _stage(source: Path, target: Path) -> Path:
-    """Move `source` next to `target` under a temporary name of its own (same filesystem:
-    renamed, else copied), not yet durable; two associations sending the same instance at
-    once each stage their own file."""
+def _durable_take(source: Path, target: Path) -> None:
+    """Rename `source` onto `target` (same filesystem), else copy it; fsync file and folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    staged = target.with_name(f".{target.name}.part")
     try:
         os.replace(source, staged)
     except OSError:  # another filesystem (e.g. the system temp folder): copy instead
         shutil.copyfile(source, staged)
-    return staged
+    with open(staged, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(staged, target)
+    fsync_dir(target.parent)
