@@ -47,9 +47,10 @@ def new_ae(calling_ae: str, timeout: float, dimse_timeout: float | None = None) 
 
 
 # pynetdicom's reactor checks an idle association's socket every millisecond: in a C-MOVE's
-# requester, that polling took ~4 CPU seconds per 500 MB study (two associations), CPU the
-# receiving end needs; it only waits there for one pending response per instance, so a slower
-# poll costs a few milliseconds per C-MOVE request and nothing per instance.
+# requester that cost about a CPU-second per 500 MB study (two associations; the pull
+# command's CPU 4.1 -> 3.0 s in bench/agent_bench.py), CPU the receiving end needs on a small
+# machine. It only waits there for one pending response per instance, so a slower poll costs
+# a few milliseconds per C-MOVE request and nothing per instance.
 WAITING_POLL_S = 0.02
 
 
