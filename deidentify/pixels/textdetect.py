@@ -19,8 +19,9 @@ per 512 x 512 slice):
 5. follows each line along its direction over strokes that stay inside its band (a last
    letter fused with anatomy, a comma) or over faint marks of its polarity that do (letters
    at its ends whose contrast fell below the glyph threshold where the anatomy under the
-   text changes) and takes as its `parts` the ink next to its strokes
-   (top-hat >= `faint`: anti-aliased edges), so that only the text is blanked
+   text changes; also from a top-hat about half the glyph height wide, where an anatomy edge
+   the frame's top-hat joins with a letter drops out) and takes as its `parts` the ink next
+   to its strokes (top-hat >= `faint`: anti-aliased edges), so that only the text is blanked
    (`TextLine.ink_boxes`: the parts joined into words), not a padded box around it.
 
 The result is a list of line boxes (frame pixels) with their ink. False marks (an aligned run
