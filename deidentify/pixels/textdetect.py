@@ -19,10 +19,11 @@ per 512 x 512 slice):
 5. follows each line along its direction over strokes that stay inside its band (a last
    letter fused with anatomy, a comma) or over faint marks of its polarity that do (letters
    at its ends whose contrast fell below the glyph threshold where the anatomy under the
-   text changes; also from a top-hat about half the glyph height wide, where an anatomy edge
-   the frame's top-hat joins with a letter drops out) and takes as its `parts` the ink next
-   to its strokes (top-hat >= `faint`: anti-aliased edges), so that only the text is blanked
-   (`TextLine.ink_boxes`: the parts joined into words), not a padded box around it.
+   text changes; also from a top-hat about half the glyph height wide, of either polarity,
+   where an anatomy edge the frame's top-hat joins with a letter drops out) and takes as its
+   `parts` the ink next to its strokes (top-hat >= `faint`: anti-aliased edges), so that only
+   the text is blanked (`TextLine.ink_boxes`: the parts joined into words), not a padded box
+   around it.
 
 The result is a list of line boxes (frame pixels) with their ink. False marks (an aligned run
 of bright vessels) are tolerated: the scrubber blanks a detected line unless OCR reads it as
@@ -79,7 +80,7 @@ class DetectParams:
     mark_height: float = 0.5  # faint marks (the line's polarity, below the glyph threshold)
     # continue a line when they lie inside its band and are at least this x its glyph height,
     word_gap: float = 2.0  # up to this x its thickness away (a word gap; strokes: `gap`)
-    line_scale: float = 0.5  # faint marks also from a top-hat this x the glyph height wide
+    line_scale: float = 0.5  # and from top-hats (both polarities) this x the glyph height wide
     pad: int = 1
     extend: float = 0.25  # added around every line box
     part_pad: int = 1  # ink components inside a line box are blanked grown by this
@@ -260,16 +261,21 @@ class _Ink:
         self.kernel = kernel  # the frame's top-hat square
         self.polarity = 0  # the hat the line's strokes are in (0 light text, 1 dark)
 
-    def line(self, window: tuple[slice, slice], width: int = 0) -> npt.NDArray[np.bool_]:
+    def line(
+        self, window: tuple[slice, slice], width: int = 0, polarity: int | None = None
+    ) -> npt.NDArray[np.bool_]:
         """The line's own polarity at its level (in a top-hat `width` wide: `hat`)."""
-        return np.asarray(self.hat(window, width) >= self.level)
+        return np.asarray(self.hat(window, width, polarity) >= self.level)
 
-    def hat(self, window: tuple[slice, slice], width: int = 0) -> Gray8:
-        """The top-hat of the line's polarity over `window`, with a square `width` wide
-        (odd, at least 3) when that is narrower than the frame's: anatomy narrower than the
-        frame's square but wider than the text's letters (an edge whose brightness changes
-        under small text) drops out of it, so the letters stand apart from it."""
-        hat = self.hats[self.polarity]
+    def hat(
+        self, window: tuple[slice, slice], width: int = 0, polarity: int | None = None
+    ) -> Gray8:
+        """The top-hat of the line's polarity (or `polarity`) over `window`, with a square
+        `width` wide (odd, at least 3) when that is narrower than the frame's: anatomy
+        narrower than the frame's square but wider than the text's letters (an edge whose
+        brightness changes under small text) drops out of it, so the letters stand apart."""
+        polarity = self.polarity if polarity is None else polarity
+        hat = self.hats[polarity]
         width = max(3, width | 1) if width else self.kernel
         if width >= self.kernel:
             return np.asarray(hat[window], np.uint8)
@@ -277,7 +283,7 @@ class _Ink:
         top, left = max(rows.start - width, 0), max(columns.start - width, 0)
         bottom = min(rows.stop + width, hat.shape[0])
         right = min(columns.stop + width, hat.shape[1])
-        op = cv2.MORPH_TOPHAT if self.polarity == 0 else cv2.MORPH_BLACKHAT
+        op = cv2.MORPH_TOPHAT if polarity == 0 else cv2.MORPH_BLACKHAT
         square = cv2.getStructuringElement(cv2.MORPH_RECT, (width, width))
         local = cv2.morphologyEx(self.gray[top:bottom, left:right], op, square)
         return np.asarray(
@@ -538,8 +544,8 @@ def _follow(
     band = (inside >= max(2, thickness // 5)) & (outside == 0)
     tall = params.mark_height * (line.size or thickness)
     marks = np.zeros(strip.shape, bool)
-    for width in _widths(params.line_scale * (line.size or thickness), params.kernel):
-        faint = ink.line(window, width)  # the frame's hat, then the line's (if narrower)
+    for width, polarity in _hats(params.line_scale * (line.size or thickness), ink):
+        faint = ink.line(window, width, polarity)
         marks |= _contained(faint.T if line.vertical else faint, tall)
     letters = np.count_nonzero(marks[low - outer : high - outer], axis=0) >= max(2, thickness // 5)
     band |= letters
@@ -581,9 +587,12 @@ def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
         return line
     across = np.arange(top, bottom, dtype=np.float64)[:, None] - centre[None, :]
     profile = np.zeros(hi - lo, bool)
-    for width in _widths(params.line_scale * size, params.kernel):  # the frame's, the line's
-        window = (slice(top, bottom), slice(lo, hi))  # rows across the line, columns along
-        hat = ink.hat(window[::-1], width).T if line.vertical else ink.hat(window, width)
+    window = (slice(top, bottom), slice(lo, hi))  # rows across the line, columns along
+    for width, polarity in _hats(params.line_scale * size, ink):
+        if line.vertical:  # the window in the frame, then rows across the line
+            hat = ink.hat(window[::-1], width, polarity).T
+        else:
+            hat = ink.hat(window, width, polarity)
         inside = _within(hat >= ink.level, across, half, params.mark_height * size)
         profile |= np.count_nonzero(inside, axis=0) >= max(2, size // 5)
     reach = max(int(params.word_gap * size), 2)
@@ -599,10 +608,15 @@ def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
     return replace(line, box=box)
 
 
-def _widths(width: float, kernel: int) -> tuple[int, ...]:
-    """The top-hats a line's faint marks are taken from: the frame's (0) and, when narrower
-    than its `kernel`, one `width` wide (`_Ink.hat`)."""
-    return (0, int(width)) if max(3, int(width) | 1) < kernel else (0,)
+def _hats(width: float, ink: _Ink) -> list[tuple[int, int]]:
+    """The top-hats a line's faint marks are taken from, as (width, polarity): the frame's
+    (width 0) of the line's polarity and, when narrower than the frame's square, one `width`
+    wide (`_Ink.hat`) of both polarities: where the anatomy under the text turns brighter
+    than the text, its letters turn dark, and in the narrow top-hat they stand apart."""
+    hats = [(0, ink.polarity)]
+    if max(3, int(width) | 1) < ink.kernel:
+        hats += [(int(width), ink.polarity), (int(width), 1 - ink.polarity)]
+    return hats
 
 
 def _within(
