@@ -627,12 +627,15 @@ def _within(
     span at least `tall` across it."""
     n, found, stats, _ = _components(np.ascontiguousarray(ink, dtype=np.uint8))
     labels = np.asarray(found, dtype=np.int32)
-    on = labels > 0
-    which, offset = labels[on], across[on]
     high = np.full(n, -np.inf)
     low = np.full(n, np.inf)
-    np.maximum.at(high, which, offset)
-    np.minimum.at(low, which, offset)
+    on = labels > 0
+    if on.any():  # each component's extent across the line (sorted by label: reduceat)
+        order = np.argsort(labels[on], kind="stable")
+        which, offset = labels[on][order], across[on][order]
+        starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
+        high[which[starts]] = np.maximum.reduceat(offset, starts)
+        low[which[starts]] = np.minimum.reduceat(offset, starts)
     keep = (high <= half) & (low >= -half) & (high - low >= tall)
     keep &= stats[:, cv2.CC_STAT_AREA] >= 2
     keep[0] = False  # the background
