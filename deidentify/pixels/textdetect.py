@@ -19,9 +19,11 @@ per 512 x 512 slice):
 5. follows each line along its direction over strokes that stay inside its band (a last
    letter fused with anatomy, a comma) or over faint marks of its polarity that do (letters
    at its ends whose contrast fell below the glyph threshold where the anatomy under the
-   text changes) and takes as its `parts` the ink next to its strokes
-   (top-hat >= `faint`: anti-aliased edges), so that only the text is blanked
-   (`TextLine.ink_boxes`: the parts joined into words), not a padded box around it.
+   text changes; also from a top-hat about half the glyph height wide, of either polarity,
+   where an anatomy edge the frame's top-hat joins with a letter drops out) and takes as its
+   `parts` the ink next to its strokes (top-hat >= `faint`: anti-aliased edges), so that only
+   the text is blanked (`TextLine.ink_boxes`: the parts joined into words), not a padded box
+   around it.
 
 The result is a list of line boxes (frame pixels) with their ink. False marks (an aligned run
 of bright vessels) are tolerated: the scrubber blanks a detected line unless OCR reads it as
@@ -78,6 +80,7 @@ class DetectParams:
     mark_height: float = 0.5  # faint marks (the line's polarity, below the glyph threshold)
     # continue a line when they lie inside its band and are at least this x its glyph height,
     word_gap: float = 2.0  # up to this x its thickness away (a word gap; strokes: `gap`)
+    line_scale: float = 0.5  # and from top-hats (both polarities) this x the glyph height wide
     pad: int = 1
     extend: float = 0.25  # added around every line box
     part_pad: int = 1  # ink components inside a line box are blanked grown by this
@@ -183,7 +186,7 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     lines = _lines(glyphs, body, params, vertical=False)
     lines += _lines(glyphs[:, [1, 0, 3, 2]], np.ascontiguousarray(body.T), params, vertical=True)
     out: list[TextLine] = []
-    ink = _Ink(hats, labelled, params.faint)
+    ink = _Ink(gray, hats, labelled, params.faint, params.kernel)
     for line in _merge(lines):
         if line.rotated:
             ink.level = _line_level(ink, line.box, params)
@@ -246,13 +249,47 @@ class _Ink:
     """The frame's ink, computed only where asked (windows around lines): strokes (the
     components of the glyph threshold) and faint ink (top-hat >= `faint`, either polarity)."""
 
-    def __init__(self, hats: list[Gray8], labelled: list[npt.NDArray[np.int32]], faint: int):
-        self.hats, self.labelled, self.level = hats, labelled, faint
+    def __init__(
+        self,
+        gray: Gray8,
+        hats: list[Gray8],
+        labelled: list[npt.NDArray[np.int32]],
+        faint: int,
+        kernel: int,
+    ):
+        self.gray, self.hats, self.labelled, self.level = gray, hats, labelled, faint
+        self.kernel = kernel  # the frame's top-hat square
         self.polarity = 0  # the hat the line's strokes are in (0 light text, 1 dark)
 
-    def line(self, window: tuple[slice, slice]) -> npt.NDArray[np.bool_]:
-        """The line's own polarity at its level."""
-        return np.asarray(self.hats[self.polarity][window] >= self.level)
+    def line(
+        self, window: tuple[slice, slice], width: int = 0, polarity: int | None = None
+    ) -> npt.NDArray[np.bool_]:
+        """The line's own polarity at its level (in a top-hat `width` wide: `hat`)."""
+        return np.asarray(self.hat(window, width, polarity) >= self.level)
+
+    def hat(
+        self, window: tuple[slice, slice], width: int = 0, polarity: int | None = None
+    ) -> Gray8:
+        """The top-hat of the line's polarity (or `polarity`) over `window`, with a square
+        `width` wide (odd, at least 3) when that is narrower than the frame's: anatomy
+        narrower than the frame's square but wider than the text's letters (an edge whose
+        brightness changes under small text) drops out of it, so the letters stand apart."""
+        polarity = self.polarity if polarity is None else polarity
+        hat = self.hats[polarity]
+        width = max(3, width | 1) if width else self.kernel
+        if width >= self.kernel:
+            return np.asarray(hat[window], np.uint8)
+        rows, columns = window
+        top, left = max(rows.start - width, 0), max(columns.start - width, 0)
+        bottom = min(rows.stop + width, hat.shape[0])
+        right = min(columns.stop + width, hat.shape[1])
+        op = cv2.MORPH_TOPHAT if polarity == 0 else cv2.MORPH_BLACKHAT
+        square = cv2.getStructuringElement(cv2.MORPH_RECT, (width, width))
+        local = cv2.morphologyEx(self.gray[top:bottom, left:right], op, square)
+        return np.asarray(
+            local[rows.start - top : rows.stop - top, columns.start - left : columns.stop - left],
+            np.uint8,
+        )
 
     def strokes(self, window: tuple[slice, slice]) -> npt.NDArray[np.bool_]:
         out = np.zeros(self.hats[0][window].shape, bool)
@@ -505,10 +542,11 @@ def _follow(
     outside = np.count_nonzero(strip, axis=0) - inside
     # a stroke across the band that stays inside it: not a noise speck, not anatomy
     band = (inside >= max(2, thickness // 5)) & (outside == 0)
-    faint = ink.line(window)
-    marks = _contained(
-        faint.T if line.vertical else faint, params.mark_height * (line.size or thickness)
-    )
+    tall = params.mark_height * (line.size or thickness)
+    marks = np.zeros(strip.shape, bool)
+    for width, polarity in _hats(params.line_scale * (line.size or thickness), ink):
+        faint = ink.line(window, width, polarity)
+        marks |= _contained(faint.T if line.vertical else faint, tall)
     letters = np.count_nonzero(marks[low - outer : high - outer], axis=0) >= max(2, thickness // 5)
     band |= letters
     start, stop = start - first, stop - first
@@ -532,37 +570,31 @@ def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
     b, size = line.box, max(line.size, 4)
     if line.glyphs <= params.min_glyphs:
         return line
-    hat = ink.hats[ink.polarity]
-    hat = hat.T if line.vertical else hat  # rows across the line, columns along it
     first, last = (b.top, b.bottom) if line.vertical else (b.left, b.right)
+    rows, columns = ink.gray.shape
+    span, depth = (rows, columns) if line.vertical else (columns, rows)  # along, across
     end = int(BAND_END * size)
     limit = int(params.faint_reach * size)
     half = BAND * size + 2
-    lo, hi = max(first - end - limit, 0), min(last + end + limit, hat.shape[1])
+    lo, hi = max(first - end - limit, 0), min(last + end + limit, span)
     if hi - lo < 2:
         return line
     along = np.arange(lo, hi)
     centre = line.slope * along + line.offset
     top = int(max(centre.min() - half - size, 0))
-    bottom = int(min(centre.max() + half + size + 1, hat.shape[0]))
+    bottom = int(min(centre.max() + half + size + 1, depth))
     if bottom - top < 2:
         return line
-    marks = np.ascontiguousarray(hat[top:bottom, lo:hi] >= ink.level, dtype=np.uint8)
-    n, found, stats, _ = _components(marks)
-    if n <= 1:
-        return line
-    labels = np.asarray(found, dtype=np.int32)
     across = np.arange(top, bottom, dtype=np.float64)[:, None] - centre[None, :]
-    on = labels > 0
-    which, offset = labels[on], across[on]
-    high = np.full(n, -np.inf)
-    low = np.full(n, np.inf)
-    np.maximum.at(high, which, offset)
-    np.minimum.at(low, which, offset)
-    keep = (high <= half) & (low >= -half) & (high - low >= params.mark_height * size)
-    keep &= stats[:, cv2.CC_STAT_AREA] >= 2
-    keep[0] = False
-    profile = np.count_nonzero(keep[labels], axis=0) >= max(2, size // 5)
+    profile = np.zeros(hi - lo, bool)
+    window = (slice(top, bottom), slice(lo, hi))  # rows across the line, columns along
+    for width, polarity in _hats(params.line_scale * size, ink):
+        if line.vertical:  # the window in the frame, then rows across the line
+            hat = ink.hat(window[::-1], width, polarity).T
+        else:
+            hat = ink.hat(window, width, polarity)
+        inside = _within(hat >= ink.level, across, half, params.mark_height * size)
+        profile |= np.count_nonzero(inside, axis=0) >= max(2, size // 5)
     reach = max(int(params.word_gap * size), 2)
     after = _run(profile[max(last - lo, 0) :], reach)
     before = _run(profile[: max(first - lo, 0)][::-1], reach)
@@ -574,6 +606,40 @@ def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
     else:
         box = Box(b.left - behind, b.top, b.width + behind + ahead, b.height)
     return replace(line, box=box)
+
+
+def _hats(width: float, ink: _Ink) -> list[tuple[int, int]]:
+    """The top-hats a line's faint marks are taken from, as (width, polarity): the frame's
+    (width 0) of the line's polarity and, when narrower than the frame's square, one `width`
+    wide (`_Ink.hat`) of both polarities: where the anatomy under the text turns brighter
+    than the text, its letters turn dark, and in the narrow top-hat they stand apart."""
+    hats = [(0, ink.polarity)]
+    if max(3, int(width) | 1) < ink.kernel:
+        hats += [(int(width), ink.polarity), (int(width), 1 - ink.polarity)]
+    return hats
+
+
+def _within(
+    ink: npt.NDArray[np.bool_], across: npt.NDArray[np.float64], half: float, tall: float
+) -> npt.NDArray[np.bool_]:
+    """The components of `ink` (rows across a slanted line, columns along it) whose pixels
+    all lie within `half` of its centre line (`across`: each pixel's offset from it) and that
+    span at least `tall` across it."""
+    n, found, stats, _ = _components(np.ascontiguousarray(ink, dtype=np.uint8))
+    labels = np.asarray(found, dtype=np.int32)
+    high = np.full(n, -np.inf)
+    low = np.full(n, np.inf)
+    on = labels > 0
+    if on.any():  # each component's extent across the line (sorted by label: reduceat)
+        order = np.argsort(labels[on], kind="stable")
+        which, offset = labels[on][order], across[on][order]
+        starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
+        high[which[starts]] = np.maximum.reduceat(offset, starts)
+        low[which[starts]] = np.minimum.reduceat(offset, starts)
+    keep = (high <= half) & (low >= -half) & (high - low >= tall)
+    keep &= stats[:, cv2.CC_STAT_AREA] >= 2
+    keep[0] = False  # the background
+    return np.asarray(keep[labels], dtype=np.bool_)
 
 
 def _contained(ink: npt.NDArray[np.bool_], tall: float) -> npt.NDArray[np.bool_]:

@@ -142,3 +142,27 @@ def test_slanted_line_reaches_over_the_faint_letters_at_its_ends(name: str, spec
     truth = sample.boxes[0]
     assert blanked[truth.ink].mean() >= 0.98
     assert blanked.sum() <= truth.box.grow(2).area
+
+
+@needs_fonts
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("ct_skull", Burn("Acc 77340012", 261, 44, 12, 0.6, "FreeMono.ttf")),
+        ("ct_skull", Burn("2024-06-11 14:32", 272, 487, 9, 0.15, "FreeMono.ttf")),
+        (
+            "ct_head",
+            Burn("Marlow Creek Infirmary", 325, 54, 7, 0.3, "DejaVuSans.ttf", -12.0, False),
+        ),
+    ],
+)
+def test_line_ends_over_anatomy_edges_are_followed(name: str, spec: Burn) -> None:
+    """Letters at a line's end that touch an anatomy edge wider than the letters (the frame's
+    top-hat joins them with it) are still followed: in a top-hat about half the glyph height
+    wide the edge drops out and they stand apart (dark ones too, where the anatomy under the
+    text turns brighter than the text). Blanked whole, within the text's box."""
+    sample = burn(anatomy(name), [spec])
+    blanked = _blanked(sample)
+    truth = sample.boxes[0]
+    assert blanked[truth.ink].mean() >= 0.98
+    assert blanked.sum() <= truth.box.grow(2).area
