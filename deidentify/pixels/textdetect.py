@@ -20,8 +20,7 @@ per 512 x 512 slice):
    letter fused with anatomy, a comma) or over faint marks of its polarity that do (letters
    at its ends whose contrast fell below the glyph threshold where the anatomy under the
    text changes; also from a top-hat about half the glyph height wide, of either polarity,
-   where an anatomy edge the frame's top-hat joins with a letter drops out; past its ends,
-   from glyph-sized MSER regions too) and takes as its
+   where an anatomy edge the frame's top-hat joins with a letter drops out) and takes as its
    `parts` the ink next to its strokes (top-hat >= `faint`: anti-aliased edges), so that only
    the text is blanked (`TextLine.ink_boxes`: the parts joined into words), not a padded box
    around it.
@@ -82,10 +81,6 @@ class DetectParams:
     # continue a line when they lie inside its band and are at least this x its glyph height,
     word_gap: float = 2.0  # up to this x its thickness away (a word gap; strokes: `gap`)
     line_scale: float = 0.5  # and from top-hats (both polarities) this x the glyph height wide
-    stable_delta: int = 3  # and from MSER regions (`_stable_regions`) past its ends; 0: off
-    stable_variation: float = 0.15  # MSER's max_variation: only sharply outlined regions
-    stable_high: float = 1.2  # regions up to this x the glyph height across the line
-    stable_wide: float = 1.2  # and along it
     pad: int = 1
     extend: float = 0.25  # added around every line box
     part_pad: int = 1  # ink components inside a line box are blanked grown by this
@@ -526,8 +521,7 @@ def _follow(
     components of the line's own polarity at its faint level (`_line_level`) that stay within
     the band (+- a third of its thickness) and are at least `mark_height` x the glyph height
     (low-contrast letters at the ends of a line that the glyph threshold missed), also after
-    a gap of up to `word_gap` x its thickness (the next word). Past the line's own glyphs,
-    glyph-sized MSER regions count as faint marks as well (`_stable_regions`)."""
+    a gap of up to `word_gap` x its thickness (the next word)."""
     b = line.box
     thickness = line.thickness
     centre = body[b.top + b.height // 2, b.left + b.width // 2]
@@ -553,18 +547,6 @@ def _follow(
     for width, polarity in _hats(params.line_scale * (line.size or thickness), ink):
         faint = ink.line(window, width, polarity)
         marks |= _contained(faint.T if line.vertical else faint, tall)
-    if params.stable_delta:  # beyond the line's own glyphs only: its ends
-        size = line.size or thickness
-        for end in (slice(0, start - first), slice(stop - first, int(band.size))):
-            if end.stop - end.start < 3:
-                continue
-            rows, columns = window
-            if line.vertical:
-                sub = (slice(rows.start + end.start, rows.start + end.stop), columns)
-            else:
-                sub = (rows, slice(columns.start + end.start, columns.start + end.stop))
-            gray = ink.gray[sub].T if line.vertical else ink.gray[sub]  # rows across the line
-            marks[:, end] |= _contained(_stable_regions(gray, tall, size, params), tall)
     letters = np.count_nonzero(marks[low - outer : high - outer], axis=0) >= max(2, thickness // 5)
     band |= letters
     start, stop = start - first, stop - first
@@ -624,33 +606,6 @@ def _reach_slanted(line: TextLine, ink: _Ink, params: DetectParams) -> TextLine:
     else:
         box = Box(b.left - behind, b.top, b.width + behind + ahead, b.height)
     return replace(line, box=box)
-
-
-def _stable_regions(
-    gray: Gray8, tall: float, size: int, params: DetectParams
-) -> npt.NDArray[np.bool_]:
-    """Maximally stable extremal regions (MSER, both polarities) of `gray` (rows across a
-    line, columns along it) shaped like a glyph of a line `size` px high: at least `tall` and
-    at most `stable_high` x `size` across, at most `stable_wide` x `size` along. A letter of
-    faint text over anatomy whose brightness changes under it is a region whose outline stays
-    put over a range of thresholds, whatever the grey level around it (the top-hats' fixed
-    level misses it)."""
-    out = np.zeros(gray.shape, bool)
-    if min(gray.shape) < 3:
-        return out
-    high = params.stable_high * size
-    mser = cv2.MSER.create(
-        delta=params.stable_delta,
-        min_area=params.min_area,
-        max_area=int(high * params.stable_wide * size),
-        max_variation=params.stable_variation,
-    )
-    regions, boxes = mser.detectRegions(np.ascontiguousarray(gray))
-    for points, (_, _, w, h) in zip(regions, boxes, strict=True):
-        if tall <= h <= high and w <= params.stable_wide * size:
-            xy = np.asarray(points, np.int32)
-            out[xy[:, 1], xy[:, 0]] = True
-    return out
 
 
 def _hats(width: float, ink: _Ink) -> list[tuple[int, int]]:
