@@ -15,7 +15,8 @@ per 512 x 512 slice):
 4. groups glyphs into lines per height band (a morphological closing that bridges letter and
    word gaps) and keeps a line of at least `min_glyphs` glyphs, or one glyph wide enough to be
    a word whose letters touch (anti-aliasing, JPEG); lines are found horizontally and, for
-   rotated text, vertically;
+   rotated text, vertically; a group that anatomy marks joined (its glyphs off one line) is
+   retried with its largest subset of similar height on one line (`_consensus`);
 5. follows each line along its direction over strokes that stay inside its band (a last
    letter fused with anatomy, a comma) or over faint marks of its polarity that do (letters
    at its ends whose contrast fell below the glyph threshold where the anatomy under the
@@ -33,6 +34,7 @@ known-safe text, so a false mark costs a blanked strip, a missed line would be a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import cv2
@@ -66,6 +68,9 @@ class DetectParams:
     bands: tuple[tuple[int, int], ...] = ((5, 12), (9, 20), (15, 34), (26, 60))
     off_line: float = 0.3  # glyph centres may stray from the fitted line by this x height
     min_inliers: float = 0.6  # share of a group's glyphs that must sit on its line
+    consensus_low: float = 0.8  # a group that fails that is retried with its glyphs of this
+    consensus_high: float = 1.25  # to this x the height of two of them, on their line (0.7-1.4
+    # brings back a false MR abdomen line)
     max_slope: float = 0.7  # about 35 degrees; steeper lines are read in the other direction
     body_window: int = 15  # anatomy: the smoothed frame above its Otsu threshold
     body_extra: int = 1  # inside it, a line needs this many more glyphs
@@ -89,6 +94,7 @@ class DetectParams:
 DEFAULT_DETECT = DetectParams()
 ROTATED = 0.08  # |slope| of a line's glyph centres from which it is blanked as a slanted band
 BAND_END = 1.0  # and from this x its glyph height before its first glyph to after its last
+CONSENSUS_PAIRS = 8  # `_consensus` fits lines through glyphs at most this many apart
 BAND = 0.8  # a slanted line's band: its centre line +- this x its glyph height
 
 
@@ -417,7 +423,11 @@ def _lines(
             fit = _aligned(members, params, strict=inside)
             if fit is None:
                 # two lines close above each other (joined through a mark between them)
-                groups += [m for m in _rows(members) if len(m) >= need]
+                rows = [m for m in _rows(members) if len(m) >= need]
+                if not rows:  # one row that marks joined: retried with its best-aligned glyphs
+                    best = _consensus(members, params, need + (params.body_extra if inside else 0))
+                    rows = [best] if best is not None and len(best) < len(members) else []
+                groups += rows
                 continue
             aligned, slope, offset = fit
             distinct = len({(x // 3, y // 3) for x, y in aligned[:, :2].tolist()})
@@ -431,6 +441,46 @@ def _lines(
             size = int(np.median(aligned[:, 3]))
             found.append(TextLine(box, distinct, vertical, size=size, slope=slope, offset=offset))
     return found
+
+
+def _consensus(
+    members: npt.NDArray[np.int32], params: DetectParams, need: int
+) -> npt.NDArray[np.int32] | None:
+    """The largest subset of a group's glyphs of similar height whose centres lie on one
+    straight line through two of them (a consensus fit): the text of a group that anatomy
+    marks joined (they spoil its least-squares fit), or None (fewer than `need` of them)."""
+    n = members.shape[0]
+    if n <= need:  # a subset of `need` or more glyphs, smaller than the group
+        return None
+    members = members[np.argsort(members[:, 0], kind="stable")]  # along the line
+    cx = members[:, 0] + members[:, 2] / 2.0
+    cy = members[:, 1] + members[:, 3] / 2.0
+    h = members[:, 3].astype(np.float64)
+    i, j = _pairs(n)  # the line through each pair of glyphs
+    size = (h[i] + h[j]) / 2.0
+    dx, dy = cx[j] - cx[i], cy[j] - cy[i]
+    valid = (np.abs(dx) >= size) & (np.abs(dy) <= params.max_slope * np.abs(dx))
+    slope = dy / np.where(valid, dx, 1.0)
+    across = np.abs(cy - cy[i][:, None] - slope[:, None] * (cx - cx[i][:, None])) / size[:, None]
+    ratio = h / size[:, None]
+    inliers = (
+        valid[:, None]
+        & (across <= params.off_line)
+        & (ratio >= params.consensus_low)
+        & (ratio <= params.consensus_high)
+    )
+    count = inliers.sum(axis=1)
+    # the most glyphs; of as many, the ones closest to their line
+    best = np.lexsort(((across * inliers).sum(axis=1), -count))[0]
+    return members[inliers[best]] if count[best] >= need else None
+
+
+@functools.cache
+def _pairs(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Every pair of `n` glyphs (first, second), up to `CONSENSUS_PAIRS` x n of them."""
+    i, j = np.triu_indices(n, 1)
+    near = j - i <= CONSENSUS_PAIRS  # of a large group (noisy anatomy): glyphs near in order
+    return i[near], j[near]
 
 
 def _rows(members: npt.NDArray[np.int32]) -> list[npt.NDArray[np.int32]]:
