@@ -38,6 +38,17 @@ def _blanked(sample: Sample) -> np.ndarray:
     return blanked
 
 
+def _assert_blanked_whole(name: str, spec: Burn, area: float | None) -> None:
+    """`spec` burned into the anatomy image `name` is blanked whole (98 % of its ink), and
+    what is blanked is at most `area` x the text's box grown by 2 (None: not checked)."""
+    sample = burn(anatomy(name), [spec])
+    blanked = _blanked(sample)
+    truth = sample.boxes[0]
+    assert blanked[truth.ink].mean() >= 0.98
+    if area is not None:
+        assert blanked.sum() <= area * truth.box.grow(2).area
+
+
 @needs_fonts
 @pytest.mark.parametrize("angle", [20.0, -12.0])
 @pytest.mark.parametrize("height", [12, 24])
@@ -116,11 +127,7 @@ def test_faint_letters_at_the_ends_of_a_line_are_blanked_with_it(name: str, spec
     glyph threshold (the anatomy under them changes, so their contrast does): the line is
     followed over those faint letters (inside its band, at least half a glyph high, up to a
     word gap apart) and blanked whole, and what is blanked stays about the text's own box."""
-    sample = burn(anatomy(name), [spec])
-    blanked = _blanked(sample)
-    truth = sample.boxes[0]
-    assert blanked[truth.ink].mean() >= 0.98
-    assert blanked.sum() <= 1.6 * truth.box.grow(2).area
+    _assert_blanked_whole(name, spec, 1.6)
 
 
 @needs_fonts
@@ -137,11 +144,7 @@ def test_slanted_line_reaches_over_the_faint_letters_at_its_ends(name: str, spec
     """A slanted line whose first or last letters the glyph threshold missed (over anatomy)
     is lengthened along its fitted line over the faint marks within its band: blanked whole,
     still as a band (less than the text's bounding box)."""
-    sample = burn(anatomy(name), [spec])
-    blanked = _blanked(sample)
-    truth = sample.boxes[0]
-    assert blanked[truth.ink].mean() >= 0.98
-    assert blanked.sum() <= truth.box.grow(2).area
+    _assert_blanked_whole(name, spec, 1.0)
 
 
 @needs_fonts
@@ -161,11 +164,7 @@ def test_line_ends_over_anatomy_edges_are_followed(name: str, spec: Burn) -> Non
     top-hat joins them with it) are still followed: in a top-hat about half the glyph height
     wide the edge drops out and they stand apart (dark ones too, where the anatomy under the
     text turns brighter than the text). Blanked whole, within the text's box."""
-    sample = burn(anatomy(name), [spec])
-    blanked = _blanked(sample)
-    truth = sample.boxes[0]
-    assert blanked[truth.ink].mean() >= 0.98
-    assert blanked.sum() <= truth.box.grow(2).area
+    _assert_blanked_whole(name, spec, 1.0)
 
 
 @needs_fonts
@@ -183,5 +182,4 @@ def test_line_ends_over_anatomy_edges_are_followed(name: str, spec: Burn) -> Non
 def test_a_line_joined_by_anatomy_marks_is_still_found(name: str, spec: Burn) -> None:
     """Slanted text whose glyph group also took in anatomy marks of other heights (they spoil
     its line fit): its own glyphs, on one line, are still found and the text blanked whole."""
-    sample = burn(anatomy(name), [spec])
-    assert _blanked(sample)[sample.boxes[0].ink].mean() >= 0.98
+    _assert_blanked_whole(name, spec, None)
