@@ -282,7 +282,7 @@ class _Ink:
         brightness changes under small text) drops out of it, so the letters stand apart."""
         polarity = self.polarity if polarity is None else polarity
         hat = self.hats[polarity]
-        width = max(3, width | 1) if width else self.kernel
+        width = _hat_width(width) if width else self.kernel
         if width >= self.kernel:
             return np.asarray(hat[window], np.uint8)
         rows, columns = window
@@ -664,9 +664,14 @@ def _hats(width: float, ink: _Ink) -> list[tuple[int, int]]:
     wide (`_Ink.hat`) of both polarities: where the anatomy under the text turns brighter
     than the text, its letters turn dark, and in the narrow top-hat they stand apart."""
     hats = [(0, ink.polarity)]
-    if max(3, int(width) | 1) < ink.kernel:
+    if _hat_width(int(width)) < ink.kernel:
         hats += [(int(width), ink.polarity), (int(width), 1 - ink.polarity)]
     return hats
+
+
+def _hat_width(width: int) -> int:
+    """A narrow top-hat's square: `width` made odd, at least 3."""
+    return max(3, width | 1)
 
 
 def _within(
@@ -687,9 +692,7 @@ def _within(
         high[which[starts]] = np.maximum.reduceat(offset, starts)
         low[which[starts]] = np.minimum.reduceat(offset, starts)
     keep = (high <= half) & (low >= -half) & (high - low >= tall)
-    keep &= stats[:, cv2.CC_STAT_AREA] >= 2
-    keep[0] = False  # the background
-    return np.asarray(keep[labels], dtype=np.bool_)
+    return _kept(keep, stats, labels)
 
 
 def _contained(ink: npt.NDArray[np.bool_], tall: float) -> npt.NDArray[np.bool_]:
@@ -700,8 +703,16 @@ def _contained(ink: npt.NDArray[np.bool_], tall: float) -> npt.NDArray[np.bool_]
     _, labels, stats, _ = _components(marks)
     top, height = stats[:, cv2.CC_STAT_TOP], stats[:, cv2.CC_STAT_HEIGHT]
     keep = (top > 0) & (top + height < marks.shape[0]) & (height >= tall)
-    keep &= stats[:, cv2.CC_STAT_AREA] >= 2
-    keep[0] = False  # the background
+    return _kept(keep, stats, labels)
+
+
+def _kept(
+    keep: npt.NDArray[np.bool_], stats: npt.NDArray[np.int32], labels: npt.NDArray[np.int32]
+) -> npt.NDArray[np.bool_]:
+    """The pixels of the components `keep` selects that are more than a speck (area >= 2);
+    never the background (label 0)."""
+    keep = keep & (stats[:, cv2.CC_STAT_AREA] >= 2)
+    keep[0] = False
     return np.asarray(keep[labels], dtype=np.bool_)
 
 
