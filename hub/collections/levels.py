@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from hub.collections import dicom_json
+from hub.collections import dicom_json, raw_json
 
 STUDY_KEYWORDS = (
     "SpecificCharacterSet",
@@ -51,17 +50,15 @@ BULK_THRESHOLD = 1024
 BULK_MARK = "hexchange-bulk:"
 
 
-def _bulk_mark(elem: DataElement) -> str:
-    return f"{BULK_MARK}{int(elem.tag):08X}"
+def _bulk_mark(tag: int) -> str:
+    return f"{BULK_MARK}{tag:08X}"
 
 
 def json_without_bulk(ds: Dataset) -> dict[str, Any]:
-    """The dataset as DICOM JSON; values of binary VRs longer than 1 KiB (pixel data) become
-    BulkDataURI placeholders that the DICOMweb adapter turns into URLs."""
-    result: dict[str, Any] = ds.to_json_dict(
-        bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=_bulk_mark
-    )
-    return result
+    """The dataset as DICOM JSON (pydicom's `to_json_dict`, computed from the raw elements by
+    `raw_json`); values of binary VRs longer than 1 KiB (pixel data) become BulkDataURI
+    placeholders that the DICOMweb adapter turns into URLs."""
+    return raw_json.dataset_json(ds, BULK_THRESHOLD, _bulk_mark)
 
 
 def subset(ds: Dataset, keywords: tuple[str, ...]) -> str:
