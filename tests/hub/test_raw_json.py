@@ -108,7 +108,7 @@ def dataset_items(draw: st.DrawFn, depth: int = 0) -> list[tuple[int, str, Any]]
 
 def _encode(
     elements: list[tuple[int, str, Any]], implicit: bool, little: bool, undefined: bool
-) -> bytes:  # noqa: E501
+) -> bytes:
     end = "<" if little else ">"
     out = b""
     for tag, vr, value in elements:
