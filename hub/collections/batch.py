@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from pydicom.dataset import Dataset
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -35,6 +34,7 @@ from hub.collections.models import (
     CollectionStudy,
 )
 from hub.collections.store import (
+    Checked,
     IndexBatch,
     Source,
     collection_profile,
@@ -58,8 +58,7 @@ def zero_counts() -> dict[str, int]:
 class _Checked:
     data_size: int
     digest: str
-    ds: Dataset
-    transfer_syntax: str
+    read: Checked
     sop_uid: str
     study_uid: str
     series_uid: str
@@ -85,14 +84,13 @@ def add_batch(
         if isinstance(read, list):
             refused.append((digest, read))
             continue
-        ds, transfer_syntax = read
+        ds = read.ds
         writes.append(writers.submit(files.put_unsynced, data, digest))
         passed.append(
             _Checked(
                 data_size=len(data),
                 digest=digest,
-                ds=ds,
-                transfer_syntax=transfer_syntax,
+                read=read,
                 sop_uid=element_text(ds, "SOPInstanceUID"),
                 study_uid=element_text(ds, "StudyInstanceUID"),
                 series_uid=element_text(ds, "SeriesInstanceUID"),
@@ -164,8 +162,8 @@ def _index_batch(
             counts["duplicate" if same else "conflict"] += 1
             continue
         index_rows(
-            session, collection, checked.ds, checked.digest, checked.data_size,
-            checked.transfer_syntax, source, batch,
+            session, collection, checked.read.ds, checked.digest, checked.data_size,
+            checked.read.transfer_syntax, source, batch, checked.read.attributes,
         )  # fmt: skip
         held[checked.sop_uid] = checked.digest
         counts["stored"] += 1

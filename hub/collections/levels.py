@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -61,9 +62,13 @@ def json_without_bulk(ds: Dataset) -> dict[str, Any]:
     return raw_json.dataset_json(ds, BULK_THRESHOLD, _bulk_mark)
 
 
-def subset(ds: Dataset, keywords: tuple[str, ...]) -> str:
-    part = Dataset()
-    for keyword in keywords:
-        if keyword in ds:
-            part[Tag(keyword)] = ds[keyword]
-    return dicom_json.dumps(json_without_bulk(part)).decode()
+def subset(attributes: dict[str, Any], keywords: tuple[str, ...]) -> str:
+    """The elements of `keywords` (in that order) of an instance's DICOM JSON, as JSON text:
+    what a data set of just those elements gives."""
+    part = {tag: attributes[tag] for tag in _tags(keywords) if tag in attributes}
+    return dicom_json.dumps(part).decode()
+
+
+@functools.cache
+def _tags(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{Tag(keyword):08X}" for keyword in keywords)

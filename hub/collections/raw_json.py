@@ -12,11 +12,13 @@ Exactly pydicom's JSON, by construction: each fast path repeats the steps pydico
 converters take for that VR (`pydicom.values`, `DataElement.to_json_dict`,
 `jsonrep.convert_to_python_number`) and is taken only where those steps can neither warn nor
 fail. Everything else goes through pydicom's own path for that one element (`ds[tag]`, then
-`DataElement.to_json_dict`), with its warnings, its retries and its errors: elements with no
-or an ambiguous VR, UN, deferred values, values that are invalid for their VR (too long, not
-a number, not a UID, an empty number in a list, ...), non-ASCII person names, text with ISO
-2022 escapes, LUT descriptors; and the whole data set when pydicom is configured other than by
+`DataElement.to_json_dict`), with its warnings and its retries: elements with no or an
+ambiguous VR, UN, deferred values, values that are invalid for their VR (too long, not a
+number, not a UID, an empty number in a list, ...), non-ASCII person names, text with ISO 2022
+escapes, LUT descriptors; and the whole data set when pydicom is configured other than by
 default (hooks, callbacks, numpy or Decimal values, datetime conversion, RAISE validation).
+Where pydicom's path fails, `Unrepresentable` names the element (the hub quarantines the
+instance: `store.read_and_check`) instead of pydicom's error.
 `tests/hub/test_raw_json.py` compares both paths on generated data sets (hypothesis).
 """
 
@@ -80,8 +82,8 @@ def _default_pydicom() -> bool:
 
 def dataset_json(ds: Dataset, bulk_threshold: int, bulk_mark: BulkMark) -> dict[str, Any]:
     """`ds.to_json_dict(bulk_threshold, bulk_mark)`, the same dict, computed from the raw
-    elements. Like pydicom's, raises on what pydicom cannot represent (e.g. an IS value that
-    is not a number)."""
+    elements. Where pydicom's raises (a value invalid for its VR), raises `Unrepresentable`
+    naming the element."""
     if not _default_pydicom():
         result: dict[str, Any] = ds.to_json_dict(bulk_threshold, lambda e: bulk_mark(int(e.tag)))
         return result
@@ -105,7 +107,7 @@ def _dataset(ds: Dataset, inline_max: int, bulk_mark: BulkMark) -> dict[str, Any
         if isinstance(elem, RawDataElement):
             vr = _raw_vr(elem)
             if vr == "SQ":
-                out[key] = _sequence(ds[tag], inline_max, bulk_mark)
+                out[key] = _sequence(_element(ds, tag), inline_max, bulk_mark)
                 continue
             if vr is not None and (elem.value is not None or elem.length == 0):
                 if encodings is None and vr in _TEXT_VRS:
@@ -115,21 +117,42 @@ def _dataset(ds: Dataset, inline_max: int, bulk_mark: BulkMark) -> dict[str, Any
                     continue
                 except _Slow:
                     pass
-            out[key] = _pydicom(ds, tag, key, inline_max, bulk_mark)
+            out[key] = _pydicom(ds, tag, inline_max, bulk_mark)
         elif elem.VR == "SQ":
             out[key] = _sequence(elem, inline_max, bulk_mark)
         else:
-            out[key] = _pydicom(ds, tag, key, inline_max, bulk_mark)
+            out[key] = _pydicom(ds, tag, inline_max, bulk_mark)
     return out
 
 
-def _pydicom(ds: Dataset, tag: BaseTag, key: str, inline_max: int, bulk_mark: BulkMark) -> Any:
-    """pydicom's path for one element, as `Dataset.to_json_dict` takes it."""
+class Unrepresentable(ValueError):
+    """An element pydicom cannot write as DICOM JSON: a value its VR does not allow (e.g. IS
+    "abc", an empty number in a list, an empty person name in a list) or bytes it cannot
+    read. Names the tag and VR, never the value."""
+
+    def __init__(self, tag: int, vr: str) -> None:
+        self.tag, self.vr = tag, vr
+        super().__init__(
+            f"({tag >> 16:04X},{tag & 0xFFFF:04X}) (VR {vr or '?'}) cannot be written as DICOM "
+            "JSON: its value is not valid for its VR"
+        )
+
+
+def _element(ds: Dataset, tag: BaseTag) -> DataElement:
+    """`ds[tag]`: pydicom's conversion of a raw element."""
     try:
-        return ds[tag].to_json_dict(lambda e: bulk_mark(int(e.tag)), (inline_max // 3) * 4)
-    except Exception:
-        config.logger.error(f"Error while processing tag {key}")
-        raise
+        return ds[tag]
+    except Exception as exc:
+        raise Unrepresentable(int(tag), str(ds.get_item(tag).VR or "")) from exc
+
+
+def _pydicom(ds: Dataset, tag: BaseTag, inline_max: int, bulk_mark: BulkMark) -> Any:
+    """pydicom's path for one element, as `Dataset.to_json_dict` takes it."""
+    elem = _element(ds, tag)
+    try:
+        return elem.to_json_dict(lambda e: bulk_mark(int(e.tag)), (inline_max // 3) * 4)
+    except Exception as exc:
+        raise Unrepresentable(int(tag), str(elem.VR)) from exc
 
 
 def _sequence(elem: DataElement, inline_max: int, bulk_mark: BulkMark) -> dict[str, Any]:
