@@ -163,7 +163,7 @@ def _index_batch(
             continue
         index_rows(
             session, collection, checked.read.ds, checked.digest, checked.data_size,
-            checked.read.transfer_syntax, source, batch, checked.read.attributes,
+            checked.read.transfer_syntax, source, batch, checked.read.made,
         )  # fmt: skip
         held[checked.sop_uid] = checked.digest
         counts["stored"] += 1

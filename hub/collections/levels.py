@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from hub.collections import dicom_json, raw_json
+from hub.collections.sequences import SEQUENCES
 
 STUDY_KEYWORDS = (
     "SpecificCharacterSet",
@@ -47,6 +49,8 @@ SERIES_KEYWORDS = (
     "RequestAttributesSequence",
 )
 
+_INDEXED = (*STUDY_KEYWORDS, *SERIES_KEYWORDS, *SEQUENCES)
+
 BULK_THRESHOLD = 1024
 BULK_MARK = "hexchange-bulk:"
 
@@ -60,6 +64,23 @@ def json_without_bulk(ds: Dataset) -> dict[str, Any]:
     `raw_json`); values of binary VRs longer than 1 KiB (pixel data) become BulkDataURI
     placeholders that the DICOMweb adapter turns into URLs."""
     return raw_json.dataset_json(ds, BULK_THRESHOLD, _bulk_mark)
+
+
+@dataclass(frozen=True)
+class InstanceJson:
+    """An instance's DICOM JSON as the index needs it, made once (`store.read_and_check`) and
+    kept until its batch is indexed: the whole as text (the instance row), and as a dict only
+    the elements the study and series rows and the sequence index read. (Hundreds of whole
+    dicts kept per batch made Python's garbage collector scan them again and again.)"""
+
+    text: str
+    indexed: dict[str, Any]
+
+
+def instance_json(ds: Dataset) -> InstanceJson:
+    attributes = json_without_bulk(ds)
+    indexed = {tag: attributes[tag] for tag in _tags(_INDEXED) if tag in attributes}
+    return InstanceJson(dicom_json.dumps(attributes).decode(), indexed)
 
 
 def subset(attributes: dict[str, Any], keywords: tuple[str, ...]) -> str:

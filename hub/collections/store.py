@@ -21,9 +21,15 @@ from sqlmodel import Session, select
 from deidentify import Profile
 from deidentify.verify import Finding, verify_output
 from hub import audit
-from hub.collections import dicom_json, sequences
+from hub.collections import sequences
 from hub.collections.blobs import InstanceFiles
-from hub.collections.levels import SERIES_KEYWORDS, STUDY_KEYWORDS, json_without_bulk, subset
+from hub.collections.levels import (
+    SERIES_KEYWORDS,
+    STUDY_KEYWORDS,
+    InstanceJson,
+    instance_json,
+    subset,
+)
 from hub.collections.models import (
     Collection,
     CollectionInstance,
@@ -131,7 +137,7 @@ class Checked:
 
     ds: Dataset
     transfer_syntax: str
-    attributes: dict[str, Any]
+    made: InstanceJson
 
 
 def read_and_check(data: bytes, profile: Profile) -> Checked | list[Finding]:
@@ -147,10 +153,10 @@ def read_and_check(data: bytes, profile: Profile) -> Checked | list[Finding]:
     if findings:
         return findings
     try:
-        attributes = json_without_bulk(ds)
+        made = instance_json(ds)
     except Unrepresentable as exc:
         return [_unrepresentable(exc)]
-    return Checked(ds, transfer_syntax, attributes)
+    return Checked(ds, transfer_syntax, made)
 
 
 def _unrepresentable(exc: Unrepresentable) -> Finding:
@@ -240,7 +246,7 @@ def add_instance(
         try:
             index_rows(
                 session, collection, ds, digest, len(data), read.transfer_syntax, source,
-                attributes=read.attributes,
+                made=read.made,
             )  # fmt: skip
             session.commit()
             break
@@ -273,15 +279,15 @@ def index_rows(
     transfer_syntax: str,
     source: Source,
     batch: IndexBatch | None = None,
-    attributes: dict[str, Any] | None = None,
+    made: InstanceJson | None = None,
 ) -> None:
     """The index rows of one instance (the one place that says which rows an instance
     makes). With `batch` (`hub.collections.batch`), the study and series rows come from the
     batch's lookups and nothing is flushed: the batch inserts every instance's rows together.
-    `attributes`: the instance's DICOM JSON when already made (`read_and_check`)."""
+    `made`: the instance's DICOM JSON when already made (`read_and_check`)."""
     cid = collection.id or 0
-    if attributes is None:
-        attributes = json_without_bulk(ds)
+    if made is None:
+        made = instance_json(ds)
     study_uid, series_uid = (
         element_text(ds, "StudyInstanceUID"),
         element_text(ds, "SeriesInstanceUID"),
@@ -309,7 +315,7 @@ def index_rows(
             patient_id=element_text(ds, "PatientID"),
             patient_name=element_text(ds, "PatientName", 200),
             patient_sex=element_text(ds, "PatientSex", 16),
-            attributes=subset(attributes, STUDY_KEYWORDS),
+            attributes=subset(made.indexed, STUDY_KEYWORDS),
         )
         owners["study"] = study_uid
     if batch is not None:
@@ -331,7 +337,7 @@ def index_rows(
             body_part=element_text(ds, "BodyPartExamined"),
             series_date=element_text(ds, "SeriesDate", 8),
             series_time=element_text(ds, "SeriesTime", 16),
-            attributes=subset(attributes, SERIES_KEYWORDS),
+            attributes=subset(made.indexed, SERIES_KEYWORDS),
         )
         owners["series"] = series_uid
         study.series_count += 1
@@ -358,10 +364,10 @@ def index_rows(
             "size": size,
             "source": source.actor,
             "added_at": utcnow(),
-            "attributes": dicom_json.dumps(attributes).decode(),
+            "attributes": made.text,
         }
     )
-    rows.values += sequences.value_rows(cid, attributes, owners)
+    rows.values += sequences.value_rows(cid, made.indexed, owners)
     if batch is not None:
         batch.studies[study_uid], batch.series[series_uid] = study, series
         return
