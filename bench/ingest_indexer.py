@@ -31,12 +31,6 @@ def main(argv: list[str]) -> int:
     from hub.collections.store import Source
     from hub.db import make_engine
 
-    try:  # as the tree's ingest worker sets its process up, where it does
-        from hub.collections.collector import collect_less_often
-    except ImportError:
-        pass
-    else:
-        collect_less_often()
     db_url, data_dir, files_path, seconds, batch = argv
     raw = Path(files_path).read_bytes()
     files: list[bytes] = []

@@ -14,7 +14,6 @@ from sqlmodel import Session
 
 from hub.collections.batch import add_batch
 from hub.collections.blobs import InstanceFiles
-from hub.collections.collector import collect_less_often
 from hub.collections.models import Collection
 from hub.collections.store import Source
 
@@ -33,7 +32,6 @@ def start_pool(db_url: str, files_root: Path, processes: int) -> ProcessPoolExec
 def _init_child(db_url: str, files_root: str) -> None:
     from hub.db import make_engine
 
-    collect_less_often()  # the batches' young objects (hub.collections.collector)
     _child["engine"] = make_engine(db_url)
     _child["files"] = InstanceFiles(Path(files_root))
     _child["writers"] = ThreadPoolExecutor(_WRITER_THREADS, thread_name_prefix="collection-files")

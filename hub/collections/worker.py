@@ -15,7 +15,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hub.collections import queue
 from hub.collections.bundles import WRITER_THREADS, ingest_leased, raised_at
-from hub.collections.collector import collect_less_often
 from hub.collections.lease import IngestLeases
 from hub.collections.processes import start_pool
 from hub.collections.runtime import instance_files, key_provider
@@ -56,7 +55,6 @@ class IngestWorker:
 
     def _run(self) -> None:
         settings = self.services.settings
-        collect_less_often()  # the batches' young objects (hub.collections.collector)
         if settings.collection_ingest_processes:
             try:
                 self._processes = start_pool(
