@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from pydicom.dataset import Dataset
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from deidentify.verify import Finding
 from hub.collections.blobs import InstanceFiles
+from hub.collections.collector import fewer_collections
 from hub.collections.models import (
     Collection,
     CollectionInstance,
@@ -35,6 +35,7 @@ from hub.collections.models import (
     CollectionStudy,
 )
 from hub.collections.store import (
+    Checked,
     IndexBatch,
     Source,
     collection_profile,
@@ -58,8 +59,7 @@ def zero_counts() -> dict[str, int]:
 class _Checked:
     data_size: int
     digest: str
-    ds: Dataset
-    transfer_syntax: str
+    read: Checked
     sop_uid: str
     study_uid: str
     series_uid: str
@@ -75,6 +75,18 @@ def add_batch(
 ) -> dict[str, int]:
     """Check, store and index `items` (Part 10 files); returns how many were stored, were
     duplicates, quarantined or conflicts (another instance under a SOP Instance UID held)."""
+    with fewer_collections():  # the batch's instances are kept until indexed (collector)
+        return _add_batch(session, files, collection, items, source, writers)
+
+
+def _add_batch(
+    session: Session,
+    files: InstanceFiles,
+    collection: Collection,
+    items: Sequence[bytes],
+    source: Source,
+    writers: Executor,
+) -> dict[str, int]:
     profile = collection_profile(collection)
     passed: list[_Checked] = []
     refused: list[tuple[str, list[Finding]]] = []
@@ -85,14 +97,13 @@ def add_batch(
         if isinstance(read, list):
             refused.append((digest, read))
             continue
-        ds, transfer_syntax = read
+        ds = read.ds
         writes.append(writers.submit(files.put_unsynced, data, digest))
         passed.append(
             _Checked(
                 data_size=len(data),
                 digest=digest,
-                ds=ds,
-                transfer_syntax=transfer_syntax,
+                read=read,
                 sop_uid=element_text(ds, "SOPInstanceUID"),
                 study_uid=element_text(ds, "StudyInstanceUID"),
                 series_uid=element_text(ds, "SeriesInstanceUID"),
@@ -164,8 +175,8 @@ def _index_batch(
             counts["duplicate" if same else "conflict"] += 1
             continue
         index_rows(
-            session, collection, checked.ds, checked.digest, checked.data_size,
-            checked.transfer_syntax, source, batch,
+            session, collection, checked.read.ds, checked.digest, checked.data_size,
+            checked.read.transfer_syntax, source, batch, checked.read.made,
         )  # fmt: skip
         held[checked.sop_uid] = checked.digest
         counts["stored"] += 1

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import structlog
 from pydicom import dcmread
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import insert
@@ -20,9 +21,15 @@ from sqlmodel import Session, select
 from deidentify import Profile
 from deidentify.verify import Finding, verify_output
 from hub import audit
-from hub.collections import dicom_json, sequences
+from hub.collections import sequences
 from hub.collections.blobs import InstanceFiles
-from hub.collections.levels import SERIES_KEYWORDS, STUDY_KEYWORDS, json_without_bulk, subset
+from hub.collections.levels import (
+    SERIES_KEYWORDS,
+    STUDY_KEYWORDS,
+    InstanceJson,
+    instance_json,
+    subset,
+)
 from hub.collections.models import (
     Collection,
     CollectionInstance,
@@ -31,6 +38,7 @@ from hub.collections.models import (
     CollectionSeries,
     CollectionStudy,
 )
+from hub.collections.raw_json import Unrepresentable
 from hub.errors import Conflict
 from hub.models import utcnow
 
@@ -123,8 +131,17 @@ def check_instance(ds: Dataset, profile: Profile) -> list[Finding]:
     return findings
 
 
-def read_and_check(data: bytes, profile: Profile) -> tuple[Dataset, str] | list[Finding]:
-    """A Part 10 file read and checked: (data set, transfer syntax), or why it is refused."""
+@dataclass(frozen=True)
+class Checked:
+    """An instance read and checked, with its DICOM JSON (made once, here)."""
+
+    ds: Dataset
+    transfer_syntax: str
+    made: InstanceJson
+
+
+def read_and_check(data: bytes, profile: Profile) -> Checked | list[Finding]:
+    """A Part 10 file read, checked and made DICOM JSON, or why it is refused."""
     try:
         ds = dcmread(io.BytesIO(data))
         ds.file_meta  # noqa: B018  (a Part 10 file is required)
@@ -133,7 +150,24 @@ def read_and_check(data: bytes, profile: Profile) -> tuple[Dataset, str] | list[
         reason = f"not a DICOM Part 10 file ({type(exc).__name__})"
         return [Finding("unreadable", "", "", "", reason)]
     findings = check_instance(ds, profile)
-    return findings or (ds, transfer_syntax)
+    if findings:
+        return findings
+    try:
+        made = instance_json(ds)
+    except Unrepresentable as exc:
+        return [_unrepresentable(exc)]
+    return Checked(ds, transfer_syntax, made)
+
+
+def _unrepresentable(exc: Unrepresentable) -> Finding:
+    tag = f"({exc.tag >> 16:04X},{exc.tag & 0xFFFF:04X})"
+    keyword = keyword_for_tag(exc.tag) or ""
+    return Finding(
+        "unrepresentable-value", tag, keyword, keyword or tag,
+        f"{keyword or tag} (VR {exc.vr or '?'}) holds a value that is not valid for its VR, "
+        "so it cannot be served as DICOM JSON; correct it at the sending site and send the "
+        "instance again",
+    )  # fmt: skip
 
 
 def _quarantine(
@@ -188,7 +222,7 @@ def add_instance(
     read = read_and_check(data, collection_profile(collection))
     if isinstance(read, list):
         return _quarantine(session, collection, source, digest, read)
-    ds, transfer_syntax = read
+    ds = read.ds
     study_uid, series_uid = (
         element_text(ds, "StudyInstanceUID"),
         element_text(ds, "SeriesInstanceUID"),
@@ -210,7 +244,10 @@ def add_instance(
     files.put(data)  # durable before the index row
     for attempt in range(3):
         try:
-            index_rows(session, collection, ds, digest, len(data), transfer_syntax, source)
+            index_rows(
+                session, collection, ds, digest, len(data), read.transfer_syntax, source,
+                made=read.made,
+            )  # fmt: skip
             session.commit()
             break
         except IntegrityError:
@@ -242,11 +279,15 @@ def index_rows(
     transfer_syntax: str,
     source: Source,
     batch: IndexBatch | None = None,
+    made: InstanceJson | None = None,
 ) -> None:
     """The index rows of one instance (the one place that says which rows an instance
     makes). With `batch` (`hub.collections.batch`), the study and series rows come from the
-    batch's lookups and nothing is flushed: the batch inserts every instance's rows together."""
+    batch's lookups and nothing is flushed: the batch inserts every instance's rows together.
+    `made`: the instance's DICOM JSON when already made (`read_and_check`)."""
     cid = collection.id or 0
+    if made is None:
+        made = instance_json(ds)
     study_uid, series_uid = (
         element_text(ds, "StudyInstanceUID"),
         element_text(ds, "SeriesInstanceUID"),
@@ -274,7 +315,7 @@ def index_rows(
             patient_id=element_text(ds, "PatientID"),
             patient_name=element_text(ds, "PatientName", 200),
             patient_sex=element_text(ds, "PatientSex", 16),
-            attributes=subset(ds, STUDY_KEYWORDS),
+            attributes=subset(made.indexed, STUDY_KEYWORDS),
         )
         owners["study"] = study_uid
     if batch is not None:
@@ -296,7 +337,7 @@ def index_rows(
             body_part=element_text(ds, "BodyPartExamined"),
             series_date=element_text(ds, "SeriesDate", 8),
             series_time=element_text(ds, "SeriesTime", 16),
-            attributes=subset(ds, SERIES_KEYWORDS),
+            attributes=subset(made.indexed, SERIES_KEYWORDS),
         )
         owners["series"] = series_uid
         study.series_count += 1
@@ -306,7 +347,6 @@ def index_rows(
     study.instance_count += 1
     session.add(study)
     session.add(series)
-    attributes = json_without_bulk(ds)
     rows = batch if batch is not None else IndexBatch()
     rows.instances.append(
         {
@@ -324,10 +364,10 @@ def index_rows(
             "size": size,
             "source": source.actor,
             "added_at": utcnow(),
-            "attributes": dicom_json.dumps(attributes).decode(),
+            "attributes": made.text,
         }
     )
-    rows.values += sequences.value_rows(cid, attributes, owners)
+    rows.values += sequences.value_rows(cid, made.indexed, owners)
     if batch is not None:
         batch.studies[study_uid], batch.series[series_uid] = study, series
         return

@@ -182,24 +182,35 @@ def test_completion_returns_before_indexing_and_the_worker_indexes(world: World)
 
 
 def test_a_failing_instance_is_quarantined_while_the_rest_are_indexed(world: World) -> None:
-    made = deidentified_study(4)
+    made = deidentified_study(5)
     identified = part10(made.originals[1])
+    not_a_number = _instance_number_not_a_number(made.files[4])  # no DICOM JSON for it
     files = [made.files[0], identified, made.files[2], b"not a DICOM file", made.files[3]]
-    sealed = world.seal(files)
+    sealed = world.seal([*files, not_a_number])
     world.site.push(sealed)
     wait_for(lambda: world.job(sealed.bundle_id).state == "done", "the worker")
     good = [made.sop_uids[i] for i in (0, 2, 3)]
     assert sorted(world.indexed(made.sop_uids)) == sorted(good)
     assert world.ingest_events(sealed.bundle_id) == [
-        {"stored": 3, "duplicate": 0, "quarantined": 2, "conflict": 0}
+        {"stored": 3, "duplicate": 0, "quarantined": 3, "conflict": 0}
     ]
     shown = world.admin_a.get("/api/v1/orgs/org-a/collection-quarantine")  # type: ignore[attr-defined]
     assert shown.status_code == 200, shown.text
     mine = [q for q in shown.json() if q["bundle_id"] == sealed.bundle_id]
-    assert len(mine) == 2
+    assert len(mine) == 3
     codes = {f["code"] for q in mine for f in q["findings"]}
-    assert {"identity-not-marked", "unreadable"} <= codes
+    assert {"identity-not-marked", "unreadable", "unrepresentable-value"} <= codes
+    named = [f for q in mine for f in q["findings"] if f["code"] == "unrepresentable-value"]
+    assert [(f["tag"], f["keyword"]) for f in named] == [("(0020,0013)", "InstanceNumber")]
     assert not any(needle in shown.text for needle in IDENTITY)
+
+
+def _instance_number_not_a_number(data: bytes) -> bytes:
+    """The file with its Instance Number (IS) bytes made letters: pydicom reads the file, the
+    verification passes, but the value is no integer string, so it has no DICOM JSON."""
+    at = data.index(b"\x20\x00\x13\x00IS") + 6
+    length = int.from_bytes(data[at : at + 2], "little")
+    return data[: at + 2] + b"X" * length + data[at + 2 + length :]
 
 
 def test_a_failed_bundle_is_shown_then_two_more_hub_processes_never_ingest_one_twice(
