@@ -2,7 +2,8 @@
 instances (~0.5 MB files) durably costs, without DICOM, hashing or parsing.
 
     nice -n 10 .venv/bin/python bench/disk_floor.py [--files 240] [--kib 512]
-                                [--threads 1 2 4 8] [--rounds 2] [--dir DIR] [--json FILE]
+                                [--threads 1 2 4 8] [--rounds 2] [--background 0]
+                                [--dir DIR] [--json FILE]
 
 Each of `--threads` threads stands for one association and writes its share of `--files`
 files one after the other, each as the spool does in the mode given:
@@ -16,9 +17,11 @@ files one after the other, each as the spool does in the mode given:
                   mode with synchronous=FULL (the spool's whole per-instance promise)
   fsync+dir+row-normal  the same with synchronous=NORMAL (the row's commit is not flushed)
 
-Reports MB/s and the per-file latency (median, p90) of each mode and thread count; the modes
-alternate within a round so that the machine's load falls on all of them alike. Run on the
-disk the agent's data_dir lives on (default: the system temp folder).
+`--background N`: N more threads write 1 MiB chunks with an fsync each during every cell, as
+the agent's sealing and the hub's chunk store do while a study arrives (their writes share the
+journal commits). Reports MB/s and the per-file latency (median, p90) of each mode and
+thread count; the modes alternate within a round so that the machine's load falls on all of
+them alike. Run on the disk the agent's data_dir lives on (default: the system temp folder).
 """
 
 from __future__ import annotations
@@ -78,8 +81,30 @@ def _one(folder: Path, name: str, payload: bytes, mode: str, db: sqlite3.Connect
         db.execute("COMMIT")
 
 
-def run_cell(root: Path, mode: str, threads: int, files: int, payload: bytes) -> dict[str, Any]:
+def _background(work: Path, stop: threading.Event, index: int) -> None:
+    """What the agent's pipeline and the hub do meanwhile: 1 MiB chunks written, each fsynced."""
+    chunk = os.urandom(1 << 20)
+    n = 0
+    while not stop.is_set():
+        path = work / f"background-{index}-{n % 64}.bin"
+        with open(path, "wb") as handle:
+            handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        n += 1
+
+
+def run_cell(
+    root: Path, mode: str, threads: int, files: int, payload: bytes, background: int = 0
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(dir=root, prefix=f"floor-{threads}-"))
+    stop = threading.Event()
+    noise = [
+        threading.Thread(target=_background, args=(work, stop, i), daemon=True)
+        for i in range(background)
+    ]
+    for t in noise:
+        t.start()
     db_path = work / "state.db"
     if "row" in mode:
         setup = sqlite3.connect(db_path, isolation_level=None)
@@ -119,6 +144,9 @@ def run_cell(root: Path, mode: str, threads: int, files: int, payload: bytes) ->
     for t in pool:
         t.join()
     seconds = time.perf_counter() - started
+    stop.set()
+    for t in noise:
+        t.join()
     shutil.rmtree(work)
     if errors:
         raise errors[0]
@@ -143,13 +171,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--background",
+        type=int,
+        default=0,
+        help="threads writing 1 MiB chunks with an fsync each meanwhile (as the agent's "
+        "pipeline and the hub do during a receive)",
+    )
     args = parser.parse_args()
     payload = os.urandom(args.kib * 1024)
     cells: list[dict[str, Any]] = []
     for rnd in range(args.rounds):
         for threads in args.threads:
             for mode in args.modes:
-                cell = run_cell(args.dir, mode, threads, args.files, payload)
+                cell = run_cell(args.dir, mode, threads, args.files, payload, args.background)
                 cell["round"] = rnd
                 cell["load"] = Path("/proc/loadavg").read_text().split()[0]
                 cells.append(cell)
