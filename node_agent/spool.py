@@ -70,7 +70,8 @@ class Spool:
         self.state = state
         self.ledger = Ledger(state)
         self._commits: GroupCommit[Received] = GroupCommit(self._record)
-        self._labels = True  # False once the filesystem refused the label (then: flushed rows)
+        # False once the filesystem refused the label (then every row is flushed)
+        self._labels = hasattr(os, "setxattr")  # Linux only
         self.wake = wake
         self.wake_bytes = wake_bytes
         self._since_wake = 0
@@ -150,6 +151,8 @@ class Spool:
         quiet period; idempotent. A labelled file without a row that does not parse, or whose
         UIDs do not match its place, is moved to `.unreadable` and quarantined. Unlabelled
         files without a row (a sender that never heard success) are left as they are."""
+        if not hasattr(os, "getxattr"):  # no labels written on this platform
+            return Recovered(registered=0, set_aside=0)
         with self.state.connect() as conn:
             known = {str(row[0]) for row in conn.execute("SELECT sop_uid FROM instances")}
         found: list[Received] = []
