@@ -1,7 +1,8 @@
 """Agent throughput and memory: PACS -> hub on loopback vs. a plain HTTPS upload, one run.
 
     .venv/bin/python bench/agent_bench.py [--size-mb 500] [--quiet 2] [--part-mib 64]
-                                          [--baseline-runs 3] [--results FILE] [--no-results]
+                                          [--baseline-runs 3] [--reference-runs 3]
+                                          [--results FILE] [--no-results]
                                           [--keep] [--skip-b] [--json FILE] [--profile DIR]
 
 Run by hand, never in tests (the issue's full run is `--size-mb 2048`, about 15 GB of
@@ -27,6 +28,12 @@ afterwards:
    ratio = baseline seconds / hexchange seconds; the issue's target is >= 0.60.
 5. Memory: agent A's RSS (and the pull command's, and the hub's) sampled every 0.2 s from
    /proc, plus the kernel's high-water mark (VmHWM); the target is < 200 MB for a 2 GB study.
+
+The references (the same C-MOVE into dcmtk `storescp` and into a bare pynetdicom SCP) vary
+more between runs than the code does: they run `--reference-runs` times, one round before the
+timed window and the rest after it, every timed window starting with the dirty pages written
+back (`sync`); the storescp ratio uses their median, and the single run right after the timed
+window (what was reported before) stays in the JSON as `floor_*_s` / `dcmtk_ratio_single`.
 
 Afterwards B's copy is counted (not timed) as a sanity check. The phase breakdown comes from A's
 state database (instances.received_at, outbox.created_at), the hub's received chunks and the
