@@ -182,6 +182,13 @@ class Agent:
         self.uploader.run_once()
 
     def run(self) -> None:
+        recovered = self.spool.recover()  # before the SCP answers anyone, before the pipeline
+        if recovered.registered or recovered.set_aside:
+            log.warning(
+                "spool files registered again after a restart",
+                registered=recovered.registered,
+                set_aside=recovered.set_aside,
+            )
         self.pipeline.recover()
         self.uploader.recover_leases()
         server = start_scp(self.config.dicom, self.spool, self.config.pipeline.quiet_period_for)

@@ -211,11 +211,12 @@ class Ledger:
 
     # -- studies and instances ------------------------------------------------------------
 
-    def instances_received(self, received: list[Received]) -> None:
+    def instances_received(self, received: list[Received], *, flush: bool = True) -> None:
         """Durable spool files: their instance rows (spooled), their studies receiving again;
-        one transaction for all of them (the spool's group commit)."""
+        one transaction for all of them (the spool's group commit). `flush=False`: the commit
+        is not fsynced, for files the spool can register again after a power loss."""
         now = time.time()
-        with self.state.transaction() as conn:
+        with self.state.transaction(flush=flush) as conn:
             for r in received:
                 conn.execute(
                     "INSERT INTO instances(sop_uid, study_uid, path, sha256, size, modality, "

@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from node_agent.files import fsync_dir
 from node_agent.ledger import IllegalTransition, Ledger, LedgerError
 from node_agent.state import AgentState
 
@@ -101,14 +102,25 @@ def release(state: AgentState, item_id: int) -> str:
     return item.kind
 
 
+def _durable_unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    if path.parent.is_dir():
+        fsync_dir(path.parent)
+
+
 def discard(state: AgentState, item_id: int) -> str:
     """Give up on the item: an instance is removed from the spool, a delivery is skipped."""
     item = quarantine_get(state, item_id)
     ledger = Ledger(state)
     if item.kind == "instance":
+        # the file first: a labelled spool file without a row is registered again at the next
+        # start (`Spool.recover`)
+        with state.connect() as conn:
+            row = conn.execute("SELECT path FROM instances WHERE sop_uid = ?", (item.ref,))
+            spooled = row.fetchone()
+        for path in {p for p in (item.path, spooled[0] if spooled else None) if p}:
+            _durable_unlink(Path(path))
         ledger.discard_instance(item_id, item.ref)
-        if item.path:
-            Path(item.path).unlink(missing_ok=True)
     elif item.kind == "delivery":
         ledger.discard_delivery(item_id, item.ref)
     else:

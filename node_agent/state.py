@@ -1,8 +1,9 @@
 """The agent's durable state: one SQLite database in WAL mode, one connection per thread.
 
 Every pipeline arrow is a row update here, so a kill -9 at any point resumes where it was.
-Every commit is synchronous=FULL (the WAL is fsynced before COMMIT returns): the spool's row is
-what lets the SCP answer success, so a lost last transaction is never acceptable there. The
+Every commit is synchronous=FULL (the WAL is fsynced before COMMIT returns), except the spool's
+rows of labelled files (`transaction(flush=False)`): a power loss may take the last of those,
+and the spool registers their durable files again at the next start (`Spool.recover`). The
 connection is kept per thread (opening one and setting its PRAGMAs cost as much as the commit).
 """
 
@@ -232,21 +233,31 @@ class AgentState:
             self._discard(cached[1])
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, flush: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. `flush=False`: its commit is not fsynced (synchronous=NORMAL
+        for it alone): a crash of the process loses nothing, a power loss may lose the last
+        such commits (never one before a flushed commit: the WAL is written in order). Only for
+        rows that can be rebuilt from durable files (the spool's, see `Spool.recover`)."""
         with self.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            if not flush:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # e.g. SQLITE_BUSY on commit: leave no open write
-                    conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # e.g. SQLITE_BUSY on commit: leave no open write
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if not flush:
+                    conn.execute("PRAGMA synchronous=FULL")
 
     def quarantine(self, kind: str, ref: str, reason: str, path: str | None = None) -> None:
         """Record an item a human must look at (once per kind and ref)."""
