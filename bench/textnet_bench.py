@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -89,19 +88,15 @@ def _blank(frame: npt.NDArray[np.generic], mask: Mask, photometric: str) -> npt.
 
 
 Detector = Callable[[npt.NDArray[np.uint8]], list[TextRegion]]
-_cache: dict[tuple[int, int, str], npt.NDArray[np.float32]] = {}
+_cache: dict[tuple[int, int, float, str], npt.NDArray[np.float32]] = {}
 
 
-def _prob(gray: npt.NDArray[np.uint8], side: int, prep: str) -> npt.NDArray[np.float32]:
-    """The network's map of `gray` prepared by `prep`, once per image (the costly step)."""
-    key = (id(gray), side, prep)
+def _prob(gray: npt.NDArray[np.uint8], params: NetParams, prep: str) -> npt.NDArray[np.float32]:
+    """The network's map of `gray` (turned by `prep`), once per image (the costly step)."""
+    key = (id(gray), params.side, params.clahe, prep)
     if key not in _cache:
-        image = gray
-        if prep.startswith("clahe"):
-            image = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
-        if prep.endswith("rot90"):
-            image = np.ascontiguousarray(np.rot90(image))
-        _cache[key] = netdetect.probability(image, replace(NetParams(), side=side))
+        image = np.ascontiguousarray(np.rot90(gray)) if prep.endswith("rot90") else gray
+        _cache[key] = netdetect.probability(image, params)
     return _cache[key]
 
 
@@ -123,11 +118,9 @@ def _share(region: TextRegion, blanked: Mask) -> float:
 def detector(params: NetParams, prep: str = "") -> tuple[str, Detector, float]:
     def run(gray: npt.NDArray[np.uint8]) -> list[TextRegion]:
         rows, columns = gray.shape
-        found = netdetect.regions_of(_prob(gray, params.side, prep.replace("+rot90", "")),
-                                     rows, columns, params)  # fmt: skip
-        if prep.endswith("+rot90"):
-            turned = netdetect.regions_of(_prob(gray, params.side, prep.replace("+", "")),
-                                          columns, rows, params)  # fmt: skip
+        found = netdetect.regions_of(_prob(gray, params, ""), rows, columns, params)
+        if prep == "+rot90":
+            turned = netdetect.regions_of(_prob(gray, params, "rot90"), columns, rows, params)
             found += _rotated_back(turned, columns)
         return found
 
@@ -141,6 +134,7 @@ def settings(
     for side in sides:
         base = replace(NetParams(), side=side)
         out += [detector(base, prep) for prep in preps]
+        out += [detector(replace(base, clahe=0.0), prep) for prep in preps]
         if quick:
             continue
         out += [detector(p) for p in (
@@ -166,8 +160,9 @@ def settings(
 
 def _label(p: NetParams) -> str:
     return (
-        f"side {p.side}, thresh {p.thresh}, box {p.box_thresh}, unclip {p.unclip}, "
-        f"aspect {p.min_aspect:g}, height {p.max_height:g}, covered {p.covered:g}"
+        f"side {p.side}, clahe {p.clahe:g}, thresh {p.thresh}, box {p.box_thresh}, "
+        f"unclip {p.unclip}, aspect {p.min_aspect:g}, height {p.max_height:g}, "
+        f"covered {p.covered:g}"
     )
 
 
@@ -222,7 +217,7 @@ def clean(sides: list[int]) -> list[str]:
         for side in sides:
             for params in (replace(NetParams(), side=side), replace(NetParams(), side=side,
                                                                      box_thresh=0.3)):  # fmt: skip
-                regions = netdetect.find_regions(gray, params)
+                regions = netdetect.find_regions(gray, params)  # (CLAHE on by default)
                 mask = netdetect.mask_of(regions, *gray.shape)
                 cells.append(f"{len(regions)} / {100 * (1 - mask.mean()):.2f} %")
         out.append(f"| {name} {gray.shape[1]}x{gray.shape[0]} | " + " | ".join(cells) + " |")
@@ -263,7 +258,7 @@ def main() -> None:
     parser.add_argument("--sides", default="736")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-cpu", action="store_true")
-    parser.add_argument("--preps", default="", help="e.g. ',clahe,+rot90,clahe+rot90'")
+    parser.add_argument("--preps", default="", help="',+rot90': also the frame turned by 90 deg")
     args = parser.parse_args()
     if not netdetect.is_available():
         sys.exit(netdetect.unavailable_reason())
