@@ -24,7 +24,7 @@ Every frame of every instance with pixel data is screened by the text detector
   onnxruntime is missing, "auto" falls back to the classical detector and says so in the
   result's notes; "every-frame" quarantines the instance (it was told every frame must be
   checked). With `text = "ocr"` (only what OCR reads is blanked) it does not run. The re-screen
-  after scrubbing stays the classical detector's. Measured in bench/RESULTS.md ("learned text
+  after scrubbing stays the classical detector's. Measured in bench/RESULTS.md ("Learned text
   detector").
 With the detector on, every frame is screened: an instance that comes out clean gets Burned In
 Annotation NO.
