@@ -161,6 +161,7 @@ def _load() -> Any:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        options.enable_mem_pattern = False  # frames differ in shape: a plan per shape is kept
         try:
             _session = onnxruntime.InferenceSession(
                 data, options, providers=["CPUExecutionProvider"]
