@@ -47,6 +47,10 @@ DEFAULT_MODEL = Path.home() / ".cache" / "hexchange" / "models" / MODEL_NAME
 FETCH_HINT = "run `python tools/fetch_text_model.py` (scripts/setup.sh does)"
 
 
+class NetFailed(RuntimeError):
+    """The network could not run on a frame (the message names no frame content)."""
+
+
 @dataclass(frozen=True)
 class NetParams:
     """Tuning of `find_regions`; the defaults are the measured ones (bench/RESULTS.md)."""
@@ -190,7 +194,7 @@ def probability(gray: Gray8, params: NetParams = DEFAULT_NET) -> npt.NDArray[np.
     """The network's text probability map at the resized shape (see `resized_shape`)."""
     session = _load()
     if session is None:
-        raise RuntimeError(f"learned text detector unavailable: {unavailable_reason()}")
+        raise NetFailed(f"learned text detector unavailable: {unavailable_reason()}")
     rows, columns = resized_shape(gray.shape[0], gray.shape[1], params)
     if params.clahe > 0:
         gray = np.asarray(
@@ -200,7 +204,10 @@ def probability(gray: Gray8, params: NetParams = DEFAULT_NET) -> npt.NDArray[np.
     plane = resized.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
     batch = np.ascontiguousarray(np.broadcast_to(plane, (1, 3, rows, columns)))
     name = session.get_inputs()[0].name
-    out = session.run(None, {name: batch})[0]
+    try:
+        out = session.run(None, {name: batch})[0]
+    except Exception as exc:  # onnxruntime raises its own types (Fail, RuntimeException, ...)
+        raise NetFailed(f"the text detection network failed: {type(exc).__name__}") from exc
     return np.asarray(out[0, 0], np.float32)
 
 

@@ -151,6 +151,12 @@ def scrub(
         result.pixels_changed = True
         result.notes.append(f"blanked {len(pages)} page(s) of text whole")
     regions = _learned(decoded, lines, policy, result)
+    if regions is None:
+        return _quarantine(
+            result,
+            "the pixel policy requires the learned text detector on every frame (learned = "
+            f"every-frame) but it failed: {result.notes[-1]}",
+        )
     if reader is not None and lines and not reader.is_available():
         result.notes.append("OCR unavailable: every detected text line is blanked")
         reader = None
@@ -221,10 +227,11 @@ def finish_header(out: Dataset, source: Dataset, *, every_frame_read: bool) -> N
 
 def _learned(
     decoded: Decoded, lines: dict[int, list[TextLine]], policy: PixelPolicy, result: ScrubResult
-) -> dict[int, list[TextRegion]]:
+) -> dict[int, list[TextRegion]] | None:
     """The learned detector's regions on the frames the policy names: every frame, or those
-    where the classical screen found text ("auto"). Unavailable under "auto": the notes say so
-    and the classical detector's lines are all there is ("every-frame" quarantined earlier)."""
+    where the classical screen found text ("auto"). Unavailable or failing under "auto": the
+    notes say so and the classical detector's lines are all there is; failing under
+    "every-frame": None (the caller quarantines; unavailable was quarantined earlier)."""
     if policy.learned == "off" or policy.text == "ocr":
         return {}
     frames = range(decoded.count) if policy.learned == "every-frame" else sorted(lines)
@@ -236,7 +243,11 @@ def _learned(
             f"learned text detector unavailable, classical detector only: {missing}"
         )
         return {}
-    found = learned(decoded, frames, policy.net)
+    try:
+        found = learned(decoded, frames, policy.net)
+    except netdetect.NetFailed as exc:
+        result.notes.append(f"{exc}: classical detector only")
+        return None if policy.learned == "every-frame" else {}
     result.learned_frames = len(frames)
     result.learned_regions = sum(len(r) for r in found.values())
     return found

@@ -105,3 +105,19 @@ def test_without_the_model_every_frame_quarantines(no_model: Path) -> None:
 def test_an_unknown_learned_setting_is_refused() -> None:
     with pytest.raises(ValueError, match="learned must be one of"):
         PixelPolicy(learned="sometimes")
+
+
+@needs_model
+@needs_fonts
+def test_a_network_failure_falls_back_under_auto_and_quarantines_under_every_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails(*_: object) -> list[netdetect.TextRegion]:
+        raise netdetect.NetFailed("the text detection network failed: Fail")
+
+    monkeypatch.setattr("deidentify.pixels.screen.find_regions", fails)
+    sample = _faint_mr()
+    result = scrub(sample.ds, POLICY)
+    assert result.dataset is not None and any("network failed" in n for n in result.notes)
+    result = scrub(sample.ds, replace(POLICY, learned="every-frame"))
+    assert result.quarantined and "failed" in str(result.reason)
