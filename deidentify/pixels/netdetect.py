@@ -1,17 +1,21 @@
 """A learned text detector: PaddleOCR's PP-OCRv4 DB network (ONNX), run by onnxruntime on the CPU.
 
-    if netdetect.is_available():
-        regions = netdetect.find_regions(gray)          # TextRegion: polygon, box, score
+    if netdetect.is_available():                        # cheap: no onnxruntime import
+        regions = networker.find_regions(gray)          # TextRegion: polygon, box, score
         mask = netdetect.mask_of(regions, rows, columns)
     else:
         print(netdetect.unavailable_reason())           # what is missing and how to get it
+
+This module holds what the scrubbing process needs (parameters, regions, post-processing,
+availability); the network itself runs in a worker process (`networker.py` starts it,
+`netsession.py` is its code), so onnxruntime is never imported here.
 
 Optional, in the style of pydicom's pixel backends: the dependency (`onnxruntime`, a PyPI
 package) and the model file (`ch_PP-OCRv4_det_infer.onnx`, Apache-2.0, taken from the pinned
 `rapidocr-onnxruntime` wheel by `tools/fetch_text_model.py`, which `scripts/setup.sh` runs) may
 be missing; then `is_available()` is False and the scrubber falls back to the classical
 detector (`textdetect.py`) and says so. Nothing is downloaded here and no model is in the
-repository. The session is made once per process, lazily, on one thread.
+repository. The session is made once per worker, lazily, on one thread.
 
 DB ("differentiable binarization") gives a per-pixel text probability. The frame (8-bit
 gray, display polarity: `textdetect.frame_gray8`) is first equalised locally (CLAHE, `clahe`),
@@ -32,13 +36,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from deidentify.pixels.ocr import Box, Gray8
+from deidentify.pixels.ocr import Box
 
 MODEL_NAME = "ch_PP-OCRv4_det_infer.onnx"
 MODEL_SHA256 = "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
@@ -87,7 +90,6 @@ class TextRegion:
         x1, y1 = np.ceil(self.polygon.max(axis=0)).astype(int)
         return Box(int(x0), int(y0), int(x1 - x0) + 1, int(y1 - y0) + 1)
 
-
     def boxes(self, columns: int, rows: int) -> list[Box]:
         """The polygon as boxes whose union covers it (clipped to the frame): one box when it is
         axis-aligned; else strips across its long side, a quarter of its thickness wide each,
@@ -125,61 +127,52 @@ def model_path() -> Path:
 
 
 _lock = threading.Lock()
-_session: Any = None
-_problem: str | None = None
+_checked: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> the pinned model?
+_load_problem: dict[str, str] = {}  # path -> why the worker could not load it
 
 
 def unavailable_reason() -> str | None:
-    """None when the learned detector can run; else what is missing and how to get it."""
+    """None when the learned detector can run; else what is missing and how to get it.
+
+    Cheap, in the calling process: onnxruntime is looked for, not imported (it runs in the
+    worker process, `networker.py`); the model file's digest is checked once per file."""
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed: pip install onnxruntime (pyproject dependency)"
     path = model_path()
-    if not path.is_file():
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    if stat is None or not path.is_file():
         return f"the text detection model {MODEL_NAME} is not in {path.parent}: {FETCH_HINT}"
-    _load()
-    return _problem
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _lock:
+        if key not in _checked:
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as exc:
+                return f"cannot read the text detection model {path}: {exc.strerror}"
+            _checked[key] = digest == MODEL_SHA256
+        if not _checked[key]:
+            return f"the text detection model {path} is not the pinned one: {FETCH_HINT}"
+        return _load_problem.get(str(path))
 
 
 def is_available() -> bool:
     return unavailable_reason() is None
 
 
-def _load() -> Any:
-    """The ONNX session, made once per process (one thread: a worker per core)."""
-    global _session, _problem
+def record_load_failure(reason: str) -> None:
+    """The worker could not load the model (`networker.py`): unavailable from now on."""
     with _lock:
-        if _session is not None or _problem is not None:
-            return _session
-        path = model_path()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            _problem = f"cannot read the text detection model {path}: {exc.strerror}"
-            return None
-        if hashlib.sha256(data).hexdigest() != MODEL_SHA256:
-            _problem = f"the text detection model {path} is not the pinned one: {FETCH_HINT}"
-            return None
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        options.enable_mem_pattern = False  # frames differ in shape: a plan per shape is kept
-        try:
-            _session = onnxruntime.InferenceSession(
-                data, options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            _problem = f"onnxruntime cannot load {path.name}: {type(exc).__name__}"
-        return _session
+        _load_problem[str(model_path())] = reason
 
 
 def _reset() -> None:
-    """Forget the session (tests that point MODEL_ENV elsewhere)."""
-    global _session, _problem
+    """Forget what was checked (tests that point MODEL_ENV elsewhere)."""
     with _lock:
-        _session, _problem = None, None
+        _checked.clear()
+        _load_problem.clear()
 
 
 def resized_shape(rows: int, columns: int, params: NetParams) -> tuple[int, int]:
@@ -188,35 +181,6 @@ def resized_shape(rows: int, columns: int, params: NetParams) -> tuple[int, int]
     ratio = params.side / min(rows, columns)
     ratio = min(ratio, params.max_side / max(rows, columns))
     return (max(32, round(rows * ratio / 32) * 32), max(32, round(columns * ratio / 32) * 32))
-
-
-def probability(gray: Gray8, params: NetParams = DEFAULT_NET) -> npt.NDArray[np.float32]:
-    """The network's text probability map at the resized shape (see `resized_shape`)."""
-    session = _load()
-    if session is None:
-        raise NetFailed(f"learned text detector unavailable: {unavailable_reason()}")
-    rows, columns = resized_shape(gray.shape[0], gray.shape[1], params)
-    if params.clahe > 0:
-        gray = np.asarray(
-            cv2.createCLAHE(clipLimit=params.clahe, tileGridSize=(8, 8)).apply(gray), np.uint8
-        )
-    resized = cv2.resize(gray, (columns, rows), interpolation=cv2.INTER_LINEAR)
-    plane = resized.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
-    batch = np.ascontiguousarray(np.broadcast_to(plane, (1, 3, rows, columns)))
-    name = session.get_inputs()[0].name
-    try:
-        out = session.run(None, {name: batch})[0]
-    except Exception as exc:  # onnxruntime raises its own types (Fail, RuntimeException, ...)
-        raise NetFailed(f"the text detection network failed: {type(exc).__name__}") from exc
-    return np.asarray(out[0, 0], np.float32)
-
-
-def find_regions(gray: Gray8, params: NetParams = DEFAULT_NET) -> list[TextRegion]:
-    """Text regions of an 8-bit frame (display polarity) as rotated rectangles in its pixels."""
-    if gray.ndim != 2 or min(gray.shape) < params.min_frame:
-        return []
-    prob = probability(gray, params)
-    return regions_of(prob, gray.shape[0], gray.shape[1], params)
 
 
 def regions_of(

@@ -7,7 +7,8 @@
     regions = learned(decoded, frames, net)          # the learned detector's, {frame: [...]}
     boxes = learned_boxes(regions[i], kept, blanked, columns, rows, net.covered)  # to blank
 
-No I/O: numpy, OpenCV and (for `learned`) onnxruntime; the OCR words come in from the caller.
+No I/O but `learned`'s (the network runs in a worker process, `networker.py`): numpy and
+OpenCV; the OCR words come in from the caller.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 from deidentify.pixels.allow import line_is_safe, words_in
 from deidentify.pixels.detect import Hit
 from deidentify.pixels.frames import Decoded, render_gray8
-from deidentify.pixels.netdetect import NetParams, TextRegion, find_regions, mask_of
+from deidentify.pixels.netdetect import NetParams, TextRegion, mask_of
+from deidentify.pixels.networker import find_regions
 from deidentify.pixels.ocr import Box, Gray8, OcrWord
 from deidentify.pixels.policy import PixelPolicy
 from deidentify.pixels.textdetect import DetectParams, TextLine, find_text

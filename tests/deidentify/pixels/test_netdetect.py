@@ -6,6 +6,9 @@ tools/fetch_text_model.py; without it the tests that need it are skipped, saying
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deidentify.pixels import PixelPolicy, RuleSet, netdetect, scrub
+from deidentify.pixels import PixelPolicy, RuleSet, netdetect, networker, scrub
 from deidentify.pixels.scrub import ScrubResult
 from tests.factories.burned_text import Burn, Sample, anatomy, burn, installed_fonts
 
@@ -121,3 +124,23 @@ def test_a_network_failure_falls_back_under_auto_and_quarantines_under_every_fra
     assert result.dataset is not None and any("network failed" in n for n in result.notes)
     result = scrub(sample.ds, replace(POLICY, learned="every-frame"))
     assert result.quarantined and "failed" in str(result.reason)
+
+
+@needs_model
+@needs_fonts
+def test_a_killed_worker_falls_back_or_quarantines_and_the_next_frame_gets_a_fresh_one() -> None:
+    sample = _faint_mr()
+    assert scrub(sample.ds, POLICY).learned_regions >= 2
+    for learned in ("auto", "every-frame"):
+        pid = networker.worker_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # as the OOM killer or a crash in native code would
+        result = scrub(sample.ds, replace(POLICY, learned=learned))
+        if learned == "auto":
+            assert result.dataset is not None and result.learned_regions == 0
+            assert any("worker died" in note for note in result.notes)
+        else:
+            assert result.quarantined and "worker died" in str(result.reason)
+        again = scrub(sample.ds, POLICY)  # a new worker
+        assert again.learned_regions >= 2 and networker.worker_pid() not in (None, pid)
+    assert "onnxruntime" not in sys.modules  # the network ran in the worker only
