@@ -58,11 +58,12 @@ def _children(pid: int) -> list[int]:
     queue = [pid]
     while queue:
         parent = queue.pop()
-        try:
-            text = Path(f"/proc/{parent}/task/{parent}/children").read_text()
-        except OSError:
-            continue
-        kids = [int(k) for k in text.split()]
+        kids = []
+        for task in Path(f"/proc/{parent}/task").glob("*"):  # every thread's: the agent's
+            try:  # workers start tesseract and the text detector from their own threads
+                kids += [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
         found += kids
         queue += kids
     return found

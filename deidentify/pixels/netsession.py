@@ -40,11 +40,13 @@ class LoadFailed(RuntimeError):
     """The model could not be loaded (the message says why and what to do)."""
 
 
-def load(path: Path, *, arena: bool = False) -> Any:
+def load(path: Path, *, arena: bool = True) -> Any:
     """An onnxruntime session of the pinned model at `path`, on one thread.
 
-    Memory patterns are off (frames differ in shape: a plan per shape would be kept) and so is
-    the CPU arena unless `arena` (measured in bench/RESULTS.md, "text detector worker")."""
+    Memory patterns are off (frames differ in shape: a plan per shape would be kept). The CPU
+    arena stays on (`arena`): without it the worker's peak grew with every new frame shape
+    (384-478 MiB after four frames against 257 MiB, same CPU; bench/RESULTS.md, "text
+    detector worker")."""
     try:
         data = path.read_bytes()
     except OSError as exc:
