@@ -144,3 +144,19 @@ def test_a_killed_worker_falls_back_or_quarantines_and_the_next_frame_gets_a_fre
         again = scrub(sample.ds, POLICY)  # a new worker
         assert again.learned_regions >= 2 and networker.worker_pid() not in (None, pid)
     assert "onnxruntime" not in sys.modules  # the network ran in the worker only
+
+
+@needs_model
+@needs_fonts
+def test_a_frame_the_worker_does_not_answer_in_time_falls_back_and_stops_that_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sample = _faint_mr()
+    assert scrub(sample.ds, POLICY).learned_regions >= 2  # a worker is up
+    stuck = networker.worker_pid()
+    monkeypatch.setattr(networker, "FRAME_TIMEOUT", 0.0001)  # no frame is answered this fast
+    result = scrub(sample.ds, POLICY)
+    assert result.dataset is not None and any("took more than" in n for n in result.notes)
+    assert stuck is not None and not Path(f"/proc/{stuck}").exists()  # killed, not left behind
+    monkeypatch.undo()
+    assert scrub(sample.ds, POLICY).learned_regions >= 2
