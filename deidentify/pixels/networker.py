@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing
+import os
 import threading
 from multiprocessing.process import BaseProcess
 
@@ -87,6 +88,16 @@ class _Worker:
 _lock = threading.Lock()
 _worker: _Worker | None = None
 _registered = False
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a `ProcessPoolExecutor` worker of hexchange-deid) must not share the
+    parent's pipe or its lock: it starts a worker of its own when it needs one."""
+    global _lock, _worker
+    _lock, _worker = threading.Lock(), None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def find_regions(gray: Gray8, params: NetParams = DEFAULT_NET) -> list[TextRegion]:
