@@ -1,7 +1,8 @@
 """The learned text detector's own process: onnxruntime, the ONNX session and the network's
 activations live here, not in the process that scrubs (issue 15: the agent's RSS).
 
-`networker.py` starts `serve` in a spawned child and talks to it over a `multiprocessing` Pipe:
+`networker.py` starts `main` in a child interpreter and talks to it over a `multiprocessing`
+Connection on a socket pair:
 
     child -> ("ready", None) | ("failed", reason)        once, after loading the model
     parent -> (shape, NetParams), then the frame's bytes  (8-bit gray, C order)
@@ -115,3 +116,9 @@ def serve(conn: Connection, model: str) -> None:
         except Exception as exc:  # onnxruntime raises its own types (Fail, RuntimeException)
             reply = ("error", f"the text detection network failed: {type(exc).__name__}")
         conn.send(reply)
+
+
+def main(argv: list[str]) -> None:
+    """The worker's entry: argv is [socket fd, model path] (see `networker._Worker`)."""
+    fd, model = argv
+    serve(Connection(int(fd)), model)

@@ -3,11 +3,14 @@ and the network's activations (~+150 MB) stay out of the scrubbing process (issu
 
     regions = networker.find_regions(gray, params)   # netdetect.TextRegion list; NetFailed
 
-One long-lived worker per process, started on first use with the "spawn" start method (the
-agent has threads: fork would copy their locks), loading the model once (`netsession.serve`).
-Frames go over a `multiprocessing` Pipe as their bytes plus (shape, params); regions come back.
+One long-lived worker per process, started on first use as a fresh interpreter (as the
+"spawn" start method, not fork: the agent has threads; by `subprocess`, so that the caller's
+main script is not run again in the worker, as multiprocessing's spawn does), loading the
+model once (`netsession.serve`). Frames go over a socket pair wrapped in a `multiprocessing`
+`Connection` (what `multiprocessing.Pipe` is) as their bytes plus (shape, params); regions
+come back.
 One frame at a time (a lock: the agent's threads take turns; the worker runs one thread).
-`multiprocessing` rather than `ProcessPoolExecutor`: a frame that hangs must be stopped by
+A process of its own rather than `ProcessPoolExecutor`: a frame that hangs must be stopped by
 killing the worker, which the executor does not offer.
 
 A worker that dies (killed, a crash in native code) or takes longer than `FRAME_TIMEOUT` on a
@@ -22,20 +25,23 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import multiprocessing
 import os
+import socket
+import subprocess
+import sys
 import threading
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import Connection
 
 import numpy as np
 
-from deidentify.pixels import netdetect, netsession
+from deidentify.pixels import netdetect
 from deidentify.pixels.netdetect import DEFAULT_NET, NetFailed, NetParams, TextRegion
 from deidentify.pixels.ocr import Gray8
 
 START_TIMEOUT = 120.0  # seconds: spawn, imports and the model, on a busy 2-core machine
 FRAME_TIMEOUT = 60.0  # seconds for one frame (~0.15 s for 512 x 512, ~0.6 s at 1600 x 1600)
 STOP_TIMEOUT = 5.0
+_ENTRY = "import sys; from deidentify.pixels.netsession import main; main(sys.argv[1:])"
 
 
 class WorkerLost(NetFailed):
@@ -46,13 +52,14 @@ class _Worker:
     """One child process and its end of the pipe."""
 
     def __init__(self, model: str) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, child = context.Pipe()
-        self.process: BaseProcess = context.Process(
-            target=netsession.serve, args=(child, model), name="hexchange-textnet", daemon=True
-        )
-        self.process.start()
-        child.close()  # only the child holds it now: its death is EOF here
+        ours, theirs = socket.socketpair()  # what multiprocessing.Pipe() is on POSIX
+        with theirs:
+            self.process = subprocess.Popen(  # a fresh interpreter, as "spawn", without
+                [sys.executable, "-c", _ENTRY, str(theirs.fileno()), model],  # re-running
+                pass_fds=(theirs.fileno(),),  # the caller's __main__ (multiprocessing does)
+                stdin=subprocess.DEVNULL,
+            )
+        self.conn = Connection(ours.detach())  # only the child holds its end: death is EOF
 
     def ready(self) -> str | None:
         """None when the model is loaded; else why not (the worker has exited)."""
@@ -78,10 +85,12 @@ class _Worker:
         if not kill:
             with contextlib.suppress(OSError):
                 self.conn.send(None)
-            self.process.join(STOP_TIMEOUT)
-        if self.process.is_alive():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_TIMEOUT)
+        if self.process.poll() is None:
             self.process.kill()
-            self.process.join(STOP_TIMEOUT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_TIMEOUT)
         self.conn.close()
 
 
@@ -137,7 +146,7 @@ def find_regions(gray: Gray8, params: NetParams = DEFAULT_NET) -> list[TextRegio
 def _died(worker: _Worker, exc: BaseException) -> NetFailed:
     if isinstance(exc, NetFailed):
         return exc
-    code = worker.process.exitcode
+    code = worker.process.poll()
     return WorkerLost(f"the text detection worker died (exit code {code}): {type(exc).__name__}")
 
 
