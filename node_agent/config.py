@@ -143,7 +143,7 @@ class DeidentifySection(_Model):
     pixel_learned: Literal["auto", "off", "every-frame"] = Field(
         default="auto",
         description="The learned text detector (pixel policy `learned`): auto = on frames where "
-        "the classical screen found text; off saves its CPU and its worker process (~290 MiB "
+        "the classical screen found text; off saves its CPU and its worker process (~245 MiB "
         "peak, beside the agent)",
     )
 
