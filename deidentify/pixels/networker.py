@@ -123,8 +123,11 @@ def find_regions(gray: Gray8, params: NetParams = DEFAULT_NET) -> list[TextRegio
             if not _registered:
                 atexit.register(shutdown)
                 _registered = True
-            model = str(netdetect.model_path())
-            worker = _Worker(model)
+            try:
+                worker = _Worker(str(netdetect.model_path()))
+            except OSError as exc:  # no process or descriptor left: this frame goes without
+                reason = f"cannot start the text detection worker: {exc.strerror}"
+                raise WorkerLost(reason) from None
             try:
                 problem = worker.ready()
             except (WorkerLost, EOFError, OSError) as exc:
