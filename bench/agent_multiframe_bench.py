@@ -12,11 +12,12 @@ This bench measures the running agent as a whole, with real processes on loopbac
    text blanked) start via `tests/federation.py`.
 3. dcmtk `storescu` sends the instance to A's SCP; then the bench waits until the hub's index
    shows A's bundle complete (received, de-identified with the pixel scrub, sealed, uploaded).
-4. VmRSS of agent A and of every process it started (tesseract) is sampled every 0.2 s, with
-   the kernel's high-water mark (VmHWM) of A; B's copy is checked for the burned-in name's
+4. VmRSS of agent A and of every process it started (tesseract, the learned text detector's
+   worker) is sampled every 0.2 s, with the kernel's high-water mark (VmHWM) of A and of
+   each child; B's copy is checked for the burned-in name's
    absence from the header (the pixel check is the scrubber's own tests').
 
-    .venv/bin/python bench/agent_multiframe_bench.py [--gib 2] [--write]
+    .venv/bin/python bench/agent_multiframe_bench.py [--gib 2] [--learned off] [--write]
 
 `--write` appends the result to bench/RESULTS.md. Needs ~4x `--gib` of temporary disk.
 """
@@ -57,17 +58,18 @@ def _children(pid: int) -> list[int]:
     queue = [pid]
     while queue:
         parent = queue.pop()
-        try:
-            text = Path(f"/proc/{parent}/task/{parent}/children").read_text()
-        except OSError:
-            continue
-        kids = [int(k) for k in text.split()]
+        kids = []
+        for task in Path(f"/proc/{parent}/task").glob("*"):  # every thread's: the agent's
+            try:  # workers start tesseract and the text detector from their own threads
+                kids += [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
         found += kids
         queue += kids
     return found
 
 
-def run(gib: float, work: Path, timeout: float) -> dict[str, object]:
+def run(gib: float, work: Path, timeout: float, learned: str) -> dict[str, object]:
     frames = max(1, round(gib * (1 << 30) / (SIDE * SIDE)))
     source = work / "modality" / "cine.dcm"
     source.parent.mkdir(parents=True)
@@ -79,12 +81,20 @@ def run(gib: float, work: Path, timeout: float) -> dict[str, object]:
     federation = Federation(work / "fed", quiet_period=1.0)
     sampler = RssSampler(0.2)
     child_peak_kb = 0
+    child_hwm_kb: dict[int, int] = {}  # pid -> VmHWM: the text detector worker, tesseract
     try:
         federation.start_hub()
         b = federation.add_agent("org-b", "archive")
         a = federation.add_agent(
-            "org-a", "clinic-a", destinations=[("org-b", "deidentified")], inbound=False
+            "org-a",
+            "clinic-a",
+            destinations=[("org-b", "deidentified")],
+            inbound=False,
+            start=False,
         )
+        with a.config_file.open("a") as config:  # [deidentify] is the file's last section
+            config.write(f'pixel_learned = "{learned}"\n')
+        federation.start_agent(a)
         assert a.process is not None
         time.sleep(2.0)  # the policy and the recipients arrive
         sampler.watch("agent A", a.process.pid)
@@ -109,6 +119,7 @@ def run(gib: float, work: Path, timeout: float) -> dict[str, object]:
                 raise RuntimeError(f"agent A exited: see {a.log_file}")
             for pid in _children(a.process.pid):
                 child_peak_kb = max(child_peak_kb, _status_kb(pid, "VmRSS") or 0)
+                child_hwm_kb[pid] = max(child_hwm_kb.get(pid, 0), _status_kb(pid, "VmHWM") or 0)
             time.sleep(0.2)
         total_s = time.perf_counter() - t0
         hwm_kb = _status_kb(a.process.pid, "VmHWM") or 0
@@ -130,6 +141,8 @@ def run(gib: float, work: Path, timeout: float) -> dict[str, object]:
         "agent_peak_mib": sampler.peak_kb.get("agent A", 0) / 1024,
         "agent_hwm_mib": hwm_kb / 1024,
         "child_peak_mib": child_peak_kb / 1024,
+        "child_hwm_mib": max(child_hwm_kb.values(), default=0) / 1024,
+        "learned": learned,
         "quarantined": quarantined,
         "b_bytes": received.stat().st_size,
         "identity_in_b_header": leaked,
@@ -167,7 +180,9 @@ def _write(result: dict[str, object], command: str) -> None:
         f"| storescu start -> hub complete | {result['total_s']:.1f} s |",
         f"| agent A peak VmRSS (0.2 s samples) | {result['agent_peak_mib']:.0f} MiB |",
         f"| agent A VmHWM (kernel high-water mark) | {hwm:.0f} MiB |",
-        f"| largest child (tesseract) VmRSS | {result['child_peak_mib']:.0f} MiB |",
+        f"| largest child (tesseract, text detector worker) VmRSS | "
+        f"{result['child_peak_mib']:.0f} MiB |",
+        f"| largest child VmHWM (0.2 s samples) | {result['child_hwm_mib']:.0f} MiB |",
         f"| quarantined | {'yes' if result['quarantined'] else 'no'} |",
         f"| B's copy | {int(result['b_bytes']) / (1 << 30):.2f} GiB, identity in header: "
         f"{'YES' if result['identity_in_b_header'] else 'none'} |",
@@ -190,11 +205,17 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=2.0, help="instance size (GiB)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="longest wait, seconds")
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+    parser.add_argument(
+        "--learned",
+        choices=("auto", "off", "every-frame"),
+        default="auto",
+        help="agent A's [deidentify] pixel_learned (the learned text detector; default auto)",
+    )
     args = parser.parse_args()
     if shutil.which("/usr/bin/storescu") is None:
         raise SystemExit("dcmtk's storescu is missing: run scripts/setup.sh --test")
     with tempfile.TemporaryDirectory(prefix="hx-mf-agent-") as tmp:
-        result = run(args.gib, Path(tmp), args.timeout)
+        result = run(args.gib, Path(tmp), args.timeout, args.learned)
     for key, value in result.items():
         print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
     if args.write:

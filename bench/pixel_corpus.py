@@ -24,17 +24,37 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-from deidentify.pixels import PixelPolicy, RuleSet, TesseractBackend, scrub
+from deidentify.pixels import PixelPolicy, RuleSet, TesseractBackend, netdetect, netsession, scrub
 from deidentify.pixels.frames import decode, render_gray8
+from deidentify.pixels.netdetect import DEFAULT_NET, NetParams, TextRegion
 from deidentify.pixels.textdetect import find_text
 from tests.deidentify.pixels.synth import corner_texts, rgb_image
 from tests.factories.burned_text import ANATOMY, Sample, anatomy, burn, random_burns
 
+_sessions: list[object] = []
+
+
+def _session() -> object:
+    """The network in this process (the bench times it; the scrubber runs it in a worker)."""
+    if not _sessions:
+        _sessions.append(netsession.load(netdetect.model_path()))
+    return _sessions[0]
+
+
+def _in_process(gray: npt.NDArray[np.uint8], params: NetParams = DEFAULT_NET) -> list[TextRegion]:
+    if min(gray.shape) < params.min_frame:
+        return []
+    return netsession.regions(_session(), gray, params)
+
+
 HEIGHTS = (7, 9, 12, 16, 24, 40)
 CONTRASTS = (0.15, 0.3, 0.6, 1.0)
-DETECTOR_ONLY = PixelPolicy(rules=RuleSet(), ocr_enabled=False)  # every detected line blanked
-OCR_ONLY = PixelPolicy(rules=RuleSet(), text="ocr", detect=None)  # the previous design
+# every detected line blanked: the classical detector alone, and with the learned stage (default)
+DETECTOR_ONLY = PixelPolicy(rules=RuleSet(), ocr_enabled=False, learned="off")
+LEARNED = PixelPolicy(rules=RuleSet(), ocr_enabled=False, learned="auto")
+OCR_ONLY = PixelPolicy(rules=RuleSet(), text="ocr", detect=None, learned="off")  # the old design
 
 
 @dataclass
@@ -132,19 +152,38 @@ def table(
     return cells
 
 
-def clean_anatomy() -> list[tuple[str, float, int]]:
-    """Each anatomy image without text through the default scrubber (no OCR needed when
-    nothing is found): fraction unchanged, lines found."""
+def clean_anatomy(policy: PixelPolicy = DETECTOR_ONLY) -> list[tuple[str, float, int]]:
+    """Each anatomy image without text through the scrubber (OCR off): fraction unchanged,
+    lines found (learned regions when `policy` runs the learned stage)."""
     out = []
     for name in ANATOMY:
         sample = burn(anatomy(name), [])
-        result = scrub(sample.ds, DETECTOR_ONLY, None)
+        result = scrub(sample.ds, policy, None)
+        found = result.learned_regions if policy.learned != "off" else result.text_lines
         if result.dataset is None:
-            out.append((name, 0.0, result.text_lines))
+            out.append((name, 0.0, found))
             continue
         before, after = decode(sample.ds).frames[0], decode(result.dataset).frames[0]
-        out.append((name, float((before == after).mean()), result.text_lines))
+        out.append((name, float((before == after).mean()), found))
     return out
+
+
+def _cell(cell: Score) -> str:
+    unchanged = np.mean(cell.unchanged) if cell.unchanged else float("nan")
+    return f"{100 * cell.removed / max(cell.total, 1):.0f} % / {100 * unchanged:.1f} %"
+
+
+def _overall(label: str, cells: dict[tuple[int, float], Score]) -> str:
+    total = Score(unchanged=[])
+    for cell in cells.values():
+        total.add(cell)
+    return (
+        f"{label}: recall {100 * total.removed / max(total.total, 1):.1f} % "
+        f"({total.removed}/{total.total}), unchanged outside text "
+        f"{100 * float(np.mean(total.unchanged or [0])):.2f} % (min "
+        f"{100 * float(np.min(total.unchanged or [0])):.1f} %), quarantined "
+        f"{total.quarantined}/{total.instances}."
+    )
 
 
 def _best(fn: Callable[[], object], repeat: int) -> float:
@@ -233,7 +272,18 @@ def speeds(ocr: TesseractBackend) -> dict[str, float]:
         for _ in range(6):
             cpu_pairs.append((1000 * _cpu(lambda: find_text(gray), 25),
                               1000 * _cpu(lambda: baseline(gray), 25)))  # fmt: skip
-    out = {
+    out = {}
+    if netdetect.is_available():
+        gray = render_gray8(frame, decoded.photometric)
+        _in_process(gray)  # the session loads once per process
+        learned_cpu, classical_cpu = [], []
+        for _ in range(6):  # alternating, process CPU (one thread each)
+            classical_cpu.append(1000 * _cpu(lambda: find_text(gray), 10))
+            learned_cpu.append(1000 * _cpu(lambda: _in_process(gray), 3))
+        out["learned_cpu_ms"] = statistics.median(learned_cpu)
+        out["classical_cpu_ms"] = statistics.median(classical_cpu)
+        out["scrub_text_learned_ms"] = 1000 * _best(lambda: scrub(ct.ds, LEARNED, None), 5)
+    out |= {
         "detect_ms": 1000 * _best(detect, 60),
         "scrub_clean_ms": 1000 * _best(lambda: scrub(clean.ds, PixelPolicy.default(), ocr), 15),
         "scrub_text_no_ocr_ms": 1000 * _best(lambda: scrub(ct.ds, DETECTOR_ONLY, None), 15),
@@ -248,11 +298,17 @@ def lines_for(quick: bool, ocr: TesseractBackend) -> list[str]:
     start = time.perf_counter()
     cells = table(samples, DETECTOR_ONLY, None)
     detector_s = time.perf_counter() - start
+    learned_reason = netdetect.unavailable_reason()
+    start = time.perf_counter()
+    learned = table(samples, LEARNED, None) if learned_reason is None else {}
+    learned_s = time.perf_counter() - start
     subset = [s for s in samples if s[0] in (12, 24) and s[1] in (0.6, 1.0)][: 12 if quick else 24]
     default_policy = replace(PixelPolicy.default(), rules=RuleSet())
     side: dict[str, Score] = {}
+    classical_ocr = replace(default_policy, learned="off")
     for label, policy in (("OCR only (text=ocr, no detector)", OCR_ONLY),
-                          ("default (detector + OCR)", default_policy)):  # fmt: skip
+                          ("detector + OCR (learned = off)", classical_ocr),
+                          ("default (+ learned stage)", default_policy)):  # fmt: skip
         total = Score(unchanged=[])
         for cell in table(subset, policy, ocr).values():
             total.add(cell)
@@ -261,10 +317,13 @@ def lines_for(quick: bool, ocr: TesseractBackend) -> list[str]:
     out = [
         f"Corpus: {len(samples)} images (6 anatomy x {len(HEIGHTS)} heights x "
         f"{len(CONTRASTS)} contrasts{'' if quick else ' x 2'}), 3 identifying texts each; "
-        f"detector-only scrub (OCR off: every detected line blanked) took {detector_s:.1f} s.",
+        f"detector-only scrub (OCR off: every detected line blanked) took {detector_s:.1f} s "
+        f"(classical detector alone, learned = off); with the learned stage (learned = auto) "
+        f"{learned_s:.1f} s.",
         "",
         "Recall of identifying boxes (removed / boxes; quarantined instances count as not"
-        " removed) and mean fraction of pixels outside text unchanged, by text height x contrast:",
+        " removed) and mean fraction of pixels outside text unchanged, by text height x contrast"
+        " (classical detector alone; then with the learned stage: recall / unchanged):",
         "",
         "| height \\\\ contrast | " + " | ".join(f"{int(c * 100)} %" for c in CONTRASTS) + " |",
         "|---|" + "---|" * len(CONTRASTS),
@@ -272,22 +331,27 @@ def lines_for(quick: bool, ocr: TesseractBackend) -> list[str]:
     for height in HEIGHTS:
         row = []
         for contrast in CONTRASTS:
-            cell = cells[height, contrast]
-            unchanged = np.mean(cell.unchanged) if cell.unchanged else float("nan")
-            row.append(f"{100 * cell.removed / max(cell.total, 1):.0f} % / {100 * unchanged:.1f} %")
+            row.append(_cell(cells[height, contrast]))
+            if learned:
+                row[-1] += f" → {_cell(learned[height, contrast])}"
         out.append(f"| {height} px | " + " | ".join(row) + " |")
     allcells = Score(unchanged=[])
     for cell in cells.values():
         allcells.add(cell)
     out += [
         "",
-        f"Overall: recall {100 * allcells.removed / max(allcells.total, 1):.1f} % "
+        "Overall (classical alone): recall "
+        f"{100 * allcells.removed / max(allcells.total, 1):.1f} % "
         f"({allcells.removed}/{allcells.total}), unchanged outside text "
         f"{100 * float(np.mean(allcells.unchanged or [0])):.1f} % (min "
         f"{100 * float(np.min(allcells.unchanged or [0])):.1f} %), quarantined "
         f"{allcells.quarantined}/{allcells.instances}. Missed boxes: "
         f"{allcells.partly} partly blanked (some of their ink outside the blanked boxes), "
         f"{allcells.total - allcells.removed - allcells.partly} not found or quarantined.",
+        "",
+        _overall("With the learned stage (learned = auto, OCR off)", learned)
+        if learned
+        else f"Learned stage: not measured, unavailable ({learned_reason}).",
         "",
         "Images with the most pixels changed outside text (unchanged share, image, text "
         "height): " + ", ".join(f"{100 * u:.1f} % {w}" for u, w in allcells.worst) + ".",
@@ -303,12 +367,18 @@ def lines_for(quick: bool, ocr: TesseractBackend) -> list[str]:
         )
     out += [
         "",
-        "Clean anatomy (no text) through the detector-only scrub: fraction unchanged, lines found:",
+        "Clean anatomy (no text) through the detector-only scrub: fraction unchanged, lines found"
+        " (classical alone; with the learned stage, which runs only where a line was found):",
         "",
-        "| image | unchanged | lines |",
-        "|---|---|---|",
+        "| image | unchanged | lines | unchanged, learned = auto | learned regions |",
+        "|---|---|---|---|---|",
     ]
-    out += [f"| {n} | {100 * u:.2f} % | {k} |" for n, u, k in clean_anatomy()]
+    out += [
+        f"| {n} | {100 * u:.2f} % | {k} | {100 * lu:.2f} % | {lk} |"
+        for (n, u, k), (_, lu, lk) in zip(
+            clean_anatomy(), clean_anatomy(LEARNED if learned else DETECTOR_ONLY), strict=True
+        )
+    ]
     out += [
         "",
         f"Side by side on {len(subset)} of these images (12 and 24 px, contrast 60-100 %), "
@@ -338,6 +408,16 @@ def lines_for(quick: bool, ocr: TesseractBackend) -> list[str]:
         " ms)",
         f"- detector on US cine frames (RGB 640x480): {sp['cine_fps']:.0f} frames/s",
     ]
+    if "learned_cpu_ms" in sp:
+        out += [
+            f"- learned stage (netdetect.find_regions: resize to 736, DB network, post-processing)"
+            f" on the 512x512 CT slice, process CPU, one thread, median of 6 alternating rounds:"
+            f" {sp['learned_cpu_ms']:.0f} ms, beside the classical find_text's "
+            f"{sp['classical_cpu_ms']:.1f} ms",
+            f"- full scrub of the CT slice with 3 texts, OCR off, learned = auto: "
+            f"{sp['scrub_text_learned_ms']:.0f} ms (learned = off: "
+            f"{sp['scrub_text_no_ocr_ms']:.1f} ms)",
+        ]
     if pairs:
         out.append(
             "- same run, alternating (find_text alone on the 8-bit slice, median of 30, 3 rounds):"

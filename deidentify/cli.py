@@ -32,7 +32,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +47,7 @@ from deidentify.identity import StudyIdentity
 from deidentify.instance import PixelStage, RefusalKind, Refused, deidentify_instance, under
 from deidentify.pixels import PixelPolicy, PixelTally, TesseractBackend, study_key
 from deidentify.pixels import outcome as pixel_outcome
+from deidentify.pixels.policy import LEARNED_ACTIONS
 from deidentify.profile import Option, Profile
 from deidentify.rawidentity import Seen
 from deidentify.recipe import Recipe, RecipeError, parse_recipe
@@ -93,10 +94,15 @@ def _quarantine(src: Path, qdir: Path, rel: str, outcome: Outcome) -> None:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def _pixel_stage() -> PixelStage:
-    """Clean Pixel Data with the default pixel policy (the agent's default too)."""
-    return PixelStage(PixelPolicy.default(), TesseractBackend())
+@functools.lru_cache(maxsize=4)
+def _pixel_stage(learned: str | None = None) -> PixelStage:
+    """Clean Pixel Data with the default pixel policy (the agent's default too); `learned`:
+    the policy's learned text detector setting (`--pixel-learned`, the agent's
+    `[deidentify] pixel_learned`), None for the policy's default."""
+    policy = PixelPolicy.default()
+    if learned is not None:
+        policy = replace(policy, learned=learned)
+    return PixelStage(policy, TesseractBackend())
 
 
 def process_file(
@@ -110,13 +116,14 @@ def process_file(
     identity: StudyIdentity | None = None,
     *,
     fast: bool = True,
+    learned: str | None = None,
 ) -> Outcome:
     """De-identify, verify and write one file (runs in a worker process); a refused instance
     is copied to the quarantine folder with its reason. `fast` False: the pydicom path only
     (see `deidentify_instance`). `identity`: the study's (see `studyscan`)."""
-    return process_file_seen(src, rel, out_dir, qdir, options, secret, recipe, identity, fast=fast)[
-        0
-    ]
+    return process_file_seen(
+        src, rel, out_dir, qdir, options, secret, recipe, identity, fast=fast, learned=learned
+    )[0]
 
 
 def process_file_seen(
@@ -130,11 +137,12 @@ def process_file_seen(
     identity: StudyIdentity | None = None,
     *,
     fast: bool = True,
+    learned: str | None = None,
 ) -> tuple[Outcome, Seen | None]:
     """`process_file`, and what the study pass needs to know about the instance."""
     outcome = Outcome(source=rel)
     profile = _profile(tuple(options))
-    pixels = _pixel_stage() if profile.has(Option.CLEAN_PIXEL_DATA) else None
+    pixels = _pixel_stage(learned) if profile.has(Option.CLEAN_PIXEL_DATA) else None
     try:
         written = deidentify_instance(
             src, under(out_dir), profile, _keys(secret),
@@ -177,11 +185,13 @@ def process_batch(
     on_done: Callable[[], object] | None = None,
     fast: bool = True,
     study_identity: bool = True,
+    learned: str | None = None,
 ) -> list[Outcome]:
     """`process_file` for every (source, relative name), in order; `workers` processes
     (`fast` False: the pydicom path only, for comparisons). `study_identity`: the study pass
     (`deidentify.studyscan`) runs again, with the study's identity, the instances whose text
-    may hold a name only another instance of their study carries."""
+    may hold a name only another instance of their study carries. `learned`: the pixel
+    policy's learned text detector (auto, off, every-frame; None: the policy's default)."""
     one = functools.partial(
         process_file_seen,
         out_dir=out_dir,
@@ -190,6 +200,7 @@ def process_batch(
         secret=secret,
         recipe=recipe,
         fast=fast,
+        learned=learned,
     )
     none: list[StudyIdentity | None] = [None] * len(jobs)
     if workers == 1 or len(jobs) < 2:
@@ -350,10 +361,25 @@ def run(
     workers: Annotated[int, typer.Option("--workers", min=1, help="processes")] = (
         os.cpu_count() or 1
     ),
+    pixel_learned: Annotated[
+        str | None,
+        typer.Option(
+            "--pixel-learned",
+            help="the learned text detector of the pixel scrub (clean-pixel-data): auto (on "
+            "frames where the classical detector found text; the default), off (classical "
+            "only), every-frame (every frame; an instance it cannot check is quarantined). "
+            "The agent's [deidentify] pixel_learned.",
+        ),
+    ] = None,
 ) -> None:
     """De-identify DICOM files from IN into OUT."""
     console = Console(stderr=True)
     options = list(option or [])
+    if pixel_learned is not None and pixel_learned not in LEARNED_ACTIONS:
+        raise typer.BadParameter(
+            f"{pixel_learned!r} is not one of {', '.join(LEARNED_ACTIONS)}",
+            param_hint="--pixel-learned",
+        )
     try:
         profile = Profile.from_names(options)
     except ValueError as exc:
@@ -401,6 +427,7 @@ def run(
             recipe,
             workers=workers,
             on_done=lambda: progress.advance(task),
+            learned=pixel_learned,
         )
 
     changes = _summary(outcomes, console)

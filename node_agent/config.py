@@ -140,6 +140,12 @@ class DeidentifySection(_Model):
         default=None,
         description="The site's own burned-in text layouts (TOML), added to the starter library",
     )
+    pixel_learned: Literal["auto", "off", "every-frame"] = Field(
+        default="auto",
+        description="The learned text detector (pixel policy `learned`): auto = on frames where "
+        "the classical screen found text; off saves its CPU and its worker process (~245 MiB "
+        "peak, beside the agent)",
+    )
 
 
 class UploadSection(_Model):

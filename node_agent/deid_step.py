@@ -93,7 +93,7 @@ def make_deidentifier(config: AgentConfig) -> Callable[[Path, Destination, Path]
     """
     default = Profile.from_names(config.deidentify.options)
     keys: list[PseudonymKeys] = []
-    pixel_policy = PixelPolicy.default()
+    pixel_policy = replace(PixelPolicy.default(), learned=config.deidentify.pixel_learned)
     if config.deidentify.pixel_rules_file is not None:
         pixel_policy = pixel_policy.with_site_rules(config.deidentify.pixel_rules_file.read_bytes())
     ocr = TesseractBackend()

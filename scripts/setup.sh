@@ -51,3 +51,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qx "hexchange
 else
   say "hexchange$extras already installed in .venv"
 fi
+
+# The learned text detector's model (PP-OCRv4 DB, ONNX, 4.7 MB) from the pinned PyPI wheel
+# rapidocr-onnxruntime, sha256-checked, into ~/.cache/hexchange/models (never the repository).
+# Without it the pixel scrubber falls back to the classical detector and says so per instance.
+say "text detection model (tools/fetch_text_model.py: pinned wheel from PyPI, only the .onnx kept)"
+if ! model=$(.venv/bin/python tools/fetch_text_model.py); then
+  say "could not fetch the text detection model: the pixel scrubber will use the classical detector only"
+  [ "$want_test" = 1 ] && exit 1
+else
+  say "text detection model: $model"
+fi

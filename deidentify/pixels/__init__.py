@@ -12,7 +12,8 @@
     else:
         result.dataset                                 # new dataset, pixels and attributes updated
 
-Pure except `tesseract.py`, which runs the tesseract binary.
+Pure except `tesseract.py`, which runs the tesseract binary, and `networker.py`, which runs the
+learned text detector (`netsession.py`, onnxruntime) in a worker process.
 """
 
 from deidentify.pixels.detect import Hit, Needles, find_hits

@@ -13,6 +13,19 @@ Every frame of every instance with pixel data is screened by the text detector
   found text (only those lines). Nothing is sampled.
 * `documents`: a frame that is mostly text (a scanned page, a screenshot, a dose report) is
   "quarantine"d (default) or "blank"ed wholesale.
+* `learned`: the learned text detector (`netdetect.py`, PP-OCRv4's DB network on the CPU) as a
+  second stage after the classical screen; its regions are blanked with the detected lines
+  (as rotated polygons), except where OCR read a line as safe text. "auto" (default): it runs
+  on the frames where the classical screen found at least one line (about 140 ms per 512 x
+  512 frame with text, on one core; frames without text cost nothing more), and finds the
+  faint, slanted, large or small letters of those frames that the classical detector misses;
+  "every-frame": on every frame (finds text on frames where the screen found none too, at
+  ~140 ms per frame, ~15x the screen); "off": the classical detector only. If the model or
+  onnxruntime is missing, "auto" falls back to the classical detector and says so in the
+  result's notes; "every-frame" quarantines the instance (it was told every frame must be
+  checked). With `text = "ocr"` (only what OCR reads is blanked) it does not run. The re-screen
+  after scrubbing stays the classical detector's. Measured in bench/RESULTS.md ("Learned text
+  detector").
 With the detector on, every frame is screened: an instance that comes out clean gets Burned In
 Annotation NO.
 """
@@ -25,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pydicom.dataset import Dataset
 
 from deidentify.pixels.allow import SAFE_WORDS
+from deidentify.pixels.netdetect import DEFAULT_NET, NetParams
 from deidentify.pixels.rules import RuleSet, parse_rules, starter_rules
 from deidentify.pixels.textdetect import DEFAULT_DETECT, DetectParams
 
@@ -33,6 +47,7 @@ ALWAYS_OCR = frozenset(
 )
 VOLUMETRIC = frozenset({"CT", "MR", "PT", "NM"})
 TEXT_ACTIONS = ("blank", "strict", "ocr")
+LEARNED_ACTIONS = ("auto", "off", "every-frame")
 DOCUMENT_ACTIONS = ("quarantine", "blank")
 
 
@@ -56,7 +71,8 @@ class PixelPolicy:
     * `output_syntax`: None = the source's lossless syntax if encodable, else Explicit VR LE.
     * `ocr_upscale`: 1 or 2; 2 reads text under ~10 px high better at four times the cost.
     * `detect`: text detector parameters; None turns the screen off (OCR plan only).
-    * `text`, `documents`, `allowed_words`: see the module docstring.
+    * `text`, `documents`, `allowed_words`, `learned`: see the module docstring.
+    * `net`: the learned detector's parameters (`netdetect.NetParams`).
     """
 
     rules: RuleSet = field(default_factory=starter_rules)
@@ -73,10 +89,16 @@ class PixelPolicy:
     text: str = "blank"
     documents: str = "quarantine"
     allowed_words: frozenset[str] = SAFE_WORDS
+    learned: str = "auto"
+    net: NetParams = DEFAULT_NET
 
     def __post_init__(self) -> None:
         if self.text not in TEXT_ACTIONS:
             raise ValueError(f"pixel policy: text must be one of {TEXT_ACTIONS}, not {self.text!r}")
+        if self.learned not in LEARNED_ACTIONS:
+            raise ValueError(
+                f"pixel policy: learned must be one of {LEARNED_ACTIONS}, not {self.learned!r}"
+            )
         if self.documents not in DOCUMENT_ACTIONS:
             raise ValueError(
                 f"pixel policy: documents must be one of {DOCUMENT_ACTIONS}, not {self.documents!r}"

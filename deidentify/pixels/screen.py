@@ -4,19 +4,25 @@
     view = ocr_view(image, lines, margin)            # OCR reads only the detected lines
     blank, kept = decide(lines, words, hits, policy) # boxes to blank, boxes kept as safe text
     left = rescreen(decoded, frames, params, kept)   # text-like lines still there
+    regions = learned(decoded, frames, net)          # the learned detector's, {frame: [...]}
+    boxes = learned_boxes(regions[i], kept, blanked, columns, rows, net.covered)  # to blank
 
-Pure: numpy and OpenCV only; the OCR words come in from the caller.
+No I/O but `learned`'s (the network runs in a worker process, `networker.py`): numpy and
+OpenCV; the OCR words come in from the caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from deidentify.pixels.allow import line_is_safe, words_in
 from deidentify.pixels.detect import Hit
 from deidentify.pixels.frames import Decoded, render_gray8
+from deidentify.pixels.netdetect import NetParams, TextRegion, mask_of
+from deidentify.pixels.networker import find_regions
 from deidentify.pixels.ocr import Box, Gray8, OcrWord
 from deidentify.pixels.policy import PixelPolicy
 from deidentify.pixels.textdetect import DetectParams, TextLine, find_text
@@ -34,6 +40,49 @@ def screen(
         if lines:
             found[index] = lines
     return found
+
+
+def learned(
+    decoded: Decoded, frames: Iterable[int], params: NetParams
+) -> dict[int, list[TextRegion]]:
+    """The learned detector's text regions per frame (frames without any are left out); the
+    caller checks `netdetect.is_available()` first."""
+    found: dict[int, list[TextRegion]] = {}
+    for index in sorted(set(frames)):
+        gray = render_gray8(decoded.frames[index], decoded.photometric)
+        regions = find_regions(gray, params)
+        if regions:
+            found[index] = regions
+    return found
+
+
+def learned_boxes(
+    regions: Sequence[TextRegion],
+    kept: Sequence[Box],
+    blanked: Sequence[Box],
+    columns: int,
+    rows: int,
+    covered: float,
+) -> list[Box]:
+    """What to blank for the learned regions of one frame: each region's polygon as boxes,
+    except a region at least half inside lines OCR read as safe text (`decide`'s kept boxes:
+    the learned detector finds those lines too), or at least `covered` inside what is
+    already blanked by its core (the network's region before `unclip`): the classical lines'
+    tight ink has that text, and the region would add only its margin."""
+    done = np.zeros((rows, columns), bool)
+    for b in blanked:
+        done[max(b.top, 0) : b.bottom, max(b.left, 0) : b.right] = True
+    out: list[Box] = []
+    for region in regions:
+        pieces = region.boxes(columns, rows)
+        area = sum(p.area for p in pieces)
+        if not area or (kept and 2 * sum(p.overlap(k) for p in pieces for k in kept) >= area):
+            continue
+        core = mask_of([replace(region, polygon=region.core)], rows, columns)
+        if core.any() and float(done[core].mean()) >= covered:
+            continue
+        out.extend(pieces)
+    return out
 
 
 def ocr_view(image: Gray8, lines: Sequence[TextLine], margin: int) -> Gray8:

@@ -11,12 +11,16 @@ complement of Sequence of Ultrasound Regions are blanked on every frame; the tex
 screens every frame (`screen.py`, no OCR); a frame that is a page of text is quarantined or
 blanked whole (policy `documents`); OCR reads the frames the policy plans plus the detected
 lines, and blanks words that match the instance's identifying values or PHI patterns; every
-detected line is blanked unless OCR read it as safe text (policy `text`, `allow.py`). Then a
+detected line is blanked unless OCR read it as safe text (policy `text`, `allow.py`), and so is
+every region the learned detector (`netdetect.py`, policy `learned`: by default on the frames
+where the screen found text) finds, as its rotated polygon, unless it lies on a safe line. Then a
 second OCR pass over the changed frames must read nothing identifying, and the detector,
 run again, must find no text-like line but the kept ones. A missing decoder, a missing OCR
 backend when the plan needs OCR, a decode or encode failure, a page of text (by default) or
 a second-pass finding quarantines the instance (`dataset` is None), with a before/after
-preview for the second-pass findings. Without OCR, detected lines are all blanked.
+preview for the second-pass findings; so does a missing learned detector when the policy says
+every frame must be checked by it (`learned = "every-frame"`; with "auto" the classical
+detector alone is used and the notes say so). Without OCR, detected lines are all blanked.
 
 Identifying values come from the dataset itself (`deidentify.clean.identifying_values`); when
 scrubbing an already de-identified copy, pass the original's values as `identifying`.
@@ -35,14 +39,16 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
 from deidentify.clean import identifying_values
+from deidentify.pixels import netdetect
 from deidentify.pixels.detect import Hit, Needles, find_hits
 from deidentify.pixels.frames import Decoded, PixelError, decode, fill_value, output_syntax, write
 from deidentify.pixels.frames import rgb8 as _rgb8
+from deidentify.pixels.netdetect import TextRegion
 from deidentify.pixels.ocr import Box, OcrBackend, OcrUnavailable, OcrWord, merge_until_stable
 from deidentify.pixels.ocr_input import ocr_image
 from deidentify.pixels.policy import OcrPlan, PixelPolicy
 from deidentify.pixels.preview import Preview, encode_png, outline
-from deidentify.pixels.screen import decide, ocr_view, rescreen, screen
+from deidentify.pixels.screen import decide, learned, learned_boxes, ocr_view, rescreen, screen
 from deidentify.pixels.textdetect import TextLine, document_like
 
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
@@ -62,6 +68,8 @@ class ScrubResult:
     hits: Counter[str] = field(default_factory=Counter)  # kinds of OCR hits blanked
     residual: dict[int, list[Hit]] = field(default_factory=dict)  # second-pass hits
     text_lines: int = 0  # lines the detector found (all frames)
+    learned_frames: int = 0  # frames the learned detector looked at
+    learned_regions: int = 0  # text regions it found there
     kept: dict[int, list[Box]] = field(default_factory=dict)  # lines OCR read as safe text
     notes: list[str] = field(default_factory=list)
     pixels_changed: bool = False
@@ -107,7 +115,14 @@ def scrub(
             return _quarantine(
                 result, f"OCR is required but unavailable: {reader.unavailable_reason()}"
             )
-    if static is None and not plan.frames and policy.detect is None:
+    every_frame = policy.learned == "every-frame" and policy.text != "ocr"
+    if every_frame and (missing := netdetect.unavailable_reason()) is not None:
+        return _quarantine(
+            result,
+            "the pixel policy requires the learned text detector on every frame (learned = "
+            f"every-frame) but it is unavailable: {missing}",
+        )
+    if static is None and not plan.frames and policy.detect is None and not every_frame:
         return result
     try:
         decoded = decode(ds)
@@ -135,6 +150,13 @@ def scrub(
             del lines[index]
         result.pixels_changed = True
         result.notes.append(f"blanked {len(pages)} page(s) of text whole")
+    regions = _learned(decoded, lines, policy, result)
+    if regions is None:
+        return _quarantine(
+            result,
+            "the pixel policy requires the learned text detector on every frame (learned = "
+            f"every-frame) but it failed: {result.notes[-1]}",
+        )
     if reader is not None and lines and not reader.is_available():
         result.notes.append("OCR unavailable: every detected text line is blanked")
         reader = None
@@ -155,6 +177,14 @@ def scrub(
                     _blank_box(decoded, index, clipped)
                     result.boxes.setdefault(index, []).append(clipped)
                     changed.add(index)
+        for index, found_regions in regions.items():
+            done = result.boxes.get(index, [])
+            kept = result.kept.get(index, [])
+            net = policy.net
+            for box in learned_boxes(found_regions, kept, done, columns, rows, net.covered):
+                _blank_box(decoded, index, box)
+                result.boxes.setdefault(index, []).append(box)
+                changed.add(index)
         if changed:
             result.pixels_changed = True
         if policy.second_pass and changed and reader is not None:
@@ -193,6 +223,34 @@ def finish_header(out: Dataset, source: Dataset, *, every_frame_read: bool) -> N
     modality = str(source.get("Modality", "")).upper()
     if modality in ("XC", "GM") and "RecognizableVisualFeatures" not in out:
         out.RecognizableVisualFeatures = "YES"
+
+
+def _learned(
+    decoded: Decoded, lines: dict[int, list[TextLine]], policy: PixelPolicy, result: ScrubResult
+) -> dict[int, list[TextRegion]] | None:
+    """The learned detector's regions on the frames the policy names: every frame, or those
+    where the classical screen found text ("auto"). Unavailable or failing under "auto": the
+    notes say so and the classical detector's lines are all there is; failing under
+    "every-frame": None (the caller quarantines; unavailable was quarantined earlier)."""
+    if policy.learned == "off" or policy.text == "ocr":
+        return {}
+    frames = range(decoded.count) if policy.learned == "every-frame" else sorted(lines)
+    if not frames:
+        return {}
+    missing = netdetect.unavailable_reason()
+    if missing is not None:
+        result.notes.append(
+            f"learned text detector unavailable, classical detector only: {missing}"
+        )
+        return {}
+    try:
+        found = learned(decoded, frames, policy.net)
+    except netdetect.NetFailed as exc:
+        result.notes.append(f"{exc}: classical detector only")
+        return None if policy.learned == "every-frame" else {}
+    result.learned_frames = len(frames)
+    result.learned_regions = sum(len(r) for r in found.values())
+    return found
 
 
 def _rescreen(decoded: Decoded, frames: set[int], policy: PixelPolicy, result: ScrubResult) -> None:

@@ -175,3 +175,31 @@ def test_compressed_instances_go_through_and_a_cut_one_is_quarantined(
     reasons = [json.loads(p.read_text()) for p in (tmp_path / "quarantine").rglob("*.reason.json")]
     assert [r["source"] for r in reasons] == ["1.dcm"]
     assert reasons[0]["reason"].startswith(("truncated", "incomplete"))
+
+
+def test_pixel_learned_option_reaches_the_pixel_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--pixel-learned sets the scrubber's learned stage: every-frame without the model
+    quarantines (it was told every frame must be checked by it); a wrong value is refused."""
+    from pydicom.uid import generate_uid
+
+    from deidentify.pixels import netdetect
+    from tests.deidentify.pixels.synth import mono_image
+
+    monkeypatch.setenv(netdetect.MODEL_ENV, str(tmp_path / "no-model.onnx"))
+    drawn = mono_image(texts=[])
+    drawn.ds.StudyInstanceUID, drawn.ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    src = tmp_path / "in"
+    src.mkdir()
+    drawn.ds.save_as(src / "sc.dcm", enforce_file_format=True)
+    key = tmp_path / "key"
+    key.write_text(SECRET.hex())
+    args = [str(src), "--key-file", str(key), "--option", "clean-pixel-data", "--workers", "1"]
+    refused = runner.invoke(app, [*args, str(tmp_path / "o1"), "--pixel-learned", "sometimes"])
+    assert refused.exit_code == 2 and "--pixel-learned" in refused.output
+    result = runner.invoke(app, [*args, str(tmp_path / "o2"), "--pixel-learned", "every-frame"])
+    assert result.exit_code == 1
+    [reason] = [json.loads(p.read_text()) for p in (tmp_path / "quarantine").rglob("*.json")]
+    assert "learned = every-frame" in reason["reason"]
+    assert runner.invoke(app, [*args, str(tmp_path / "o3")]).exit_code == 0  # auto: classical

@@ -15,6 +15,7 @@ def test_the_shipped_example_config_is_valid() -> None:
     config = load_config(ROOT / "deploy" / "agent.example.toml")
     assert config.hub.node_url.startswith("https://")
     assert config.upload.chunk_size_bytes == 1 << 20
+    assert config.deidentify.pixel_learned == "auto"  # the learned text detector's setting
     # the example listens where the conformance statement says the default is
     assert config.dicom.host == DicomSection.model_fields["host"].default == "127.0.0.1"
     assert "`127.0.0.1:11112`" in (ROOT / "docs" / "conformance.md").read_text()
@@ -26,6 +27,7 @@ def test_the_shipped_example_config_is_valid() -> None:
         ("[dicom]\nport = 70000\n", "dicom.port"),
         ('[dicom]\nae_title = "WAY_TOO_LONG_FOR_AN_AE"\n', "dicom.ae_title"),
         ('[upload]\noffpeak_windows = ["after dinner"]\n', "upload.offpeak_windows"),
+        ('[deidentify]\npixel_learned = "sometimes"\n', "deidentify.pixel_learned"),
         ("[pipeline]\nquiet_period_seconds = -1\n", "pipeline.quiet_period_seconds"),
         ('[destinations]\norg = "x"\n', "destinations"),
         ('[answering]\n[[answering.rules]]\norg = "org-b"\nmode = "anonymous"\n',

@@ -7,7 +7,7 @@ import pytest
 from deidentify.pixels import PixelPolicy, PixelTally, RuleSet, outcome, scrub, study_key
 from tests.deidentify.pixels.synth import FakeOcr, Text, mono_image
 
-POLICY = PixelPolicy(rules=RuleSet())
+POLICY = PixelPolicy(rules=RuleSet(), learned="off")
 STUDY = "1.2.826.0.1.3680043.8.498.12345"
 
 

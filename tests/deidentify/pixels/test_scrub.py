@@ -21,7 +21,7 @@ from tests.deidentify.pixels.synth import (
     rgb_image,
 )
 
-NO_RULES = PixelPolicy(rules=RuleSet())
+NO_RULES = PixelPolicy(rules=RuleSet(), learned="off")  # the learned stage: test_netdetect.py
 
 
 def _fake_for(boxes: list[tuple[Box, bool]], texts: list[Text]) -> FakeOcr:
@@ -158,7 +158,7 @@ def test_ultrasound_keeps_only_its_regions() -> None:
 
 def test_ultrasound_regions_can_be_kept_by_policy() -> None:
     drawn = rgb_image(120, 160, regions=Box(10, 10, 50, 50))
-    policy = PixelPolicy(rules=RuleSet(), ultrasound_regions_only=False)
+    policy = PixelPolicy(rules=RuleSet(), ultrasound_regions_only=False, learned="off")
     result = scrub(drawn.ds, policy, FakeOcr())
     assert result.dataset is not None and not result.pixels_changed
     assert result.dataset.PixelData == drawn.ds.PixelData

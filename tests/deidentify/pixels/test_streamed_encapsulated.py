@@ -26,8 +26,9 @@ from deidentify.pixels.streamed_encapsulated import EncapsulatedPlan, scrub_enca
 from deidentify.profile import Profile
 from tests.deidentify.pixels.synth import Drawn, corner_texts, mono_image, rgb_image
 
-NO_OCR = PixelPolicy(rules=RuleSet())  # the detector blanks every text line: no OCR needed
-XA_NO_OCR = PixelPolicy(rules=RuleSet(), ocr_modalities=frozenset())
+NO_OCR = PixelPolicy(rules=RuleSet(), learned="off")  # the detector blanks every text line
+# (the classical one: the learned stage has its own tests, test_netdetect.py)
+XA_NO_OCR = PixelPolicy(rules=RuleSet(), ocr_modalities=frozenset(), learned="off")
 
 
 def _compressed(

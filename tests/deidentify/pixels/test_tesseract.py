@@ -28,7 +28,7 @@ needs_tesseract = pytest.mark.skipif(
     not BACKEND.is_available() or not fonts_available(),
     reason=BACKEND.unavailable_reason() or "fonts-dejavu-core is not installed",
 )
-POLICY = PixelPolicy(rules=RuleSet())
+POLICY = PixelPolicy(rules=RuleSet(), learned="off")  # OCR and the classical detector
 
 
 def _score(

@@ -19,7 +19,7 @@ from deidentify.pixels.textdetect import find_text
 from tests.deidentify.pixels.synth import FakeOcr, Text, mono_image
 from tests.factories.burned_text import Anatomy, Burn, Sample, anatomy, burn, installed_fonts
 
-POLICY = PixelPolicy(rules=RuleSet())
+POLICY = PixelPolicy(rules=RuleSet(), learned="off")  # the classical detector alone
 needs_fonts = pytest.mark.skipif(
     len(installed_fonts()) < 3, reason="Debian fonts (fonts-dejavu-core, fonts-liberation) missing"
 )
@@ -125,7 +125,7 @@ def test_unreadable_text_is_blanked_and_safe_text_read_by_ocr_is_kept() -> None:
     )
     assert result.kept[0]
     # strict: even text OCR reads as safe is blanked
-    strict = scrub(sample.ds, PixelPolicy(rules=RuleSet(), text="strict"), ocr)
+    strict = scrub(sample.ds, PixelPolicy(rules=RuleSet(), text="strict", learned="off"), ocr)
     assert strict.dataset is not None and not strict.kept
     after = decode(strict.dataset).frames[0]
     assert int(np.ptp(after[m.top : m.bottom, m.left : m.right])) == 0
@@ -141,7 +141,8 @@ def test_a_page_of_text_is_quarantined_or_blanked_whole_by_policy() -> None:
     result = scrub(drawn.ds, POLICY, FakeOcr())
     assert result.quarantined and "page of text" in (result.reason or "")
     assert "Quigley" not in (result.reason or "")
-    blank = scrub(drawn.ds, PixelPolicy(rules=RuleSet(), documents="blank"), FakeOcr())
+    blanking = PixelPolicy(rules=RuleSet(), documents="blank", learned="off")
+    blank = scrub(drawn.ds, blanking, FakeOcr())
     assert blank.dataset is not None
     frame = decode(blank.dataset).frames[0]
     assert int(np.ptp(frame)) == 0

@@ -16,7 +16,7 @@ from deidentify.pixels.textdetect import find_text
 from tests.deidentify.pixels.synth import FakeOcr
 from tests.factories.burned_text import Anatomy, Burn, Sample, anatomy, burn, installed_fonts
 
-POLICY = PixelPolicy(rules=RuleSet())
+POLICY = PixelPolicy(rules=RuleSet(), learned="off")  # the classical detector alone
 MONO = "LiberationMono-Regular.ttf"
 needs_fonts = pytest.mark.skipif(
     len(installed_fonts()) < 3, reason="Debian fonts (fonts-dejavu-core, fonts-liberation) missing"

@@ -1,0 +1,162 @@
+"""The learned text detector as the scrubber's second stage (netdetect.py, policy `learned`).
+
+The model is not in the repository: `scripts/setup.sh` (and so CI) puts it in the cache with
+tools/fetch_text_model.py; without it the tests that need it are skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deidentify.pixels import PixelPolicy, RuleSet, netdetect, networker, scrub
+from deidentify.pixels.scrub import ScrubResult
+from tests.factories.burned_text import Burn, Sample, anatomy, burn, installed_fonts
+
+POLICY = PixelPolicy(rules=RuleSet(), ocr_enabled=False)  # every detected line blanked
+needs_model = pytest.mark.skipif(
+    not netdetect.is_available(), reason=f"{netdetect.unavailable_reason()}"
+)
+needs_fonts = pytest.mark.skipif(
+    len(installed_fonts()) < 3, reason="Debian fonts (fonts-dejavu-core, fonts-liberation) missing"
+)
+
+
+def _faint_mr() -> Sample:
+    """MR abdomen with three 16 px texts at 15 % contrast (noise as a third of the corpus has):
+    the classical detector misses the birth date in its light label box and half of the
+    vertical ID, and finds part of the name (so "auto" runs the learned stage on the frame)."""
+    specs = [
+        Burn("DOB 17/03/1962", 243, 207, height=16, contrast=0.15, font="DejaVuSansMono.ttf",
+             inverted=True),
+        Burn("8812345670", 373, 44, height=16, contrast=0.15,
+             font="LiberationSansNarrow-Regular.ttf", angle=90.0),
+        Burn("QUIGLEY, ROSALIND", 76, 265, height=16, contrast=0.15,
+             font="LiberationMono-Regular.ttf", antialias=False),
+    ]  # fmt: skip
+    return burn(anatomy("mr_abdomen"), specs, noise=0.01, seed=153)
+
+
+def _blanked_shares(sample: Sample, result: ScrubResult) -> list[float]:
+    assert result.dataset is not None, result.reason
+    blanked = np.zeros(sample.boxes[0].ink.shape, bool)
+    for box in result.boxes.get(0, []):
+        blanked[box.top : box.bottom, box.left : box.right] = True
+    return [float(blanked[t.ink].mean()) for t in sample.boxes]
+
+
+@needs_model
+@needs_fonts
+def test_faint_text_the_classical_detector_misses_is_blanked_by_the_learned_stage() -> None:
+    sample = _faint_mr()
+    classical = _blanked_shares(sample, scrub(sample.ds, replace(POLICY, learned="off")))
+    assert max(classical[:2]) < 0.5, "the classical detector now finds them: pick a harder case"
+    result = scrub(sample.ds, POLICY)  # the default: learned = "auto"
+    assert result.learned_frames == 1 and result.learned_regions >= 2
+    assert min(_blanked_shares(sample, result)[:2]) >= 0.98  # the date and the ID, whole
+    out = result.dataset
+    assert out is not None and out.BurnedInAnnotation == "NO"
+
+
+@needs_model
+def test_no_learned_cost_on_a_frame_without_text_under_auto() -> None:
+    sample = burn(anatomy("ct_head"), [])
+    result = scrub(sample.ds, POLICY)
+    assert result.learned_frames == 0 and not result.pixels_changed
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    missing = tmp_path / "models" / netdetect.MODEL_NAME
+    monkeypatch.setenv(netdetect.MODEL_ENV, str(missing))
+    netdetect._reset()
+    yield missing
+    monkeypatch.undo()
+    netdetect._reset()
+
+
+@needs_fonts
+def test_without_the_model_auto_falls_back_to_the_classical_detector_and_says_so(
+    no_model: Path,
+) -> None:
+    reason = netdetect.unavailable_reason()
+    assert reason is not None and "fetch_text_model.py" in reason
+    sample = _faint_mr()
+    result = scrub(sample.ds, POLICY)
+    assert result.dataset is not None, result.reason
+    assert any("learned text detector unavailable" in note for note in result.notes)
+    classical = scrub(sample.ds, replace(POLICY, learned="off"))
+    assert result.learned_frames == 0 and result.pixels_changed
+    assert _blanked_shares(sample, result) == _blanked_shares(sample, classical)
+
+
+def test_without_the_model_every_frame_quarantines(no_model: Path) -> None:
+    no_model.parent.mkdir()
+    no_model.write_bytes(b"not the pinned model")  # a wrong file is as good as none
+    assert "not the pinned one" in str(netdetect.unavailable_reason())
+    result = scrub(burn(anatomy("ct_head"), []).ds, replace(POLICY, learned="every-frame"))
+    assert result.quarantined and "learned = every-frame" in str(result.reason)
+
+
+def test_an_unknown_learned_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="learned must be one of"):
+        PixelPolicy(learned="sometimes")
+
+
+@needs_model
+@needs_fonts
+def test_a_network_failure_falls_back_under_auto_and_quarantines_under_every_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails(*_: object) -> list[netdetect.TextRegion]:
+        raise netdetect.NetFailed("the text detection network failed: Fail")
+
+    monkeypatch.setattr("deidentify.pixels.screen.find_regions", fails)
+    sample = _faint_mr()
+    result = scrub(sample.ds, POLICY)
+    assert result.dataset is not None and any("network failed" in n for n in result.notes)
+    result = scrub(sample.ds, replace(POLICY, learned="every-frame"))
+    assert result.quarantined and "failed" in str(result.reason)
+
+
+@needs_model
+@needs_fonts
+def test_a_killed_worker_falls_back_or_quarantines_and_the_next_frame_gets_a_fresh_one() -> None:
+    sample = _faint_mr()
+    assert scrub(sample.ds, POLICY).learned_regions >= 2
+    for learned in ("auto", "every-frame"):
+        pid = networker.worker_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # as the OOM killer or a crash in native code would
+        result = scrub(sample.ds, replace(POLICY, learned=learned))
+        if learned == "auto":
+            assert result.dataset is not None and result.learned_regions == 0
+            assert any("worker died" in note for note in result.notes)
+        else:
+            assert result.quarantined and "worker died" in str(result.reason)
+        again = scrub(sample.ds, POLICY)  # a new worker
+        assert again.learned_regions >= 2 and networker.worker_pid() not in (None, pid)
+    assert "onnxruntime" not in sys.modules  # the network ran in the worker only
+
+
+@needs_model
+@needs_fonts
+def test_a_frame_the_worker_does_not_answer_in_time_falls_back_and_stops_that_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sample = _faint_mr()
+    assert scrub(sample.ds, POLICY).learned_regions >= 2  # a worker is up
+    stuck = networker.worker_pid()
+    monkeypatch.setattr(networker, "FRAME_TIMEOUT", 0.0001)  # no frame is answered this fast
+    result = scrub(sample.ds, POLICY)
+    assert result.dataset is not None and any("took more than" in n for n in result.notes)
+    assert stuck is not None and not Path(f"/proc/{stuck}").exists()  # killed, not left behind
+    monkeypatch.undo()
+    assert scrub(sample.ds, POLICY).learned_regions >= 2
