@@ -36,17 +36,20 @@ from tests.factories.burned_text import ANATOMY, Sample, anatomy, burn, random_b
 _sessions: list[object] = []
 
 
-def _session() -> object:
+def net_session() -> object:
     """The network in this process (the bench times it; the scrubber runs it in a worker)."""
     if not _sessions:
         _sessions.append(netsession.load(netdetect.model_path()))
     return _sessions[0]
 
 
-def _in_process(gray: npt.NDArray[np.uint8], params: NetParams = DEFAULT_NET) -> list[TextRegion]:
+def learned_in_process(
+    gray: npt.NDArray[np.uint8], params: NetParams = DEFAULT_NET
+) -> list[TextRegion]:
+    """The learned regions of `gray`, the network run in this process."""
     if min(gray.shape) < params.min_frame:
         return []
-    return netsession.regions(_session(), gray, params)
+    return netsession.regions(net_session(), gray, params)
 
 
 HEIGHTS = (7, 9, 12, 16, 24, 40)
@@ -275,11 +278,11 @@ def speeds(ocr: TesseractBackend) -> dict[str, float]:
     out = {}
     if netdetect.is_available():
         gray = render_gray8(frame, decoded.photometric)
-        _in_process(gray)  # the session loads once per process
+        learned_in_process(gray)  # the session loads once per process
         learned_cpu, classical_cpu = [], []
         for _ in range(6):  # alternating, process CPU (one thread each)
             classical_cpu.append(1000 * _cpu(lambda: find_text(gray), 10))
-            learned_cpu.append(1000 * _cpu(lambda: _in_process(gray), 3))
+            learned_cpu.append(1000 * _cpu(lambda: learned_in_process(gray), 3))
         out["learned_cpu_ms"] = statistics.median(learned_cpu)
         out["classical_cpu_ms"] = statistics.median(classical_cpu)
         out["scrub_text_learned_ms"] = 1000 * _best(lambda: scrub(ct.ds, LEARNED, None), 5)

@@ -34,28 +34,16 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from bench.pixel_corpus import DETECTOR_ONLY, corpus  # noqa: E402
+from bench.pixel_corpus import (  # noqa: E402
+    DETECTOR_ONLY,
+    corpus,
+    learned_in_process,
+    net_session,
+)
 from deidentify.pixels import netdetect, netsession, scrub  # noqa: E402
 from deidentify.pixels.frames import decode, fill_value, render_gray8  # noqa: E402
-from deidentify.pixels.netdetect import DEFAULT_NET, NetParams, TextRegion  # noqa: E402
+from deidentify.pixels.netdetect import NetParams, TextRegion  # noqa: E402
 from deidentify.pixels.textdetect import find_text  # noqa: E402
-
-_sessions: list[object] = []
-
-
-def _session() -> object:
-    """The network in this process (the bench times it; the scrubber runs it in a worker)."""
-    if not _sessions:
-        _sessions.append(netsession.load(netdetect.model_path()))
-    return _sessions[0]
-
-
-def _in_process(gray: npt.NDArray[np.uint8], params: NetParams = DEFAULT_NET) -> list[TextRegion]:
-    if min(gray.shape) < params.min_frame:
-        return []
-    return netsession.regions(_session(), gray, params)
-
-
 from tests.factories.burned_text import ANATOMY, Sample, anatomy, burn, random_burns  # noqa: E402
 
 Mask = npt.NDArray[np.bool_]
@@ -113,7 +101,7 @@ def _prob(gray: npt.NDArray[np.uint8], params: NetParams, prep: str) -> npt.NDAr
     key = (id(gray), params.side, params.clahe, prep)
     if key not in _cache:
         image = np.ascontiguousarray(np.rot90(gray)) if prep.endswith("rot90") else gray
-        _cache[key] = netsession.probability(_session(), image, params)
+        _cache[key] = netsession.probability(net_session(), image, params)
     return _cache[key]
 
 
@@ -232,7 +220,7 @@ def clean(sides: list[int]) -> list[str]:
         for side in sides:
             for params in (replace(NetParams(), side=side), replace(NetParams(), side=side,
                                                                      box_thresh=0.3)):  # fmt: skip
-                regions = _in_process(gray, params)  # (CLAHE on by default)
+                regions = learned_in_process(gray, params)  # (CLAHE on by default)
                 mask = netdetect.mask_of(regions, *gray.shape)
                 cells.append(f"{len(regions)} / {100 * (1 - mask.mean()):.2f} %")
         out.append(f"| {name} {gray.shape[1]}x{gray.shape[0]} | " + " | ".join(cells) + " |")
@@ -245,7 +233,7 @@ def cpu(sides: list[int], rounds: int = 6, calls: int = 5) -> list[str]:
     decoded = decode(ct.ds)
     gray = render_gray8(decoded.frames[0], decoded.photometric)
     for side in sides:  # warm up
-        _in_process(gray, replace(NetParams(), side=side))
+        learned_in_process(gray, replace(NetParams(), side=side))
     find_text(gray)
     times: dict[str, list[float]] = {}
 
@@ -260,7 +248,7 @@ def cpu(sides: list[int], rounds: int = 6, calls: int = 5) -> list[str]:
         for side in sides:
             params = replace(NetParams(), side=side)
             clock(f"DB side {side} (resize, network, post-processing)",
-                  lambda params=params: _in_process(gray, params), calls)  # fmt: skip
+                  lambda params=params: learned_in_process(gray, params), calls)  # fmt: skip
     return [
         f"| {label} | {statistics.median(v):.1f} | {min(v):.1f}-{max(v):.1f} |"
         for label, v in times.items()
