@@ -13,10 +13,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from deidentify.instance_file import write_streamed
-from deidentify.pixels import PixelPolicy, RuleSet, scrub
+from deidentify.pixels import PixelPolicy, RuleSet, netdetect, scrub
 from deidentify.pixels.frames import PixelError, decode
 from deidentify.pixels.streamed import StreamPlan, patch_pixels, scrub_streamed
 from tests.deidentify.pixels.synth import Drawn, corner_texts, mono_image, rgb_image
+from tests.deidentify.pixels.test_netdetect import _faint_mr, needs_fonts
 
 NO_OCR = PixelPolicy(rules=RuleSet(), learned="off")  # the detector blanks every text line
 # (the classical one: the learned stage has its own tests, test_netdetect.py)
@@ -79,6 +80,26 @@ def test_batches_give_the_same_instance_as_the_whole_scrub(
             for index in (0, 2, 8):  # every frame that carried the text
                 region = frames[index, box.top : box.bottom, box.left : box.right]
                 assert int(region.max()) == int(region.min()), (index, box)
+
+
+@pytest.mark.skipif(not netdetect.is_available(), reason=f"{netdetect.unavailable_reason()}")
+@needs_fonts
+def test_batches_match_the_whole_scrub_with_the_learned_stage_too(tmp_path: Path) -> None:
+    """The default policy (learned = auto) blanks what the network finds beyond the classical
+    detector: batch by batch, the same pixels as the whole instance."""
+    sample = _faint_mr().ds  # faint text only the learned stage blanks whole
+    frame = decode(sample).frames[0]
+    clean = np.zeros_like(frame) + frame.min()
+    sample.NumberOfFrames = 3
+    sample.PixelData = np.stack([frame, clean, frame]).tobytes()
+    path = tmp_path / "mf.dcm"
+    sample.save_as(path, enforce_file_format=True)
+    learned = replace(NO_OCR, learned="auto")
+    whole = scrub(dcmread(path), learned, None)
+    assert whole.dataset is not None and whole.learned_frames == 2, whole.notes
+    classical = _whole(path, NO_OCR)
+    assert whole.dataset.PixelData != classical.PixelData  # the network's regions count here
+    assert _streamed(path, tmp_path, learned, 1).PixelData == whole.dataset.PixelData
 
 
 def test_rgb_cine_in_batches_matches_too(tmp_path: Path) -> None:
