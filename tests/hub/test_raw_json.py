@@ -183,7 +183,8 @@ def _outcome(
             result = ("refused", f"{exc.tag:08X}")
         except Exception:
             result = ("refused", "")
-    return result, [str(w.message) for w in caught]
+    # pydicom's warnings; a ResourceWarning is another test's object collected meanwhile
+    return result, [str(w.message) for w in caught if w.category is not ResourceWarning]
 
 
 def _same(data: bytes, touched: list[int] = []) -> None:  # noqa: B006

@@ -126,7 +126,8 @@ def test_after_kill_9_every_spool_file_has_its_row(tmp_path: Path) -> None:
     writer.wait()
     state = AgentState(data / "state.db")
     Spool(data / "spool", state).recover()
-    files = {p.stem for p in (data / "spool").glob("*/*.dcm")}
+    spooled = (data / "spool").glob("*/*.dcm")  # not .incoming: what no sender heard of
+    files = {p.stem for p in spooled if not p.parent.name.startswith(".")}
     rows = _rows(state)
     assert files and set(rows) == files
     assert {ae for _s, ae, _h, _n in rows.values()} == {"MOD"}
