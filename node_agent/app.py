@@ -183,11 +183,12 @@ class Agent:
 
     def run(self) -> None:
         recovered = self.spool.recover()  # before the SCP answers anyone, before the pipeline
-        if recovered.registered or recovered.set_aside:
+        if recovered.registered or recovered.set_aside or recovered.partials_removed:
             log.warning(
                 "spool files registered again after a restart",
                 registered=recovered.registered,
                 set_aside=recovered.set_aside,
+                partials_removed=recovered.partials_removed,
             )
         self.pipeline.recover()
         self.uploader.recover_leases()

@@ -40,6 +40,7 @@ class SpoolError(Exception):
 class Recovered:
     registered: int  # labelled files whose row was missing, registered again
     set_aside: int  # labelled files without a row that did not parse: moved, quarantined
+    partials_removed: int = 0  # partial writes in `.incoming` no sender heard success for
 
 
 @dataclass(frozen=True)
@@ -150,9 +151,12 @@ class Spool:
         row's commit was not yet on disk when the power went), with the label's source and
         quiet period; idempotent. A labelled file without a row that does not parse, or whose
         UIDs do not match its place, is moved to `.unreadable` and quarantined. Unlabelled
-        files without a row (a sender that never heard success) are left as they are."""
+        files without a row (a sender that never heard success) are left as they are.
+        Partial writes left in `.incoming` by a killed process are removed: nothing answers
+        success for a file before it leaves that folder, so no sender is owed them."""
+        partials = self._remove_partials()
         if not hasattr(os, "getxattr"):  # no labels written on this platform
-            return Recovered(registered=0, set_aside=0)
+            return Recovered(registered=0, set_aside=0, partials_removed=partials)
         with self.state.connect() as conn:
             known = {str(row[0]) for row in conn.execute("SELECT sop_uid FROM instances")}
         found: list[Received] = []
@@ -192,7 +196,18 @@ class Spool:
                 known.add(sop_uid)
         if found:
             self.ledger.instances_received(found)  # flushed
-        return Recovered(registered=len(found), set_aside=set_aside)
+        return Recovered(registered=len(found), set_aside=set_aside, partials_removed=partials)
+
+    def _remove_partials(self) -> int:
+        incoming = self.root / ".incoming"
+        if not incoming.is_dir():
+            return 0
+        removed = 0
+        for path in incoming.iterdir():
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def _set_aside(self, path: Path, reason: str) -> None:
         target = self.root / ".unreadable" / f"{path.parent.name}-{path.name}"

@@ -132,3 +132,23 @@ def test_after_kill_9_every_spool_file_has_its_row(tmp_path: Path) -> None:
     assert files and set(rows) == files
     assert {ae for _s, ae, _h, _n in rows.values()} == {"MOD"}
     assert len(files) <= len(study.files)
+
+
+def test_partial_writes_in_incoming_are_removed_at_start(tmp_path: Path) -> None:
+    """A process killed while writing an instance to `.incoming` (before the sender heard
+    success) leaves a partial file there; the next start removes it rather than letting such
+    files fill the disk, and registers nothing for it."""
+    study = make_ct_study(tmp_path / "study", instances=1)
+    state = AgentState(tmp_path / "data" / "state.db")
+    spool = Spool(tmp_path / "data" / "spool", state)
+    incoming = spool.root / ".incoming"
+    incoming.mkdir(parents=True)
+    partial = incoming / "tmpabc123.dcm"
+    partial.write_bytes(study.files[0].read_bytes()[:1000])
+    recovered = spool.recover()
+    assert (recovered.registered, recovered.partials_removed) == (0, 1)
+    assert not partial.exists()
+    assert _rows(state) == {}
+    stored = spool.store(study.files[0].read_bytes())  # the folder still works afterwards
+    assert stored.path.exists() and list(incoming.iterdir()) == []
+    assert spool.recover().partials_removed == 0
