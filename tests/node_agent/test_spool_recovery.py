@@ -12,6 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from node_agent import operations
 from node_agent.ledger import Ledger
 from node_agent.spool import SOURCE_XATTR, Spool, study_folder
@@ -152,3 +154,38 @@ def test_partial_writes_in_incoming_are_removed_at_start(tmp_path: Path) -> None
     stored = spool.store(study.files[0].read_bytes())  # the folder still works afterwards
     assert stored.path.exists() and list(incoming.iterdir()) == []
     assert spool.recover().partials_removed == 0
+
+
+def test_without_extended_attributes_every_row_is_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a filesystem that refuses user extended attributes (some network mounts), a spool
+    file carries no label `recover` could rebuild its row from, so the row's commit must be
+    fsynced before the sender hears success: the spool notices the refusal on the first
+    instance and flushes that row's commit and every later one."""
+    import errno
+
+    study = make_ct_study(tmp_path / "study", instances=3)
+    state = AgentState(tmp_path / "data" / "state.db")
+    spool = Spool(tmp_path / "data" / "spool", state)
+
+    def refuse(*_args: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", refuse)
+    flushes: list[bool] = []
+    transaction = state.transaction
+
+    def spy(*, flush: bool = True):  # type: ignore[no-untyped-def]
+        flushes.append(flush)
+        return transaction(flush=flush)
+
+    monkeypatch.setattr(state, "transaction", spy)
+    stored = [spool.store(p.read_bytes(), quiet_s=30.0, source_ae="CT1") for p in study.files]
+    assert flushes and all(flushes)  # no commit of these rows went unflushed
+    assert len(_rows(state)) == 3
+    for s in stored:
+        with pytest.raises(OSError):
+            os.getxattr(s.path, SOURCE_XATTR)
+    # and a restart finds nothing to register (the rows are there; no labels to read)
+    assert Spool(tmp_path / "data" / "spool", state).recover().registered == 0
