@@ -20,7 +20,10 @@ repository. The session is made once per worker, lazily, on one thread.
 DB ("differentiable binarization") gives a per-pixel text probability. The frame (8-bit
 gray, display polarity: `textdetect.frame_gray8`) is first equalised locally (CLAHE, `clahe`),
 then resized so its short side is `NetParams.side` (sides multiples of 32, the long side at
-most `max_side`) and normalised to [-1, 1] on three equal channels; the map is thresholded at
+most `max_side`) and normalised to [-1, 1] on three equal channels. A frame that resize would
+shrink below `tile_below` (a radiograph or mammogram: its small text would vanish) is run at
+its own scale in overlapping tiles of the usual shape instead (`tiled_scale`), at most
+`max_tiles` of them, the tiles' probabilities maxed where they overlap; the map is thresholded at
 `thresh`, each connected region becomes its minimum-area rotated rectangle, kept when its mean
 probability is at least `box_thresh`, and grown on every side by area x `unclip` / perimeter
 (DB's "unclip": the network's regions are shrunk text) before being mapped back to frame
@@ -72,6 +75,13 @@ class NetParams:
     min_frame: int = 48  # smaller frames (icons) are not screened, as textdetect
     covered: float = 0.9  # a region whose core (before unclip) is this much inside what the
     # classical lines blanked would add only its margin: not blanked (`screen.learned_boxes`)
+    tile_below: float = 0.6  # a frame the whole-frame resize would shrink below this scale
+    # (radiographs, mammograms: 9 px text would become 3 px) is run in tiles instead:
+    tile_scale: float = 1.0  # at this scale (reduced until at most `max_tiles` tiles),
+    tile: int = 736  # in tiles of this side (the network's usual shape: no new arena plan)
+    tile_overlap: int = 96  # overlapping by this much (network pixels; a line cut by one
+    # tile's edge is whole in its neighbour), the probabilities of overlaps maxed
+    max_tiles: int = 30  # ~30 x 140 ms of one core at most per frame
 
 
 DEFAULT_NET = NetParams()
@@ -181,6 +191,34 @@ def resized_shape(rows: int, columns: int, params: NetParams) -> tuple[int, int]
     ratio = params.side / min(rows, columns)
     ratio = min(ratio, params.max_side / max(rows, columns))
     return (max(32, round(rows * ratio / 32) * 32), max(32, round(columns * ratio / 32) * 32))
+
+
+def tiled_scale(rows: int, columns: int, params: NetParams) -> float | None:
+    """The scale at which a frame is run in tiles (`NetParams.tile_below`), or None when the
+    whole-frame resize (`resized_shape`) does not shrink it that much."""
+    whole = min(params.side / min(rows, columns), params.max_side / max(rows, columns))
+    if whole >= params.tile_below:
+        return None
+    scale = max(params.tile_scale, whole)
+    while scale > whole and tile_count(rows, columns, scale, params) > params.max_tiles:
+        scale = max(whole, scale * 0.9)
+    return scale
+
+
+def tile_starts(length: int, params: NetParams) -> list[int]:
+    """Where the tiles along one side of `length` (network pixels) begin: every
+    `tile - tile_overlap`, the last flush with the end."""
+    if length <= params.tile:
+        return [0]
+    step = params.tile - params.tile_overlap
+    starts = list(range(0, length - params.tile, step))
+    return [*starts, length - params.tile]
+
+
+def tile_count(rows: int, columns: int, scale: float, params: NetParams) -> int:
+    return len(tile_starts(round(rows * scale), params)) * len(
+        tile_starts(round(columns * scale), params)
+    )
 
 
 def regions_of(

@@ -33,6 +33,8 @@ from deidentify.pixels.netdetect import (
     TextRegion,
     regions_of,
     resized_shape,
+    tile_starts,
+    tiled_scale,
 )
 from deidentify.pixels.ocr import Gray8
 
@@ -71,18 +73,50 @@ def load(path: Path, *, arena: bool = True) -> Any:
 def probability(
     session: Any, gray: Gray8, params: NetParams = DEFAULT_NET
 ) -> npt.NDArray[np.float32]:
-    """The network's text probability map at the resized shape (`netdetect.resized_shape`)."""
-    rows, columns = resized_shape(gray.shape[0], gray.shape[1], params)
+    """The network's text probability map at the resized shape (`netdetect.resized_shape`), or
+    for a large frame at its tiled scale (`netdetect.tiled_scale`), tile by tile."""
     if params.clahe > 0:
         gray = np.asarray(
             cv2.createCLAHE(clipLimit=params.clahe, tileGridSize=(8, 8)).apply(gray), np.uint8
         )
+    scale = tiled_scale(gray.shape[0], gray.shape[1], params)
+    if scale is not None:
+        return _tiled(session, gray, scale, params)
+    rows, columns = resized_shape(gray.shape[0], gray.shape[1], params)
     resized = cv2.resize(gray, (columns, rows), interpolation=cv2.INTER_LINEAR)
-    plane = resized.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
+    return _run(session, np.asarray(resized, np.uint8))
+
+
+def _run(session: Any, image: Gray8) -> npt.NDArray[np.float32]:
+    """The network on one 8-bit image (sides multiples of 32): its probability map."""
+    rows, columns = image.shape
+    plane = image.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
     batch = np.ascontiguousarray(np.broadcast_to(plane, (1, 3, rows, columns)))
     name = session.get_inputs()[0].name
     out = session.run(None, {name: batch})[0]
     return np.asarray(out[0, 0], np.float32)
+
+
+def _tiled(session: Any, gray: Gray8, scale: float, params: NetParams) -> npt.NDArray[np.float32]:
+    """The probability map of a large frame at `scale`, from overlapping tiles of one shape
+    (edge tiles padded by replicating the border); where tiles overlap, the larger value."""
+    rows, columns = round(gray.shape[0] * scale), round(gray.shape[1] * scale)
+    shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    image = cv2.resize(gray, (columns, rows), interpolation=shrink)
+    side = params.tile
+    prob = np.zeros((rows, columns), np.float32)
+    for top in tile_starts(rows, params):
+        for left in tile_starts(columns, params):
+            piece = image[top : top + side, left : left + side]
+            height, width = piece.shape
+            if (height, width) != (side, side):
+                piece = cv2.copyMakeBorder(
+                    piece, 0, side - height, 0, side - width, cv2.BORDER_REPLICATE
+                )
+            found = _run(session, np.asarray(piece, np.uint8))[:height, :width]
+            view = prob[top : top + height, left : left + width]
+            np.maximum(view, found, out=view)
+    return prob
 
 
 def regions(session: Any, gray: Gray8, params: NetParams = DEFAULT_NET) -> list[TextRegion]:

@@ -6,6 +6,7 @@ tools/fetch_text_model.py; without it the tests that need it are skipped, saying
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -160,3 +161,50 @@ def test_a_frame_the_worker_does_not_answer_in_time_falls_back_and_stops_that_wo
     assert stuck is not None and not Path(f"/proc/{stuck}").exists()  # killed, not left behind
     monkeypatch.undo()
     assert scrub(sample.ds, POLICY).learned_regions >= 2
+
+
+def test_tiles_cover_a_side_with_overlap_and_end_flush() -> None:
+    params = netdetect.DEFAULT_NET
+    assert netdetect.tile_starts(500, params) == [0]  # smaller than a tile: one, padded
+    starts = netdetect.tile_starts(2048, params)
+    step = params.tile - params.tile_overlap
+    assert starts[0] == 0 and starts[-1] == 2048 - params.tile
+    assert all(b - a <= step for a, b in itertools.pairwise(starts))  # overlapping
+
+
+def test_only_frames_the_whole_frame_resize_would_shrink_are_tiled() -> None:
+    params = netdetect.DEFAULT_NET
+    assert netdetect.tiled_scale(512, 512, params) is None  # a CT slice: upscaled whole
+    assert netdetect.tiled_scale(1024, 768, params) is None  # a cine frame: about its size
+    assert netdetect.tiled_scale(2560, 2048, params) == params.tile_scale  # a radiograph
+    huge = netdetect.tiled_scale(12000, 12000, params)  # a scanned page: fewer, coarser tiles
+    assert huge is not None and huge < params.tile_scale
+    assert netdetect.tile_count(12000, 12000, huge, params) <= params.max_tiles
+
+
+@needs_model
+@needs_fonts
+def test_small_text_on_a_radiograph_sized_frame_is_found_in_tiles() -> None:
+    """A 2048 x 2048 frame: resized whole for the network, 9 px text would be 3 px and lost;
+    in tiles at its own scale the network finds the ID the classical detector misses."""
+    from PIL import Image
+
+    from tests.factories.burned_text import Anatomy
+
+    spine = anatomy("ct_spine")
+    image = Image.fromarray(spine.pixels.astype(np.float32), mode="F").resize(
+        (2048, 2048), Image.Resampling.BICUBIC
+    )
+    pixels = np.clip(np.asarray(image), spine.pixels.min(), spine.pixels.max()).astype(np.int32)
+    font = "LiberationSerif-Regular.ttf"
+    specs = [
+        Burn("QUIGLEY, ROSALIND", 1500, 120, height=9, font=font),
+        Burn("DOB 17/03/1962", 1500, 1900, height=9, font=font),
+        Burn("ID: 8812345670", 150, 1900, height=9, font=font),
+    ]
+    sample = burn(Anatomy("dx_spine", pixels, "DX"), specs, seed=3)
+    whole = replace(POLICY, net=replace(netdetect.DEFAULT_NET, tile_below=0.0))
+    assert _blanked_shares(sample, scrub(sample.ds, whole))[2] < 0.5, "pick a harder case"
+    result = scrub(sample.ds, POLICY)  # the default: auto, tiled
+    assert result.learned_frames == 1
+    assert min(_blanked_shares(sample, result)) >= 0.98
