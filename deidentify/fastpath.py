@@ -59,6 +59,8 @@ from deidentify.engine import (
     _passes_through,
     _with_recipe,
 )
+from deidentify.hidden_bits import ValueBits, clear_file, value_bits
+from deidentify.hidden_bits import note as hidden_bits_note
 from deidentify.identity import (
     StudyIdentity,
 )
@@ -466,7 +468,7 @@ def _path_uid(data: bytes | None) -> str:
 
 
 def _open_new(path: Path) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
     try:
         return os.open(path, flags, 0o666)
     except FileNotFoundError:
@@ -499,12 +501,18 @@ def process(
         sop = _path_uid(result.uids.get(0x00080018))
         target = place(study, series, sop)
         tmp = target.with_name(target.name + ".part")
+        notes = tuple(result.notes)
         out = _open_new(tmp)
         try:
             try:
                 write_all(out, result.header, 0)
                 at = len(result.header)
                 copy_range(fd, out, header.pixel.offset, header.pixel.length, at)
+                bits = _value_bits(header)
+                if bits is not None:  # e.g. an embedded overlay in the unused high bits
+                    cleared = clear_file(out, at, header.pixel.length, bits)
+                    if cleared:
+                        notes = (*notes, hidden_bits_note(cleared))
                 at += header.pixel.length
                 if result.tail:
                     write_all(out, result.tail, at)
@@ -519,4 +527,17 @@ def process(
             raise
     finally:
         os.close(fd)
-    return target, result.changes, result.notes, result.seen
+    return target, result.changes, notes, result.seen
+
+
+def _value_bits(header: RawHeader) -> ValueBits | None:
+    """The samples' layout when they have bits outside the value (`hidden_bits`); the fast
+    path's Pixel Data is always native Little Endian."""
+    if header.pixel.length == 0:
+        return None
+    top, implicit = header.elements, header.implicit
+    charset = charset_of(top, None)
+    allocated = _int(top, 0x00280100, -1, implicit, charset)
+    stored = _int(top, 0x00280101, -1, implicit, charset)
+    high = _int(top, 0x00280102, -1, implicit, charset)
+    return value_bits(allocated, stored, high, _int(top, 0x00280103, 0, implicit, charset))

@@ -37,7 +37,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from deidentify import fastpath
+from deidentify import fastpath, hidden_bits
 from deidentify.documents import DocumentHeldBack
 from deidentify.engine import PseudonymKeys, apply
 from deidentify.identity import StudyIdentity
@@ -289,13 +289,16 @@ def _dataset_path(
         uids = (str(out.StudyInstanceUID), str(out.SeriesInstanceUID), str(out.SOPInstanceUID))
         target = place(*uids)
         try:
-            _write(out, target, written_from, patch, streamed_only=written_from != src)
+            cleared = _write(out, target, written_from, patch, streamed_only=written_from != src)
         except Exception as exc:
             unreadable = isinstance(exc, PixelError)
             kind = RefusalKind.PIXELS_UNREADABLE if unreadable else RefusalKind.WRITE
             raise Refused(kind, f"write-failed: {type(exc).__name__}", scrubbed=scrubbed) from exc
+        notes = list(result.notes)
+        if cleared:
+            notes.append(hidden_bits.note(cleared))
         return Written(
-            target, dict(result.changes), list(result.notes), seen, scrubbed,
+            target, dict(result.changes), notes, seen, scrubbed,
             _study_uid(original),
         )  # fmt: skip
     finally:
@@ -305,15 +308,17 @@ def _dataset_path(
 
 def _write(
     out: Dataset, target: Path, source: Path, frames: Path | None, *, streamed_only: bool
-) -> None:
+) -> int:
     """Pixel Data copied from `source` (where `out`'s deferred element lies); `frames`: the
     scrubbed native frames of an instance scrubbed in batches, which replace the copied ones
     before the file appears at `target`. `streamed_only`: the deferred element lies in a
     file of its own (the rewritten Pixel Data of a compressed instance), so pydicom's own
-    writing, which would read it from the input file, must not run."""
+    writing, which would read it from the input file, must not run. Native Pixel Data's bits
+    outside the stored value are cleared (`hidden_bits`); the number of samples changed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     try:
+        cleared = 0
         if frames is not None or streamed_only:
             if not write_streamed(out, tmp, source):
                 raise PixelError("the instance scrubbed in batches could not be written")
@@ -321,7 +326,11 @@ def _write(
                 patch_pixels(tmp, frames)
         elif not write_streamed(out, tmp, source):  # e.g. pixels changed by the scrub
             out.save_as(tmp, enforce_file_format=True)
+        bits = hidden_bits.layout_of(out)
+        if bits is not None:  # e.g. an embedded overlay in the unused high bits
+            cleared = hidden_bits.clear_written(tmp, bits)
     except BaseException:
         tmp.unlink(missing_ok=True)  # may hold unscrubbed frames: never left behind
         raise
     tmp.replace(target)
+    return cleared

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
@@ -31,6 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
+from deidentify import hidden_bits
 from deidentify.identity import StudyIdentity
 from deidentify.profile import (
     BASIC_PROFILE_CODE,
@@ -663,4 +665,28 @@ def verify_output(output: Dataset, profile: Profile) -> list[Finding]:
     for here; that check is the sending agent's (`verify`)."""
     sop_class = str(output.get("SOPClassUID", "") or "") or None
     marked = str(output.get("PatientIdentityRemoved", "")).upper() == "YES"
-    return _check((), _all_elements(output), _codecs(output), marked, profile, sop_class)
+    findings = _check((), _all_elements(output), _codecs(output), marked, profile, sop_class)
+    return [*findings, *_hidden_bits_findings(output)]
+
+
+def _hidden_bits_findings(output: Dataset) -> list[Finding]:
+    """``pixel-data-hidden-bits``: native Pixel Data with bits set outside the stored value
+    (an embedded overlay, invisible to viewers), which every de-identified output clears."""
+    bits = hidden_bits.layout_of(output)
+    if bits is None:
+        return []
+    data = output.PixelData
+    size = bits.allocated // 8
+    words = np.frombuffer(data, hidden_bits.dtype_of(bits), count=len(data) // size)
+    if np.array_equal(hidden_bits.cleared(words, bits), words):
+        return []
+    return [
+        Finding(
+            "pixel-data-hidden-bits",
+            "(7FE0,0010)",
+            "PixelData",
+            "PixelData",
+            "bits outside the stored value (Bits Stored, High Bit) are set, e.g. an embedded "
+            "overlay; de-identify the instance again with a current Hexchange",
+        )
+    ]
