@@ -678,7 +678,7 @@ def _hidden_bits_findings(output: Dataset) -> list[Finding]:
     data = output.PixelData
     size = bits.allocated // 8
     words = np.frombuffer(data, hidden_bits.dtype_of(bits), count=len(data) // size)
-    if np.array_equal(hidden_bits.cleared(words, bits), words):
+    if not hidden_bits.any_hidden(words, bits):
         return []
     return [
         Finding(

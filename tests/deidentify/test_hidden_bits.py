@@ -60,6 +60,8 @@ def test_clearing_keeps_every_decoded_value_and_leaves_nothing_else(
     words = np.array(raw, dtype)
     out = hidden_bits.cleared(words, bits)
     assert out.dtype == words.dtype
+    assert hidden_bits.any_hidden(words, bits) == (not np.array_equal(out, words))
+    assert not hidden_bits.any_hidden(out, bits)
     assert np.array_equal(_decoded(out, bits), _decoded(words, bits))  # same pixels
     # nothing outside the value: the output is what the values alone encode, and stable
     assert np.array_equal(hidden_bits.cleared(out, bits), out)
