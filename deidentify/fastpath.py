@@ -59,8 +59,7 @@ from deidentify.engine import (
     _passes_through,
     _with_recipe,
 )
-from deidentify.hidden_bits import ValueBits, clear_file, value_bits
-from deidentify.hidden_bits import note as hidden_bits_note
+from deidentify.hidden_bits import Plan, clear_file, plan
 from deidentify.identity import (
     StudyIdentity,
 )
@@ -508,11 +507,10 @@ def process(
                 write_all(out, result.header, 0)
                 at = len(result.header)
                 copy_range(fd, out, header.pixel.offset, header.pixel.length, at)
-                bits = _value_bits(header)
-                if bits is not None:  # e.g. an embedded overlay in the unused high bits
-                    cleared = clear_file(out, at, header.pixel.length, bits)
-                    if cleared:
-                        notes = (*notes, hidden_bits_note(cleared))
+                todo = _hidden_plan(header)
+                if todo is not None:  # e.g. an embedded overlay in the unused high bits
+                    cleared = clear_file(out, at, header.pixel.length, todo)
+                    notes = (*notes, *cleared.notes())
                 at += header.pixel.length
                 if result.tail:
                     write_all(out, result.tail, at)
@@ -530,14 +528,18 @@ def process(
     return target, result.changes, notes, result.seen
 
 
-def _value_bits(header: RawHeader) -> ValueBits | None:
-    """The samples' layout when they have bits outside the value (`hidden_bits`); the fast
-    path's Pixel Data is always native Little Endian."""
+def _hidden_plan(header: RawHeader) -> Plan | None:
+    """What `hidden_bits` rewrites in the output's Pixel Data (always native Little Endian on
+    the fast path): bits outside each sample's value, bytes after the last frame."""
     if header.pixel.length == 0:
         return None
     top, implicit = header.elements, header.implicit
     charset = charset_of(top, None)
-    allocated = _int(top, 0x00280100, -1, implicit, charset)
-    stored = _int(top, 0x00280101, -1, implicit, charset)
-    high = _int(top, 0x00280102, -1, implicit, charset)
-    return value_bits(allocated, stored, high, _int(top, 0x00280103, 0, implicit, charset))
+    numbers = [
+        _int(top, tag, default, implicit, charset)
+        for tag, default in ((0x00280010, 0), (0x00280011, 0), (0x00280002, 1), (0x00280008, 1),
+                             (0x00280100, 0), (0x00280101, 0), (0x00280102, -1),
+                             (0x00280103, 0))
+    ]  # fmt: skip
+    rows, columns, samples, frames, allocated, stored, high, representation = numbers
+    return plan(rows, columns, samples, frames, (allocated, stored, high, representation))

@@ -85,34 +85,76 @@ def any_hidden(words: npt.NDArray[Any], bits: ValueBits) -> bool:
     return bool(np.any((top != 0) & (top != ones)))
 
 
-def clear_file(fd: int, offset: int, length: int, bits: ValueBits) -> int:
-    """Rewrite the samples in `length` bytes at `offset` of the open file `fd` (read and write)
-    in place; the number of samples changed. A trailing odd byte (padding) is set to 0."""
-    dtype = dtype_of(bits)
-    size = dtype.itemsize
-    whole = length - length % size
+@dataclass(frozen=True)
+class Plan:
+    """What to rewrite in one native Pixel Data value."""
+
+    bits: ValueBits | None  # None: every bit of a sample is the value
+    used: int  # bytes the frames take (Rows x Columns x Samples x Frames x Bits Allocated)
+
+
+@dataclass(frozen=True)
+class Cleared:
+    samples: int = 0  # samples whose bits outside the value were set
+    excess: int = 0  # bytes after the last frame that were not zero (the pad byte included)
+
+    def notes(self) -> list[str]:
+        """The de-identification notes (counts, never values)."""
+        out = []
+        if self.samples:
+            out.append(
+                f"pixel-data: bits outside the stored value cleared in {self.samples} samples"
+            )
+        if self.excess:
+            out.append(f"pixel-data: {self.excess} bytes after the last frame set to zero")
+        return out
+
+
+def plan(
+    rows: int, columns: int, samples: int, frames: int, bits_layout: tuple[int, int, int, int]
+) -> Plan | None:
+    """The plan for native Pixel Data of these dimensions; None when they do not describe
+    frames (then the engine's own checks refuse or leave the instance)."""
+    allocated = bits_layout[0]
+    if min(rows, columns, samples, frames, allocated) <= 0:
+        return None
+    used = -(-rows * columns * samples * frames * allocated // 8)
+    return Plan(value_bits(*bits_layout), used)
+
+
+def clear_file(fd: int, offset: int, length: int, todo: Plan) -> Cleared:
+    """Rewrite, in place in the open file `fd` (read and write), the native Pixel Data value of
+    `length` bytes at `offset`: each sample's bits outside its value (`todo.bits`), and any
+    bytes after the last frame (set to zero). Reads a block at a time."""
     changed = 0
-    at = 0
-    while at < whole:
-        count = min(_BLOCK, whole - at)
-        data = os.pread(fd, count, offset + at)
-        if len(data) != count:
-            raise OSError("Pixel Data ends before its length")
-        words = np.frombuffer(data, dtype)
-        if not any_hidden(words, bits):
+    bits = todo.bits
+    if bits is not None:
+        dtype = dtype_of(bits)
+        frames_end = min(todo.used, length)
+        whole = frames_end - frames_end % dtype.itemsize
+        at = 0
+        while at < whole:
+            count = min(_BLOCK, whole - at)
+            data = os.pread(fd, count, offset + at)
+            if len(data) != count:
+                raise OSError("Pixel Data ends before its length")
+            words = np.frombuffer(data, dtype)
+            if any_hidden(words, bits):
+                fixed = cleared(words, bits)
+                changed += int(np.count_nonzero(fixed != words))
+                _pwrite_all(fd, fixed.tobytes(), offset + at)
             at += count
-            continue
-        fixed = cleared(words, bits)
-        differ = int(np.count_nonzero(fixed != words))
-        if differ:
-            changed += differ
-            _pwrite_all(fd, fixed.tobytes(), offset + at)
+    excess = 0
+    at = todo.used
+    while at < length:
+        count = min(_BLOCK, length - at)
+        data = os.pread(fd, count, offset + at)
+        nonzero = len(data) - data.count(0)
+        if nonzero:
+            excess += nonzero
+            _pwrite_all(fd, bytes(len(data)), offset + at)
         at += count
-    if whole < length:
-        tail = os.pread(fd, length - whole, offset + whole)
-        if tail.strip(b"\0"):
-            _pwrite_all(fd, b"\0" * len(tail), offset + whole)
-    return changed
+    return Cleared(changed, excess)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -125,23 +167,26 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 
 
-def layout_of(ds: Dataset) -> ValueBits | None:
-    """`value_bits` of a dataset written with native Little Endian Pixel Data; else None."""
+def plan_of(ds: Dataset) -> Plan | None:
+    """The plan for a dataset written with native Little Endian Pixel Data; else None."""
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if syntax not in NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
         return None
     try:
-        allocated, stored, high = (
-            int(ds.get(k)) for k in ("BitsAllocated", "BitsStored", "HighBit")
-        )
-        representation = int(ds.get("PixelRepresentation", 0))
+        numbers = [
+            int(ds.get(k, default) or default)
+            for k, default in (("Rows", 0), ("Columns", 0), ("SamplesPerPixel", 1),
+                               ("NumberOfFrames", 1), ("BitsAllocated", 0), ("BitsStored", 0),
+                               ("HighBit", -1), ("PixelRepresentation", 0))
+        ]  # fmt: skip
     except (TypeError, ValueError):
         return None
-    return value_bits(allocated, stored, high, representation)
+    rows, columns, samples, frames, allocated, stored, high, representation = numbers
+    return plan(rows, columns, samples, frames, (allocated, stored, high, representation))
 
 
-def clear_written(path: Path, bits: ValueBits) -> int:
+def clear_written(path: Path, todo: Plan) -> Cleared:
     """`clear_file` on the Pixel Data of the Part 10 file at `path` (found by reading its header
     with the value deferred); the number of samples changed."""
     with open(path, "rb") as handle:
@@ -152,11 +197,6 @@ def clear_written(path: Path, bits: ValueBits) -> int:
         raise ValueError("the written file's Pixel Data could not be located")
     fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     try:
-        return clear_file(fd, int(offset), int(length), bits)
+        return clear_file(fd, int(offset), int(length), todo)
     finally:
         os.close(fd)
-
-
-def note(count: int) -> str:
-    """The de-identification note (a count, never a value)."""
-    return f"pixel-data: bits outside the stored value cleared in {count} samples (hidden_bits)"

@@ -295,8 +295,7 @@ def _dataset_path(
             kind = RefusalKind.PIXELS_UNREADABLE if unreadable else RefusalKind.WRITE
             raise Refused(kind, f"write-failed: {type(exc).__name__}", scrubbed=scrubbed) from exc
         notes = list(result.notes)
-        if cleared:
-            notes.append(hidden_bits.note(cleared))
+        notes.extend(cleared.notes())
         return Written(
             target, dict(result.changes), notes, seen, scrubbed,
             _study_uid(original),
@@ -308,17 +307,17 @@ def _dataset_path(
 
 def _write(
     out: Dataset, target: Path, source: Path, frames: Path | None, *, streamed_only: bool
-) -> int:
+) -> hidden_bits.Cleared:
     """Pixel Data copied from `source` (where `out`'s deferred element lies); `frames`: the
     scrubbed native frames of an instance scrubbed in batches, which replace the copied ones
     before the file appears at `target`. `streamed_only`: the deferred element lies in a
     file of its own (the rewritten Pixel Data of a compressed instance), so pydicom's own
     writing, which would read it from the input file, must not run. Native Pixel Data's bits
-    outside the stored value are cleared (`hidden_bits`); the number of samples changed."""
+    outside the stored value and any bytes after its last frame are cleared (`hidden_bits`)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     try:
-        cleared = 0
+        cleared = hidden_bits.Cleared()
         if frames is not None or streamed_only:
             if not write_streamed(out, tmp, source):
                 raise PixelError("the instance scrubbed in batches could not be written")
@@ -326,9 +325,9 @@ def _write(
                 patch_pixels(tmp, frames)
         elif not write_streamed(out, tmp, source):  # e.g. pixels changed by the scrub
             out.save_as(tmp, enforce_file_format=True)
-        bits = hidden_bits.layout_of(out)
-        if bits is not None:  # e.g. an embedded overlay in the unused high bits
-            cleared = hidden_bits.clear_written(tmp, bits)
+        todo = hidden_bits.plan_of(out)
+        if todo is not None:  # e.g. an embedded overlay in the unused high bits
+            cleared = hidden_bits.clear_written(tmp, todo)
     except BaseException:
         tmp.unlink(missing_ok=True)  # may hold unscrubbed frames: never left behind
         raise

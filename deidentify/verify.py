@@ -670,15 +670,20 @@ def verify_output(output: Dataset, profile: Profile) -> list[Finding]:
 
 
 def _hidden_bits_findings(output: Dataset) -> list[Finding]:
-    """``pixel-data-hidden-bits``: native Pixel Data with bits set outside the stored value
-    (an embedded overlay, invisible to viewers), which every de-identified output clears."""
-    bits = hidden_bits.layout_of(output)
-    if bits is None:
+    """``pixel-data-hidden-bits``: native Pixel Data with bits set outside the stored value (an
+    embedded overlay, invisible to viewers) or non-zero bytes after its last frame, which every
+    de-identified output clears."""
+    todo = hidden_bits.plan_of(output)
+    if todo is None:
         return []
     data = output.PixelData
-    size = bits.allocated // 8
-    words = np.frombuffer(data, hidden_bits.dtype_of(bits), count=len(data) // size)
-    if not hidden_bits.any_hidden(words, bits):
+    hidden = bool(data[todo.used :].strip(b"\0"))
+    if todo.bits is not None and not hidden:
+        size = todo.bits.allocated // 8
+        count = min(len(data), todo.used) // size
+        words = np.frombuffer(data, hidden_bits.dtype_of(todo.bits), count=count)
+        hidden = hidden_bits.any_hidden(words, todo.bits)
+    if not hidden:
         return []
     return [
         Finding(
@@ -686,7 +691,8 @@ def _hidden_bits_findings(output: Dataset) -> list[Finding]:
             "(7FE0,0010)",
             "PixelData",
             "PixelData",
-            "bits outside the stored value (Bits Stored, High Bit) are set, e.g. an embedded "
-            "overlay; de-identify the instance again with a current Hexchange",
+            "bits outside the stored value (Bits Stored, High Bit) or bytes after the last "
+            "frame are set, e.g. an embedded overlay; de-identify the instance again with a "
+            "current Hexchange",
         )
     ]

@@ -152,13 +152,30 @@ def test_a_large_multi_frame_instance_scrubbed_in_batches_is_cleared_too(
     assert np.array_equal(words, values.ravel())
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "dataset-path"])
+def test_bytes_after_the_last_frame_are_zeroed(tmp_path: Path, fast: bool) -> None:
+    """Pixel Data longer than its frames (a second image appended, invisible to viewers):
+    the frames are kept, the rest is zero, the length stays what it was."""
+    src = make_ct_study(tmp_path / "in", instances=1).files[0]
+    ds = dcmread(src)
+    frames = ds.PixelData
+    secret = b"QUIGLEY^ROSALIND 8812345670 " * 20
+    ds.PixelData = frames + secret + b"\0" * (len(secret) % 2)
+    ds.save_as(src, enforce_file_format=True)
+    written = deidentify_instance(src, under(tmp_path / "out"), BASIC, KEYS, fast=fast)
+    out = dcmread(written.path).PixelData
+    assert out[: len(frames)] == frames and len(out) == len(ds.PixelData)
+    assert not out[len(frames) :].strip(b"\0")
+    assert any("bytes after the last frame set to zero" in n for n in written.notes)
+
+
 def test_clean_pixels_stay_byte_identical(tmp_path: Path) -> None:
     """Nothing hidden: the fast path still copies Pixel Data as it is, and notes nothing."""
     src = make_ct_study(tmp_path / "in", instances=1).files[0]
     before = dcmread(src)
     written = deidentify_instance(src, under(tmp_path / "out"), BASIC, KEYS)
     assert dcmread(written.path).PixelData == before.PixelData
-    assert not any("bits outside" in n for n in written.notes)
+    assert not any(n.startswith("pixel-data:") for n in written.notes)
 
 
 def test_the_hubs_second_check_finds_hidden_bits_an_older_agent_left(tmp_path: Path) -> None:
@@ -176,3 +193,5 @@ def test_the_hubs_second_check_finds_hidden_bits_an_older_agent_left(tmp_path: P
     found = [f for f in verify_output(clean, BASIC) if f.code == "pixel-data-hidden-bits"]
     assert found and found[0].keyword == "PixelData"
     assert "8812" not in found[0].message  # names attributes, never values
+    clean.PixelData = np.frombuffer(dcmread(written.path).PixelData, np.uint16).tobytes() + b"ID"
+    assert "pixel-data-hidden-bits" in {f.code for f in verify_output(clean, BASIC)}
