@@ -52,6 +52,8 @@ from deidentify.pixels.screen import decide, learned, learned_boxes, ocr_view, r
 from deidentify.pixels.textdetect import TextLine, document_like
 
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
+AUTO_EVERY_FRAME_UP_TO = 2  # "auto" runs the learned stage on every radiograph-sized frame
+# of an instance of at most this many frames (not a tomosynthesis stack of 60)
 RESCREEN_ROUNDS = 2  # rounds of blanking what the screen finds after scrubbing
 
 
@@ -92,8 +94,10 @@ def scrub(
     *,
     identifying: Iterable[str] | None = None,
     preview: bool = True,
+    instance_frames: int | None = None,
 ) -> ScrubResult:
-    """Scrub burned-in identity from `ds` (not modified); see the module docstring."""
+    """Scrub burned-in identity from `ds` (not modified); see the module docstring.
+    `instance_frames`: the whole instance's frame count when `ds` holds a batch of them."""
     policy = policy or PixelPolicy.default()
     out = copy.deepcopy(ds)
     result = ScrubResult(out)
@@ -150,7 +154,8 @@ def scrub(
             del lines[index]
         result.pixels_changed = True
         result.notes.append(f"blanked {len(pages)} page(s) of text whole")
-    regions = _learned(decoded, lines, policy, result)
+    few = (instance_frames or frames_n) <= AUTO_EVERY_FRAME_UP_TO
+    regions = _learned(decoded, lines, policy, result, few=few)
     if regions is None:
         return _quarantine(
             result,
@@ -226,15 +231,25 @@ def finish_header(out: Dataset, source: Dataset, *, every_frame_read: bool) -> N
 
 
 def _learned(
-    decoded: Decoded, lines: dict[int, list[TextLine]], policy: PixelPolicy, result: ScrubResult
+    decoded: Decoded,
+    lines: dict[int, list[TextLine]],
+    policy: PixelPolicy,
+    result: ScrubResult,
+    *,
+    few: bool = False,
 ) -> dict[int, list[TextRegion]] | None:
     """The learned detector's regions on the frames the policy names: every frame, or those
-    where the classical screen found text ("auto"). Unavailable or failing under "auto": the
-    notes say so and the classical detector's lines are all there is; failing under
-    "every-frame": None (the caller quarantines; unavailable was quarantined earlier)."""
+    where the classical screen found text ("auto"); under "auto" also every frame of an
+    instance of `few` radiograph-sized frames (a CR, DX or mammogram: one frame, its text
+    small against its size, affordable to look at whole). Unavailable or failing under
+    "auto": the notes say so and the classical detector's lines are all there is; failing
+    under "every-frame": None (the caller quarantines; unavailable was quarantined earlier)."""
     if policy.learned == "off" or policy.text == "ocr":
         return {}
-    frames = range(decoded.count) if policy.learned == "every-frame" else sorted(lines)
+    rows, columns = decoded.frames.shape[1:3]
+    large = few and netdetect.tiled_scale(rows, columns, policy.net) is not None
+    every = policy.learned == "every-frame" or large
+    frames = range(decoded.count) if every else sorted(lines)
     if not frames:
         return {}
     missing = netdetect.unavailable_reason()

@@ -132,7 +132,9 @@ def scrub_streamed(
             # a new element: the header's own is shared with `ds`, which must not change
             part["NumberOfFrames"] = DataElement(Tag(0x0028, 0x0008), "IS", count)
             part.PixelData = raw
-            result = scrub(part, policy, ocr, identifying=needles, preview=False)
+            result = scrub(
+                part, policy, ocr, identifying=needles, preview=False, instance_frames=plan.frames
+            )
             _merge(merged, result, first)
             if result.quarantined or result.dataset is None:
                 merged.reason = f"{result.reason} (in frames {first}-{first + count - 1})"
@@ -188,6 +190,8 @@ def _merge(into: ScrubResult, part: ScrubResult, first: int) -> None:
     into.ocr_complete = part.ocr_complete if first == 0 else into.ocr_complete and part.ocr_complete
     into.hits.update(part.hits)
     into.text_lines += part.text_lines
+    into.learned_frames += part.learned_frames
+    into.learned_regions += part.learned_regions
 
 
 def patch_pixels(target: Path, pixels: Path) -> None:

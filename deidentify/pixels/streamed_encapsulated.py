@@ -159,7 +159,7 @@ def scrub_encapsulated(
                 count = min(plan.batch, plan.frames - first)
                 result = scrub(
                     _part(header, _take(frames, count)), policy, ocr,
-                    identifying=needles, preview=False,
+                    identifying=needles, preview=False, instance_frames=plan.frames,
                 )  # fmt: skip
                 _merge(merged, result, first)
                 if result.quarantined or result.dataset is None:

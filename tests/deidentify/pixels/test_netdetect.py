@@ -208,3 +208,58 @@ def test_small_text_on_a_radiograph_sized_frame_is_found_in_tiles() -> None:
     result = scrub(sample.ds, POLICY)  # the default: auto, tiled
     assert result.learned_frames == 1
     assert min(_blanked_shares(sample, result)) >= 0.98
+
+
+def _radiograph(specs: list[Burn]) -> Sample:
+    from PIL import Image
+
+    from tests.factories.burned_text import Anatomy
+
+    spine = anatomy("ct_spine")
+    image = Image.fromarray(spine.pixels.astype(np.float32), mode="F").resize(
+        (2048, 2048), Image.Resampling.BICUBIC
+    )
+    pixels = np.clip(np.asarray(image), spine.pixels.min(), spine.pixels.max()).astype(np.int32)
+    return burn(Anatomy("dx_spine", pixels, "DX"), specs, seed=3)
+
+
+@needs_model
+@needs_fonts
+def test_auto_looks_at_a_whole_radiograph_even_where_the_classical_screen_found_nothing() -> None:
+    """One radiograph-sized frame, its only text a small ID the classical screen misses: "auto"
+    runs the learned stage on such a frame anyway (one per instance, affordable)."""
+    sample = _radiograph(
+        [Burn("ID: 8812345670", 150, 1900, height=9, font="LiberationSerif-Regular.ttf")]
+    )
+    classical = scrub(sample.ds, replace(POLICY, learned="off"))
+    assert _blanked_shares(sample, classical)[0] < 0.5, "the classical screen finds it now"
+    result = scrub(sample.ds, POLICY)
+    assert result.learned_frames == 1
+    assert _blanked_shares(sample, result)[0] >= 0.98
+
+
+@needs_model
+def test_auto_still_skips_text_free_frames_of_a_stack_of_large_frames(tmp_path: Path) -> None:
+    """Three radiograph-sized frames (a tomosynthesis-like stack) without text, scrubbed in
+    batches of one frame: "auto" keeps to the frames where the classical screen found a line
+    (the batches know the instance's frame count), so the network does not run at all."""
+    from pydicom.uid import generate_uid
+
+    from deidentify.engine import PseudonymKeys
+    from deidentify.instance import PixelStage, deidentify_instance, under
+    from deidentify.profile import Option, Profile
+
+    frame = _radiograph([]).ds
+    stack = frame.copy()
+    stack.NumberOfFrames = 3
+    stack.PixelData = frame.PixelData * 3
+    stack.StudyInstanceUID, stack.SeriesInstanceUID = generate_uid(), generate_uid()
+    src = tmp_path / "stack.dcm"
+    stack.save_as(src, enforce_file_format=True)
+    profile = Profile(Profile.basic().options | {Option.CLEAN_PIXEL_DATA})
+    written = deidentify_instance(
+        src, under(tmp_path / "out"), profile, PseudonymKeys(b"k" * 32),
+        pixels=PixelStage(POLICY, None),
+    )  # fmt: skip
+    assert written.scrubbed is not None
+    assert written.scrubbed.learned_frames == 0 and not written.scrubbed.pixels_changed
