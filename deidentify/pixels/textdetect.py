@@ -1,7 +1,7 @@
 """Find text-like marks in a frame without reading them (no OCR): a fast screen for every frame.
 
 Burned-in text is thin strokes of either polarity that stand out from their surroundings,
-glyphs of similar height set side by side on a line. The detector (OpenCV, about a millisecond
+glyphs of similar height set side by side on a line. The detector (OpenCV, 7-10 ms of CPU
 per 512 x 512 slice):
 
 1. renders the frame to 8 bits over its full range (MONOCHROME1 inverted);
@@ -12,19 +12,26 @@ per 512 x 512 slice):
 3. thresholds each at `min_contrast` grey levels (15 % of the dynamic range is ~38 levels)
    and labels connected components; a glyph is a component `min_height`..`max_height` high,
    not a solid block (a blanked box or a ruler), not a long thin curve (a cortex, a vessel);
+   a small component much longer than high with letter stems across it (a word whose
+   letters touch: anti-aliasing, JPEG) is cut into letters (`_letters`);
 4. groups glyphs into lines per height band (a morphological closing that bridges letter and
-   word gaps) and keeps a line of at least `min_glyphs` glyphs, or one glyph wide enough to be
-   a word whose letters touch (anti-aliasing, JPEG); lines are found horizontally and, for
-   rotated text, vertically; a group that anatomy marks joined (its glyphs off one line) is
-   retried with its largest subset of similar height on one line (`_consensus`);
+   word gaps) and keeps a line of at least `min_glyphs` glyphs (more inside the body: the
+   convex hull of the bright anatomy, dark organs included); lines are found horizontally
+   and, for rotated text, vertically; a group that anatomy marks joined (its glyphs off one
+   line) is retried with its largest subset of similar height on one line (`_consensus`); a
+   line most of whose glyphs lie on a stronger line (of the other direction, or of much
+   larger glyphs) is dropped (`_drop_owned`: letters of stacked lines read down as a column,
+   descenders of a large line read as a line);
 5. follows each line along its direction over strokes that stay inside its band (a last
    letter fused with anatomy, a comma) or over faint marks of its polarity that do (letters
    at its ends whose contrast fell below the glyph threshold where the anatomy under the
    text changes; also from a top-hat about half the glyph height wide, of either polarity,
-   where an anatomy edge the frame's top-hat joins with a letter drops out) and takes as its
+   where an anatomy edge the frame's top-hat joins with a letter drops out; never into the
+   glyphs of a line across it, and widened across only by glyphs in its own rows) and takes as its
    `parts` the ink next to its strokes (top-hat >= `faint`: anti-aliased edges), so that only
    the text is blanked (`TextLine.ink_boxes`: the parts joined into words), not a padded box
-   around it.
+   around it. A slanted line is blanked as a fine staircase of boxes along its fitted centre
+   line (`TextLine.band`).
 
 The result is a list of line boxes (frame pixels) with their ink. False marks (an aligned run
 of bright vessels) are tolerated: the scrubber blanks a detected line unless OCR reads it as
