@@ -219,14 +219,15 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     out: list[TextLine] = []
     ink = _Ink(gray, hats, labelled, params.faint, params.kernel)
     merged = _merge(_drop_owned(lines, params))
-    claims = [_claimed(line) for line in merged]
+    # the glyphs of the lines across a line (of the other direction) are theirs: not taken in
+    # at its ends, and its ends are not followed into them
+    across: dict[bool, tuple[set[tuple[int, ...]], npt.NDArray[np.int32]]] = {}
+    for vertical in (False, True):
+        others = set().union(*(_claimed(ln) for ln in merged if ln.vertical != vertical))
+        keep = [tuple(g) not in others for g in glyphs.tolist()] if others else []
+        across[vertical] = (others, glyphs[keep] if others else glyphs)
     for line in merged:
-        # the glyphs of the lines across it (of the other direction) are theirs: not taken
-        # in at this line's ends, and its ends are not followed into them
-        others = set().union(
-            *(c for c, o in zip(claims, merged, strict=True) if o.vertical != line.vertical)
-        )
-        free = glyphs[[tuple(g) not in others for g in glyphs.tolist()]] if others else glyphs
+        others, free = across[line.vertical]
         if line.rotated:
             ink.level = _line_level(ink, line.box, params)
             line = _reach_slanted(line, ink, params)
