@@ -228,6 +228,7 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
         across[vertical] = (others, glyphs[keep] if others else glyphs)
     for line in merged:
         others, free = across[line.vertical]
+        members = line.members
         if line.rotated:
             ink.level = _line_level(ink, line.box, params)
             line = _reach_slanted(line, ink, params)
@@ -253,7 +254,18 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
         clipped = _extend(followed, params).clip(columns, rows)
         if clipped is not None:
             parts = _parts(ink, clipped, followed.box, line.box, params.part_pad)
-            out.append(TextLine(clipped, line.glyphs, line.vertical, parts, line.size))
+            out.append(
+                TextLine(clipped, line.glyphs, line.vertical, parts, line.size, members=members)
+            )
+    return out
+
+
+def glyph_centres(line: TextLine) -> list[tuple[float, float]]:
+    """The centres (column, row) of the glyphs `line` was found from."""
+    out = []
+    for x, y, w, h in line.members:
+        along, across = x + w / 2.0, y + h / 2.0
+        out.append((across, along) if line.vertical else (along, across))
     return out
 
 
