@@ -106,6 +106,7 @@ class DetectParams:
     own_size: float = 0.6  # of another direction or of glyphs less than this x its height
     pad: int = 1
     extend: float = 0.25  # added around every line box, along it
+    extend_faint: float = 0.5  # along a low-contrast line (its level below `faint`), ink or not
     extend_across: float = 0.0  # and across it (0.125 blanked ~1 % of the frame more over
     # 40 px lines, and removed no box more: the glyphs' rows hold the text's ink)
     part_pad: int = 1  # ink components inside a line box are blanked grown by this
@@ -251,9 +252,12 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
         ink.level = _line_level(ink, line.box, params)
         walls = [Box(*g) for g in others] if others else []
         followed = _follow(line, ink, body, params, walls)
-        clipped = _extend(followed, params).clip(columns, rows)
+        faint = ink.level < params.faint  # low-contrast text: its end letters fade out
+        clipped = _extend(followed, params, faint).clip(columns, rows)
         if clipped is not None:
             parts = _parts(ink, clipped, followed.box, line.box, params.part_pad)
+            if faint and parts:  # its ends blanked out to the extended box, ink or not
+                parts += _ends(clipped, followed.box, line.vertical)
             out.append(
                 TextLine(clipped, line.glyphs, line.vertical, parts, line.size, members=members)
             )
@@ -267,6 +271,21 @@ def glyph_centres(line: TextLine) -> list[tuple[float, float]]:
         along, across = x + w / 2.0, y + h / 2.0
         out.append((across, along) if line.vertical else (along, across))
     return out
+
+
+def _ends(box: Box, inner: Box, vertical: bool) -> tuple[Box, ...]:
+    """The stretches of `box` beyond `inner` at either end along the line."""
+    if vertical:
+        pieces = (
+            Box(box.left, box.top, box.width, inner.top - box.top),
+            Box(box.left, inner.bottom, box.width, box.bottom - inner.bottom),
+        )
+    else:
+        pieces = (
+            Box(box.left, box.top, inner.left - box.left, box.height),
+            Box(inner.right, box.top, box.right - inner.right, box.height),
+        )
+    return tuple(p for p in pieces if p.area > 0)
 
 
 def _claimed(line: TextLine) -> set[tuple[int, ...]]:
@@ -868,12 +887,12 @@ def _run(
     return end
 
 
-def _extend(line: TextLine, params: DetectParams) -> Box:
+def _extend(line: TextLine, params: DetectParams, faint: bool = False) -> Box:
     """The line's box grown by `pad` and, along the line, by `extend` x its thickness (a
     glyph at either end that the grouping left out), across it by half that."""
     b = line.box
     thickness = line.thickness
-    along = params.pad + int(params.extend * thickness)
+    along = params.pad + int((params.extend_faint if faint else params.extend) * thickness)
     across = params.pad + int(params.extend_across * thickness)
     dx, dy = (across, along) if line.vertical else (along, across)
     return Box(b.left - dx, b.top - dy, b.width + 2 * dx, b.height + 2 * dy)

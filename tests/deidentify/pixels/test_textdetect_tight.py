@@ -163,3 +163,22 @@ def test_no_column_is_blanked_along_the_ends_of_stacked_blanked_lines() -> None:
         blanked[box.top : box.bottom, box.left : box.right] = True
     outside = _outside(sample)
     assert blanked[outside].mean() <= 0.05, f"{blanked[outside].mean():.3f} of the rest blanked"
+
+
+@needs_fonts
+def test_the_fading_end_letter_of_a_faint_line_is_blanked_whole() -> None:
+    """Vertical 15 % contrast text over NM anatomy whose first letter fades out (its lower
+    rows are not faint ink next to a stroke, so its part stopped short: 94 % of the ink was
+    blanked). A low-contrast line is blanked out to its ends (half its height past where it
+    was followed), ink or not: the letter is blanked whole, and what is blanked stays
+    within the text's own box."""
+    sample = burn(
+        anatomy("nm_whole_body"),
+        [Burn("ID: 8812345670", 74, 71, 16, 0.15, "FreeSerif.ttf", 90.0, antialias=False)],
+        jpeg_quality=70,
+        seed=155,
+    )
+    blanked = _blanked(sample)
+    truth = sample.boxes[0]
+    assert blanked[truth.ink].mean() >= 0.98
+    assert blanked.sum() <= truth.box.grow(2).area
