@@ -25,7 +25,7 @@ from deidentify.pixels.netdetect import NetParams, TextRegion, mask_of
 from deidentify.pixels.networker import find_regions
 from deidentify.pixels.ocr import Box, Gray8, OcrWord
 from deidentify.pixels.policy import PixelPolicy
-from deidentify.pixels.textdetect import DetectParams, TextLine, find_text
+from deidentify.pixels.textdetect import DetectParams, TextLine, find_text, glyph_centres
 
 
 def screen(
@@ -85,6 +85,28 @@ def learned_boxes(
     return out
 
 
+def _along_edges(line: TextLine, grown: Sequence[Box]) -> bool:
+    """Whether most of `line`'s glyphs lie within `grown` (blanked boxes grown by a kernel)
+    at two or more of them that run across it (blanked lines of the other direction)."""
+    if line.rotated:
+        return False
+    across = [
+        g for g in grown if (g.width >= 2 * g.height if line.vertical else g.height >= 2 * g.width)
+    ]
+    centres = glyph_centres(line)
+    touched: set[int] = set()
+    near = 0
+    for column, row in centres:
+        hits = [
+            i
+            for i, g in enumerate(across)
+            if g.left <= column < g.right and g.top <= row < g.bottom
+        ]
+        near += bool(hits)
+        touched.update(hits)
+    return bool(centres) and 2 * near >= len(centres) and len(touched) >= 2
+
+
 def ocr_view(image: Gray8, lines: Sequence[TextLine], margin: int) -> Gray8:
     """`image` (dark text on light) with everything outside the lines made white: OCR then
     reads only the lines (its region finder skips flat white)."""
@@ -131,7 +153,8 @@ def rescreen(
     """Lines the detector still finds on `frames` of the scrubbed pixels, except kept ones and
     the edges of blanked boxes: a line mostly within a kernel of a blanked box is the sliver
     of background between the box and the frame edge or another box (a real line left over
-    would reach beyond)."""
+    would reach beyond); so is a line whose glyphs lie mostly at the edges of two or more
+    blanked boxes (a column read down along the ends of stacked blanked lines)."""
     left: dict[int, list[Box]] = {}
     reach = params.kernel
     for index, lines in screen(decoded, params, sorted(set(frames))).items():
@@ -140,12 +163,14 @@ def rescreen(
         for b in blanked.get(index, []):  # a slanted line is blanked as many small boxes
             e = b.grow(reach)
             edges[max(e.top, 0) : e.bottom, max(e.left, 0) : e.right] = True
+        grown = [b.grow(reach) for b in blanked.get(index, [])]
         boxes = [
             word
             for ln in lines
             if not any(ln.box.overlap(k) for k in safe)
             and not 2 * edges[ln.box.top : ln.box.bottom, ln.box.left : ln.box.right].sum()
             >= ln.box.area
+            and not _along_edges(ln, grown)
             for word in ln.ink_boxes
         ]
         if boxes:

@@ -1,7 +1,7 @@
 """Find text-like marks in a frame without reading them (no OCR): a fast screen for every frame.
 
 Burned-in text is thin strokes of either polarity that stand out from their surroundings,
-glyphs of similar height set side by side on a line. The detector (OpenCV, about a millisecond
+glyphs of similar height set side by side on a line. The detector (OpenCV, 7-10 ms of CPU
 per 512 x 512 slice):
 
 1. renders the frame to 8 bits over its full range (MONOCHROME1 inverted);
@@ -12,19 +12,26 @@ per 512 x 512 slice):
 3. thresholds each at `min_contrast` grey levels (15 % of the dynamic range is ~38 levels)
    and labels connected components; a glyph is a component `min_height`..`max_height` high,
    not a solid block (a blanked box or a ruler), not a long thin curve (a cortex, a vessel);
+   a small component much longer than high with letter stems across it (a word whose
+   letters touch: anti-aliasing, JPEG) is cut into letters (`_letters`);
 4. groups glyphs into lines per height band (a morphological closing that bridges letter and
-   word gaps) and keeps a line of at least `min_glyphs` glyphs, or one glyph wide enough to be
-   a word whose letters touch (anti-aliasing, JPEG); lines are found horizontally and, for
-   rotated text, vertically; a group that anatomy marks joined (its glyphs off one line) is
-   retried with its largest subset of similar height on one line (`_consensus`);
+   word gaps) and keeps a line of at least `min_glyphs` glyphs (more inside the body: the
+   convex hull of the bright anatomy, dark organs included); lines are found horizontally
+   and, for rotated text, vertically; a group that anatomy marks joined (its glyphs off one
+   line) is retried with its largest subset of similar height on one line (`_consensus`); a
+   line most of whose glyphs lie on a stronger line (of the other direction, or of much
+   larger glyphs) is dropped (`_drop_owned`: letters of stacked lines read down as a column,
+   descenders of a large line read as a line);
 5. follows each line along its direction over strokes that stay inside its band (a last
    letter fused with anatomy, a comma) or over faint marks of its polarity that do (letters
    at its ends whose contrast fell below the glyph threshold where the anatomy under the
    text changes; also from a top-hat about half the glyph height wide, of either polarity,
-   where an anatomy edge the frame's top-hat joins with a letter drops out) and takes as its
+   where an anatomy edge the frame's top-hat joins with a letter drops out; never into the
+   glyphs of a line across it, and widened across only by glyphs in its own rows) and takes as its
    `parts` the ink next to its strokes (top-hat >= `faint`: anti-aliased edges), so that only
    the text is blanked (`TextLine.ink_boxes`: the parts joined into words), not a padded box
-   around it.
+   around it. A slanted line is blanked as a fine staircase of boxes along its fitted centre
+   line (`TextLine.band`).
 
 The result is a list of line boxes (frame pixels) with their ink. False marks (an aligned run
 of bright vessels) are tolerated: the scrubber blanks a detected line unless OCR reads it as
@@ -35,6 +42,7 @@ known-safe text, so a false mark costs a blanked strip, a missed line would be a
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import cv2
@@ -63,7 +71,9 @@ class DetectParams:
     min_fill: float = 0.1  # glyph ink / glyph box: below, a thin curve
     max_fill: float = 0.9  # above, a solid block
     min_glyphs: int = 3
-    word_max_height: int = 30  # one component at least this wide per height reads as a word
+    word_max_height: int = 12  # a component up to this high and at least `word_ratio` x as
+    word_ratio: float = 5.0  # long, with `word_stems` stems per 3 x its height along it, is a
+    word_stems: float = 2.0  # word whose letters touch: cut into letters (`_letters`)
     gap: float = 1.1  # letters/words closer than gap x band height join one line
     bands: tuple[tuple[int, int], ...] = ((5, 12), (9, 20), (15, 34), (26, 60))
     off_line: float = 0.3  # glyph centres may stray from the fitted line by this x height
@@ -74,28 +84,41 @@ class DetectParams:
     max_slope: float = 0.7  # about 35 degrees; steeper lines are read in the other direction
     body_window: int = 15  # anatomy: the smoothed frame above its Otsu threshold
     body_extra: int = 1  # inside it, a line needs this many more glyphs
+    body_hull: float = 0.02  # and the convex hull of its parts holding this share of the frame
+    # (0: not; the dark organs, fat and bowel between them)
     vertical_extra: int = 2  # a vertical line this many (a column of anatomy marks: MR)
     body_strict: float = 0.67  # and sits this much straighter
     absorb_rounds: int = 3  # rounds of taking in same-row glyphs at either end of a line
+    absorb_across: float = 0.15  # that widen it across by at most this x its height per side
     faint: int = 18  # grey levels: ink this strong next to a line's strokes is blanked with it
     faint_share: float = 0.35  # or this share of the line's own stroke contrast, if lower
     faint_floor: int = 8  # but never below this (noise, JPEG ringing)
     faint_reach: float = 8.0  # along the line, by at most this x its thickness per end (4.0
     body_reach: float = 8.0  # before faint marks) and over the anatomy (1.0: -2 % recall)
+    band_strokes: float = 0.2  # a column of a line's band with this x its thickness of
+    # stroke pixels (and none beside the band) continues it
     mark_height: float = 0.5  # faint marks (the line's polarity, below the glyph threshold)
     # continue a line when they lie inside its band and are at least this x its glyph height,
     word_gap: float = 2.0  # up to this x its thickness away (a word gap; strokes: `gap`)
     line_scale: float = 0.5  # and from top-hats (both polarities) this x the glyph height wide
+    owned: float = 0.5  # a line this share of whose glyphs lie on a stronger line is dropped,
+    own_band: float = 0.75  # on: within this x its glyph height of its centre line, and
+    own_size: float = 0.6  # of another direction or of glyphs less than this x its height
     pad: int = 1
-    extend: float = 0.25  # added around every line box
+    extend: float = 0.25  # added around every line box, along it
+    extend_faint: float = 0.5  # along a low-contrast line (its level below `faint`), ink or not
+    extend_across: float = 0.0  # and across it (0.125 blanked ~1 % of the frame more over
+    # 40 px lines, and removed no box more: the glyphs' rows hold the text's ink)
     part_pad: int = 1  # ink components inside a line box are blanked grown by this
 
 
 DEFAULT_DETECT = DetectParams()
 ROTATED = 0.08  # |slope| of a line's glyph centres from which it is blanked as a slanted band
-BAND_END = 1.0  # and from this x its glyph height before its first glyph to after its last
+BAND_END = 0.75  # and from this x its glyph height before its first glyph to after its last
 CONSENSUS_PAIRS = 8  # `_consensus` fits lines through glyphs at most this many apart
-BAND = 0.8  # a slanted line's band: its centre line +- this x its glyph height
+BAND = 0.7  # a slanted line's band: its centre line +- this x its glyph height
+BAND_STEP = 0.2  # blanked as boxes this x its glyph height wide along it (0.5: a coarse
+# staircase that blanked 0.15 x its height more on either side of a 20 deg line)
 
 
 @dataclass(frozen=True)
@@ -107,6 +130,8 @@ class TextLine:
     size: int = 0  # median glyph height (across the line), 0: the box's thickness
     slope: float = 0.0  # its glyph centres: across = slope * along + offset (frame pixels;
     offset: float = 0.0  # along = column, across = row; for a vertical line the other way)
+    members: tuple[tuple[int, int, int, int], ...] = ()  # its glyphs (along, across, length,
+    # height: x, y, w, h of the frame, transposed for a vertical line), as `_lines` found them
 
     @property
     def thickness(self) -> int:
@@ -119,14 +144,15 @@ class TextLine:
         return abs(self.slope) >= ROTATED
 
     def band(self) -> list[Box]:
-        """A rotated line as boxes along it (half a glyph wide each) that cover its band: the
-        fitted centre line +- `BAND` glyph heights, from a glyph before its first glyph to a
-        glyph after its last. Everything in the band is blanked (letters the grouping missed
-        included); the anatomy beside a slanted line is kept, its bounding box is not blanked.
-        `find_text` first lengthens the line over faint letters at its ends (`_reach_slanted`)."""
+        """A rotated line as boxes along it (`BAND_STEP` glyph heights wide each: a fine
+        staircase) that cover its band: the fitted centre line +- `BAND` glyph heights, from
+        `BAND_END` glyph heights before its first glyph to as far after its last. Everything
+        in the band is blanked (letters the grouping missed included); the anatomy beside a
+        slanted line is kept, its bounding box is not blanked. `find_text` first lengthens the
+        line over faint letters at its ends (`_reach_slanted`)."""
         b, size = self.box, max(self.size, 4)
         first, last = (b.top, b.bottom) if self.vertical else (b.left, b.right)
-        half, step = BAND * size + 2, max(2, size // 2)
+        half, step = BAND * size + 2, max(2, int(BAND_STEP * size))
         boxes = []
         end = int(BAND_END * size)
         for start in range(first - end, last + end, step):
@@ -193,7 +219,17 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
     lines += _lines(glyphs[:, [1, 0, 3, 2]], np.ascontiguousarray(body.T), params, vertical=True)
     out: list[TextLine] = []
     ink = _Ink(gray, hats, labelled, params.faint, params.kernel)
-    for line in _merge(lines):
+    merged = _merge(_drop_owned(lines, params))
+    # the glyphs of the lines across a line (of the other direction) are theirs: not taken in
+    # at its ends, and its ends are not followed into them
+    across: dict[bool, tuple[set[tuple[int, ...]], npt.NDArray[np.int32]]] = {}
+    for vertical in (False, True):
+        others = set().union(*(_claimed(ln) for ln in merged if ln.vertical != vertical))
+        keep = [tuple(g) not in others for g in glyphs.tolist()] if others else []
+        across[vertical] = (others, glyphs[keep] if others else glyphs)
+    for line in merged:
+        others, free = across[line.vertical]
+        members = line.members
         if line.rotated:
             ink.level = _line_level(ink, line.box, params)
             line = _reach_slanted(line, ink, params)
@@ -207,19 +243,56 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
         if line.vertical:  # absorbed in the transposed frame, where it runs along a row
             t = _absorb(
                 TextLine(_transpose(line.box), line.glyphs, size=line.size),
-                glyphs[:, [1, 0, 3, 2]],
+                free[:, [1, 0, 3, 2]],
                 params,
             )
             line = TextLine(_transpose(t.box), line.glyphs, True, size=line.size)
         else:
-            line = _absorb(line, glyphs, params)
+            line = _absorb(line, free, params)
         ink.level = _line_level(ink, line.box, params)
-        followed = _follow(line, ink, body, params)
-        clipped = _extend(followed, params).clip(columns, rows)
+        walls = [Box(*g) for g in others] if others else []
+        followed = _follow(line, ink, body, params, walls)
+        faint = ink.level < params.faint  # low-contrast text: its end letters fade out
+        clipped = _extend(followed, params, faint).clip(columns, rows)
         if clipped is not None:
             parts = _parts(ink, clipped, followed.box, line.box, params.part_pad)
-            out.append(TextLine(clipped, line.glyphs, line.vertical, parts, line.size))
+            if faint and parts:  # its ends blanked out to the extended box, ink or not
+                parts += _ends(clipped, followed.box, line.vertical)
+            out.append(
+                TextLine(clipped, line.glyphs, line.vertical, parts, line.size, members=members)
+            )
     return out
+
+
+def glyph_centres(line: TextLine) -> list[tuple[float, float]]:
+    """The centres (column, row) of the glyphs `line` was found from."""
+    out = []
+    for x, y, w, h in line.members:
+        along, across = x + w / 2.0, y + h / 2.0
+        out.append((across, along) if line.vertical else (along, across))
+    return out
+
+
+def _ends(box: Box, inner: Box, vertical: bool) -> tuple[Box, ...]:
+    """The stretches of `box` beyond `inner` at either end along the line."""
+    if vertical:
+        pieces = (
+            Box(box.left, box.top, box.width, inner.top - box.top),
+            Box(box.left, inner.bottom, box.width, box.bottom - inner.bottom),
+        )
+    else:
+        pieces = (
+            Box(box.left, box.top, inner.left - box.left, box.height),
+            Box(inner.right, box.top, box.right - inner.right, box.height),
+        )
+    return tuple(p for p in pieces if p.area > 0)
+
+
+def _claimed(line: TextLine) -> set[tuple[int, ...]]:
+    """The glyphs of `line` as (x, y, w, h) of the frame."""
+    if line.vertical:
+        return {(y, x, h, w) for x, y, w, h in line.members}
+    return set(line.members)
 
 
 def _parts(
@@ -357,6 +430,12 @@ def _body(gray: Gray8, params: DetectParams) -> npt.NDArray[np.uint8]:
     `body_window` square, above Otsu's threshold of it."""
     smooth = cv2.blur(gray, (params.body_window, params.body_window))
     _, body = cv2.threshold(smooth, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if params.body_hull:  # dark organs, fat and bowel inside the body are anatomy too
+        contours, _ = cv2.findContours(body, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        large = [c for c in contours if cv2.contourArea(c) >= params.body_hull * body.size]
+        if large:
+            hull = cv2.convexHull(np.concatenate(large))
+            cv2.fillConvexPoly(body, hull, 1)
     return np.asarray(body, dtype=np.uint8)
 
 
@@ -381,7 +460,53 @@ def _glyphs(
         & (fill >= params.min_fill)
         & (fill <= params.max_fill)
     )
-    return np.ascontiguousarray(stats[ok, :4], dtype=np.int32), np.asarray(labels, np.int32)
+    boxes = np.ascontiguousarray(stats[ok, :4], dtype=np.int32)
+    labels = np.asarray(labels, np.int32)
+    wide = (
+        ok
+        & (small > params.min_height)  # letters, not a thin curve
+        & (small <= params.word_max_height)
+        & (size >= params.word_ratio * small)
+    )
+    if not wide.any():
+        return boxes, labels
+    words = [_letters(labels, int(k) + 1, stats[k, :4], params) for k in np.flatnonzero(wide)]
+    pieces = [w for w in words if w is not None]
+    if not pieces:
+        return boxes, labels
+    whole = stats[ok & ~wide, :4]
+    kept = [
+        stats[k, :4][None, :] for k, w in zip(np.flatnonzero(wide), words, strict=True) if w is None
+    ]
+    joined = np.concatenate([whole, *kept, *pieces]).astype(np.int32)
+    return np.ascontiguousarray(joined), labels
+
+
+def _letters(
+    labels: npt.NDArray[np.int32], label: int, box: npt.NDArray[np.int32], params: DetectParams
+) -> npt.NDArray[np.int32] | None:
+    """A component much longer than high whose letters touch (small anti-aliased or JPEG
+    text: a word as one component) cut into letter boxes along its length, or None when it is
+    not such a word: text has narrow stems across its height (`word_stems` of them per
+    `word_ratio` lengths), a band of anatomy is one run along it."""
+    x, y, w, h = (int(v) for v in box)
+    piece = labels[y : y + h, x : x + w] == label
+    along, across = (w, h) if w >= h else (h, w)
+    profile = piece.sum(axis=0 if w >= h else 1)
+    stems = np.flatnonzero(np.diff(np.r_[0, (profile >= 0.7 * across).astype(np.int8)]) == 1)
+    tall = int(np.count_nonzero(profile >= 0.7 * across))
+    if stems.size < max(params.min_glyphs, params.word_stems * along / (3 * across)):
+        return None
+    if tall > 0.5 * along:  # stems wider than letters: a solid band
+        return None
+    n = max(params.min_glyphs, round(along / (0.75 * across)))
+    cuts = np.linspace(0, along, n + 1).astype(np.int32)
+    out = np.zeros((n, 4), np.int32)
+    if w >= h:
+        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = x + cuts[:-1], y, np.diff(cuts), h
+    else:
+        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = x, y + cuts[:-1], w, np.diff(cuts)
+    return out
 
 
 def _lines(
@@ -439,7 +564,18 @@ def _lines(
             w, h = right - left, bottom - top
             box = Box(top, left, h, w) if vertical else Box(left, top, w, h)
             size = int(np.median(aligned[:, 3]))
-            found.append(TextLine(box, distinct, vertical, size=size, slope=slope, offset=offset))
+            members_ = tuple(tuple(m) for m in aligned[:, :4].tolist())
+            found.append(
+                TextLine(
+                    box,
+                    distinct,
+                    vertical,
+                    size=size,
+                    slope=slope,
+                    offset=offset,
+                    members=members_,
+                )
+            )
     return found
 
 
@@ -537,6 +673,7 @@ def _absorb(line: TextLine, glyphs: npt.NDArray[np.int32], params: DetectParams)
     x, y, w, h = glyphs[:, 0], glyphs[:, 1], glyphs[:, 2], glyphs[:, 3]
     centre = y + h // 2
     similar = (h >= box.height // 2) & (h <= box.height + box.height // 4)
+    tol = max(2, int(params.absorb_across * box.height))
     for _ in range(params.absorb_rounds):
         reach = int(params.gap * box.height)
         near = (
@@ -550,8 +687,11 @@ def _absorb(line: TextLine, glyphs: npt.NDArray[np.int32], params: DetectParams)
             break
         left = min(box.left, int(x[near].min()))
         right = max(box.right, int((x[near] + w[near]).max()))
-        top = min(box.top, int(y[near].min()))
-        bottom = max(box.bottom, int((y[near] + h[near]).max()))
+        # across, only glyphs that stay within the line's own rows (a letter fused with
+        # anatomy lengthens the line, it does not widen it over the anatomy)
+        level = near & (y >= line.box.top - tol) & (y + h <= line.box.bottom + tol)
+        top = min(box.top, int(y[level].min())) if level.any() else box.top
+        bottom = max(box.bottom, int((y[level] + h[level]).max())) if level.any() else box.bottom
         grown = Box(left, top, right - left, bottom - top)
         if grown == box:
             break
@@ -564,6 +704,7 @@ def _follow(
     ink: _Ink,
     body: npt.NDArray[np.uint8],
     params: DetectParams,
+    others: Sequence[Box] = (),
 ) -> TextLine:
     """The line grown along its direction over strokes (any shape) that cross its band and
     stay inside it, while the gaps stay below a letter gap: a last letter fused with an
@@ -571,7 +712,8 @@ def _follow(
     components of the line's own polarity at its faint level (`_line_level`) that stay within
     the band (+- a third of its thickness) and are at least `mark_height` x the glyph height
     (low-contrast letters at the ends of a line that the glyph threshold missed), also after
-    a gap of up to `word_gap` x its thickness (the next word)."""
+    a gap of up to `word_gap` x its thickness (the next word). It stops before the glyphs of
+    `others` (the other lines' glyphs, frame boxes) that reach into its band."""
     b = line.box
     thickness = line.thickness
     centre = body[b.top + b.height // 2, b.left + b.width // 2]
@@ -591,7 +733,7 @@ def _follow(
     inside = np.count_nonzero(core, axis=0)
     outside = np.count_nonzero(strip, axis=0) - inside
     # a stroke across the band that stays inside it: not a noise speck, not anatomy
-    band = (inside >= max(2, thickness // 5)) & (outside == 0)
+    band = (inside >= max(2, int(params.band_strokes * thickness))) & (outside == 0)
     tall = params.mark_height * (line.size or thickness)
     marks = np.zeros(strip.shape, bool)
     for width, polarity in _hats(params.line_scale * (line.size or thickness), ink):
@@ -600,10 +742,22 @@ def _follow(
     letters = np.count_nonzero(marks[low - outer : high - outer], axis=0) >= max(2, thickness // 5)
     band |= letters
     start, stop = start - first, stop - first
+    ahead, behind = band.shape[0], 0  # another line's glyph in the band: this one ends there
+    for g in others:
+        g_low, g_high, g_start, g_stop = (
+            (g.left, g.right, g.top, g.bottom)
+            if line.vertical
+            else (g.top, g.bottom, g.left, g.right)
+        )
+        if g_high > low and g_low < high:
+            if g_start - first >= stop:
+                ahead = min(ahead, g_start - first)
+            elif g_stop - first <= start:
+                behind = max(behind, g_stop - first)
     reach = max(int(params.gap * thickness), 2)
     far = int(params.word_gap * thickness)
-    after = _run(band[stop:], reach, letters[stop:], far)
-    before = _run(band[:start][::-1], reach, letters[:start][::-1], far)
+    after = _run(band[stop:ahead], reach, letters[stop:ahead], far)
+    before = _run(band[behind:start][::-1], reach, letters[behind:start][::-1], far)
     start, stop = first + start - before, first + stop + after
     if line.vertical:
         box = Box(b.left, start, b.width, stop - start)
@@ -733,13 +887,13 @@ def _run(
     return end
 
 
-def _extend(line: TextLine, params: DetectParams) -> Box:
+def _extend(line: TextLine, params: DetectParams, faint: bool = False) -> Box:
     """The line's box grown by `pad` and, along the line, by `extend` x its thickness (a
     glyph at either end that the grouping left out), across it by half that."""
     b = line.box
     thickness = line.thickness
-    along = params.pad + int(params.extend * thickness)
-    across = params.pad + int(params.extend * thickness / 2)
+    along = params.pad + int((params.extend_faint if faint else params.extend) * thickness)
+    across = params.pad + int(params.extend_across * thickness)
     dx, dy = (across, along) if line.vertical else (along, across)
     return Box(b.left - dx, b.top - dy, b.width + 2 * dx, b.height + 2 * dy)
 
@@ -763,10 +917,55 @@ def _merge(lines: list[TextLine]) -> list[TextLine]:
             sum(ln.glyphs for ln in horizontal if box.overlap(ln.box)),
             False,
             size=max(ln.size for ln in horizontal if box.overlap(ln.box)),
+            members=tuple(m for ln in horizontal if box.overlap(ln.box) for m in ln.members),
         )
         for box in joined
     ]
     return sorted(out, key=lambda ln: (ln.box.top, ln.box.left))
+
+
+def _drop_owned(lines: list[TextLine], params: DetectParams) -> list[TextLine]:
+    """Lines most of whose glyphs belong to a stronger line (more glyphs), taken in that
+    order: a column of anatomy marks and letters of stacked text lines read down across them,
+    the descenders of a large line read as a line of their own, a slanted run through pieces
+    of large letters. Each costs a blanked strip over the anatomy, and the text it passes
+    through is blanked by its own line."""
+    ranked = sorted(lines, key=lambda ln: (-ln.glyphs, -ln.size, -ln.box.area))
+    kept: list[TextLine] = []
+    for line in ranked:
+        # the same text found twice (two height bands, two pieces) is `_merge`'s
+        stronger = [
+            k
+            for k in kept
+            if k.vertical != line.vertical
+            or k.rotated != line.rotated
+            or line.size < params.own_size * k.size
+        ]
+        owned = sum(1 for m in line.members if any(_holds(k, line, m, params) for k in stronger))
+        if not line.members or owned < params.owned * len(line.members):
+            kept.append(line)
+    return [ln for ln in lines if any(ln is k for k in kept)]
+
+
+def _holds(
+    line: TextLine, other: TextLine, member: tuple[int, int, int, int], params: DetectParams
+) -> bool:
+    """Whether a glyph of `other` lies on `line`: within its glyph span along it and
+    `own_band` x its glyph height of its fitted centre line across it, or up to one glyph
+    height from it while touching its glyphs' box (a descender under a large line)."""
+    x, y, w, h = member
+    if other.vertical != line.vertical:
+        x, y, w, h = y, x, h, w  # into `line`'s frame: along, across
+    b = line.box
+    first, last, low, high = (
+        (b.top, b.bottom, b.left, b.right) if line.vertical else (b.left, b.right, b.top, b.bottom)
+    )
+    along, across = x + w / 2.0, y + h / 2.0
+    if not first <= along <= last:
+        return False
+    off = abs(across - (line.slope * along + line.offset)) / max(line.size, 4)
+    touches = not line.rotated and y < high and y + h > low
+    return off <= params.own_band or (touches and off <= 1.0)
 
 
 def _drop_stacks(lines: list[TextLine]) -> list[TextLine]:
