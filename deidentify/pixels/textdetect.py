@@ -110,6 +110,9 @@ class DetectParams:
     extend_across: float = 0.0  # and across it (0.125 blanked ~1 % of the frame more over
     # 40 px lines, and removed no box more: the glyphs' rows hold the text's ink)
     part_pad: int = 1  # ink components inside a line box are blanked grown by this
+    rows_share: float = 0.1  # and cut across to its glyphs' rows (this quantile of their tops
+    rows_margin: float = 0.35  # to that of their bottoms) +- this x its glyph height (0.25:
+    # -3 boxes of 709; 0.5: +0.07 point unchanged; 0.35: +0.17 point, same recall)
 
 
 DEFAULT_DETECT = DetectParams()
@@ -264,10 +267,42 @@ def find_text(gray: Gray8, params: DetectParams = DEFAULT_DETECT) -> list[TextLi
             parts = _parts(ink, clipped, followed.box, line.box, params.part_pad)
             if faint and parts:  # its ends blanked out to the extended box, ink or not
                 parts += _ends(clipped, followed.box, line.vertical)
+            parts = _across(parts, members, line.vertical, max(line.size, 4), params)
             out.append(
                 TextLine(clipped, line.glyphs, line.vertical, parts, line.size, members=members)
             )
     return out
+
+
+def _across(
+    parts: tuple[Box, ...],
+    members: tuple[tuple[int, int, int, int], ...],
+    vertical: bool,
+    size: int,
+    params: DetectParams,
+) -> tuple[Box, ...]:
+    """A line's ink cut across to the rows of its glyphs (from the `rows_share` quantile of
+    their tops to that of their bottoms, +- `rows_margin` x its glyph height): faint ink joined
+    to a letter reaches into the anatomy above and below it, and so may glyphs of anatomy the
+    line took in (a 24 px line blanked 41 rows high over MR)."""
+    if not members:
+        return parts
+    tops = [across for _, across, _, _ in members]
+    bottoms = [across + height for _, across, _, height in members]
+    margin = params.rows_margin * size
+    low = int(np.quantile(tops, params.rows_share) - margin)
+    high = int(np.ceil(np.quantile(bottoms, 1 - params.rows_share) + margin))
+    out = []
+    for p in parts:
+        start, stop = (p.left, p.right) if vertical else (p.top, p.bottom)
+        start, stop = max(start, low), min(stop, high)
+        if stop <= start:
+            continue
+        if vertical:
+            out.append(Box(start, p.top, stop - start, p.height))
+        else:
+            out.append(Box(p.left, start, p.width, stop - start))
+    return tuple(out)
 
 
 def glyph_centres(line: TextLine) -> list[tuple[float, float]]:
