@@ -182,3 +182,51 @@ def test_the_fading_end_letter_of_a_faint_line_is_blanked_whole() -> None:
     truth = sample.boxes[0]
     assert blanked[truth.ink].mean() >= 0.98
     assert blanked.sum() <= truth.box.grow(2).area
+
+
+@needs_fonts
+@pytest.mark.parametrize(
+    ("name", "angle"), [("mr_brain", 20.0), ("mr_brain", -12.0), ("ct_head", -12.0)]
+)  # ct_head at 20 deg: the skull's edge in the band's reach is ink too (37 px before the text)
+def test_a_slanted_band_ends_at_the_text(name: str, angle: float) -> None:
+    """A slanted 24 px date over anatomy: its band is blanked no further along the line than
+    the text's own ink (+ a few px), not 1.5 glyph heights past its last letter into the
+    anatomy (as it was: the band was drawn again from the union of its own boxes)."""
+    base = anatomy(name)
+    columns = base.pixels.shape[1]
+    left = columns // 6
+    sample = burn(base, [Burn("17-MAR-1962", left, base.pixels.shape[0] // 3, 24, 1.0,
+                              angle=angle)])  # fmt: skip
+    blanked = _blanked(sample)
+    truth = sample.boxes[0]
+    assert blanked[truth.ink].mean() >= 0.98
+    ink_columns = np.flatnonzero(truth.ink.any(axis=0))
+    blanked_columns = np.flatnonzero(blanked.any(axis=0))
+    assert blanked_columns.min() >= ink_columns.min() - 10, (blanked_columns.min(), ink_columns)
+    assert blanked_columns.max() <= ink_columns.max() + 10, (blanked_columns.max(), ink_columns)
+
+
+MR_LINES = [
+    Burn("Rosalind Quigley", 68, 22, 24, 1.0, "FreeSerif.ttf"),
+    Burn("QUIGLEY, ROSALIND", 19, 155, 24, 1.0, "FreeMono.ttf"),
+    Burn("Acc 77340012", 232, 97, 24, 1.0, "DejaVuSans-ExtraLight.ttf"),
+]
+
+
+@needs_fonts
+def test_lines_over_mr_are_blanked_within_their_glyphs_rows() -> None:
+    """24 px lines over an MR abdomen (noisy, MONOCHROME1) whose anatomy marks the lines take
+    in: the names are blanked over the rows of its letters (+- a third of their height), not a
+    strip 41-44 rows high (as it was: faint ink joined to letters, and anatomy glyphs in the
+    line, widened it)."""
+    sample = burn(anatomy("mr_abdomen"), MR_LINES, noise=0.01, monochrome1=True, seed=231)
+    blanked = _blanked(sample)
+    for truth in sample.boxes:
+        assert blanked[truth.ink].mean() >= 0.98
+        if truth.spec.text.startswith("Acc"):
+            continue  # still a strip below it (rows +9..+20), from a mark in the MR bowel
+        box = truth.box
+        strip = blanked[:, box.left : box.right]
+        above = int(strip[box.top - 20 : box.top - 9].sum())
+        below = int(strip[box.bottom + 9 : box.bottom + 20].sum())
+        assert above == below == 0, (truth.spec.text, above, below)
