@@ -13,28 +13,10 @@ import pytest
 from deidentify.pixels import PixelPolicy, RuleSet, netdetect, scrub
 from deidentify.pixels.frames import decode, render_gray8
 from deidentify.pixels.textdetect import find_text
-from tests.deidentify.pixels.synth import FakeOcr
-from tests.factories.burned_text import Anatomy, Burn, Sample, anatomy, burn, installed_fonts
-
-POLICY = PixelPolicy(rules=RuleSet(), learned="off")  # the classical detector alone
-needs_fonts = pytest.mark.skipif(
-    len(installed_fonts()) < 3, reason="Debian fonts (fonts-dejavu-core, fonts-liberation) missing"
-)
-
-
-def _dark(rows: int = 320, columns: int = 512) -> Anatomy:
-    pixels = np.full((rows, columns), 40, np.int32)
-    pixels[0, 0] = 1000  # the dynamic range of a CT window
-    return Anatomy("dark", pixels, "CT")
-
-
-def _blanked(sample: Sample) -> np.ndarray:
-    result = scrub(sample.ds, POLICY, FakeOcr([]))
-    assert result.dataset is not None, result.reason
-    blanked = np.zeros((int(sample.ds.Rows), int(sample.ds.Columns)), bool)
-    for box in result.boxes.get(0, []):
-        blanked[box.top : box.bottom, box.left : box.right] = True
-    return blanked
+from tests.deidentify.pixels.classical import blanked as _blanked
+from tests.deidentify.pixels.classical import dark as _dark
+from tests.deidentify.pixels.classical import needs_fonts
+from tests.factories.burned_text import Burn, Sample, anatomy, burn
 
 
 def _outside(sample: Sample, grow: int = 3) -> np.ndarray:
