@@ -20,6 +20,7 @@ time, before it is renamed into place; nothing is read whole.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,53 @@ def clear_written(path: Path, todo: Plan) -> Cleared:
         return clear_file(fd, int(offset), int(length), todo)
     finally:
         os.close(fd)
+
+
+MIN_SCANNED = 6  # shorter values occur in compressed bytes by chance (3 letters: ~6 per 100 MB)
+
+
+def scanned_needles(values: list[str]) -> list[bytes]:
+    """The identifying values (`clean.identifying_values`, no dates) as the byte strings searched
+    for in compressed Pixel Data: as written in DICOM (ASCII/UTF-8 and Latin-1), upper and as
+    given, at least `MIN_SCANNED` bytes."""
+    out: set[bytes] = set()
+    for value in values:
+        for form in (value, value.upper()):
+            for codec in ("utf-8", "latin-1"):
+                try:
+                    data = form.strip().encode(codec)
+                except UnicodeEncodeError:
+                    continue
+                if len(data) >= MIN_SCANNED:
+                    out.add(data)
+    return sorted(out, key=lambda b: (-len(b), b))
+
+
+def holds_any(path: Path, offset: int, needles: Sequence[bytes]) -> bool:
+    """Whether the file at `path` holds one of `needles` anywhere from `offset` to its end
+    (blocks overlapping by the longest needle, so none is missed across a block edge)."""
+    if not needles:
+        return False
+    overlap = max(len(n) for n in needles) - 1
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        carry = b""
+        while block := handle.read(_BLOCK):
+            window = carry + block
+            if any(n in window for n in needles):
+                return True
+            carry = window[-overlap:] if overlap else b""
+    return False
+
+
+def compressed_value_offset(path: Path) -> int | None:
+    """Where the encapsulated Pixel Data value of the Part 10 file at `path` begins; None when
+    its Pixel Data is native (or absent)."""
+    with open(path, "rb") as handle:
+        ds = dcmread(handle, defer_size=64, force=False)
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        if syntax in NATIVE_LITTLE_ENDIAN or PIXEL_DATA not in ds:
+            return None
+        raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    offset = getattr(raw, "value_tell", None)
+    return None if offset is None else int(offset)

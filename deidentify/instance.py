@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from deidentify import fastpath, hidden_bits
+from deidentify.clean import identifying_values
 from deidentify.documents import DocumentHeldBack
 from deidentify.engine import PseudonymKeys, apply
 from deidentify.identity import StudyIdentity
@@ -288,8 +289,15 @@ def _dataset_path(
         out = result.dataset
         uids = (str(out.StudyInstanceUID), str(out.SeriesInstanceUID), str(out.SOPInstanceUID))
         target = place(*uids)
+        needles = hidden_bits.scanned_needles(identifying_values(original, include_dates=False))
         try:
-            cleared = _write(out, target, written_from, patch, streamed_only=written_from != src)
+            cleared = _write(
+                out, target, written_from, patch, streamed_only=written_from != src,
+                needles=needles,
+            )  # fmt: skip
+        except Refused as refused:
+            refused.scrubbed = scrubbed
+            raise
         except Exception as exc:
             unreadable = isinstance(exc, PixelError)
             kind = RefusalKind.PIXELS_UNREADABLE if unreadable else RefusalKind.WRITE
@@ -306,7 +314,13 @@ def _dataset_path(
 
 
 def _write(
-    out: Dataset, target: Path, source: Path, frames: Path | None, *, streamed_only: bool
+    out: Dataset,
+    target: Path,
+    source: Path,
+    frames: Path | None,
+    *,
+    streamed_only: bool,
+    needles: Sequence[bytes] = (),
 ) -> hidden_bits.Cleared:
     """Pixel Data copied from `source` (where `out`'s deferred element lies); `frames`: the
     scrubbed native frames of an instance scrubbed in batches, which replace the copied ones
@@ -328,6 +342,14 @@ def _write(
         todo = hidden_bits.plan_of(out)
         if todo is not None:  # e.g. an embedded overlay in the unused high bits
             cleared = hidden_bits.clear_written(tmp, todo)
+        compressed = hidden_bits.compressed_value_offset(tmp)
+        if compressed is not None and hidden_bits.holds_any(tmp, compressed, needles):
+            # e.g. a JPEG comment or application segment naming the patient
+            raise Refused(
+                RefusalKind.VERIFICATION,
+                "verification-failed: an identifying value of the original is in the bytes of "
+                "the compressed Pixel Data (e.g. a JPEG comment or application segment)",
+            )
     except BaseException:
         tmp.unlink(missing_ok=True)  # may hold unscrubbed frames: never left behind
         raise

@@ -195,3 +195,54 @@ def test_the_hubs_second_check_finds_hidden_bits_an_older_agent_left(tmp_path: P
     assert "8812" not in found[0].message  # names attributes, never values
     clean.PixelData = np.frombuffer(dcmread(written.path).PixelData, np.uint16).tobytes() + b"ID"
     assert "pixel-data-hidden-bits" in {f.code for f in verify_output(clean, BASIC)}
+
+
+def _jpeg_instance(tmp_path: Path, comment: bytes | None) -> Path:
+    """A JPEG Baseline CT (8 bits) whose codestream carries `comment` in a COM segment."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    path = make_ct_study(tmp_path / "in", instances=1).files[0]
+    ds = dcmread(path)
+    pixels = (ds.pixel_array.astype(np.float32) / max(int(ds.pixel_array.max()), 1) * 255).astype(
+        np.uint8
+    )
+    stream = io.BytesIO()
+    extra = {"comment": comment} if comment is not None else {}
+    Image.fromarray(pixels, mode="L").save(stream, format="JPEG", quality=90, **extra)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    for keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.PixelData = encapsulate([stream.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.LossyImageCompression = "01"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("pixels", [None, PixelStage(POLICY, None)], ids=["header", "pixel-stage"])
+def test_a_jpeg_comment_naming_the_patient_keeps_the_instance_home(
+    tmp_path: Path, pixels: PixelStage | None
+) -> None:
+    """A vendor's JPEG comment (or application segment) with the patient's name or ID is in
+    the compressed Pixel Data's bytes, where no header check looks: refused (quarantined) with
+    a reason that names no value; the same image without it goes out."""
+    from deidentify.instance import RefusalKind, Refused
+
+    profile = CLEAN_PIXELS if pixels is not None else BASIC
+    name = str(dcmread(make_ct_study(tmp_path / "peek", instances=1).files[0]).PatientName)
+    with_comment = _jpeg_instance(tmp_path / "a", f"Patient {name}".encode())
+    with pytest.raises(Refused) as refused:
+        deidentify_instance(with_comment, under(tmp_path / "out"), profile, KEYS, pixels=pixels)
+    assert refused.value.kind == RefusalKind.VERIFICATION
+    assert "compressed Pixel Data" in str(refused.value) and name not in str(refused.value)
+    assert not list((tmp_path / "out").rglob("*.dcm*"))  # nothing left behind
+    clean = _jpeg_instance(tmp_path / "b", b"Acme scanner v2")
+    written = deidentify_instance(clean, under(tmp_path / "out"), profile, KEYS, pixels=pixels)
+    assert written.path.exists()
