@@ -220,7 +220,9 @@ def scanned_needles(values: list[str]) -> list[bytes]:
                     continue
                 if len(data) >= MIN_SCANNED:
                     out.add(data)
-    return sorted(out, key=lambda b: (-len(b), b))
+    # a value that holds another is found with it ("QUIGLEY^ROSALIND" with "QUIGLEY")
+    kept = [n for n in out if not any(other != n and other in n for other in out)]
+    return sorted(kept, key=lambda b: (-len(b), b))
 
 
 def holds_any(path: Path, offset: int, needles: Sequence[bytes]) -> bool:
