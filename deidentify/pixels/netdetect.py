@@ -40,11 +40,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from deidentify.pixels.ocr import Box
+from deidentify.pixels.opencv import cv2
 
 MODEL_NAME = "ch_PP-OCRv4_det_infer.onnx"
 MODEL_SHA256 = "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"

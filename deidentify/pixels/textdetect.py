@@ -45,14 +45,12 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from deidentify.pixels.frames import Frames, render_gray8
 from deidentify.pixels.ocr import Box, Gray8, merge_until_stable
-
-cv2.setNumThreads(1)  # one core per worker: the agent runs a process per core
+from deidentify.pixels.opencv import cv2
 
 
 @dataclass(frozen=True)
