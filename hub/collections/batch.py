@@ -65,6 +65,7 @@ class _Checked:
     series_uid: str
 
 
+@fewer_collections()  # the batch's instances are kept until indexed (collector)
 def add_batch(
     session: Session,
     files: InstanceFiles,
@@ -75,18 +76,6 @@ def add_batch(
 ) -> dict[str, int]:
     """Check, store and index `items` (Part 10 files); returns how many were stored, were
     duplicates, quarantined or conflicts (another instance under a SOP Instance UID held)."""
-    with fewer_collections():  # the batch's instances are kept until indexed (collector)
-        return _add_batch(session, files, collection, items, source, writers)
-
-
-def _add_batch(
-    session: Session,
-    files: InstanceFiles,
-    collection: Collection,
-    items: Sequence[bytes],
-    source: Source,
-    writers: Executor,
-) -> dict[str, int]:
     profile = collection_profile(collection)
     passed: list[_Checked] = []
     refused: list[tuple[str, list[Finding]]] = []
