@@ -13,8 +13,9 @@ OpenCV; the OCR words come in from the caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,19 +28,15 @@ from deidentify.pixels.ocr import Box, Gray8, OcrWord
 from deidentify.pixels.policy import PixelPolicy
 from deidentify.pixels.textdetect import DetectParams, TextLine, find_text, glyph_centres
 
+_Found = TypeVar("_Found")
+
 
 def screen(
     decoded: Decoded, params: DetectParams, frames: Iterable[int] | None = None
 ) -> dict[int, list[TextLine]]:
     """Text-like lines per frame (frames without any are left out)."""
-    found: dict[int, list[TextLine]] = {}
     indices = range(decoded.count) if frames is None else frames
-    for index in indices:
-        gray = render_gray8(decoded.frames[index], decoded.photometric)
-        lines = find_text(gray, params)
-        if lines:
-            found[index] = lines
-    return found
+    return _per_frame(decoded, indices, lambda gray: find_text(gray, params))
 
 
 def learned(
@@ -47,12 +44,19 @@ def learned(
 ) -> dict[int, list[TextRegion]]:
     """The learned detector's text regions per frame (frames without any are left out); the
     caller checks `netdetect.is_available()` first."""
-    found: dict[int, list[TextRegion]] = {}
-    for index in sorted(set(frames)):
-        gray = render_gray8(decoded.frames[index], decoded.photometric)
-        regions = find_regions(gray, params)
-        if regions:
-            found[index] = regions
+    return _per_frame(decoded, sorted(set(frames)), lambda gray: find_regions(gray, params))
+
+
+def _per_frame(
+    decoded: Decoded, indices: Iterable[int], find: Callable[[Gray8], list[_Found]]
+) -> dict[int, list[_Found]]:
+    """What `find` finds on each of the frames, rendered to 8 bits in display polarity (frames
+    where it finds nothing are left out)."""
+    found: dict[int, list[_Found]] = {}
+    for index in indices:
+        hits = find(render_gray8(decoded.frames[index], decoded.photometric))
+        if hits:
+            found[index] = hits
     return found
 
 
