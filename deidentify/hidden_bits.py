@@ -187,20 +187,33 @@ def plan_of(ds: Dataset) -> Plan | None:
     return plan(rows, columns, samples, frames, (allocated, stored, high, representation))
 
 
-def clear_written(path: Path, todo: Plan) -> Cleared:
-    """`clear_file` on the Pixel Data of the Part 10 file at `path` (found by reading its header
-    with the value deferred); the number of samples changed."""
+class ValueInPixelData(Exception):
+    """An identifying value of the original is in the bytes of compressed Pixel Data."""
+
+
+def clean_written(path: Path, todo: Plan | None, needles: Sequence[bytes]) -> Cleared:
+    """Once the Part 10 file at `path` is written (its header read once, the value deferred):
+    `clear_file` on its native Pixel Data when there is a `todo`; for compressed Pixel Data, the
+    search for `needles` in its bytes (`ValueInPixelData` when one is there)."""
     with open(path, "rb") as handle:
         ds = dcmread(handle, defer_size=64, force=False)
+        if PIXEL_DATA not in ds:
+            return Cleared()
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
         raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
     offset, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-    if offset is None or length is None or length == 0xFFFFFFFF:
-        raise ValueError("the written file's Pixel Data could not be located")
-    fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-    try:
-        return clear_file(fd, int(offset), int(length), todo)
-    finally:
-        os.close(fd)
+    if todo is not None:
+        if offset is None or length is None or length == 0xFFFFFFFF:
+            raise ValueError("the written file's Pixel Data could not be located")
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        try:
+            return clear_file(fd, int(offset), int(length), todo)
+        finally:
+            os.close(fd)
+    compressed = syntax not in NATIVE_LITTLE_ENDIAN and offset is not None
+    if compressed and holds_any(path, int(offset or 0), needles):  # e.g. a JPEG comment
+        raise ValueInPixelData
+    return Cleared()
 
 
 MIN_SCANNED = 6  # shorter values occur in compressed bytes by chance (3 letters: ~6 per 100 MB)
@@ -240,16 +253,3 @@ def holds_any(path: Path, offset: int, needles: Sequence[bytes]) -> bool:
                 return True
             carry = window[-overlap:] if overlap else b""
     return False
-
-
-def compressed_value_offset(path: Path) -> int | None:
-    """Where the encapsulated Pixel Data value of the Part 10 file at `path` begins; None when
-    its Pixel Data is native (or absent)."""
-    with open(path, "rb") as handle:
-        ds = dcmread(handle, defer_size=64, force=False)
-        syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-        if syntax in NATIVE_LITTLE_ENDIAN or PIXEL_DATA not in ds:
-            return None
-        raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
-    offset = getattr(raw, "value_tell", None)
-    return None if offset is None else int(offset)

@@ -331,7 +331,6 @@ def _write(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     try:
-        cleared = hidden_bits.Cleared()
         if frames is not None or streamed_only:
             if not write_streamed(out, tmp, source):
                 raise PixelError("the instance scrubbed in batches could not be written")
@@ -339,17 +338,14 @@ def _write(
                 patch_pixels(tmp, frames)
         elif not write_streamed(out, tmp, source):  # e.g. pixels changed by the scrub
             out.save_as(tmp, enforce_file_format=True)
-        todo = hidden_bits.plan_of(out)
-        if todo is not None:  # e.g. an embedded overlay in the unused high bits
-            cleared = hidden_bits.clear_written(tmp, todo)
-        compressed = hidden_bits.compressed_value_offset(tmp)
-        if compressed is not None and hidden_bits.holds_any(tmp, compressed, needles):
-            # e.g. a JPEG comment or application segment naming the patient
+        try:  # e.g. an embedded overlay in the unused high bits; a JPEG comment with a name
+            cleared = hidden_bits.clean_written(tmp, hidden_bits.plan_of(out), needles)
+        except hidden_bits.ValueInPixelData:
             raise Refused(
                 RefusalKind.VERIFICATION,
                 "verification-failed: an identifying value of the original is in the bytes of "
                 "the compressed Pixel Data (e.g. a JPEG comment or application segment)",
-            )
+            ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)  # may hold unscrubbed frames: never left behind
         raise
