@@ -74,7 +74,8 @@ from tests.factories.dicom import FakePatient, random_ct_study  # noqa: E402
 from tests.factories.orthanc import ORTHANC_AE as FACTORY_ORTHANC_AE  # noqa: E402
 from tests.factories.orthanc import Orthanc as TestOrthanc  # noqa: E402
 from tests.factories.orthanc import start_orthanc  # noqa: E402
-from tests.federation import BIN, AgentHandle, Federation, free_port  # noqa: E402
+from tests.federation import BIN, AgentHandle, Federation  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 SECTION = "agent throughput and memory"
 INTRO = (

@@ -35,6 +35,7 @@ sys.path[:0] = [str(ROOT)]
 from certs.tls import client_ssl_context  # noqa: E402
 from hub.bootstrap import init_hub  # noqa: E402
 from hub.settings import HubSettings  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 CHILD = """
 import asyncio, sys
@@ -46,12 +47,6 @@ if sys.argv[2] == "uncapped":
 asyncio.run(serve(HubSettings.model_validate_json(sys.argv[1])))
 """
 PIECE = b"x" * (256 * 1024)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _attack(port: int, context: ssl.SSLContext, total: int, chunked: bool) -> str:
@@ -147,7 +142,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hexchange-bodycap-") as tmp:
         for variant in ("capped", "uncapped"):
             settings = HubSettings(
-                data_dir=Path(tmp) / variant, node_port=_free_port(), public_port=_free_port()
+                data_dir=Path(tmp) / variant, node_port=free_port(), public_port=free_port()
             )
             init_hub(settings)
             results.append(run_variant(settings, variant, args.mib, args.clients))

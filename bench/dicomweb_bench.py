@@ -66,7 +66,7 @@ from hub.settings import HubSettings  # noqa: E402
 from hub.sites import service as sites  # noqa: E402
 from hub.users import service as users  # noqa: E402
 from tests.factories.collections import deidentified_study, key_file, part10  # noqa: E402
-from tests.federation import free_port  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 NAME = "bench"

@@ -41,7 +41,7 @@ from hub.principals import Principal, Role  # noqa: E402
 from hub.services import build_services  # noqa: E402
 from hub.settings import HubSettings  # noqa: E402
 from hub.users import service as users  # noqa: E402
-from tests.federation import free_port  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 ORGS = 10

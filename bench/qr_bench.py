@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.factories.dicom import FakePatient, make_ct_study
 from tests.factories.orthanc import Orthanc, start_orthanc
-from tests.federation import AgentHandle, Federation, free_port
+from tests.federation import AgentHandle, Federation
+from tests.ports import free_port
 
 PATIENT = FakePatient(name="Benchmark^Bernadette", patient_id="BENCH-0001", birth_date="19600101")
 SIZES = (1, 3, 10)

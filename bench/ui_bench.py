@@ -43,7 +43,7 @@ from hub.principals import Principal, Role  # noqa: E402
 from hub.services import build_services  # noqa: E402
 from hub.settings import HubSettings  # noqa: E402
 from hub.users import service as users  # noqa: E402
-from tests.federation import free_port  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 PASSWORD = "bench password not secret"
 ORGS = 10

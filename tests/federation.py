@@ -22,14 +22,9 @@ from typing import Any
 import httpx
 
 from certs.tls import client_ssl_context
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _command(name: str) -> str:

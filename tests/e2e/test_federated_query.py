@@ -37,8 +37,9 @@ from pydicom.dataset import Dataset
 from node_agent.cli import app as agent_app
 from tests.factories.dicom import FakePatient, SyntheticStudy, make_ct_study, pixel_bytes
 from tests.factories.orthanc import Orthanc, OrthancUnavailable, start_orthanc
-from tests.federation import AgentHandle, Federation, free_port
+from tests.federation import AgentHandle, Federation
 from tests.hub.test_no_phi import _hits
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.slow,

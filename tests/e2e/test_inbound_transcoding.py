@@ -35,7 +35,7 @@ from node_agent.config import InboundSection
 from node_agent.dicom.store import PacsStore, SopClassRefused
 from tests.factories.dicom import FakePatient, ct_slice
 from tests.factories.orthanc import Orthanc, OrthancUnavailable, start_orthanc
-from tests.federation import free_port
+from tests.ports import free_port
 
 AGENT_AE = "HEXAGENT"
 UNCOMPRESSED_ONLY = [ImplicitVRLittleEndian, ExplicitVRLittleEndian]

@@ -247,7 +247,7 @@ def test_burned_in_name_is_blanked_before_a_deidentified_copy_leaves(
 @ON_POSTGRES
 def test_inbound_study_lands_in_the_receiving_pacs(federation: Federation, tmp_path: Path) -> None:
     from tests.factories.orthanc import OrthancUnavailable, start_orthanc
-    from tests.federation import free_port
+    from tests.ports import free_port
 
     b_port = free_port()
     try:

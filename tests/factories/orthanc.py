@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from tests.federation import free_port, storescu
+from tests.federation import storescu
+from tests.ports import free_port
 
 ORTHANC_AE = "ORTHANC"
 

@@ -16,7 +16,6 @@ import datetime as dt
 import io
 import os
 import secrets
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from hub.bootstrap import init_hub
 from hub.db import make_engine
 from hub.server import serve
 from hub.settings import HubSettings
+from tests.ports import free_port
 from wire.api import (
     EnrollRequest,
     EnrollResponse,
@@ -122,12 +122,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 # --- a running hub --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -34,7 +34,8 @@ from hub.models import Organization
 from hub.settings import HubSettings
 from tests.factories.collections import make_collection, part10
 from tests.factories.dicom import FakePatient, ct_slice
-from tests.hub.conftest import SKIP_POSTGRES_ENV, Hub, free_port, postgres_database, running_hub
+from tests.hub.conftest import SKIP_POSTGRES_ENV, Hub, postgres_database, running_hub
+from tests.ports import free_port
 
 COLLECTION = "sequences"
 PROFILE = ["retain-long-full-dates", "clean-descriptors"]  # keeps Request Attributes Sequence

@@ -27,7 +27,7 @@ from tests.factories.orthanc import (
     OrthancUnavailable,
     start_orthanc,
 )
-from tests.federation import free_port
+from tests.ports import free_port
 
 AGENT_AE = "HEXAGENT"
 

@@ -23,8 +23,8 @@ from node_agent.config import AgentConfig
 from node_agent.dicom.pacs_config import PacsSection
 from node_agent.dicom.pull import Puller, PullError, PullQuery, pull_loop_step
 from tests.factories.dicom import pixel_bytes
-from tests.federation import free_port
 from tests.node_agent.conftest import AGENT_AE, AgentScp, Orthanc, Study, make_study
+from tests.ports import free_port
 
 D = dt.date
 

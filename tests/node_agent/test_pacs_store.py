@@ -9,8 +9,8 @@ import pytest
 
 from node_agent.config import InboundSection
 from node_agent.dicom.store import FolderStore, PacsStore, StoreError
-from tests.federation import free_port
 from tests.node_agent.conftest import AGENT_AE, Orthanc, make_study
+from tests.ports import free_port
 
 
 def _store(port: int, **kw: float) -> PacsStore:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,19 +20,14 @@ from node_agent.pipeline import mark_stable
 from node_agent.spool import Spool
 from node_agent.state import AgentState
 from tests.factories.dicom import make_ct_study
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 @pytest.fixture
 def scp(tmp_path: Path) -> Iterator[tuple[int, Spool, AgentState]]:
     state = AgentState(tmp_path / "state.db")
     spool = Spool(tmp_path / "spool", state)
-    port = _free_port()
+    port = free_port()
     server = start_scp(DicomSection(ae_title="HEXTEST", port=port), spool)
     try:
         yield port, spool, state
@@ -81,7 +75,7 @@ def test_unwritable_spool_answers_out_of_resources(tmp_path: Path) -> None:
     blocker.mkdir()
     spool = Spool(blocker / "spool", state)
     # the study folder cannot be created: a file stands where it must go
-    port = _free_port()
+    port = free_port()
     server = start_scp(DicomSection(ae_title="HEXTEST", port=port), spool)
     try:
         ds = dcmread(make_ct_study(tmp_path / "s", instances=1).files[0])
@@ -125,7 +119,7 @@ def test_dicom_tls_with_client_certificates(tmp_path: Path) -> None:
     modality = network.site("org-a", "modality")
     state = AgentState(tmp_path / "state.db")
     spool = Spool(tmp_path / "spool", state)
-    port = _free_port()
+    port = free_port()
     config = DicomSection(
         ae_title="HEXTEST",
         port=port,
@@ -164,7 +158,7 @@ def test_quiet_period_follows_the_sending_modality(tmp_path: Path) -> None:
     )
     state = AgentState(tmp_path / "state.db")
     spool = Spool(tmp_path / "spool", state)
-    port = _free_port()
+    port = free_port()
     server = start_scp(
         DicomSection(ae_title="HEXTEST", port=port), spool, pipeline.quiet_period_for
     )

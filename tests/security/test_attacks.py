@@ -33,7 +33,8 @@ from hub.bootstrap import init_hub
 from hub.fleet_view import site_table
 from hub.models import Bundle, QuotaRefusal, Site
 from hub.settings import HubSettings
-from tests.hub.conftest import EnrolledSite, Hub, enroll_request, free_port, raw_public, running_hub
+from tests.hub.conftest import EnrolledSite, Hub, enroll_request, raw_public, running_hub
+from tests.ports import free_port
 from tests.security.conftest import (
     HubFactory,
     assert_unchanged,

@@ -17,7 +17,8 @@ from hub.bootstrap import init_hub
 from hub.principals import Principal
 from hub.settings import HubSettings
 from hub.sites import service as sites
-from tests.hub.conftest import Hub, free_port, running_hub
+from tests.hub.conftest import Hub, running_hub
+from tests.ports import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"

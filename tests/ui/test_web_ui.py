@@ -455,7 +455,7 @@ def test_a_real_agent_sends_under_the_policy_saved_on_the_page_and_goes_stale_wh
 
     from tests.factories.dicom import make_ct_study
     from tests.federation import storescu
-    from tests.hub.conftest import free_port
+    from tests.ports import free_port
 
     make_site(ui_hub, "org-a", "clinic-k")
     ui_hub.enroll("org-b", "lab-k")  # org B's keys are published: it can receive
