@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
+from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 from deidentify.cli import app
@@ -108,6 +109,18 @@ def test_cli_rejects_unknown_option_and_short_key(tmp_path: Path) -> None:
     assert "retain-all" in result.output
 
 
+def _one_capture_input(tmp_path: Path, ds: Dataset) -> tuple[Path, Path]:
+    """An input folder holding one synthetic secondary capture (fresh study and series UIDs)
+    and a pseudonym key file: what `hexchange-deid` is pointed at."""
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    src = tmp_path / "in"
+    src.mkdir()
+    ds.save_as(src / "sc.dcm", enforce_file_format=True)
+    key = tmp_path / "key"
+    key.write_text(SECRET.hex())
+    return src, key
+
+
 @pytest.mark.skipif(
     not __import__("deidentify.pixels", fromlist=["TesseractBackend"])
     .TesseractBackend()
@@ -116,17 +129,11 @@ def test_cli_rejects_unknown_option_and_short_key(tmp_path: Path) -> None:
 )
 def test_clean_pixel_data_option_really_scrubs_pixels(tmp_path: Path) -> None:
     import numpy as np
-    from pydicom.uid import generate_uid
 
     from tests.deidentify.pixels.synth import corner_texts, mono_image
 
     drawn = mono_image(texts=corner_texts(480, 640, 20))
-    drawn.ds.StudyInstanceUID, drawn.ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    src = tmp_path / "in"
-    src.mkdir()
-    drawn.ds.save_as(src / "sc.dcm", enforce_file_format=True)
-    key = tmp_path / "key"
-    key.write_text(SECRET.hex())
+    src, key = _one_capture_input(tmp_path, drawn.ds)
     out = tmp_path / "out"
     result = runner.invoke(
         app, [str(src), str(out), "--key-file", str(key), "--option", "clean-pixel-data"]
@@ -182,19 +189,11 @@ def test_pixel_learned_option_reaches_the_pixel_policy(
 ) -> None:
     """--pixel-learned sets the scrubber's learned stage: every-frame without the model
     quarantines (it was told every frame must be checked by it); a wrong value is refused."""
-    from pydicom.uid import generate_uid
-
     from deidentify.pixels import netdetect
     from tests.deidentify.pixels.synth import mono_image
 
     monkeypatch.setenv(netdetect.MODEL_ENV, str(tmp_path / "no-model.onnx"))
-    drawn = mono_image(texts=[])
-    drawn.ds.StudyInstanceUID, drawn.ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    src = tmp_path / "in"
-    src.mkdir()
-    drawn.ds.save_as(src / "sc.dcm", enforce_file_format=True)
-    key = tmp_path / "key"
-    key.write_text(SECRET.hex())
+    src, key = _one_capture_input(tmp_path, mono_image(texts=[]).ds)
     args = [str(src), "--key-file", str(key), "--option", "clean-pixel-data", "--workers", "1"]
     refused = runner.invoke(app, [*args, str(tmp_path / "o1"), "--pixel-learned", "sometimes"])
     assert refused.exit_code == 2 and "--pixel-learned" in refused.output
