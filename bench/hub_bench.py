@@ -50,11 +50,14 @@ PASSWORD = "bench password not secret"
 
 def _copy(conn: psycopg.Connection, table: str, columns: list[str], rows: object) -> int:
     count = 0
-    with conn.cursor() as cur, cur.copy(
-        sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
-        )
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN").format(
+                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
+        ) as copy,
+    ):
         for row in rows:  # type: ignore[attr-defined]
             copy.write_row(row)
             count += 1
@@ -248,8 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
-
-
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -99,8 +99,6 @@ def load(settings: HubSettings, sites: int) -> dict[str, str]:
     return {"token": token}
 
 
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

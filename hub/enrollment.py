@@ -57,8 +57,7 @@ def _precheck(csr_pem: str, raw_key: bytes, signature: bytes, what: str) -> None
     except InvalidSignature as exc:
         raise EnrollmentRefused(
             f"the encryption key is not signed by the key in the CSR; {what} refused, "
-            "nothing was issued"
-            + ("; the token is still valid" if what == "enrollment" else "")
+            "nothing was issued" + ("; the token is still valid" if what == "enrollment" else "")
         ) from exc
 
 

@@ -18,8 +18,9 @@ echo "==> real ultrasound test files (PyPI deid-data sdist, cached outside the r
 .venv/bin/python tools/fetch_deid_data.py >/dev/null 2>&1 \
   || echo "==> could not fetch deid-data: its tests will be skipped"
 
-echo "==> ruff"
+echo "==> ruff (lint and format)"
 .venv/bin/ruff check wire deidentify certs node_agent hub tests scripts tools bench
+.venv/bin/ruff format --check wire deidentify certs node_agent hub tests scripts tools bench
 echo "==> mypy --strict (wire, deidentify, certs, hub, node_agent)"
 .venv/bin/mypy wire deidentify certs hub node_agent
 echo "==> import-linter (package boundaries: pyproject.toml [tool.importlinter])"

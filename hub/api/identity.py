@@ -47,7 +47,6 @@ def client_certificate_pem(scope: MutableMapping[str, Any]) -> str:
     return leaf.decode() if isinstance(leaf, bytes) else str(leaf)
 
 
-
 def check_current_certificate(
     session: Session, identity: SiteIdentity, *, overlap: dt.timedelta, is_revoked: Any
 ) -> None:

@@ -33,7 +33,6 @@ class AuditBroken(ValueError):
     """The log was changed after the fact; the message says where."""
 
 
-
 def entry_hash(prev_hash: str, event: AuditEvent) -> str:
     material = json.dumps(
         [
@@ -91,9 +90,7 @@ def record(
     )
     event.hash = entry_hash(prev, event)
     session.add(event)
-    session.exec(
-        update(AuditHead).where(col(AuditHead.id) == 1).values(hash=event.hash)
-    )
+    session.exec(update(AuditHead).where(col(AuditHead.id) == 1).values(hash=event.hash))
     return event
 
 
@@ -115,9 +112,7 @@ def record_many(session: Session, events: Sequence[Mapping[str, str]]) -> tuple[
     )
     if locked.rowcount == 0:  # a database made before the head row existed
         connection.execute(insert(_HEAD).values(id=1, seq=count, hash=GENESIS))
-    last, prev = connection.execute(
-        select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
-    ).one()
+    last, prev = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)).one()
     seq = last - count
     rows: list[dict[str, object]] = []
     for fields in events:

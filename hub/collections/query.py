@@ -427,9 +427,7 @@ _DEFAULT_TAGS: dict[Level, frozenset[str]] = {
 }
 
 
-def _pick(
-    attributes: dict[str, Any], query: QidoQuery, defaults: frozenset[str]
-) -> dict[str, Any]:
+def _pick(attributes: dict[str, Any], query: QidoQuery, defaults: frozenset[str]) -> dict[str, Any]:
     if query.include_all:
         return dict(attributes)
     wanted = defaults | query.include

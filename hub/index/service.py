@@ -30,7 +30,6 @@ class BundleView:
     completed_at: dt.datetime | None
 
 
-
 def _view(row: Bundle) -> BundleView:
     return BundleView(
         bundle_id=row.bundle_id,

@@ -106,9 +106,7 @@ def list_orgs(session: Session, actor: Principal) -> list[OrgView]:
     out = []
     for row in session.exec(query):
         count = len(session.exec(select(Site.id).where(Site.org == row.id)).all())
-        out.append(
-            OrgView(id=row.id, name=row.name, created_at=aware(row.created_at), sites=count)
-        )
+        out.append(OrgView(id=row.id, name=row.name, created_at=aware(row.created_at), sites=count))
     return out
 
 

@@ -41,7 +41,6 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-
 def principal_of(user: User, address: str = "") -> Principal:
     return Principal(
         kind="user",
@@ -329,7 +328,9 @@ def login(
     expires = now + SESSION_TTL
     session.add(
         WebSession(
-            token_hash=_digest(session_id), user_id=user.id or 0, csrf_token=csrf,
+            token_hash=_digest(session_id),
+            user_id=user.id or 0,
+            csrf_token=csrf,
             expires_at=expires,
         )
     )
@@ -402,9 +403,7 @@ def from_api_token(session: Session, token: str, address: str = "") -> Principal
         return None
     last = aware(last_used_at) if last_used_at else None
     if last is None or now - last > dt.timedelta(minutes=1):
-        connection.execute(
-            update(_TOKENS).where(_TOKENS.c.id == token_id).values(last_used_at=now)
-        )
+        connection.execute(update(_TOKENS).where(_TOKENS.c.id == token_id).values(last_used_at=now))
         session.commit()
     return Principal(
         kind="user", name=username, role=Role(role), org=org, user_id=user_id, address=address

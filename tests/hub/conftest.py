@@ -475,9 +475,7 @@ class Hub:
                 org=org, password=password,
             )  # fmt: skip
         client = self.public_client()
-        login = client.post(
-            "/api/v1/auth/login", json={"username": username, "password": password}
-        )
+        login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
         assert login.status_code == 200, login.text
         csrf = login.json()["csrf_token"]
         made = client.post(

@@ -328,9 +328,7 @@ def test_the_audit_log_records_each_step_for_both_orgs_and_the_log_shows_the_tra
 
         from hub.models import AuditEvent
 
-        events = session.exec(
-            select(AuditEvent).where(AuditEvent.subject == refused)
-        ).all()
+        events = session.exec(select(AuditEvent).where(AuditEvent.subject == refused)).all()
     assert {(e.action, e.org) for e in events} >= {
         ("request.submitted", "org-b"), ("request.submitted", "org-a"),
         ("request.submitted", "org-c"), ("request.taken", "org-a"), ("request.taken", "org-b"),

@@ -30,10 +30,14 @@ def test_the_shipped_example_config_is_valid() -> None:
         ('[deidentify]\npixel_learned = "sometimes"\n', "deidentify.pixel_learned"),
         ("[pipeline]\nquiet_period_seconds = -1\n", "pipeline.quiet_period_seconds"),
         ('[destinations]\norg = "x"\n', "destinations"),
-        ('[answering]\n[[answering.rules]]\norg = "org-b"\nmode = "anonymous"\n',
-         "answering.rules.0.mode"),
-        ('[answering]\n[[answering.rules]]\norg = "org-b"\nmode = "de-identified"\n',
-         "answering.rules.0"),
+        (
+            '[answering]\n[[answering.rules]]\norg = "org-b"\nmode = "anonymous"\n',
+            "answering.rules.0.mode",
+        ),
+        (
+            '[answering]\n[[answering.rules]]\norg = "org-b"\nmode = "de-identified"\n',
+            "answering.rules.0",
+        ),
     ],
 )
 def test_invalid_settings_are_named(tmp_path: Path, toml: str, key: str) -> None:

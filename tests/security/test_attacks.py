@@ -521,9 +521,9 @@ def test_a_header_signed_by_an_expired_certificate_is_refused_when_the_hub_sees_
     wait = (expires - dt.datetime.now(dt.UTC)).total_seconds() + 1.2
     time.sleep(max(wait, 0))
     new_cert = x509.load_pem_x509_certificate(renewed.json()["certificate_pem"].encode())
-    assert new_cert.not_valid_after_utc > (
-        dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
-    ), "the renewal came too late to test with: the new certificate expires too soon"
+    assert new_cert.not_valid_after_utc > (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)), (
+        "the renewal came too late to test with: the new certificate expires too soon"
+    )
     before = snapshot(hub)
     response = current.put(
         f"/node/v1/bundles/{sealed.bundle_id}", content=sealed.header.to_bytes(), headers=OCTETS
