@@ -21,11 +21,12 @@ the entropy-coded data, and so the decoded pixels, are never touched.
   hold numbers, no text. Entropy-coded data is copied as it is: JPEG's ends at a 0xFF not
   followed by 0x00 or a restart marker, JPEG-LS's at a 0xFF followed by a byte with its high
   bit set.
-* JPEG 2000 and HTJ2K (.90/.91, .201/.202/.203): COM segments are dropped from the main header
-  and from tile-part headers (each tile-part's length, Psot, is rewritten; a codestream with a
-  TLM marker, which repeats those lengths, is refused rather than rewritten). A JP2 file
-  wrapper, which DICOM does not allow in Pixel Data (PS3.5 8.2.4), is unwrapped to its
-  contiguous codestream box: every other box (``xml ``, ``uuid``, ``uinf``, ``jp2h``...) goes.
+* JPEG 2000 (.90/.91, Part 2 .92/.93) and HTJ2K (.201/.202/.203): COM segments are dropped
+  from the main header and from tile-part headers (each tile-part's length, Psot, is
+  rewritten; a codestream with a TLM marker, which repeats those lengths, is refused rather
+  than rewritten). A JP2 file wrapper, which DICOM does not allow in Pixel Data (PS3.5
+  8.2.4), is unwrapped to its contiguous codestream box: every other box (``xml ``,
+  ``uuid``, ``uinf``, ``jp2h``...) goes.
 * Bytes after the end-of-image marker (EOI / EOC) are dropped (the writer pads to even length
   with one 0x00, PS3.5 A.4).
 
@@ -54,6 +55,8 @@ J2K_SYNTAXES = frozenset(
     {
         "1.2.840.10008.1.2.4.90",
         "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.92",  # Part 2 multi-component (the same codestream syntax)
+        "1.2.840.10008.1.2.4.93",
         "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
         "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
         "1.2.840.10008.1.2.4.203",  # HTJ2K
