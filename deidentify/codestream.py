@@ -28,7 +28,8 @@ the entropy-coded data, and so the decoded pixels, are never touched.
   8.2.4), is unwrapped to its contiguous codestream box: every other box (``xml ``,
   ``uuid``, ``uinf``, ``jp2h``...) goes.
 * Bytes after the end-of-image marker (EOI / EOC) are dropped (the writer pads to even length
-  with one 0x00, PS3.5 A.4).
+  with one 0x00, PS3.5 A.4). A frame without one (some encoders omit it) ends, as decoders take
+  it, with its last scan's entropy-coded data or its last tile-part: nothing is added.
 
 Anything not understood (a truncated segment, a marker where none may be, a missing end) raises
 `CodestreamError` with what was wrong, never a byte of the content: the caller refuses the
@@ -170,10 +171,11 @@ def _strip_jpeg(frame: bytes, *, jpeg_ls: bool) -> Stripped:
         at = end
         if code == _SOS:  # entropy-coded data follows, up to the next marker
             found = scan_end.search(frame, at)
-            if found is None:
-                raise CodestreamError(f"a {name} scan runs to the end of its frame, no marker")
-            out.append(frame[at : found.start()])
-            at = found.start()
+            end = found.start() if found is not None else size
+            out.append(frame[at:end])
+            at = end
+            if found is None:  # no EOI: decoders end the scan at the frame's end, so do we
+                break
     if frame[at:].strip(b"\0"):
         removed["bytes after the end of image"] += 1
     return Stripped(b"".join(out), dict(removed))
@@ -214,9 +216,12 @@ def _strip_j2k(frame: bytes) -> Stripped:
             out.append(frame[at:end])
             tlm = tlm or marker == _J2K_TLM
         at = end
+    parts = 0
     while True:
+        if parts and not frame[at:].strip(b"\0"):  # no EOC after the last tile-part: as
+            break  # decoders do, the codestream ends there
         if at + 2 > len(frame):
-            raise CodestreamError("a JPEG 2000 codestream ends before its EOC marker")
+            raise CodestreamError("a JPEG 2000 codestream ends before its first tile-part")
         (marker,) = struct.unpack_from(">H", frame, at)
         if marker == _J2K_EOC:
             out.append(frame[at : at + 2])
@@ -225,6 +230,7 @@ def _strip_j2k(frame: bytes) -> Stripped:
         if marker != _J2K_SOT:
             raise CodestreamError("a JPEG 2000 codestream has data where a tile-part must start")
         at = _tile_part(frame, at, out, removed, tlm)
+        parts += 1
     if frame[at:].strip(b"\0"):
         removed["bytes after the end of codestream"] += 1
     return Stripped(b"".join(out), dict(removed))
@@ -251,10 +257,9 @@ def _tile_part(frame: bytes, at: int, out: list[bytes], removed: Counter[str], t
         else:
             kept.append(frame[pos:end])
         pos = end
-    if psot == 0:  # the last tile-part: up to the EOC marker
+    if psot == 0:  # the last tile-part: up to the EOC marker (or the frame's end)
         end = frame.rfind(b"\xff\xd9", pos)
-        if end < 0:
-            raise CodestreamError("a JPEG 2000 codestream ends before its EOC marker")
+        end = end if end >= 0 else len(frame)
     else:
         end = at + psot
         if end > len(frame) or end < pos:

@@ -4,6 +4,7 @@ is refused with what was wrong, never sent as it was."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import numpy as np
@@ -130,10 +131,11 @@ def _malformed() -> list[tuple[str, bytes, str]]:
     return [
         (JPEG_BASELINE, b"\x00" + frame, "start-of-image"),
         (JPEG_BASELINE, frame[:40], "marker segment runs past|ends inside"),
-        (JPEG_BASELINE, frame[: sos + 30], "scan runs to the end"),
+        (JPEG_BASELINE, frame[:sos], "ends before its end-of-image"),
         (JPEG_BASELINE, frame[:20] + b"\x12\x34" + frame[20:], "data where a marker must be"),
         (J2K, j2k[:30], "JPEG 2000"),
-        (J2K, j2k[:-2], "EOC|Psot"),
+        (J2K, j2k[:-10], "Psot"),
+        (J2K, j2k[: j2k.index(b"\xff\x90")], "before its first tile-part"),
         (J2K, b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 20, "contiguous codestream"),
     ]
 
@@ -145,6 +147,20 @@ def test_a_frame_not_understood_is_refused_with_what_was_wrong(
     with pytest.raises(CodestreamError, match=what) as refused:
         strip(frame, syntax)
     assert "not sent" in str(refused.value)
+
+
+def test_a_frame_without_its_end_marker_ends_where_decoders_end_it() -> None:
+    """Some encoders omit EOI / EOC: the frame is kept as it is (its comments removed),
+    nothing added; the JPEG decodes the same as with its EOI."""
+    pixels = image()
+    whole = jpeg(pixels)
+    frame = whole[:-2]
+    stripped = strip(insert(frame, 2, segment(0xFE, NAME)), JPEG_BASELINE)
+    assert stripped.data == frame and stripped.removed == {"COM": 1}
+    after = decoded([stripped.data], JPEG_BASELINE, pixels.shape)
+    assert np.array_equal(after, decoded([whole], JPEG_BASELINE, pixels.shape))
+    codestream = encoded(J2K, pixels.astype(np.uint16))[:-2]
+    assert strip(codestream, J2K).data == strip(codestream + b"\xff\xd9", J2K).data[:-2]
 
 
 def test_other_syntaxes_are_left_as_they_are() -> None:
@@ -177,3 +193,26 @@ def test_any_segments_inserted_anywhere_before_the_scan_all_go(
         assert stripped.data == _CLEAN
     assert sum(stripped.removed.values()) >= len(insertions)
     assert NAME not in stripped.data
+
+
+_J2K_BASE = encoded(J2K, image().astype(np.uint16))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([(JPEG_BASELINE, _BASE), (J2K, _J2K_BASE), (J2K, jp2(_J2K_BASE, NAME))]),
+    st.integers(0, 10_000),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+)
+def test_a_damaged_frame_is_stripped_or_refused_never_a_crash(
+    base: tuple[str, bytes], cut: int, flips: list[tuple[int, int]]
+) -> None:
+    """Truncated anywhere, bytes changed anywhere: `strip` returns a frame or raises
+    `CodestreamError` (which the writer turns into a refusal), nothing else."""
+    syntax, frame = base
+    damaged = bytearray(frame[: len(frame) - cut % len(frame)])
+    for where, value in flips:
+        if damaged:
+            damaged[where % len(damaged)] = value
+    with contextlib.suppress(CodestreamError):
+        strip(bytes(damaged), syntax)
