@@ -108,7 +108,7 @@ def _frames(handle: BinaryIO, layout: _Layout) -> Iterator[bytes]:
         ):
             count += 1
             yield frame
-    except (ValueError, KeyError, struct.error) as exc:  # pydicom's words for bad items
+    except (ValueError, KeyError, EOFError, struct.error) as exc:  # pydicom's words for bad items
         raise CodestreamError(
             f"the frames of compressed Pixel Data cannot be told apart ({type(exc).__name__})"
         ) from None
