@@ -37,8 +37,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from deidentify import fastpath, hidden_bits
+from deidentify import codestream_file, fastpath, hidden_bits
 from deidentify.clean import identifying_values
+from deidentify.codestream import CodestreamError
 from deidentify.documents import DocumentHeldBack
 from deidentify.engine import PseudonymKeys, apply
 from deidentify.identity import StudyIdentity
@@ -291,7 +292,7 @@ def _dataset_path(
         target = place(*uids)
         needles = hidden_bits.scanned_needles(identifying_values(original, include_dates=False))
         try:
-            cleared = _write(
+            written_notes = _write(
                 out, target, written_from, patch, streamed_only=written_from != src,
                 needles=needles,
             )  # fmt: skip
@@ -303,7 +304,7 @@ def _dataset_path(
             kind = RefusalKind.PIXELS_UNREADABLE if unreadable else RefusalKind.WRITE
             raise Refused(kind, f"write-failed: {type(exc).__name__}", scrubbed=scrubbed) from exc
         notes = list(result.notes)
-        notes.extend(cleared.notes())
+        notes.extend(written_notes)
         return Written(
             target, dict(result.changes), notes, seen, scrubbed,
             _study_uid(original),
@@ -321,13 +322,15 @@ def _write(
     *,
     streamed_only: bool,
     needles: Sequence[bytes] = (),
-) -> hidden_bits.Cleared:
+) -> list[str]:
     """Pixel Data copied from `source` (where `out`'s deferred element lies); `frames`: the
     scrubbed native frames of an instance scrubbed in batches, which replace the copied ones
     before the file appears at `target`. `streamed_only`: the deferred element lies in a
     file of its own (the rewritten Pixel Data of a compressed instance), so pydicom's own
     writing, which would read it from the input file, must not run. Native Pixel Data's bits
-    outside the stored value and any bytes after its last frame are cleared (`hidden_bits`)."""
+    outside the stored value and any bytes after its last frame are cleared (`hidden_bits`);
+    compressed frames lose their comments and application segments (`codestream_file`), then
+    are searched for the original's identifying values. Returns the notes (counts only)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     try:
@@ -338,7 +341,11 @@ def _write(
                 patch_pixels(tmp, frames)
         elif not write_streamed(out, tmp, source):  # e.g. pixels changed by the scrub
             out.save_as(tmp, enforce_file_format=True)
-        try:  # e.g. an embedded overlay in the unused high bits; a JPEG comment with a name
+        try:  # a JPEG comment, EXIF or XMP, a JPEG 2000 comment or JP2 box
+            removed = codestream_file.strip_file(tmp)
+        except CodestreamError as exc:
+            raise Refused(RefusalKind.PIXELS_UNREADABLE, f"pixel-codestream: {exc}") from None
+        try:  # e.g. an embedded overlay in the unused high bits; a name where no segment is
             cleared = hidden_bits.clean_written(tmp, hidden_bits.plan_of(out), needles)
         except hidden_bits.ValueInPixelData:
             raise Refused(
@@ -350,4 +357,4 @@ def _write(
         tmp.unlink(missing_ok=True)  # may hold unscrubbed frames: never left behind
         raise
     tmp.replace(target)
-    return cleared
+    return [*cleared.notes(), *removed.notes()]

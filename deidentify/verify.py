@@ -29,10 +29,12 @@ from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from deidentify import hidden_bits
+from deidentify.codestream import STRIPPED_SYNTAXES, CodestreamError, strip
 from deidentify.identity import StudyIdentity
 from deidentify.profile import (
     BASIC_PROFILE_CODE,
@@ -666,7 +668,7 @@ def verify_output(output: Dataset, profile: Profile) -> list[Finding]:
     sop_class = str(output.get("SOPClassUID", "") or "") or None
     marked = str(output.get("PatientIdentityRemoved", "")).upper() == "YES"
     findings = _check((), _all_elements(output), _codecs(output), marked, profile, sop_class)
-    return [*findings, *_hidden_bits_findings(output)]
+    return [*findings, *_hidden_bits_findings(output), *_codestream_findings(output)]
 
 
 def _hidden_bits_findings(output: Dataset) -> list[Finding]:
@@ -694,5 +696,41 @@ def _hidden_bits_findings(output: Dataset) -> list[Finding]:
             "bits outside the stored value (Bits Stored, High Bit) or bytes after the last "
             "frame are set, e.g. an embedded overlay; de-identify the instance again with a "
             "current Hexchange",
+        )
+    ]
+
+
+def _codestream_findings(output: Dataset) -> list[Finding]:
+    """``pixel-data-codestream-metadata``: a compressed frame that still carries comments,
+    application segments or file-format boxes (`deidentify.codestream`), or one that cannot be
+    parsed to tell, which every de-identified output is written without."""
+    meta = getattr(output, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if syntax not in STRIPPED_SYNTAXES or "PixelData" not in output:
+        return []
+    try:
+        frames = int(output.get("NumberOfFrames", 1) or 1)
+        offsets = None
+        if "ExtendedOffsetTable" in output:
+            offsets = (output.ExtendedOffsetTable, output.ExtendedOffsetTableLengths)
+        carried = any(
+            strip(frame, syntax).removed
+            for frame in generate_frames(
+                output.PixelData, number_of_frames=frames, extended_offsets=offsets
+            )
+        )
+    except (CodestreamError, ValueError, KeyError, TypeError, AttributeError):
+        carried = True
+    if not carried:
+        return []
+    return [
+        Finding(
+            "pixel-data-codestream-metadata",
+            "(7FE0,0010)",
+            "PixelData",
+            "PixelData",
+            "compressed frames carry comments, application segments or file-format boxes "
+            "(e.g. a JPEG comment or EXIF), or cannot be parsed to tell; de-identify the "
+            "instance again with a current Hexchange",
         )
     ]
