@@ -17,18 +17,18 @@ be missing; then `is_available()` is False and the scrubber falls back to the cl
 detector (`textdetect.py`) and says so. Nothing is downloaded here and no model is in the
 repository. The session is made once per worker, lazily, on one thread.
 
-DB ("differentiable binarization") gives a per-pixel text probability. The frame (8-bit
-gray, display polarity: `textdetect.frame_gray8`) is first equalised locally (CLAHE, `clahe`),
-then resized so its short side is `NetParams.side` (sides multiples of 32, the long side at
-most `max_side`) and normalised to [-1, 1] on three equal channels. A frame that resize would
-shrink below `tile_below` (a radiograph or mammogram: its small text would vanish) is run at
-its own scale in overlapping tiles of the usual shape instead (`tiled_scale`), at most
-`max_tiles` of them, the tiles' probabilities maxed where they overlap; the map is thresholded at
-`thresh`, each connected region becomes its minimum-area rotated rectangle, kept when its mean
-probability is at least `box_thresh`, and grown on every side by area x `unclip` / perimeter
-(DB's "unclip": the network's regions are shrunk text) before being mapped back to frame
-pixels. A region is blanked as its rotated polygon (`mask_of`, `TextRegion.boxes`), so
-slanted text does not cost the anatomy beside it.
+DB ("differentiable binarization") gives a per-pixel text probability. The frame (8-bit gray,
+display polarity: `textdetect.frame_gray8`) is first equalised locally (CLAHE, `clahe`, in
+`clahe_tiles` x `clahe_tiles` tiles), then resized so its short side is `NetParams.side` (sides
+multiples of 32, the long side at most `max_side`) and normalised to [-1, 1] on three equal
+channels. A frame that resize would shrink below `tile_below` (a radiograph or mammogram: its
+small text would vanish) is run at its own scale in overlapping tiles of the usual shape
+instead (`tiled_scale`), at most `max_tiles` of them, the tiles' probabilities maxed where they
+overlap; the map is thresholded at `thresh`, each connected region becomes its minimum-area
+rotated rectangle, kept when its mean probability is at least `box_thresh`, and grown on every
+side by area x `unclip` / perimeter (DB's "unclip": the network's regions are shrunk text)
+before being mapped back to frame pixels. A region is blanked as its rotated polygon
+(`mask_of`, `TextRegion.boxes`), so slanted text does not cost the anatomy beside it.
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ class NetFailed(RuntimeError):
 class NetParams:
     """Tuning of `find_regions`; the defaults are the measured ones (bench/RESULTS.md)."""
 
-    clahe: float = 2.0  # contrast-limited histogram equalisation first (clip limit; 0: none),
-    # 8 x 8 tiles: faint text over anatomy stands out locally (+10 boxes of 834 on the corpus)
+    clahe: float = 4.0  # contrast-limited histogram equalisation first (clip limit; 0: none),
+    clahe_tiles: int = 16  # in this many x this many tiles: faint text over anatomy stands out
+    # locally (2.0 in 8 x 8: +10 boxes of 834 on the corpus; 4.0 in 16 x 16: +13 more, the
+    # unchanged share the same; 3.0 / 5.0 / 6.0 / 8.0 clip, 4 / 24 tiles: fewer)
     side: int = 736  # the short side is resized to this (512 -> 736: 7 px text becomes 10 px)
     max_side: int = 1600  # the long side at most this (cost grows with the pixels)
     thresh: float = 0.3  # probability a text pixel has
