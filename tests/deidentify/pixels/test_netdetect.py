@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 
 from deidentify.pixels import PixelPolicy, RuleSet, netdetect, networker, scrub
+from deidentify.pixels.netdetect import TextRegion
+from deidentify.pixels.ocr import Box
+from deidentify.pixels.screen import learned_boxes
 from deidentify.pixels.scrub import ScrubResult
 from tests.factories.burned_text import Burn, Sample, anatomy, burn, installed_fonts
 
@@ -289,3 +292,25 @@ def test_auto_still_skips_text_free_frames_of_a_stack_of_large_frames(tmp_path: 
     )  # fmt: skip
     assert written.scrubbed is not None
     assert written.scrubbed.learned_frames == 0 and not written.scrubbed.pixels_changed
+
+
+def _region(left: float, top: float, right: float, bottom: float, grow: float) -> TextRegion:
+    def corners(a: float, b: float, c: float, d: float) -> np.ndarray:
+        return np.array([[a, b], [c, b], [c, d], [a, d]], np.float32)
+
+    return TextRegion(
+        corners(left - grow, top - grow, right + grow, bottom + grow),
+        0.9,
+        corners(left, top, right, bottom),
+    )
+
+
+def test_a_learned_region_is_blanked_unless_the_classical_blanks_hold_all_of_its_core() -> None:
+    """The classical line stopped a letter short of the network's region (96 % of its core
+    inside the blanked words): the region is blanked; a region wholly inside them is not."""
+    region = _region(100, 50, 200, 60, 4)
+    short = [Box(100, 50, 97, 11)]  # the core (columns 100-200) but its last 4 columns
+    whole = [Box(98, 48, 104, 14)]
+    covered = POLICY.net.covered
+    assert learned_boxes([region], [], short, 300, 200, covered) == region.boxes(300, 200)
+    assert learned_boxes([region], [], whole, 300, 200, covered) == []
