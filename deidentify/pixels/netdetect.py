@@ -74,7 +74,8 @@ class NetParams:
     min_side: float = 3.0  # regions thinner than this (resized pixels) are noise
     max_height: float = 28.0  # frame pixels: a core thicker than this is not a text line (a
     # core is 0.4-0.6 x its text's height from 16 px up: text to ~48 px high)
-    min_aspect: float = 1.5  # long / short side at least (a round blob, an eye, is not text)
+    min_aspect: float = 2.0  # long / short side at least (a round blob, an eye, is not text;
+    # 1.5 let a 25 x 47 px core on the clean NM whole body through, same corpus recall)
     min_frame: int = 48  # smaller frames (icons) are not screened, as textdetect
     covered: float = 1.0  # a region whose core (before unclip) is this much inside what the
     # classical lines blanked would add only its margin: not blanked (`screen.learned_boxes`;
