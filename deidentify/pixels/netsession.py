@@ -77,7 +77,10 @@ def probability(
     for a large frame at its tiled scale (`netdetect.tiled_scale`), tile by tile."""
     if params.clahe > 0:
         gray = np.asarray(
-            cv2.createCLAHE(clipLimit=params.clahe, tileGridSize=(8, 8)).apply(gray), np.uint8
+            cv2.createCLAHE(
+                clipLimit=params.clahe, tileGridSize=(params.clahe_tiles, params.clahe_tiles)
+            ).apply(gray),
+            np.uint8,
         )
     scale = tiled_scale(gray.shape[0], gray.shape[1], params)
     if scale is not None:

@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 
 from deidentify.pixels import PixelPolicy, RuleSet, netdetect, networker, scrub
+from deidentify.pixels.netdetect import TextRegion
+from deidentify.pixels.ocr import Box
+from deidentify.pixels.screen import learned_boxes
 from deidentify.pixels.scrub import ScrubResult
-from tests.factories.burned_text import Burn, Sample, anatomy, burn, installed_fonts
+from tests.factories.burned_text import ANATOMY, Burn, Sample, anatomy, burn, installed_fonts
 
 POLICY = PixelPolicy(rules=RuleSet(), ocr_enabled=False)  # every detected line blanked
 needs_model = pytest.mark.skipif(
@@ -64,6 +67,32 @@ def test_faint_text_the_classical_detector_misses_is_blanked_by_the_learned_stag
     assert min(_blanked_shares(sample, result)[:2]) >= 0.98  # the date and the ID, whole
     out = result.dataset
     assert out is not None and out.BurnedInAnnotation == "NO"
+
+
+def _thin_mr() -> Sample:
+    """MR abdomen (MONOCHROME1, noise) with three 7 px texts at 30 % contrast in a thin font:
+    the classical detector finds the vertical date, not the horizontal one over the liver."""
+    specs = [
+        Burn("17-MAR-1962", 299, 202, height=7, contrast=0.3, font="NimbusMonoPS-Regular.otf",
+             angle=90.0),
+        Burn("17-MAR-1962", 335, 58, height=7, contrast=0.3, font="DejaVuSans-ExtraLight.ttf"),
+        Burn("8812345670", 90, 124, height=7, contrast=0.3, font="DejaVuSans-ExtraLight.ttf",
+             angle=-12.0),
+    ]  # fmt: skip
+    return burn(anatomy("mr_abdomen"), specs, noise=0.01, monochrome1=True, seed=21)
+
+
+@needs_model
+@needs_fonts
+def test_small_thin_text_over_anatomy_is_found_after_fine_local_equalisation() -> None:
+    """CLAHE in 16 x 16 tiles at clip 4 (not 8 x 8 at 2) before the network: the date's
+    strokes stand out against the liver only in small tiles."""
+    sample = _thin_mr()
+    coarse = replace(POLICY.net, clahe=2.0, clahe_tiles=8)
+    before = _blanked_shares(sample, scrub(sample.ds, replace(POLICY, net=coarse)))
+    assert before[1] < 0.5, "the coarse equalisation now finds it: pick a harder case"
+    after = _blanked_shares(sample, scrub(sample.ds, POLICY))
+    assert after[1] >= 0.98
 
 
 @needs_model
@@ -263,3 +292,38 @@ def test_auto_still_skips_text_free_frames_of_a_stack_of_large_frames(tmp_path: 
     )  # fmt: skip
     assert written.scrubbed is not None
     assert written.scrubbed.learned_frames == 0 and not written.scrubbed.pixels_changed
+
+
+def _region(left: float, top: float, right: float, bottom: float, grow: float) -> TextRegion:
+    def corners(a: float, b: float, c: float, d: float) -> np.ndarray:
+        return np.array([[a, b], [c, b], [c, d], [a, d]], np.float32)
+
+    return TextRegion(
+        corners(left - grow, top - grow, right + grow, bottom + grow),
+        0.9,
+        corners(left, top, right, bottom),
+    )
+
+
+def test_a_learned_region_is_blanked_unless_the_classical_blanks_hold_all_of_its_core() -> None:
+    """The classical line stopped a letter short of the network's region (96 % of its core
+    inside the blanked words): the region is blanked; a region wholly inside them is not."""
+    region = _region(100, 50, 200, 60, 4)
+    short = [Box(100, 50, 97, 11)]  # the core (columns 100-200) but its last 4 columns
+    whole = [Box(98, 48, 104, 14)]
+    covered = POLICY.net.covered
+    assert learned_boxes([region], [], short, 300, 200, covered) == region.boxes(300, 200)
+    assert learned_boxes([region], [], whole, 300, 200, covered) == []
+
+
+@needs_model
+@pytest.mark.parametrize("name", sorted(ANATOMY))
+def test_the_learned_stage_finds_no_text_in_text_free_anatomy(name: str) -> None:
+    """Every frame through the network (learned = every-frame), no text burned in: no region
+    (the finer equalisation made a 25 x 47 px blob of the NM whole body's legs a region of
+    aspect 1.9; regions must be twice as long as thick)."""
+    sample = burn(anatomy(name), [])
+    result = scrub(sample.ds, replace(POLICY, learned="every-frame"))
+    assert result.learned_frames == 1
+    assert result.learned_regions == 0
+    assert not result.pixels_changed
