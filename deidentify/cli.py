@@ -448,6 +448,11 @@ def run(
 
 
 def main() -> None:
+    from deidentify.log_redaction import install as install_log_redaction
+
+    # pydicom's warnings about the input's values quote them: said without the values
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    install_log_redaction()
     app()
 
 
