@@ -44,9 +44,17 @@ REDACTED = "'…'"
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
+# the last line of a traceback written into a message (pynetdicom logs its handlers'
+# exceptions so): "ValueError: <message>"
+_EXCEPTION_LINE = re.compile(
+    r"^(\s*[A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit|Interrupt)\w*): .*$", re.MULTILINE
+)
+
+
 def redact_quoted(text: str) -> str:
-    """`text` with every quoted part replaced by ``'…'``."""
-    return _QUOTED.sub(REDACTED, text)
+    """`text` with every quoted part replaced by ``'…'``, and the message of an exception
+    written out in it (a traceback's last line) left out."""
+    return _QUOTED.sub(REDACTED, _EXCEPTION_LINE.sub(r"\1 (message left out)", text))
 
 
 def exception_without_values(exc: BaseException) -> str:

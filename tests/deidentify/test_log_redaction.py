@@ -49,6 +49,9 @@ def test_quoted_parts_are_redacted_even_with_a_quote_inside() -> None:
     assert redact_quoted("Invalid value for VR DA: 'Zqxwv'.") == "Invalid value for VR DA: '…'."
     _clean(redact_quoted("value 'O'Zqxwv^Ykjhg' and \"ZQ-773311\" end"))
     assert redact_quoted("no values here (72 bytes)") == "no values here (72 bytes)"
+    # pynetdicom logs a handler's exception as text: the traceback's last line has the message
+    logged = "Traceback (most recent call last):\n  File x\nValueError: bad ID ZQ-773311 here"
+    assert redact_quoted(logged).endswith("ValueError (message left out)")
 
 
 def test_structlog_processor_renders_exc_info_without_values() -> None:
