@@ -143,7 +143,11 @@ def _keyword_of(name: str) -> str:
             return keyword
     if tag_for_keyword(name) is not None:
         return name
-    raise InvalidRequest(f"{name!r} is not a DICOM attribute keyword or tag")
+    # the text is not quoted: it may be a value typed where a key belongs ("Name:Doe")
+    raise InvalidRequest(
+        "a query key is not a DICOM attribute keyword or tag (a keyword such as PatientID or "
+        "eight hex digits such as 00100020)"
+    )
 
 
 def _like(value: str) -> str:
@@ -279,7 +283,7 @@ def _item_key(query: QidoQuery, name: str, raw: str) -> None:
     listed = ", ".join(sorted(known)) or "none"
     if len(parts) != 2 or not all(parts):
         raise InvalidRequest(
-            f"{name!r}: one level of sequence matching is supported (Sequence.Attribute); "
+            "a key with dots: one level of sequence matching is supported (Sequence.Attribute); "
             f"sequences matched at the {query.level} level: {listed}"
         )
     keyword, item = _keyword_of(parts[0]), _keyword_of(parts[1])

@@ -47,3 +47,20 @@ def test_a_refused_query_value_is_not_echoed(
     body = response.text
     assert TOKEN.lower() not in body.lower()
     assert key in body  # the field is named, so the caller can fix the query
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {f"PatientName:{TOKEN}": ""},  # a value typed where the key belongs
+        {"includefield": f"PatientName,{TOKEN}"},
+        {f"ReferencedStudySequence.{TOKEN}": "1"},
+        {f"A.B.{TOKEN}": "1"},
+    ],
+)
+def test_a_refused_query_key_is_not_echoed(
+    hub: Hub, researcher: Any, params: dict[str, str]
+) -> None:
+    response = researcher.get(f"/dicomweb/collections/{COLLECTION}/studies", params=params)
+    assert response.status_code == 400, response.text
+    assert TOKEN.lower() not in response.text.lower()
