@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 
 from certs.tls import server_ssl_context
 from deidentify.log_redaction import install as install_log_redaction
+from deidentify.log_redaction import structlog_exc_info
 from hub.db import create_schema, make_engine
 from hub.http_protocols import MAX_HEAD_BYTES, protocols
 from hub.main import create_app
@@ -198,9 +199,15 @@ def redact_logs() -> None:
     """Every standard-library log line of this process without the values it quotes, and
     tracebacks without exception messages (`deidentify.log_redaction`): uvicorn's, pydicom's
     (collections read headers), Python's warnings. Records of loggers without a handler of
-    their own go to one stderr handler (not Python's last-resort one, which filters nothing)."""
+    their own go to one stderr handler (not Python's last-resort one, which filters nothing).
+    The hub's own structlog lines keep their format; an exception they carry is rendered the
+    same way (structlog's default would print it with its local variables)."""
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
     install_log_redaction()
+    processors = list(structlog.get_config()["processors"])
+    if structlog_exc_info not in processors:
+        processors.insert(max(len(processors) - 1, 0), structlog_exc_info)  # before rendering
+        structlog.configure(processors=processors)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 import uvicorn
 from pydicom import dcmread
 
@@ -27,6 +28,7 @@ def restored_logging() -> Iterator[None]:
         yield
     finally:
         uninstall()
+        structlog.reset_defaults()
         for handler in root.handlers[:]:
             if handler not in handlers:
                 root.removeHandler(handler)
@@ -55,9 +57,10 @@ def test_hub_logs_quote_no_header_value(
         _fail_on(str(header.PatientSex))
     except ValueError:
         logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        structlog.get_logger("hexchange.hub.test").exception("ingest step failed")
     out, err = capfd.readouterr()
     text = out + err + caplog.text  # pydicom's lines: to the root's handlers (here pytest's)
     assert "Exception in ASGI application" in text and "ValueError" in text, text
-    assert "Invalid value for VR DA" in text, text
+    assert "Invalid value for VR DA" in text and "ingest step failed" in text, text
     for token in TOKENS:
         assert token.lower() not in text.lower(), text
