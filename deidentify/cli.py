@@ -405,8 +405,15 @@ def run(
             raise typer.BadParameter(f"{recipe_file}: {exc}", param_hint="--recipe") from None
         profile = recipe.apply_to(profile)
 
-    output_path.mkdir(parents=True, exist_ok=True)
     qdir = quarantine or output_path.resolve().parent / "quarantine"
+    shared = output_path.resolve()
+    if qdir.resolve() == shared or shared in qdir.resolve().parents:
+        raise typer.BadParameter(
+            "the quarantine folder must not be inside the output folder: quarantined files "
+            "are the originals, identity and all, and the output is what gets shared",
+            param_hint="--quarantine",
+        )
+    output_path.mkdir(parents=True, exist_ok=True)
     root = input_path if input_path.is_dir() else input_path.parent
     files = list(iter_inputs(input_path))
     jobs = [(f, str(f.relative_to(root))) for f in files]
@@ -448,6 +455,11 @@ def run(
 
 
 def main() -> None:
+    from deidentify.log_redaction import install as install_log_redaction
+
+    # pydicom's warnings about the input's values quote them: said without the values
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    install_log_redaction()
     app()
 
 

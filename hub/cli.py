@@ -605,6 +605,9 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> None:
+    from hub.server import redact_logs
+
+    redact_logs()  # e.g. `collection` commands read headers: pydicom's warnings quote values
     app(args=argv)
 
 

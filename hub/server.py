@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -33,6 +35,8 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from certs.tls import server_ssl_context
+from deidentify.log_redaction import install as install_log_redaction
+from deidentify.log_redaction import structlog_exc_info
 from hub.db import create_schema, make_engine
 from hub.http_protocols import MAX_HEAD_BYTES, protocols
 from hub.main import create_app
@@ -121,7 +125,8 @@ async def serve(
     sockets bound by a parent process (`workers` > 1); the database is then migrated already.
     """
     app = create_app(settings, build_services(settings, migrate=sockets is None))
-    node_config, public_config = _configs(app, settings)
+    node_config, public_config = _configs(app, settings)  # sets up uvicorn's logging
+    redact_logs()
     servers = [_Server(node_config), _Server(public_config)]
     loop = asyncio.get_running_loop()
 
@@ -188,6 +193,21 @@ def run(settings: HubSettings) -> None:
     finally:
         for sock in listening:
             sock.close()
+
+
+def redact_logs() -> None:
+    """Every standard-library log line of this process without the values it quotes, and
+    tracebacks without exception messages (`deidentify.log_redaction`): uvicorn's, pydicom's
+    (collections read headers), Python's warnings. Records of loggers without a handler of
+    their own go to one stderr handler (not Python's last-resort one, which filters nothing).
+    The hub's own structlog lines keep their format; an exception they carry is rendered the
+    same way (structlog's default would print it with its local variables)."""
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    install_log_redaction()
+    processors = list(structlog.get_config()["processors"])
+    if structlog_exc_info not in processors:
+        processors.insert(max(len(processors) - 1, 0), structlog_exc_info)  # before rendering
+        structlog.configure(processors=processors)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -32,6 +32,9 @@ ConfigOpt = Annotated[
 
 
 def _configure_logging(json_logs: bool) -> None:
+    from deidentify.log_redaction import install as install_log_redaction
+    from deidentify.log_redaction import structlog_exc_info
+
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("pynetdicom", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -44,11 +47,12 @@ def _configure_logging(json_logs: bool) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
+            structlog_exc_info,  # tracebacks without exception messages (values)
             renderer,
         ],
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
     )
+    install_log_redaction()  # library log lines and warnings without the values they quote
 
 
 @app.command()

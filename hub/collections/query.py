@@ -143,7 +143,11 @@ def _keyword_of(name: str) -> str:
             return keyword
     if tag_for_keyword(name) is not None:
         return name
-    raise InvalidRequest(f"{name!r} is not a DICOM attribute keyword or tag")
+    # the text is not quoted: it may be a value typed where a key belongs ("Name:Doe")
+    raise InvalidRequest(
+        "a query key is not a DICOM attribute keyword or tag (a keyword such as PatientID or "
+        "eight hex digits such as 00100020)"
+    )
 
 
 def _like(value: str) -> str:
@@ -151,18 +155,20 @@ def _like(value: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _single(column: Any, kind: Kind, value: str) -> ColumnElement[bool]:
+def _single(column: Any, kind: Kind, value: str, name: str) -> ColumnElement[bool]:
+    """`name`: the attribute, for a refusal (which never quotes the value: it may be a
+    patient's name, ID or birth date)."""
     if kind == "int":
         try:
             return column == int(value)  # type: ignore[no-any-return]
         except ValueError:
-            raise InvalidRequest(f"{value!r} is not an integer") from None
+            raise InvalidRequest(f"{name}: the value is not an integer") from None
     if kind == "modalities":
         pattern = "%\\\\" + _like(value) + "\\\\%"  # the stored "\\CT\\", escaped
         return column.like(pattern, escape="\\")  # type: ignore[no-any-return]
     if kind in ("date", "time") and "-" in value:
         low, _, high = value.partition("-")
-        low, high = _normal(kind, low), _normal(kind, high, upper=True)
+        low, high = _normal(kind, low, name), _normal(kind, high, name, upper=True)
         parts = [column != ""]
         if low:
             parts.append(column >= low)
@@ -170,7 +176,7 @@ def _single(column: Any, kind: Kind, value: str) -> ColumnElement[bool]:
             parts.append(column <= high)
         return and_(*parts)
     if kind in ("date", "time"):
-        value = _normal(kind, value)
+        value = _normal(kind, value, name)
         if kind == "time":
             return column.like(f"{value}%")  # type: ignore[no-any-return]
         return column == value  # type: ignore[no-any-return]
@@ -183,19 +189,19 @@ def _single(column: Any, kind: Kind, value: str) -> ColumnElement[bool]:
     return column == value  # type: ignore[no-any-return]
 
 
-def _normal(kind: Kind, value: str, *, upper: bool = False) -> str:
+def _normal(kind: Kind, value: str, name: str, *, upper: bool = False) -> str:
     value = value.strip()
     if not value:
         return ""
     if kind == "date":
         digits = value.replace(".", "")  # ACR-NEMA style dates are accepted too
         if len(digits) != 8 or not digits.isdigit():
-            raise InvalidRequest(f"{value!r} is not a date (YYYYMMDD, ranges as A-B)")
+            raise InvalidRequest(f"{name}: the value is not a date (YYYYMMDD, ranges as A-B)")
         return digits
     digits = value.replace(":", "")
     head = digits.split(".")[0]
     if not head.isdigit() or len(head) not in (2, 4, 6):
-        raise InvalidRequest(f"{value!r} is not a time (HHMMSS, ranges as A-B)")
+        raise InvalidRequest(f"{name}: the value is not a time (HHMMSS, ranges as A-B)")
     return digits + "9" * (6 - len(head)) if upper else digits
 
 
@@ -215,7 +221,7 @@ def parse(level: Level, params: list[tuple[str, str]], *, max_limit: int) -> Qid
             try:
                 number = int(raw)
             except ValueError:
-                raise InvalidRequest(f"{name} must be a whole number, not {raw!r}") from None
+                raise InvalidRequest(f"{name} must be a whole number") from None
             if number < 0 or (name == "limit" and number == 0):
                 raise InvalidRequest(f"{name} must be {'>= 1' if name == 'limit' else '>= 0'}")
             if name == "limit" and number > max_limit:
@@ -260,7 +266,7 @@ def parse(level: Level, params: list[tuple[str, str]], *, max_limit: int) -> Qid
             values = [u for v in values for u in v.split("\\")]
             query.conditions.append(col(column).in_(values))
         else:
-            matches = [_single(column, kind, v) for v in values]
+            matches = [_single(column, kind, v, keyword) for v in values]
             query.conditions.append(or_(*matches) if len(matches) > 1 else matches[0])
         query.tables.add(table)
     for keyword, keys in query.item_keys.items():
@@ -277,7 +283,7 @@ def _item_key(query: QidoQuery, name: str, raw: str) -> None:
     listed = ", ".join(sorted(known)) or "none"
     if len(parts) != 2 or not all(parts):
         raise InvalidRequest(
-            f"{name!r}: one level of sequence matching is supported (Sequence.Attribute); "
+            "a key with dots: one level of sequence matching is supported (Sequence.Attribute); "
             f"sequences matched at the {query.level} level: {listed}"
         )
     keyword, item = _keyword_of(parts[0]), _keyword_of(parts[1])
@@ -327,12 +333,12 @@ def _sequence_match(
                 row.item == first.item,
             )
         statement = statement.where(
-            row.item_key == _tag_key(item), _item_value_match(row.value, item, raw)
+            row.item_key == _tag_key(item), _item_value_match(row.value, keyword, item, raw)
         )
     return statement.exists()
 
 
-def _item_value_match(column: Any, item: str, raw: str) -> ColumnElement[bool]:
+def _item_value_match(column: Any, keyword: str, item: str, raw: str) -> ColumnElement[bool]:
     vr = dictionary_VR(item)
     kind = _item_kind(vr)
     values = raw.split(",") if kind != "pn" else [raw]
@@ -342,8 +348,8 @@ def _item_value_match(column: Any, item: str, raw: str) -> ColumnElement[bool]:
         try:
             values = [str(int(v)) for v in values]
         except ValueError:
-            raise InvalidRequest(f"{raw!r} is not an integer ({item})") from None
-    matches = [_single(column, kind, v) for v in values]
+            raise InvalidRequest(f"{keyword}.{item}: the value is not an integer") from None
+    matches = [_single(column, kind, v, f"{keyword}.{item}") for v in values]
     return or_(*matches) if len(matches) > 1 else matches[0]
 
 

@@ -106,12 +106,31 @@ def associate(ae: AE, peer: Peer, hint: str = "", **kwargs: Any) -> Iterator[Any
 
 
 def status_text(status: Any) -> str:
+    """The status code of a peer's response and what its class means. Never the peer's Error
+    Comment: that is the peer's free text, and PACSes echo the instance or the query there
+    (a patient's name or ID); this text goes to logs, the ledger, the CLI and the hub."""
     code = getattr(status, "Status", None)
     if code is None:
         return "no response (timeout or aborted association)"
-    comment = getattr(status, "ErrorComment", None)
-    text = f"status 0x{int(code):04X}"
-    return f"{text} ({comment})" if comment else text
+    value = int(code)
+    text = f"status 0x{value:04X}"
+    meaning = "cancelled" if value == 0xFE00 else _STATUS_CLASSES.get(value >> 12)
+    extra = "; its Error Comment is left out, see the peer's log" if _has_comment(status) else ""
+    return f"{text} ({meaning}{extra})" if meaning else text
+
+
+_STATUS_CLASSES = {
+    0xA: "failure: refused or out of resources",
+    0xB: "warning",
+    0xC: "failure: cannot understand or unable to process",
+}
+
+
+def _has_comment(status: Any) -> bool:
+    try:
+        return bool(getattr(status, "ErrorComment", None))
+    except Exception:  # a malformed comment is still a comment left out
+        return True
 
 
 def c_find(assoc: Any, identifier: Dataset, peer: Peer, model: Any = None) -> list[Dataset]:

@@ -202,3 +202,19 @@ def test_pixel_learned_option_reaches_the_pixel_policy(
     [reason] = [json.loads(p.read_text()) for p in (tmp_path / "quarantine").rglob("*.json")]
     assert "learned = every-frame" in reason["reason"]
     assert runner.invoke(app, [*args, str(tmp_path / "o3")]).exit_code == 0  # auto: classical
+
+
+def test_a_quarantine_folder_inside_the_output_is_refused(
+    tmp_path: Path, corpus: tuple[Path, Path]
+) -> None:
+    """Quarantined files are the originals, identity and all, with previews of their burned-in
+    text: inside the output folder they would be shared with it."""
+    src, key = corpus
+    out = tmp_path / "out"
+    for inside in (out / "quarantine", out):
+        result = runner.invoke(
+            app, [str(src), str(out), "--key-file", str(key), "--quarantine", str(inside)]
+        )
+        assert result.exit_code == 2, result.output
+        assert "quarantine" in result.output and "inside" in result.output
+        assert not any(p.is_file() for p in tmp_path.rglob("*") if out in p.parents)

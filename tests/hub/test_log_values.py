@@ -1,0 +1,66 @@
+"""The hub's logs quote no header value: `serve` sets up uvicorn's logging, then
+`redact_logs`; an unhandled error's traceback (uvicorn's "Exception in ASGI application") and
+pydicom's warnings (a collection instance's header read) keep no value."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+import uvicorn
+from pydicom import dcmread
+
+from deidentify.log_redaction import uninstall
+from hub.server import redact_logs
+from tests.factories.dicom import make_ct_study
+
+TOKENS = ("Zqxwv", "Ykjhg", "773311")
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        yield
+    finally:
+        uninstall()
+        structlog.reset_defaults()
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+
+
+def _fail_on(value: str) -> None:
+    float(value)  # ValueError: could not convert string to float: '<value>'
+
+
+def test_hub_logs_quote_no_header_value(
+    restored_logging: None,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uvicorn.Config(lambda *_: None, log_level="warning", access_log=False)  # as `serve` does
+    redact_logs()
+    study = make_ct_study(tmp_path / "study", instances=1)
+    ds = dcmread(study.files[0])
+    ds["PatientBirthDate"].value = "Zqxwv"
+    ds["PatientSex"].value = "Ykjhg 773311"
+    ds.save_as(tmp_path / "bad.dcm")
+    header = dcmread(tmp_path / "bad.dcm")
+    _ = (header.PatientBirthDate, header.PatientSex)  # pydicom warns, quoting the values
+    try:
+        _fail_on(str(header.PatientSex))
+    except ValueError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        structlog.get_logger("hexchange.hub.test").exception("ingest step failed")
+    out, err = capfd.readouterr()
+    text = out + err + caplog.text  # pydicom's lines: to the root's handlers (here pytest's)
+    assert "Exception in ASGI application" in text and "ValueError" in text, text
+    assert "Invalid value for VR DA" in text and "ingest step failed" in text, text
+    for token in TOKENS:
+        assert token.lower() not in text.lower(), text
