@@ -9,13 +9,10 @@ from pathlib import Path
 
 import pytest
 import structlog
-from pydicom import dcmread
 
 from deidentify.log_redaction import uninstall
 from node_agent import cli
-from tests.factories.dicom import make_ct_study
-
-TOKENS = ("Zqxwv", "Ykjhg", "773311")
+from tests.factories.quoted_values import assert_no_token, fail_on, read_header_with_bad_values
 
 
 @pytest.fixture
@@ -28,10 +25,6 @@ def agent_logging() -> Iterator[None]:
         structlog.reset_defaults()
 
 
-def _fail_on(value: str) -> None:
-    float(value)  # ValueError: could not convert string to float: '<value>'
-
-
 def test_agent_logs_quote_no_header_value(
     agent_logging: None,
     tmp_path: Path,
@@ -39,19 +32,12 @@ def test_agent_logs_quote_no_header_value(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cli._configure_logging(json_logs=True)  # here: its lines go to the stderr captured now
-    study = make_ct_study(tmp_path / "study", instances=1)
-    ds = dcmread(study.files[0])
-    ds["PatientBirthDate"].value = "Zqxwv"
-    ds["PatientSex"].value = "Ykjhg 773311"
-    ds.save_as(tmp_path / "bad.dcm")
-    header = dcmread(tmp_path / "bad.dcm")
-    _ = (header.PatientBirthDate, header.PatientSex)  # pydicom warns, quoting the values
+    sex = read_header_with_bad_values(tmp_path)  # pydicom warns, quoting the values
     try:
-        _fail_on(str(header.PatientSex))
+        fail_on(sex)
     except ValueError:
         structlog.get_logger("hexchange.agent.test").exception("loop step failed")
     out, err = capfd.readouterr()
     text = out + err + caplog.text
     assert "loop step failed" in text and "ValueError" in text and "VR DA" in text
-    for token in TOKENS:
-        assert token.lower() not in text.lower(), text
+    assert_no_token(text)
