@@ -119,6 +119,9 @@ class Destination(_Model):
     deid_options: tuple[str, ...] = ()
     recipe: str | None = Field(default=None, description="the rule's site recipe (TOML)")
     pixel_policy: str = Field(default="blank", description="the rule's burned-in text policy")
+    station_names: tuple[str, ...] = Field(
+        default=(), description="the station names the rule matches on (the hub may see these)"
+    )
 
 
 class InboundSection(_Model):

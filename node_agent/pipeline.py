@@ -520,7 +520,7 @@ class Pipeline:
                 instance_count=len(streams),
                 modalities=sorted(modalities),
                 created_at=dt.datetime.now(dt.UTC),
-                facts=self._study_facts(study_uid).without_identity(),
+                facts=self._study_facts(study_uid).without_identity(destination.station_names),
                 held_back=held.counts() or None,  # reason classes, no values
             )
             pipe = PayloadPipe(streams, known)

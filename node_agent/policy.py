@@ -91,6 +91,7 @@ class PolicyCache:
                 deid_options=tuple(r.deid_options),
                 recipe=r.recipe,
                 pixel_policy=r.pixel_policy,
+                station_names=tuple(r.match.station_names),
             )
             for r in policy.rules_matching(facts)
         ]

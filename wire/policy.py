@@ -113,7 +113,9 @@ class PolicyMatch(_Model):
         if self.calling_aes and not any_of(self.calling_aes, facts.calling_aes):
             return False
         if self.station_names and not any_of(self.station_names, facts.station_names, True):
-            return False
+            if not facts.station_names_withheld:
+                return False
+            undecided = True  # the study's other station names were not shown
         if self.min_age_years is not None or self.max_age_years is not None:
             age = facts.patient_age_years
             if age is None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from sqlalchemy import create_engine, text
 
 from tests.factories.dicom import FakePatient, make_ct_study, pixel_bytes
@@ -94,6 +95,12 @@ def test_study_reaches_other_org_byte_identical_and_hub_holds_no_identity(
     study = make_ct_study(
         tmp_path / "modality", instances=5, patient=patient, accession="ACC99887766"
     )
+    typed_station = "Yorick^Vantabl"  # a name typed where the station's name belongs
+    for path in study.files:
+        ds = dcmread(path)
+        ds.StationName = typed_station
+        ds.save_as(path, enforce_file_format=True)
+    needles = [*study.identifying_strings, typed_station]
 
     result = storescu(a.dicom_port, a.ae_title, study.files)
     assert result.returncode == 0, result.stderr.decode()
@@ -102,17 +109,17 @@ def test_study_reaches_other_org_byte_identical_and_hub_holds_no_identity(
 
     assert pixel_bytes(b.received_files()) == pixel_bytes(study.files)
     # identified share: org B receives the identity; nothing at the hub may hold it
-    assert _files_containing(federation.hub_dir, study.identifying_strings) == []
+    assert _files_containing(federation.hub_dir, needles) == []
     if hub_database:
         rows = _database_rows(hub_database)
         assert "org-a" in rows  # the dump really holds the index
-        for needle in study.identifying_strings:
+        for needle in needles:
             assert needle not in rows
     # the agents' logs carry no patient identity either
     for agent in (a, b):
         log = agent.log_file.read_text()
         assert "bundle" in log
-        for needle in study.identifying_strings:
+        for needle in needles:
             assert needle not in log
 
 
@@ -168,8 +175,6 @@ def test_deidentified_destination_receives_no_identity(
         data = path.read_bytes()
         for needle in study.identifying_strings:
             assert needle.encode() not in data
-    from pydicom import dcmread
-
     first = dcmread(received[0])
     assert first.PatientIdentityRemoved == "YES"
     assert str(first.StudyInstanceUID) != study.study_instance_uid
@@ -225,8 +230,6 @@ def test_burned_in_name_is_blanked_before_a_deidentified_copy_leaves(
 
     assert storescu(a.dicom_port, a.ae_title, [source]).returncode == 0
     federation.wait_for(lambda: len(research.received_files()) == 1, 90, "scrubbed copy")
-
-    from pydicom import dcmread
 
     out = dcmread(research.received_files()[0])
     after = out.pixel_array

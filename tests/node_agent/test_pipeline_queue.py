@@ -383,3 +383,28 @@ def test_identified_and_deidentified_rules_to_one_org_both_send(agent_parts, tmp
     assert pipeline.process_stable() == 2
     assert sorted(r["mode"] for r in operations.queue(state)) == ["deidentified", "identified"]
     assert pipeline.process_stable() == 0
+
+
+def test_the_manifest_names_only_the_stations_the_rule_names(agent_parts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Station Name is typed at the modality: a name there must not reach the hub in the
+    manifest's facts (the hub stores the header); the rule's own station names may."""
+    config, _cf, state, spool, identity, _recipient, keys = agent_parts
+    study = make_ct_study(tmp_path / "study", instances=2)
+    for index, path in enumerate(study.files):
+        ds = dcmread(path)
+        ds.StationName = "CT01" if index == 0 else "Zqxwv^Ykjhg"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        spool.store(buffer.getvalue())
+    pipeline = Pipeline(
+        config, state, identity, lambda org: keys,
+        lambda facts: [Destination(org="org-b", station_names=("ct01",))]
+        if "CT01" in facts.station_names and "Zqxwv^Ykjhg" in facts.station_names else [],
+    )  # fmt: skip
+    assert mark_stable(state, 0.0) == [study.study_instance_uid]
+    assert pipeline.process_stable() == 1
+    [row] = operations.queue(state)
+    header_bytes = (config.agent.data_dir / "outbox" / row["bundle_id"] / "header.bin").read_bytes()
+    facts = _header(config, row["bundle_id"]).manifest.facts
+    assert facts.station_names == ["CT01"] and facts.station_names_withheld
+    assert b"Zqxwv" not in header_bytes and b"CT01" in header_bytes

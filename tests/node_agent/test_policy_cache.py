@@ -83,6 +83,7 @@ def test_rules_match_on_every_criterion_of_the_study(tmp_path: Path) -> None:
     assert [(d.org, d.mode) for d in routes] == [("org-b", "identified"), ("org-r", "deidentified")]
     research = routes[1]
     assert research.recipe and research.pixel_policy == "strict"
+    assert research.station_names == ("CT01",)  # what its manifest may show the hub
     for change in (
         {"patient_age_years": 12}, {"body_parts": ["HEAD"]}, {"study_description": "CT head"},
         {"station_names": ["CT02"]}, {"calling_aes": ["OTHER"]}, {"patient_age_years": None},
